@@ -1,0 +1,197 @@
+"""One build, from a Dockerfile and a context to the requested outputs; the engine's entry point (no UI)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.progress.events import (
+    BuildFinished,
+    EventBus,
+    SourceLocation,
+    VertexCompleted,
+    VertexFailed,
+    VertexStarted,
+)
+
+
+def default_root() -> Path:
+    """`/var/lib/workbench` for root, else `$XDG_DATA_HOME/workbench` (or ~/.local/share/workbench)."""
+    if env := os.environ.get("WORKBENCH_ROOT"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/workbench")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(data) / "workbench"
+
+
+class OutputSpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One `--output`: type (oci, local) and its attributes (dest, name, ...)."""
+
+    type: str
+    attrs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return self.attrs.get("dest", "")
+
+
+def parse_output(text: str) -> OutputSpec:
+    """Parse `type=oci,dest=out.tar`; a bare path means `type=local,dest=PATH` as in buildx."""
+    if "=" not in text.split(",")[0]:
+        return OutputSpec("local", {"dest": text})
+    attrs: dict[str, str] = {}
+    for part in text.split(","):
+        k, eq, v = part.partition("=")
+        if not eq:
+            raise OutputSpecError(f"--output {text!r}: {part!r} is not key=value")
+        attrs[k.strip()] = v.strip()
+    kind = attrs.pop("type", "")
+    if kind not in ("oci", "local"):
+        raise OutputSpecError(f"--output {text!r}: unsupported type {kind!r} (supported: oci, local)")
+    if not attrs.get("dest"):
+        raise OutputSpecError(f"--output {text!r}: dest= is required for type={kind}")
+    return OutputSpec(kind, attrs)
+
+
+@dataclass
+class BuildRequest:
+    context: Path
+    dockerfile: Path
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    outputs: list[OutputSpec] = field(default_factory=list)
+    no_cache: bool = False
+    root: Path = field(default_factory=default_root)
+
+
+@dataclass
+class BuildResult:
+    manifest_digest: str | None
+    image: dict[str, Any]
+    duration: float
+
+
+class BuildFailure(Exception):
+    """A failed build: what failed, and where in the Dockerfile when that is known."""
+
+    def __init__(self, message: str, location: SourceLocation | None = None, step: str = "",
+                 dockerfile_text: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        self.step = step
+        self.dockerfile_text = dockerfile_text
+
+
+def _internal(bus: EventBus, name: str) -> tuple[str, float]:
+    vid = "internal:" + name
+    start = time.time()
+    bus.emit(VertexStarted(vid, name, ts=start))
+    return vid, start
+
+
+def run_build(req: BuildRequest, bus: EventBus) -> BuildResult:
+    """Build `req`, reporting on `bus`; raises BuildFailure."""
+    started = time.time()
+    try:
+        result = _build(req, bus)
+    except BuildFailure as e:
+        bus.emit(BuildFinished(error=e.message, duration=time.time() - started))
+        raise
+    bus.emit(BuildFinished(duration=time.time() - started))
+    return result
+
+
+def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
+    from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
+    from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
+    from workbench.solver.solver import LocalContext, SolveError, Solver
+
+    filename = req.dockerfile.name
+    vid, t0 = _internal(bus, f"[internal] load build definition from {filename}")
+    try:
+        text = req.dockerfile.read_text()
+    except OSError as e:
+        bus.emit(VertexFailed(vid, vid[9:], error=str(e)))
+        raise BuildFailure(f"failed to read dockerfile: {req.dockerfile}: {e.strerror}") from None
+    bus.emit(VertexCompleted(vid, vid[9:], duration=time.time() - t0))
+    if not req.context.is_dir():
+        raise BuildFailure(f"build context {req.context} is not a directory")
+    patterns = load_dockerignore(req.context, req.dockerfile)
+    matcher = IgnoreMatcher(patterns)
+
+    req.root.mkdir(parents=True, exist_ok=True)
+    solver = Solver(req.root, bus, {"context": LocalContext(req.context, matcher.excluded if matcher else None)},
+                    no_cache=req.no_cache)
+    try:
+        def resolve(ref: str) -> tuple[str, str, dict[str, Any]]:
+            return _resolve_image(ref, solver, bus)
+
+        try:
+            conv = convert(text, ConvertOptions(build_args=req.build_args, target=req.target, filename=filename,
+                                                excludes=tuple(patterns)), resolve)
+        except DockerfileError as e:
+            loc = SourceLocation(filename, e.start_line, e.end_line or e.start_line) if e.start_line else None
+            raise BuildFailure(e.message, loc, dockerfile_text=text) from None
+        try:
+            result = solver.solve(conv.vertex)
+        except SolveError as e:
+            v = e.vertex
+            raise BuildFailure(e.message, v.source if v else None, v.name if v else "", text) from None
+        manifest = None
+        for out in req.outputs:
+            manifest = _export(out, result.chain, conv.image, solver, bus, manifest)
+        return BuildResult(manifest, conv.image, 0.0)
+    finally:
+        solver.close()
+
+
+def _resolve_image(ref: str, solver: Any, bus: EventBus) -> tuple[str, str, dict[str, Any]]:
+    from workbench.image.reference import InvalidReference, parse_reference
+    from workbench.image.registry import RegistryError, pull
+
+    try:
+        parsed = parse_reference(ref)
+    except InvalidReference as e:
+        raise RuntimeError(str(e)) from None
+    vid, t0 = _internal(bus, f"[internal] load metadata for {parsed}")
+    try:
+        image = pull(parsed, solver.content)
+    except RegistryError as e:
+        bus.emit(VertexFailed(vid, vid[9:], error=str(e)))
+        raise RuntimeError(str(e)) from None
+    bus.emit(VertexCompleted(vid, vid[9:], duration=time.time() - t0))
+    return str(parsed), image.manifest_digest, image.config
+
+
+def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: Any, bus: EventBus,
+            manifest: str | None) -> str | None:
+    from workbench.exporter.image import build_image
+    from workbench.exporter.local import export_local
+    from workbench.image.oci_layout import write_oci_archive
+
+    name = f"exporting to {out.type} {'image format' if out.type == 'oci' else 'directory'}"
+    vid, t0 = _internal(bus, name)
+    try:
+        if out.type == "oci":
+            if manifest is None:
+                manifest = build_image(chain, image, solver.store, solver.snapshots, solver.content)
+            dest = Path(out.dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_oci_archive(dest, solver.content, manifest, out.attrs.get("name"))
+        else:
+            export_local(chain, solver.snapshots, Path(out.dest))
+    except OSError as e:
+        bus.emit(VertexFailed(vid, name, error=str(e)))
+        raise BuildFailure(f"export failed: {e}") from None
+    bus.emit(VertexCompleted(vid, name, duration=time.time() - t0))
+    return manifest

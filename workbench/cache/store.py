@@ -1,0 +1,118 @@
+"""The persistent cache store: cache key → result (a chain of snapshot ids), layer blobs, miss history.
+
+SQLite in WAL mode so several `workbench build` processes can share one root. A record is written only
+after its snapshot is complete and renamed into place, so a killed build never leaves a record that a
+later build would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    chain TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layer_blobs (
+    snapshot TEXT PRIMARY KEY,
+    diff_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lineage (
+    lineage TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    components TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """The compressed blob of one snapshot, as it goes into an image manifest."""
+
+    diff_id: str
+    digest: str
+    size: int
+    media_type: str
+
+    def descriptor(self) -> dict[str, object]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+class CacheStore:
+    """Thread-safe access to `cache.db` under the build root."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def lookup(self, key: str) -> list[str] | None:
+        """The snapshot chain stored for `key`, bottom layer first, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT chain FROM results WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return list(json.loads(row[0]))
+
+    def touch(self, keys: list[str]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.executemany("UPDATE results SET last_used=? WHERE key=?", [(now, k) for k in keys])
+
+    def record(self, key: str, chain: list[str], description: str = "") -> list[str]:
+        """Store `chain` for `key`; if another build stored one first, keep and return that one."""
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO results (key, chain, description, created, last_used) VALUES (?,?,?,?,?)",
+                (key, json.dumps(chain), description, now, now),
+            )
+            row = self._db.execute("SELECT chain FROM results WHERE key=?", (key,)).fetchone()
+        return list(json.loads(row[0]))
+
+    def layer_blob(self, snapshot: str) -> LayerBlob | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT diff_id, digest, size, media_type FROM layer_blobs WHERE snapshot=?", (snapshot,)
+            ).fetchone()
+        return LayerBlob(*row) if row else None
+
+    def record_layer_blob(self, snapshot: str, blob: LayerBlob) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO layer_blobs (snapshot, diff_id, digest, size, media_type) VALUES (?,?,?,?,?)",
+                (snapshot, blob.diff_id, blob.digest, blob.size, blob.media_type),
+            )
+
+    def last_lineage(self, lineage: str) -> tuple[str, dict[str, object]] | None:
+        """The key and key components the step at `lineage` had last time it was solved."""
+        with self._lock:
+            row = self._db.execute("SELECT key, components FROM lineage WHERE lineage=?", (lineage,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def record_lineage(self, lineage: str, key: str, components: dict[str, object]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO lineage (lineage, key, components) VALUES (?,?,?)",
+                (lineage, key, json.dumps(components, sort_keys=True)),
+            )

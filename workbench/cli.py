@@ -1,0 +1,94 @@
+"""The `workbench` command line (buildctl / docker buildx names). Imports stay lazy to keep start-up fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Build container images from Dockerfiles.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build an image from a Dockerfile")
+    b.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
+    b.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    b.add_argument("--target", help="the stage to build")
+    b.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE", help="set a build argument")
+    b.add_argument("-o", "--output", action="append", default=[], metavar="SPEC",
+                   help="type=oci,dest=FILE.tar | type=local,dest=DIR | DIR")
+    b.add_argument("--no-cache", action="store_true", help="do not use the cache")
+    b.add_argument("--progress", default="auto", choices=["auto", "plain", "tty", "rawjson"])
+    b.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    b.add_argument("--secret", action="append", default=[], help="id=ID,src=FILE (not supported yet)")
+    b.add_argument("--allow", action="append", default=[], help="entitlement (not supported yet)")
+    b.add_argument("--cdi-spec-dir", action="append", default=[], help="CDI spec dir (not supported yet)")
+    b.add_argument("--cache-to", action="append", default=[], help="(not supported yet)")
+    b.add_argument("--cache-from", action="append", default=[], help="(not supported yet)")
+    return parser
+
+
+def _usage_error(message: str) -> int:
+    print(f"workbench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _build(args: argparse.Namespace) -> int:
+    from workbench.build import (
+        BuildFailure,
+        BuildRequest,
+        OutputSpecError,
+        default_root,
+        parse_output,
+        run_build,
+    )
+    from workbench.progress.errors import format_failure
+    from workbench.progress.events import EventBus
+    from workbench.progress.printers import make_printer
+
+    for flag in ("secret", "allow", "cdi_spec_dir", "cache_to", "cache_from"):
+        if getattr(args, flag):
+            return _usage_error(f"--{flag.replace('_', '-')} is not supported yet")
+    build_args: dict[str, str] = {}
+    for item in args.build_arg:
+        key, eq, value = item.partition("=")
+        if not key:
+            return _usage_error(f"--build-arg {item!r}: expected KEY=VALUE")
+        if not eq:
+            import os
+
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        build_args[key] = value
+    try:
+        outputs = [parse_output(o) for o in args.output]
+    except OutputSpecError as e:
+        return _usage_error(str(e))
+    context = Path(args.context)
+    dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
+    request = BuildRequest(context=context, dockerfile=dockerfile, build_args=build_args, target=args.target,
+                           outputs=outputs, no_cache=args.no_cache,
+                           root=Path(args.root) if args.root else default_root())
+    bus = EventBus()
+    bus.subscribe(make_printer(args.progress))
+    try:
+        run_build(request, bus)
+    except BuildFailure as e:
+        print(format_failure(e.message, e.location, e.step, e.dockerfile_text), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ERROR: build canceled", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "build":
+        return _build(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

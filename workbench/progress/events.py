@@ -1,0 +1,111 @@
+"""The typed event stream of a build: every view (printers, TUI, recorder) reads these and nothing else."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where a vertex came from in the Dockerfile (1-based, inclusive lines)."""
+
+    filename: str
+    start_line: int
+    end_line: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every event; `ts` is wall-clock seconds."""
+
+    ts: float = field(default_factory=time.time, kw_only=True)
+
+
+@dataclass(frozen=True)
+class VertexEvent(Event):
+    vertex: str
+    """The vertex digest."""
+    name: str
+
+
+@dataclass(frozen=True)
+class VertexStarted(VertexEvent):
+    """A vertex missed the cache (or must always run) and starts now."""
+
+    inputs: tuple[str, ...] = ()
+    source: SourceLocation | None = None
+    miss_reason: str = ""
+
+
+@dataclass(frozen=True)
+class VertexCached(VertexEvent):
+    """A vertex's result came from the cache store."""
+
+    inputs: tuple[str, ...] = ()
+    source: SourceLocation | None = None
+    cache_key: str = ""
+
+
+@dataclass(frozen=True)
+class VertexCompleted(VertexEvent):
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class VertexFailed(VertexEvent):
+    error: str = ""
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class VertexLog(VertexEvent):
+    """A chunk of a step's output; stream 1 is stdout, 2 is stderr."""
+
+    stream: int = 1
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class VertexStatus(VertexEvent):
+    """A sub-task of a vertex (resolve, extract a layer, transfer) with byte progress."""
+
+    status_id: str = ""
+    current: int = 0
+    total: int = 0
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class BuildWarning(Event):
+    message: str
+    source: SourceLocation | None = None
+
+
+@dataclass(frozen=True)
+class BuildFinished(Event):
+    """The whole build ended; `error` is empty on success."""
+
+    error: str = ""
+    duration: float = 0.0
+
+
+Sink = Callable[[Event], None]
+
+
+class EventBus:
+    """Fans events out to subscribers, from any thread, one event at a time."""
+
+    def __init__(self) -> None:
+        self._sinks: list[Sink] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            for sink in self._sinks:
+                sink(event)

@@ -1,0 +1,82 @@
+"""Content checksums of what a copy reads from the build context (never mtimes: a touch is not a change)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from pathlib import Path
+
+from workbench.llb.ops import Copy
+from workbench.snapshot.rootpath import resolve_in_root
+from workbench.solver.fileops import Excluded, source_paths
+
+_file_hashes: dict[tuple[str, int, int, int], str] = {}
+_lock = threading.Lock()
+
+
+def _file_digest(path: str, st: os.stat_result) -> str:
+    key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _lock:
+        hit = _file_hashes.get(key)
+    if hit is not None:
+        return hit
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _lock:
+        _file_hashes[key] = digest
+    return digest
+
+
+def _entry(path: str, rel: str, follow: bool) -> tuple[str, os.stat_result]:
+    st = os.stat(path) if follow else os.lstat(path)
+    kind = stat.S_IFMT(st.st_mode)
+    header = f"{rel}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0"
+    if stat.S_ISREG(st.st_mode):
+        header += f"{st.st_size}\0{_file_digest(path, st)}"
+    elif stat.S_ISLNK(st.st_mode):
+        header += os.readlink(path)
+    return header, st
+
+
+def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tuple[str, list[str]]:
+    """Checksum of everything `action` reads from `context`, and the files it read (for miss reasons).
+
+    Raises FileActionError when a source is missing, as the copy itself would.
+    """
+    h = hashlib.sha256()
+    files: list[str] = []
+    for src in source_paths(context, action, excluded):
+        host = resolve_in_root(context, src, follow_final=action.follow_symlinks)
+        header, st = _entry(str(host), src, follow=False)
+        h.update(header.encode() + b"\n")
+        files.append(src.lstrip("/"))
+        if stat.S_ISDIR(st.st_mode):
+            for dirpath, dirnames, filenames in os.walk(host):
+                dirnames.sort()
+                rel_dir = os.path.relpath(dirpath, context)
+                for name in sorted(dirnames + filenames):
+                    rel = os.path.normpath(os.path.join(rel_dir, name))
+                    if excluded is not None and excluded(rel):
+                        continue
+                    header, _ = _entry(os.path.join(dirpath, name), rel, follow=False)
+                    h.update(header.encode() + b"\n")
+                    files.append(rel)
+    return "sha256:" + h.hexdigest(), files
+
+
+def file_checksums(context: Path, files: list[str]) -> dict[str, str]:
+    """Per-file digests (for telling which context file changed since the last build)."""
+    out = {}
+    for rel in files:
+        p = os.path.join(context, rel)
+        try:
+            header, _ = _entry(p, rel, follow=False)
+        except OSError:
+            continue
+        out[rel] = hashlib.sha256(header.encode()).hexdigest()[:16]
+    return out

@@ -1,0 +1,266 @@
+"""The solver: cache keys for every vertex, then run only what missed, independent vertices in parallel.
+
+Keys are computed top-down before anything runs: key = H(op digest, input keys, content checksums of
+the context files a copy reads). A vertex whose key is in the store is CACHED and its inputs are never
+built; a miss runs once all its inputs have results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.cache.store import CacheStore
+from workbench.llb.ops import Copy, ExecOp, FileOp, ImageSource, LocalSource, ScratchSource, Vertex
+from workbench.progress.events import EventBus, VertexCached, VertexCompleted, VertexFailed, VertexStarted
+from workbench.snapshot.manager import SnapshotManager
+from workbench.solver.checksum import copy_checksum, file_checksums
+from workbench.solver.fileops import Excluded, FileActionError
+
+
+class SolveError(Exception):
+    """A build failure, attributed to the vertex that failed (if any)."""
+
+    def __init__(self, message: str, vertex: Vertex | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.vertex = vertex
+
+
+@dataclass
+class LocalContext:
+    """A local directory given to the build (the context), with its .dockerignore."""
+
+    path: Path
+    excluded: Excluded | None = None
+
+
+@dataclass
+class Result:
+    """A vertex's output: a chain of snapshot ids, bottom first (empty for scratch)."""
+
+    chain: list[str]
+    key: str = ""
+
+
+@dataclass
+class _KeyInfo:
+    key: str
+    components: dict[str, object] = field(default_factory=dict)
+
+
+class Solver:
+    """Solves LLB graphs against one build root."""
+
+    def __init__(
+        self,
+        root: Path,
+        bus: EventBus,
+        contexts: dict[str, LocalContext] | None = None,
+        no_cache: bool = False,
+        parallelism: int = 4,
+    ) -> None:
+        from workbench.image.content import ContentStore
+
+        self.root = root
+        self.bus = bus
+        self.contexts = contexts or {}
+        self.no_cache = no_cache
+        self.parallelism = parallelism
+        self.store = CacheStore(root / "cache.db")
+        self.snapshots = SnapshotManager(root)
+        self.content = ContentStore(root / "content")
+        self.cancel = threading.Event()
+        self._keys: dict[str, _KeyInfo] = {}
+
+    def close(self) -> None:
+        self.snapshots.cleanup()
+        self.store.close()
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    def _context(self, v: Vertex) -> LocalContext:
+        assert isinstance(v.op, LocalSource)
+        ctx = self.contexts.get(v.op.name)
+        if ctx is None:
+            raise SolveError(f"no local directory given for {v.op.name!r}", v)
+        return ctx
+
+    def _compute_key(self, v: Vertex) -> _KeyInfo:
+        parts: list[str] = [v.digest]
+        components: dict[str, object] = {"op": v.digest}
+        if isinstance(v.op, LocalSource):
+            return _KeyInfo("local:" + v.op.name, components)
+        input_keys = [self._keys[i.digest].key for i in v.inputs]
+        components["inputs"] = input_keys
+        parts += input_keys
+        if isinstance(v.op, FileOp):
+            files: list[str] = []
+            for n, action in enumerate(v.op.actions):
+                if not isinstance(action, Copy):
+                    continue
+                src_vertex = v.inputs[action.src_input]
+                if not isinstance(src_vertex.op, LocalSource):
+                    continue
+                ctx = self._context(src_vertex)
+                try:
+                    checksum, read = copy_checksum(ctx.path, action, ctx.excluded)
+                except FileActionError as e:
+                    raise SolveError(f"failed to compute cache key: {e}", v) from None
+                parts.append(f"{n}:{checksum}")
+                files += read
+            if files:
+                ctx_paths = {self._context(i).path for i in v.inputs if isinstance(i.op, LocalSource)}
+                components["files"] = file_checksums(next(iter(ctx_paths)), files) if len(ctx_paths) == 1 else {}
+        key = "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        return _KeyInfo(key, components)
+
+    def _lineage(self, v: Vertex) -> str:
+        where = v.source.filename if v.source else ""
+        return f"{where}#{v.name.split(']')[0]}"
+
+    def _miss_reason(self, v: Vertex, info: _KeyInfo) -> str:
+        if self.no_cache or v.ignore_cache:
+            return "cache disabled (--no-cache)"
+        last = self.store.last_lineage(self._lineage(v))
+        if last is None:
+            return "no earlier build of this step"
+        old_key, old = last
+        if old_key == info.key:
+            return "its cache record is gone (pruned)"
+        if old.get("op") != info.components.get("op"):
+            return "the instruction changed"
+        old_inputs, new_inputs = old.get("inputs") or [], info.components.get("inputs") or []
+        if old_inputs != new_inputs:
+            changed = [i.name or i.digest[:19] for i, a, b in zip(v.inputs, old_inputs, new_inputs, strict=False)
+                       if a != b]
+            return "an input changed: " + ", ".join(changed) if changed else "its inputs changed"
+        old_files = old.get("files") or {}
+        new_files = info.components.get("files") or {}
+        assert isinstance(old_files, dict) and isinstance(new_files, dict)
+        changed_files = sorted(
+            f for f in set(old_files) | set(new_files) if old_files.get(f) != new_files.get(f)
+        )
+        if changed_files:
+            shown = ", ".join(changed_files[:5]) + (" …" if len(changed_files) > 5 else "")
+            return f"context files changed: {shown}"
+        return "no cache record for this key"
+
+    # -- solving ------------------------------------------------------------------------------------
+
+    def solve(self, target: Vertex) -> Result:
+        vertices = target.walk()
+        by_digest = {v.digest: v for v in vertices}
+        for v in vertices:
+            try:
+                self._keys[v.digest] = self._compute_key(v)
+            except SolveError as e:
+                now = time.time()
+                vv = e.vertex or v
+                self.bus.emit(VertexStarted(vv.digest, vv.name, source=vv.source, ts=now))
+                self.bus.emit(VertexFailed(vv.digest, vv.name, error=e.message, ts=time.time()))
+                raise
+
+        results: dict[str, Result] = {}
+        to_run: list[Vertex] = []
+        seen: set[str] = set()
+
+        def plan(v: Vertex) -> None:
+            if v.digest in seen:
+                return
+            seen.add(v.digest)
+            info = self._keys[v.digest]
+            if isinstance(v.op, LocalSource):
+                results[v.digest] = Result([], info.key)
+                return
+            if not (self.no_cache or v.ignore_cache):
+                chain = self.store.lookup(info.key)
+                if chain is not None and all(self.snapshots.exists(s) for s in chain):
+                    results[v.digest] = Result(chain, info.key)
+                    return
+            for i in v.inputs:
+                plan(i)
+            to_run.append(v)
+
+        plan(target)
+        # Everything not run is reported as cached, inputs first (as BuildKit shows them).
+        run_set = {v.digest for v in to_run}
+        for v in vertices:
+            if v.digest in run_set or isinstance(v.op, LocalSource):
+                continue
+            if v.digest in results or self.store.lookup(self._keys[v.digest].key) is not None:
+                self.bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
+                                           source=v.source, cache_key=self._keys[v.digest].key))
+        self.store.touch([r.key for r in results.values() if r.key])
+        self._run(to_run, by_digest, results)
+        return results[target.digest]
+
+    def _run(self, to_run: list[Vertex], by_digest: dict[str, Vertex], results: dict[str, Result]) -> None:
+        pending = list(to_run)
+        running: dict[Future[Result], Vertex] = {}
+        error: SolveError | None = None
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="solve") as pool:
+            while pending or running:
+                if error is None:
+                    for v in list(pending):
+                        if all(i.digest in results for i in v.inputs):
+                            pending.remove(v)
+                            inputs = [results[i.digest] for i in v.inputs]
+                            running[pool.submit(self._execute, v, inputs)] = v
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    v = running.pop(fut)
+                    try:
+                        results[v.digest] = fut.result()
+                    except SolveError as e:
+                        if error is None:
+                            error = e
+                            self.cancel.set()
+                    except Exception as e:  # an unexpected failure still fails just this build, clearly
+                        if error is None:
+                            error = SolveError(f"{type(e).__name__}: {e}", v)
+                            self.cancel.set()
+        if error is not None:
+            raise error
+
+    def _execute(self, v: Vertex, inputs: list[Result]) -> Result:
+        info = self._keys[v.digest]
+        start = time.time()
+        self.bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
+                                    miss_reason=self._miss_reason(v, info), ts=start))
+        try:
+            if self.cancel.is_set():
+                raise SolveError("canceled", v)
+            chain = self._do(v, inputs)
+        except SolveError as e:
+            e.vertex = e.vertex or v
+            self.bus.emit(VertexFailed(v.digest, v.name, error=e.message, duration=time.time() - start))
+            raise
+        except Exception as e:
+            msg = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
+            self.bus.emit(VertexFailed(v.digest, v.name, error=msg, duration=time.time() - start))
+            raise SolveError(msg, v) from e
+        chain = self.store.record(info.key, chain, v.name)
+        self.store.record_lineage(self._lineage(v), info.key, info.components)
+        self.bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start))
+        return Result(chain, info.key)
+
+    def _do(self, v: Vertex, inputs: list[Result]) -> list[str]:
+        from workbench.solver import runners
+
+        op = v.op
+        if isinstance(op, ScratchSource):
+            return []
+        if isinstance(op, ImageSource):
+            return runners.pull_image(self, v, op)
+        if isinstance(op, ExecOp):
+            return runners.run_exec(self, v, op, inputs)
+        if isinstance(op, FileOp):
+            return runners.run_file(self, v, op, inputs)
+        raise SolveError(f"cannot solve op {type(op).__name__}", v)
