@@ -10,6 +10,7 @@ from typing import Any
 
 from workbench.progress.events import (
     BuildFinished,
+    BuildWarning,
     EventBus,
     SourceLocation,
     VertexCompleted,
@@ -124,13 +125,19 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         bus.emit(VertexFailed(vid, vid[9:], error=str(e)))
         raise BuildFailure(f"failed to read dockerfile: {req.dockerfile}: {e.strerror}") from None
     bus.emit(VertexCompleted(vid, vid[9:], duration=time.time() - t0))
-    if not req.context.is_dir():
-        raise BuildFailure(f"build context {req.context} is not a directory")
-    patterns = load_dockerignore(req.context, req.dockerfile)
+    context = req.context
+    if not context.exists():
+        # An empty context is legitimate (nothing is copied from it); say so, a typo is more likely.
+        bus.emit(BuildWarning(f"build context {context} does not exist: building with an empty context"))
+        context = req.root / "empty-context"
+        context.mkdir(parents=True, exist_ok=True)
+    elif not context.is_dir():
+        raise BuildFailure(f"build context {context} is not a directory")
+    patterns = load_dockerignore(context, req.dockerfile)
     matcher = IgnoreMatcher(patterns)
 
     req.root.mkdir(parents=True, exist_ok=True)
-    solver = Solver(req.root, bus, {"context": LocalContext(req.context, matcher.excluded if matcher else None)},
+    solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                     no_cache=req.no_cache)
     try:
         def resolve(ref: str) -> tuple[str, str, dict[str, Any]]:
