@@ -1,0 +1,47 @@
+"""Shared fixtures: the local registry with the busybox base (Debian docker-registry on 127.0.0.1:5055)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+CONFORMANCE = HERE / "conformance"
+WORKBENCH = [str(Path(os.sys.executable).parent / "workbench")]
+
+
+def real_parts_missing() -> str:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("runc", "docker-registry", "skopeo", "curl"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    """Starts (or reuses) the registry on 127.0.0.1:5055 holding localhost:5055/busybox; returns the base tar."""
+    why = real_parts_missing()
+    if why:
+        pytest.skip(why)
+    proc = subprocess.run(["sh", str(CONFORMANCE / "registry.sh")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+def wb(*args: str, root: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", *args],
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"workbench build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
