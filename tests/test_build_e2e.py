@@ -1,0 +1,123 @@
+"""End-to-end builds with real parts: partial re-runs, concurrent builds, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKBENCH, wb
+
+DOCKERFILE = """FROM localhost:5055/busybox
+COPY a.txt /a.txt
+RUN cat /a.txt > /a.copy
+COPY b.txt /b.txt
+RUN cat /a.txt /b.txt > /both
+"""
+
+
+def _steps(stderr: str) -> dict[str, str]:
+    """step name → 'CACHED' or 'RUN' from plain progress output."""
+    names: dict[str, str] = {}
+    state: dict[str, str] = {}
+    for line in stderr.splitlines():
+        num, _, rest = line.partition(" ")
+        if rest.startswith("["):
+            names[num] = rest
+        elif rest == "CACHED":
+            state[names[num]] = "CACHED"
+        elif rest.startswith("cache miss"):
+            state[names[num]] = "RUN"
+    return state
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "a.txt").write_text("a\n")
+    (ctx / "b.txt").write_text("b\n")
+    return ctx
+
+
+def test_changing_one_file_reruns_only_what_reads_it(registry: str, project: Path, root: Path) -> None:
+    first = _steps(wb(str(project), root=root).stderr)
+    assert list(first.values()).count("RUN") == 5  # FROM and the four steps, on a fresh root
+    assert set(_steps(wb(str(project), root=root).stderr).values()) == {"CACHED"}
+    (project / "b.txt").write_text("changed\n")
+    (project / "a.txt").touch()  # a new mtime alone is not a change
+    proc = wb(str(project), root=root)
+    state = _steps(proc.stderr)
+    assert state["[2/5] COPY a.txt /a.txt"] == "CACHED"
+    assert state["[3/5] RUN cat /a.txt > /a.copy"] == "CACHED"
+    assert state["[4/5] COPY b.txt /b.txt"] == "RUN"
+    assert state["[5/5] RUN cat /a.txt /b.txt > /both"] == "RUN"
+    assert "cache miss: context files changed: b.txt" in proc.stderr
+    out = project.parent / "out"
+    wb(str(project), "--output", f"type=local,dest={out}", root=root)
+    assert (out / "both").read_text() == "a\nchanged\n"
+
+
+def test_two_builds_on_one_root_at_once(registry: str, project: Path, root: Path) -> None:
+    outs = [project.parent / f"o{i}.tar" for i in range(2)]
+    procs = [subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(project),
+                                           "--output", f"type=oci,dest={o}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for o in outs]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-1500:] for r in results]
+    for o in outs:
+        assert "index.json" in tarfile.open(o).getnames()
+    assert set(_steps(wb(str(project), root=root).stderr).values()) == {"CACHED"}
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "expect"),
+    [
+        ("FROM localhost:5055/busybox\nENV\n", ["Dockerfile:2", "ENV"]),
+        ("FROM localhost:5055/busybox\nFROBNICATE x\n", ["Dockerfile:2", ">>> FROBNICATE x", "unknown instruction"]),
+        ("FROM localhost:5055/busybox\nCOPY missing.txt /\n", ["Dockerfile:2", '"/missing.txt": not found']),
+        ("FROM 127.0.0.1:5999/nothing\n", ["Dockerfile:1", "cannot reach registry 127.0.0.1:5999"]),
+        ("FROM localhost:5055/busybox\nRUN echo out && exit 7\n",
+         ["Dockerfile:2", 'process "/bin/sh -c echo out && exit 7" did not complete successfully: exit code: 7']),
+    ],
+)
+def test_bad_input_is_one_clear_error_and_cache_stays_usable(
+    registry: str, tmp_path: Path, root: Path, dockerfile: str, expect: list[str]
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    proc = wb(str(ctx), root=root, check=False)
+    assert proc.returncode != 0
+    for text in expect:
+        assert text in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("ERROR: failed to solve") == 1
+    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUN echo fine > /fine\n")
+    out = tmp_path / "out"
+    wb(str(ctx), "--output", f"type=local,dest={out}", root=root)
+    assert (out / "fine").read_text() == "fine\n"
+
+
+def test_killed_build_leaves_no_trusted_result(registry: str, tmp_path: Path, root: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUN echo half > /half && sleep 30\n")
+    proc = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(3, proc.kill)
+    timer.start()
+    proc.communicate(timeout=60)
+    timer.cancel()
+    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUN echo half > /half && sleep 30\n")
+    again = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = again.communicate(timeout=5)
+        pytest.fail("the killed step was trusted from the cache:\n" + err)
+    except subprocess.TimeoutExpired:
+        again.kill()
+        again.communicate()
