@@ -25,7 +25,7 @@ class UnsafeLayerError(Exception):
 
 def _open_stream(stream: BinaryIO, media_type: str) -> BinaryIO:
     head = stream.read(4)
-    rest = io.BufferedReader(_Prepend(head, stream))  # type: ignore[arg-type]
+    rest = io.BufferedReader(_Prepend(head, stream))  # type: ignore[arg-type,type-var]
     if head[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=rest)  # type: ignore[return-value]
     if head == b"\x28\xb5\x2f\xfd" or media_type.endswith("zstd"):

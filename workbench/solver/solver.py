@@ -134,7 +134,8 @@ class Solver:
             return "its cache record is gone (pruned)"
         if old.get("op") != info.components.get("op"):
             return "the instruction changed"
-        old_inputs, new_inputs = old.get("inputs") or [], info.components.get("inputs") or []
+        old_inputs = list(old.get("inputs") or [])  # type: ignore[call-overload]
+        new_inputs = list(info.components.get("inputs") or [])  # type: ignore[call-overload]
         if old_inputs != new_inputs:
             changed = [i.name or i.digest[:19] for i, a, b in zip(v.inputs, old_inputs, new_inputs, strict=False)
                        if a != b]

@@ -59,7 +59,7 @@ class ShellLex:
             if c == "'":
                 end = word.find("'", i + 1)
                 if end == -1:
-                    raise ShellExpansionError(f"unexpected end of statement while looking for matching single-quote in {word!r}")
+                    raise ShellExpansionError(f"unmatched single quote in {word!r}")
                 cur.append(word[i + 1:end])
                 i = end + 1
                 continue
@@ -77,7 +77,7 @@ class ShellLex:
                         cur.append(d)
                         i += 1
                 if i >= n:
-                    raise ShellExpansionError(f"unexpected end of statement while looking for matching double-quote in {word!r}")
+                    raise ShellExpansionError(f"unmatched double quote in {word!r}")
                 i += 1
                 continue
             if c == "$":
