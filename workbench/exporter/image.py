@@ -37,7 +37,7 @@ def build_image(
     config = copy.deepcopy(image)
     config["rootfs"] = {"type": "layers", "diff_ids": [b.diff_id for b in blobs]}
     config.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    ordered: dict[str, Any] = {k: config[k] for k in ("architecture", "os", "created", "author", "config", "rootfs", "history")
-               if k in config}
+    keys = ("architecture", "os", "created", "author", "config", "rootfs", "history")
+    ordered: dict[str, Any] = {k: config[k] for k in keys if k in config}
     ordered.update({k: v for k, v in config.items() if k not in ordered})
     return build_manifest(content, ordered, [b.descriptor() for b in blobs])
