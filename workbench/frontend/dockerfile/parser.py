@@ -62,6 +62,9 @@ class ParseResult:
         return "\n".join(c.dump() for c in self.children) + "\n"
 
 
+_GO_CONTROL = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
+
+
 def _go_quote(s: str) -> str:
     out = ['"']
     for ch in s:
@@ -75,6 +78,8 @@ def _go_quote(s: str) -> str:
             out.append("\\t")
         elif ch == "\r":
             out.append("\\r")
+        elif ch in _GO_CONTROL:
+            out.append(_GO_CONTROL[ch])
         elif not ch.isprintable():
             out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x80 else f"\\u{ord(ch):04x}")
         else:
@@ -177,7 +182,7 @@ def _node(keyword: str, rest: str, escape: str, original: str, start: int, end: 
         if parsed is not None:
             args, json_form = parsed, True
         elif keyword in _JSON_OR_LIST:
-            args = _split_words(rest, escape)
+            args = rest.split()  # BuildKit splits these on whitespace alone, quotes included
         else:
             args = [rest] if rest else []
     elif keyword == "healthcheck":
@@ -212,8 +217,9 @@ def parse(text: str) -> ParseResult:
     warnings: list[str] = []
 
     def continues(s: str) -> tuple[bool, str]:
-        stripped = s.rstrip()
-        if stripped.endswith(escape):
+        stripped = s.rstrip(" \t")
+        trailing = len(stripped) - len(stripped.rstrip(escape))
+        if trailing % 2 == 1:  # an escaped escape token at the end is not a continuation
             return True, stripped[: -len(escape)]
         return False, s
 
