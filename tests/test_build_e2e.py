@@ -121,3 +121,8 @@ def test_killed_build_leaves_no_trusted_result(registry: str, tmp_path: Path, ro
     except subprocess.TimeoutExpired:
         again.kill()
         again.communicate()
+    # The next build clears what the killed ones left mounted.
+    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\n")
+    wb(str(ctx), root=root)
+    with open("/proc/self/mounts") as f:
+        assert not [line for line in f if str(root.resolve()) in line]

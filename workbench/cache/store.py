@@ -58,9 +58,19 @@ class CacheStore:
         self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA busy_timeout=60000")
+            # Switching to WAL and creating tables can answer "locked" at once, without waiting, while
+            # another process opens the same store: retry for a while.
+            for attempt in range(200):
+                try:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._db.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e) or attempt == 199:
+                        raise
+                    time.sleep(0.05)
 
     def close(self) -> None:
         with self._lock:

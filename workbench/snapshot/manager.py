@@ -20,6 +20,7 @@ class SnapshotManager:
     def __init__(self, root: Path) -> None:
         self.dir = root / "snapshots"
         self.dir.mkdir(parents=True, exist_ok=True)
+        _clean_stale(root / "tmp")
         self.tmp = root / "tmp" / f"{os.getpid()}-{secrets.token_hex(3)}"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._empty = self.dir / "empty"
@@ -90,6 +91,29 @@ class SnapshotManager:
         """Remove this process's temp dir."""
         if self.tmp.exists():
             _remove_tree(self.tmp)
+
+
+def _clean_stale(tmp: Path) -> None:
+    """Unmount and remove what killed builds left in `tmp` (their process is gone; nothing trusts it)."""
+    if not tmp.is_dir():
+        return
+    for entry in tmp.iterdir():
+        pid = entry.name.split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: another build's scratch space
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        prefix = str(entry.resolve()) + "/"
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f]
+        for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+            unmount(Path(target))
+        _remove_tree(entry)
 
 
 def _remove_tree(path: Path) -> None:
