@@ -1,4 +1,4 @@
-"""`--output type=oci`: an OCI image layout, as a tar."""
+"""`--output type=oci`: a tar of an OCI image layout (oci-layout, index.json, blobs/sha256/...)."""
 
 from __future__ import annotations
 
@@ -7,33 +7,75 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
-from workbench.image.config import MANIFEST
+from workbench.image.config import INDEX, MANIFEST, dumps
 from workbench.image.content import ContentStore
+
+REF_NAME = "org.opencontainers.image.ref.name"
+_INDEX_TYPES = (INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def _blobs(store: ContentStore, digest: str, out: list[str]) -> None:
+    """`digest` and every blob it refers to (config, layers; children of an index), in order, each once."""
+    if digest in out:
+        return
+    out.append(digest)
+    doc = json.loads(store.read(digest))
+    if doc.get("mediaType") in _INDEX_TYPES or "manifests" in doc:
+        for child in doc.get("manifests") or []:
+            if store.has(child["digest"]):  # other platforms' images need not be here
+                _blobs(store, child["digest"], out)
+        return
+    for desc in [doc["config"], *(doc.get("layers") or [])]:
+        if desc["digest"] not in out:
+            out.append(desc["digest"])
 
 
 def write_oci_archive(dest: Path, store: ContentStore, manifest_digest: str, ref_name: str | None = None) -> None:
-    """Write a tar of an OCI layout holding one image; written aside and renamed, never half there."""
+    """Write a tar of an OCI layout holding the image `manifest_digest` (all blobs read from `store`).
+
+    index.json has one descriptor, annotated with `ref_name` as org.opencontainers.image.ref.name if given.
+    The tar is written to dest + ".tmp" and renamed, so `dest` is never half there. Deterministic: members
+    have mtime 0, owner 0:0.
+    """
+    dest = Path(dest)
     manifest_bytes = store.read(manifest_digest)
     manifest = json.loads(manifest_bytes)
-    desc: dict[str, object] = {"mediaType": MANIFEST, "digest": manifest_digest, "size": len(manifest_bytes)}
+    media = manifest.get("mediaType") or (INDEX if "manifests" in manifest else MANIFEST)
+    desc: dict[str, Any] = {"mediaType": media, "digest": manifest_digest, "size": len(manifest_bytes)}
     if ref_name:
-        desc["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [desc]}
-    blobs = [manifest_digest, manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
-    tmp = dest.with_name(dest.name + ".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        def add_bytes(name: str, data: bytes) -> None:
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mode = len(data), 0o644
-            tar.addfile(ti, io.BytesIO(data))
+        desc["annotations"] = {REF_NAME: ref_name}
+    index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": [desc]}
+    blobs: list[str] = []
+    _blobs(store, manifest_digest, blobs)
+    for d in blobs:
+        if not store.has(d):
+            raise FileNotFoundError(f"blob {d} of image {manifest_digest} is not in the content store")
 
-        add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-        add_bytes("index.json", json.dumps(index).encode())
-        seen = set()
-        for d in blobs:
-            if d in seen:
-                continue
-            seen.add(d)
-            tar.add(store.path(d), arcname="blobs/sha256/" + d.split(":", 1)[1])
-    os.replace(tmp, dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            def entry(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mtime, ti.uid, ti.gid = size, 0, 0, 0
+                ti.mode = 0o755 if directory else 0o644
+                if directory:
+                    ti.type = tarfile.DIRTYPE
+                return ti
+
+            def add_bytes(name: str, data: bytes) -> None:
+                tar.addfile(entry(name, len(data)), io.BytesIO(data))
+
+            add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            add_bytes("index.json", dumps(index))
+            tar.addfile(entry("blobs/", directory=True))
+            tar.addfile(entry("blobs/sha256/", directory=True))
+            for d in blobs:
+                path = store.path(d)
+                with open(path, "rb") as f:
+                    tar.addfile(entry("blobs/sha256/" + d.split(":", 1)[1], os.fstat(f.fileno()).st_size), f)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
