@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import posixpath
 import secrets
 import shutil
+import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from workbench.executor.spec import ExecSpec, generate_spec
+from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec
 from workbench.executor.user import UserError, resolve_user
 from workbench.snapshot.rootpath import resolve_in_root
 
-HOSTS = "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-# Paths runc may have to create as mount points; those it creates must not end up in the layer.
-_MOUNT_POINTS = ["/etc/hosts", "/etc/resolv.conf", "/etc", "/dev", "/proc", "/sys"]
+OutputFn = Callable[[int, bytes], None]
+# Mount points runc may have to create in the rootfs; those it creates must not end up in the layer.
+_BASE_MOUNT_POINTS = ["/etc/hosts", "/etc/resolv.conf", "/dev", "/proc", "/sys"]
+_KILL_GIVE_UP_S = 5.0
 
 
 class ExecError(Exception):
@@ -28,91 +33,218 @@ class ExecError(Exception):
 
 @dataclass
 class ExecResult:
+    """How the step's process ended: exit code, 128+N when killed by signal N (as runc reports)."""
+
     exit_code: int
     signal: int | None = None
 
 
-def _resolv_conf(network: str) -> str:
+def hosts_file(hostname: str = DEFAULT_HOSTNAME) -> str:
+    """BuildKit's /etc/hosts for a step."""
+    names = "localhost" if hostname == "localhost" else f"localhost {hostname}"
+    return f"127.0.0.1\t{names}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def _is_loopback(addr: str) -> bool:
     try:
-        lines = Path("/etc/resolv.conf").read_text().splitlines()
+        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def resolv_conf(network: str, host_file: Path = Path("/etc/resolv.conf")) -> str:
+    """The host's resolv.conf; in a network namespace of its own, loopback nameservers are dropped."""
+    try:
+        lines = host_file.read_text().splitlines()
     except OSError:
         lines = []
     if network == "none":
-        lines = [ln for ln in lines if not ln.strip().startswith("nameserver")]
-    return "\n".join(lines) + "\n"
+        lines = [ln for ln in lines
+                 if not (len(f := ln.split()) >= 2 and f[0] == "nameserver" and _is_loopback(f[1]))]
+    return "\n".join(lines) + "\n" if lines else ""
 
 
-def _pump(stream: IO[bytes], fd: int, on_output: Callable[[int, bytes], None] | None) -> None:
+class _Stubs:
+    """Mount points runc creates in the rootfs, removed again after the run (as BuildKit's MountStubsCleaner).
+
+    A parent directory whose only change was the stubs gets its timestamps back, for reproducible layers.
+    """
+
+    def __init__(self, rootfs: Path, dests: list[str]) -> None:
+        self.paths: list[Path] = []
+        self.parent_times: dict[Path, tuple[int, int]] = {}
+        for dest in dests:
+            try:
+                p = resolve_in_root(rootfs, dest)  # runc follows symlinks inside the rootfs too
+            except OSError:
+                continue
+            while p != rootfs and not os.path.lexists(p):
+                if p not in self.paths:
+                    self.paths.append(p)
+                parent = p.parent
+                if os.path.lexists(parent) and parent not in self.parent_times:
+                    st = os.stat(parent)
+                    self.parent_times[parent] = (st.st_atime_ns, st.st_mtime_ns)
+                p = parent
+        self.paths.sort(key=lambda q: len(q.parts), reverse=True)  # children before their parents
+
+    def remove(self) -> None:
+        stubs_ctime: dict[Path, int] = {}
+        for p in self.paths:
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            stubs_ctime[p.parent] = max(stubs_ctime.get(p.parent, 0), st.st_ctime_ns)
+        # A parent untouched since its last stub appeared had no other change: restore its times.
+        restore = {parent: times for parent, times in self.parent_times.items()
+                   if parent in stubs_ctime and _mtime(parent) <= stubs_ctime[parent]}
+        for p in self.paths:
+            try:
+                st = os.lstat(p)
+                if stat.S_ISDIR(st.st_mode):
+                    p.rmdir()  # fails when the step put something there: then it stays
+                elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    p.unlink()
+            except OSError:
+                restore.pop(p.parent, None)
+        for parent, (atime, mtime) in restore.items():
+            try:
+                os.utime(parent, ns=(atime, mtime))
+            except OSError:
+                pass
+
+
+def _mtime(p: Path) -> int:
+    try:
+        return os.stat(p).st_mtime_ns
+    except OSError:
+        return 1 << 62
+
+
+def _make_cwd(rootfs: Path, cwd: str, uid: int, gid: int) -> None:
+    """Create the working directory (and missing parents) owned by the user, as BuildKit does."""
+    target = resolve_in_root(rootfs, cwd)
+    missing: list[Path] = []
+    p = target
+    while p != rootfs and not os.path.lexists(p):
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o755)
+        os.chmod(d, 0o755)
+        os.chown(d, uid, gid)
+    if not target.is_dir():
+        raise ExecError(f"cannot use {cwd} as working directory: not a directory")
+
+
+def _pump(stream: IO[bytes], fd: int, on_output: OutputFn | None, errors: list[BaseException]) -> None:
     while chunk := stream.read1(65536):  # type: ignore[attr-defined]
-        if on_output is not None:
-            on_output(fd, chunk)
+        if on_output is not None and not errors:
+            try:
+                on_output(fd, chunk)
+            except BaseException as e:  # keep draining so runc never blocks on a full pipe
+                errors.append(e)
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # the process exited or closed stdin without reading it all
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
 
 
 def run(
     rootfs: Path,
     spec: ExecSpec,
     state_dir: Path,
-    on_output: Callable[[int, bytes], None] | None = None,
+    on_output: OutputFn | None = None,
     stdin: bytes | None = None,
     cancel: threading.Event | None = None,
 ) -> ExecResult:
-    """Run `spec` on the mounted `rootfs`; returns the exit code (128+signal when killed)."""
+    """Run `spec` in a container on the mounted `rootfs`, streaming (1|2, chunk) to `on_output`.
+
+    Returns the exit code (128+signal when killed; 137 after `cancel`). Raises ExecError when the step
+    cannot be set up. The bundle, runc's state and mount-point stubs are removed afterwards.
+    """
     runc = shutil.which("runc")
     if runc is None:
         raise ExecError("runc is not installed (apt-get install runc)")
+    rootfs = Path(os.path.realpath(rootfs))  # runc wants an absolute root path without symlinks
+    if not rootfs.is_dir():
+        raise ExecError(f"rootfs {rootfs} is not a directory")
     try:
         uid, gid, groups = resolve_user(rootfs, spec.user)
     except UserError as e:
         raise ExecError(str(e)) from None
-    missing = [p for p in _MOUNT_POINTS if not os.path.lexists(resolve_in_root(rootfs, p, follow_final=False))]
-    cwd = resolve_in_root(rootfs, spec.cwd or "/")
-    if not cwd.exists():
-        cwd.mkdir(parents=True, mode=0o755)
-        os.chown(cwd, uid, gid)
+    state = Path(os.path.realpath(state_dir))
+    runc_root = state / "runc"
     cid = "wb-" + secrets.token_hex(8)
-    bundle = Path(os.path.realpath(state_dir)) / cid
+    bundle = state / f"bundle-{cid}"
     bundle.mkdir(parents=True)
-    runc_root = state_dir / "runc"
+    stubs: _Stubs | None = None
+    base = [runc, "--root", str(runc_root)]
     try:
-        (bundle / "hosts").write_text(HOSTS)
-        (bundle / "resolv.conf").write_text(_resolv_conf(spec.network))
-        real_root = Path(os.path.realpath(rootfs))  # runc wants an absolute path with no symlinks
-        config = generate_spec(spec, real_root, bundle / "resolv.conf", bundle / "hosts", uid, gid, groups)
+        (bundle / "hosts").write_text(hosts_file(spec.hostname))
+        (bundle / "resolv.conf").write_text(resolv_conf(spec.network))
+        try:
+            config = generate_spec(spec, rootfs, bundle / "resolv.conf", bundle / "hosts", uid, gid, groups)
+        except ValueError as e:
+            raise ExecError(str(e)) from None
         (bundle / "config.json").write_text(json.dumps(config))
+        stubs = _Stubs(rootfs, _BASE_MOUNT_POINTS + [posixpath.normpath("/" + m.destination) for m in spec.mounts])
+        _make_cwd(rootfs, config["process"]["cwd"], uid, gid)
         proc = subprocess.Popen(
-            [runc, "--root", str(runc_root), "run", "--bundle", str(bundle), cid],
+            [*base, "run", "--bundle", str(bundle), cid],
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         assert proc.stdout is not None and proc.stderr is not None
-        pumps = [threading.Thread(target=_pump, args=(s, fd, on_output), daemon=True)
-                 for s, fd in ((proc.stdout, 1), (proc.stderr, 2))]
-        for t in pumps:
-            t.start()
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_pump, args=(s, fd, on_output, errors), daemon=True)
+                   for s, fd in ((proc.stdout, 1), (proc.stderr, 2))]
         if stdin is not None and proc.stdin is not None:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        killed = False
-        while True:
-            try:
-                code = proc.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                if cancel is not None and cancel.is_set() and not killed:
-                    subprocess.run([runc, "--root", str(runc_root), "kill", cid, "KILL"], capture_output=True)
-                    killed = True
-        for t in pumps:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+        done = threading.Event()
+        if cancel is not None:
+            threading.Thread(target=_watch_cancel, args=(proc, base, cid, cancel, done), daemon=True).start()
+        for t in threads:
+            t.start()
+        try:
+            code = proc.wait()
+        finally:
+            done.set()
+        for t in threads:
             t.join()
-        return ExecResult(code, 9 if killed else (code - 128 if code > 128 else None))
+        if code < 0:  # runc itself was killed (the last resort of a cancel)
+            code = 128 - code
+        if errors:
+            raise errors[0]
+        return ExecResult(code, code - 128 if 128 < code <= 128 + 64 else None)
     finally:
-        subprocess.run([runc, "--root", str(runc_root), "delete", "-f", cid], capture_output=True)
+        if (runc_root / cid).exists():  # a foreground `runc run` that exited normally deleted it already
+            subprocess.run([*base, "delete", "-f", cid], capture_output=True)
         shutil.rmtree(bundle, ignore_errors=True)
-        for p in missing:  # deepest first: /etc/hosts before /etc
-            host = resolve_in_root(rootfs, p, follow_final=False)
-            try:
-                if host.is_dir() and not host.is_symlink():
-                    host.rmdir()
-                elif os.path.lexists(host):
-                    host.unlink()
-            except OSError:
-                pass  # /etc got real content during the step: it stays
+        if stubs is not None:
+            stubs.remove()
+
+
+def _watch_cancel(proc: subprocess.Popen[bytes], base: list[str], cid: str, cancel: threading.Event,
+                  done: threading.Event) -> None:
+    """On `cancel`, SIGKILL the container (retrying until runc has created it); kill runc as a last resort."""
+    while not cancel.wait(0.05):
+        if done.is_set():
+            return
+    deadline = time.monotonic() + _KILL_GIVE_UP_S
+    while not done.is_set() and proc.poll() is None:
+        if subprocess.run([*base, "kill", cid, "KILL"], capture_output=True).returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            proc.kill()
+            return
+        done.wait(0.02)

@@ -8,7 +8,7 @@ from workbench.snapshot.rootpath import resolve_in_root
 
 
 class UserError(Exception):
-    pass
+    """USER names a user or group the rootfs does not have."""
 
 
 def _entries(rootfs: Path, path: str) -> list[list[str]]:
@@ -22,6 +22,8 @@ def _entries(rootfs: Path, path: str) -> list[list[str]]:
 def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
     """uid, gid and supplementary groups for USER `user` ("", name, uid, uid:gid, name:group)."""
     name, _, group = (user or "0").partition(":")
+    if name.isdigit() and group.isdigit():  # BuildKit's fast path: no lookups, no supplementary groups
+        return int(name), int(group), [int(group)]
     passwd = _entries(rootfs, "/etc/passwd")
     groups = _entries(rootfs, "/etc/group")
     entry = next((e for e in passwd if len(e) > 3 and (e[0] == name or (name.isdigit() and e[2] == name))), None)
@@ -40,6 +42,7 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
             if g is None:
                 raise UserError(f"unable to find group {group}: no matching entries in group file")
             gid = int(g[2])
+        return uid, gid, [gid]  # as runc's GetExecUser: supplementary groups only in the implicit form
     member_of = [int(e[2]) for e in groups
                  if len(e) > 3 and entry is not None and entry[0] in e[3].split(",") and e[2].isdigit()]
     return uid, gid, sorted({gid, *member_of})
