@@ -204,10 +204,17 @@ def test_cancel_kills_and_parallel_runs(rootfs: Path, tmp_path: Path) -> None:
     assert run(rootfs, ExecSpec(args=["sleep", "100"], env=[]), tmp_path, cancel=early).exit_code == 137
     assert os.listdir(tmp_path / "runc") == []
     results: list[tuple[int, bytes, bytes]] = []
+    # Parallel steps never share a rootfs in a build (each has its own overlay); here they do, so give the
+    # shared one its mount points up front rather than have runs create and remove them under each other.
+    stubs = [rootfs / "etc" / "hosts", rootfs / "etc" / "resolv.conf"]
+    for stub in stubs:
+        stub.write_text("")
     threads = [threading.Thread(target=lambda i=i: results.append(_run(rootfs, tmp_path, ["echo", str(i)])))
                for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    for stub in stubs:
+        stub.unlink()
     assert sorted(results) == [(0, f"{i}\n".encode(), b"") for i in range(4)]
