@@ -1,4 +1,9 @@
-"""The Dockerfile parser: directives, escapes, line continuations, JSON/shell forms, heredocs → nodes."""
+"""Dockerfile parser with BuildKit's ``frontend/dockerfile/parser`` semantics (Dockerfile 1.14).
+
+Parser directives, escape token, line continuations, per-instruction line parsers (JSON or
+shell form, ENV/LABEL key/value, flags), ONBUILD nesting and heredocs; ``dump()`` reproduces
+BuildKit's ``Node.Dump()`` output.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,55 @@ import json
 import re
 from dataclasses import dataclass, field
 
-_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
-_HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
-_HEREDOC_INSTRUCTIONS = {"run", "copy", "add"}
-_JSON_OR_STRING = {"run", "cmd", "entrypoint", "shell"}
-_JSON_OR_LIST = {"copy", "add", "volume"}
+from workbench.frontend.dockerfile.shell import GO_SPACES, ShellExpansionError, ShellLex, go_quote
+
+__all__ = ["DockerfileParseError", "Heredoc", "Node", "ParseResult", "chomp_heredoc_content", "parse",
+           "parse_heredoc"]
+
+_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*")
+_VALID_DIRECTIVES = ("syntax", "escape", "check")
+_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+_HEREDOC = re.compile(r"([0-9]*)<<(-?)([^<]*)", re.DOTALL)
+_LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
+_HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
+_MAX_LINE_BYTES = 64 * 1024  # bufio.MaxScanTokenSize
+_BYTE_SPACES = frozenset(b"\t\n\v\f\r \x85\xa0")  # unicode.IsSpace(rune(byte))
 
 
 class DockerfileParseError(Exception):
+    """A Dockerfile syntax error; ``line`` is 1-based."""
+
     def __init__(self, message: str, line: int | None = None) -> None:
-        super().__init__(f"{message}" + (f" (line {line})" if line else ""))
+        super().__init__(message if line is None else f"{message} (line {line})")
         self.message = message
         self.line = line
 
 
 @dataclass
 class Heredoc:
+    """A heredoc attached to RUN/COPY/ADD.
+
+    ``content`` is the body (lines with their newlines, terminator excluded); for ``<<-`` leading
+    tabs are already stripped from every body line. ``expand`` is False when any part of the
+    delimiter word was quoted.
+    """
+
     name: str
     content: str
     expand: bool
     chomp: bool
+    file_descriptor: int = 0
 
 
 @dataclass
 class Node:
+    """One instruction.
+
+    ``original`` is BuildKit's ``Node.Original``: the logical line with continuations joined
+    (escape + newline removed, comment lines dropped); ``source`` is the raw text of the
+    instruction's lines ``start_line..end_line`` (heredoc bodies included).
+    """
+
     keyword: str
     flags: list[str]
     args: list[str]
@@ -39,238 +69,466 @@ class Node:
     end_line: int
     heredocs: list[Heredoc] = field(default_factory=list)
     next_node: Node | None = None
+    source: str = ""
 
     def dump(self) -> str:
-        parts = [self.keyword]
+        """BuildKit's ``Node.Dump()`` form, e.g. ``(copy ["--from=a"] "x" "/y")``."""
+        parts = [self.keyword.lower()]
         if self.flags:
-            parts.append("[" + " ".join(_go_quote(f) for f in self.flags) + "]")
+            parts.append("[" + " ".join(go_quote(f) for f in self.flags) + "]")
         if self.next_node is not None:
             parts.append(self.next_node.dump())
-        else:
-            parts += [_go_quote(a) for a in self.args]
-        return "(" + " ".join(parts) + ")"
+        parts.extend(go_quote(a) for a in self.args)
+        return "(" + " ".join(parts).strip(GO_SPACES) + ")"
 
 
 @dataclass
 class ParseResult:
+    """The parsed file: instructions, escape token, parser directives and warnings."""
+
     children: list[Node]
     escape_token: str
     directives: dict[str, str]
     warnings: list[str]
 
     def dump(self) -> str:
-        return "\n".join(c.dump() for c in self.children) + "\n"
+        """The corpus ``result`` format: one dumped instruction per line."""
+        return "".join(c.dump() + "\n" for c in self.children)
 
 
-_GO_CONTROL = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
+# -- line parsers (line_parsers.go) -----------------------------------------------------------
+
+class _NotStringArray(Exception):
+    pass
 
 
-def _go_quote(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch in _GO_CONTROL:
-            out.append(_GO_CONTROL[ch])
-        elif not ch.isprintable():
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x80 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+def _reject_constant(name: str) -> object:
+    raise ValueError(name)  # Go's encoding/json has no NaN/Infinity
 
 
-def _split_words(text: str, escape: str) -> list[str]:
-    """Whitespace-separated words; quotes and escapes are kept, they group but are not removed."""
-    words, cur, quote, i = [], [], "", 0
-    while i < len(text):
-        c = text[i]
-        if c == escape and i + 1 < len(text):
-            cur += [c, text[i + 1]]
-            i += 2
+def _parse_json(rest: str) -> list[str] | None:
+    """A JSON array of strings, None when ``rest`` is not valid JSON array syntax."""
+    rest = rest.lstrip(GO_SPACES)
+    if not rest.startswith("["):
+        return None
+    try:
+        value = json.loads(rest, parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    if not isinstance(value, list):
+        return None
+    if not all(isinstance(v, str) for v in value):
+        raise _NotStringArray("when using JSON array syntax, arrays must be comprised of strings only")
+    return value
+
+
+def _parse_words(rest: str, escape: str) -> list[str]:
+    """Split on whitespace keeping quotes and escapes (``parseWords``)."""
+    words: list[str] = []
+    buf: list[str] = []
+    blank_ok = False
+    in_quote = ""
+    in_word = False
+    i, n = 0, len(rest)
+    while i < n:
+        ch = rest[i]
+        if not in_word:
+            if ch in GO_SPACES:
+                i += 1
+                continue
+            in_word = True
+        if not in_quote:
+            if ch in GO_SPACES:
+                if blank_ok or buf:
+                    words.append("".join(buf))
+                buf, blank_ok, in_word = [], False, False
+                i += 1
+                continue
+            if ch in "'\"":
+                in_quote, blank_ok = ch, True
+            if ch == escape:
+                if i + 1 == n:
+                    i += 1
+                    continue  # escape token at the end of the line is dropped
+                buf.append(ch)
+                i += 1
+                ch = rest[i]
+            buf.append(ch)
+            i += 1
             continue
-        if quote:
-            if c == quote:
-                quote = ""
-            cur.append(c)
-        elif c in "'\"":
-            quote = c
-            cur.append(c)
-        elif c.isspace():
-            if cur:
-                words.append("".join(cur))
-                cur = []
-        else:
-            cur.append(c)
+        if ch == in_quote:
+            in_quote = ""
+        elif ch == escape and in_quote != "'":
+            if i + 1 == n:
+                in_quote = ""
+                i += 1
+                continue
+            buf.append(ch)
+            i += 1
+            ch = rest[i]
+        buf.append(ch)
         i += 1
-    if cur:
-        words.append("".join(cur))
+    if in_word and (blank_ok or buf):
+        words.append("".join(buf))
     return words
 
 
-def _parse_env(rest: str, escape: str, keyword: str, line: int) -> list[str]:
-    words = _split_words(rest, escape)
+def _split_whitespace(rest: str) -> list[str]:
+    return _WHITESPACE.split(rest) if rest else []
+
+
+def _parse_name_val(rest: str, key: str, escape: str) -> list[str]:
+    """ENV/LABEL: flat ``[key, value, sep, ...]`` triples; sep ``"="`` or ``""`` (legacy form)."""
+    words = _parse_words(rest, escape)
     if not words:
-        raise DockerfileParseError(f"{keyword.upper()} requires at least one argument", line)
+        return []
     if "=" not in words[0]:
-        key, _, value = rest.strip().partition(" ")
-        parts = rest.strip().split(None, 1)
+        parts = _WHITESPACE.split(rest, maxsplit=1)
         if len(parts) < 2:
-            raise DockerfileParseError(f"{keyword.upper()} names can not be blank" if not parts else
-                                       f"{keyword.upper()} must have two arguments", line)
-        return [parts[0], parts[1].strip(), ""]
-    out = []
-    for w in words:
-        if "=" not in w:
-            raise DockerfileParseError(f"Syntax error - can't find = in {w!r}. Must be of the form: name=value", line)
-        k, _, v = w.partition("=")
+            raise ValueError(f"{key} must have two arguments")
+        return [parts[0], parts[1], ""]
+    out: list[str] = []
+    for word in words:
+        if "=" not in word:
+            raise ValueError(f"Syntax error - can't find = in {go_quote(word)}. Must be of the form: name=value")
+        k, _, v = word.partition("=")
         out += [k, v, "="]
     return out
 
 
-def _maybe_json(rest: str) -> list[str] | None:
-    text = rest.strip()
-    if not text.startswith("["):
-        return None
+def _parse_maybe_json(rest: str) -> tuple[list[str], bool]:
+    if not rest:
+        return [], False
+    arr = _parse_json(rest)
+    return (arr, True) if arr is not None else ([rest], False)
+
+
+def _parse_maybe_json_to_list(rest: str) -> tuple[list[str], bool]:
+    arr = _parse_json(rest)
+    return (arr, True) if arr is not None else (_split_whitespace(rest), False)
+
+
+def _parse_health(rest: str) -> tuple[list[str], bool]:
+    """HEALTHCHECK: the type word, then CMD's arguments in JSON or shell form (byte-wise scan as Go)."""
+    raw = rest.encode("utf-8", "surrogateescape")
+    sep = 0
+    while sep < len(raw) and raw[sep] not in _BYTE_SPACES:
+        sep += 1
+    nxt = sep
+    while nxt < len(raw) and raw[nxt] in _BYTE_SPACES:
+        nxt += 1
+    if sep == 0:
+        return [], False
+    typ = raw[:sep].decode("utf-8", "surrogateescape")
+    args, is_json = _parse_maybe_json(raw[nxt:].decode("utf-8", "surrogateescape"))
+    return [typ, *args], is_json
+
+
+def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
+    """Leading ``--flag[=value]`` words (``extractBuilderFlags``; byte-wise like Go, ``--`` ends flags)."""
+    raw = line.encode("utf-8", "surrogateescape")
+    n = len(raw)
+    words: list[str] = []
+    word: list[str] = []
+    blank_ok = False
+    in_word = False
+    quote = 0
+    pos = 0
+    while pos <= n:
+        ch = raw[pos] if pos < n else -1
+        if not in_word:
+            if pos == n:
+                break
+            if ch in _BYTE_SPACES:
+                pos += 1
+                continue
+            if ch != 0x2D or pos + 1 == n or raw[pos + 1] != 0x2D:
+                return raw[pos:].decode("utf-8", "surrogateescape"), words
+            in_word = True
+        if pos == n:
+            w = "".join(word)
+            if w != "--" and (blank_ok or w):
+                words.append(w)
+            break
+        if not quote:
+            if ch in _BYTE_SPACES:
+                w = "".join(word)
+                if w == "--":
+                    return raw[pos:].decode("utf-8", "surrogateescape"), words
+                if blank_ok or w:
+                    words.append(w)
+                word, blank_ok, in_word = [], False, False
+                pos += 1
+                continue
+            if ch in (0x27, 0x22):
+                quote, blank_ok = ch, True
+                pos += 1
+                continue
+            if ch == 0x5C:
+                if pos + 1 == n:
+                    pos += 1
+                    continue
+                pos += 1
+                ch = raw[pos]
+            word.append(chr(ch))
+            pos += 1
+            continue
+        if ch == quote:
+            quote = 0
+            pos += 1
+            continue
+        if ch == 0x5C:
+            if pos + 1 == n:
+                quote = 0
+                pos += 1
+                continue
+            pos += 1
+            ch = raw[pos]
+        word.append(chr(ch))
+        pos += 1
+    return "", words
+
+
+def _new_node(line: str, escape: str, start: int, end: int) -> Node:
+    """``newNodeFromLine``: split keyword and flags, then run the instruction's line parser."""
+    cmdline = _WHITESPACE.split(line.strip(GO_SPACES), maxsplit=1)
+    keyword = cmdline[0].lower()
+    flags: list[str] = []
+    rest = ""
+    if len(cmdline) == 2:
+        rest, flags = _extract_builder_flags(cmdline[1])
+    rest = rest.strip(GO_SPACES)
+    args: list[str] = []
+    is_json = False
+    nested: Node | None = None
     try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    return None
-
-
-def _extract_flags(rest: str) -> tuple[list[str], str]:
-    flags = []
-    while True:
-        m = re.match(r"\s*(--\S*)(\s+|$)", rest)
-        if not m:
-            break
-        rest = rest[m.end():]
-        if m.group(1) == "--":
-            break
-        flags.append(m.group(1))
-    return flags, rest.strip()
-
-
-def _node(keyword: str, rest: str, escape: str, original: str, start: int, end: int) -> Node:
-    flags, rest = _extract_flags(rest)
-    json_form = False
-    next_node = None
-    if keyword in ("env", "label"):
-        args = _parse_env(rest, escape, keyword, start)
-    elif keyword == "onbuild":
-        m = re.match(r"\s*(\S+)\s*(.*)$", rest, re.S)
-        if not m:
-            raise DockerfileParseError("ONBUILD requires at least one argument", start)
-        inner_kw = m.group(1).lower()
-        if inner_kw in ("onbuild", "from", "maintainer"):
-            raise DockerfileParseError(f"{inner_kw.upper()} isn't allowed as an ONBUILD trigger", start)
-        next_node = _node(inner_kw, m.group(2), escape, rest, start, end)
-        args = []
-    elif keyword in _JSON_OR_STRING or keyword in _JSON_OR_LIST:
-        parsed = _maybe_json(rest)
-        if parsed is not None:
-            args, json_form = parsed, True
-        elif keyword in _JSON_OR_LIST:
-            args = rest.split()  # BuildKit splits these on whitespace alone, quotes included
-        else:
+        if keyword in ("add", "copy", "volume"):
+            args, is_json = _parse_maybe_json_to_list(rest)
+        elif keyword in ("cmd", "entrypoint", "run", "shell"):
+            args, is_json = _parse_maybe_json(rest)
+        elif keyword in ("expose", "from"):
+            args = _split_whitespace(rest)
+        elif keyword in ("maintainer", "stopsignal", "user", "workdir"):
             args = [rest] if rest else []
-    elif keyword == "healthcheck":
-        m = re.match(r"\s*(\S+)\s*(.*)$", rest, re.S)
-        if not m:
-            args = []
+        elif keyword == "arg":
+            args = _parse_words(rest, escape)
+        elif keyword in ("env", "label"):
+            args = _parse_name_val(rest, "ENV" if keyword == "env" else "LABEL", escape)
+        elif keyword == "healthcheck":
+            args, is_json = _parse_health(rest)
+        elif keyword == "onbuild":
+            nested = _new_node(rest, escape, start, end) if rest else None
         else:
-            parsed = _maybe_json(m.group(2))
-            json_form = parsed is not None
-            args = [m.group(1)] + (parsed if parsed is not None else ([m.group(2)] if m.group(2) else []))
-    else:
-        args = _split_words(rest, escape)
-    return Node(keyword, flags, args, json_form, original, start, end, next_node=next_node)
+            args = [""]  # parseIgnore: unknown instructions keep no arguments
+    except _NotStringArray as e:
+        raise ValueError(str(e)) from None
+    _check_instruction(keyword, args, nested)
+    return Node(keyword=keyword, flags=flags, args=args, json_form=is_json, original=line,
+                start_line=start, end_line=end, next_node=nested)
+
+
+def _check_instruction(keyword: str, args: list[str], nested: Node | None) -> None:
+    """Errors BuildKit raises in ``instructions/parse.go`` that need no expansion; raised here, early."""
+    if keyword in ("env", "label") and not args:
+        raise ValueError(f"{keyword.upper()} requires at least one argument")
+    if keyword == "onbuild":
+        if nested is None:
+            raise ValueError("ONBUILD requires at least one argument")
+        if nested.keyword == "onbuild":
+            raise ValueError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+        if nested.keyword in ("maintainer", "from"):
+            raise ValueError(f"{nested.keyword.upper()} isn't allowed as an ONBUILD trigger")
+
+
+# -- heredocs -----------------------------------------------------------------------------------
+
+def parse_heredoc(word: str) -> Heredoc | None:
+    """A heredoc from one lexed word like ``<<EOF``, ``3<<-'EOF'`` (``ParseHeredoc``); None if not one."""
+    m = _HEREDOC.fullmatch(word)
+    if m is None or not m.group(3):
+        return None
+    rest = m.group(3)
+    words = ShellLex("\\", skip_unset_env=True).process_words(rest, {})
+    if len(words) != 1:
+        return None
+    raw_words = ShellLex("\\", skip_unset_env=True, raw_quotes=True).process_words(rest, {})
+    if len(raw_words) != len(words):
+        raise ValueError(f"internal lexing of heredoc produced inconsistent results: {rest}")
+    quotes = words[0].count("'") + words[0].count('"')
+    raw_quotes = raw_words[0].count("'") + raw_words[0].count('"')
+    return Heredoc(name=words[0], content="", expand=quotes == raw_quotes, chomp=m.group(2) == "-",
+                   file_descriptor=int(m.group(1) or 0))
+
+
+def _heredocs_from_line(line: str) -> list[Heredoc]:
+    lex = ShellLex("\\", raw_quotes=True, raw_escapes=True, skip_unset_env=True)
+    try:
+        words = lex.process_words(line, {})
+    except ShellExpansionError:
+        words = []
+    docs = []
+    for word in words:
+        doc = parse_heredoc(word)
+        if doc is not None:
+            docs.append(doc)
+    return docs
+
+
+def _can_contain_heredoc(node: Node) -> bool:
+    if node.keyword == "onbuild" and node.next_node is not None:
+        node = node.next_node
+    return node.keyword in _HEREDOC_INSTRUCTIONS and not node.json_form
+
+
+def chomp_heredoc_content(content: str) -> str:
+    """Strip leading tabs from every line (``<<-``)."""
+    return _LEADING_TABS.sub("", content)
+
+
+# -- the file-level parser (parser.go) ---------------------------------------------------------
+
+def _split_lines(text: str) -> list[str]:
+    """Lines with their ``\\n`` kept (Go's scanLines; only ``\\n`` separates lines)."""
+    parts = text.split("\n")
+    lines = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip(GO_SPACES).startswith("#")
+
+
+class _Directives:
+    """Parser directive state (``DirectiveParser`` + escape token)."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.values: dict[str, str] = {}
+        self.escape = "\\"
+        self.continuation = self._continuation_regex("\\")
+
+    @staticmethod
+    def _continuation_regex(esc: str) -> re.Pattern[str]:
+        e = re.escape(esc)
+        return re.compile(rf"([^{e}]){e}[ \t]*\Z|^{e}[ \t]*\Z")
+
+    def parse_line(self, line: str) -> None:
+        if self.done:
+            return
+        if not line.startswith("#"):
+            self.done = True
+            return
+        m = _DIRECTIVE.fullmatch(line[1:].lstrip(GO_SPACES))
+        key = m.group(1).lower() if m else ""
+        if m is None or key not in _VALID_DIRECTIVES:
+            self.done = True
+            return
+        if key in self.values:
+            raise ValueError(f"only one {key} parser directive can be used")
+        value = m.group(2)
+        self.values[key] = value
+        if key == "escape":
+            if value not in ("`", "\\"):
+                raise ValueError(f"invalid escape token '{value}' does not match ` or \\")
+            self.escape = value
+            self.continuation = self._continuation_regex(value)
+
+    def trim_continuation(self, line: str) -> tuple[str, bool]:
+        """Remove a trailing line-continuation escape; the bool is True when the line ends here."""
+        if self.continuation.search(line):
+            return self.continuation.sub(r"\1", line), False
+        return line, True
 
 
 def parse(text: str) -> ParseResult:
-    lines = text.replace("\r\n", "\n").split("\n")
-    directives: dict[str, str] = {}
-    escape = "\\"
-    idx = 0
-    while idx < len(lines):
-        m = _DIRECTIVE.match(lines[idx].strip())
-        if not m or m.group(1).lower() not in ("syntax", "escape", "check") or m.group(1).lower() in directives:
-            break
-        directives[m.group(1).lower()] = m.group(2)
-        idx += 1
-    if "escape" in directives:
-        escape = directives["escape"]
-        if escape not in ("\\", "`"):
-            raise DockerfileParseError(f"invalid escape token '{escape}' does not match ` or \\", 1)
+    """Parse Dockerfile text into instructions; raises :class:`DockerfileParseError`."""
+    d = _Directives()
+    lines = _split_lines(text)
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
     children: list[Node] = []
     warnings: list[str] = []
+    total = len(lines)
+    cur = 0  # lines consumed so far == 1-based number of the last consumed line
 
-    def continues(s: str) -> tuple[bool, str]:
-        stripped = s.rstrip(" \t")
-        trailing = len(stripped) - len(stripped.rstrip(escape))
-        if trailing % 2 == 1:  # an escaped escape token at the end is not a continuation
-            return True, stripped[: -len(escape)]
-        return False, s
+    def take() -> str:
+        nonlocal cur
+        line = lines[cur]
+        if len(line.encode("utf-8", "surrogateescape")) > _MAX_LINE_BYTES or (
+                cur == total - 1 and not line.endswith("\n")
+                and len(line.encode("utf-8", "surrogateescape")) >= _MAX_LINE_BYTES):
+            if not children:
+                raise DockerfileParseError("file with no instructions", max(cur, 1))
+            raise DockerfileParseError(
+                f"dockerfile line greater than max allowed size of {_MAX_LINE_BYTES - 1}", cur + 1)
+        cur += 1
+        return line
 
-    while idx < len(lines):
-        raw = lines[idx]
-        start = idx + 1
-        idx += 1
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
+    def directive(token: str) -> None:
+        try:
+            d.parse_line(token)
+        except ValueError as e:
+            raise DockerfileParseError(str(e), cur + 1) from None
+
+    while cur < total:
+        token = lines[cur].rstrip("\r\n").lstrip(GO_SPACES)
+        directive(token)
+        take()
+        start = cur
+        line, eol = d.trim_continuation("" if _is_comment(token) else token)
+        if eol and not line:
             continue
-        cont, body = continues(raw.lstrip())
-        original = [raw]
-        parts = [body]
-        while cont and idx < len(lines):
-            nxt = lines[idx]
-            idx += 1
-            original.append(nxt)
-            if nxt.strip().startswith("#"):
+        parts = [line]
+        empty_continuation = False
+        while not eol and cur < total:
+            token = lines[cur].rstrip("\r\n")
+            directive(token)
+            raw = take()
+            if _is_comment(raw):
                 continue
-            if not nxt.strip():
-                warnings.append(f"empty continuation line found in instruction at line {start}")
+            if not token.lstrip(GO_SPACES):
+                empty_continuation = True
                 continue
-            cont, body = continues(nxt)
-            parts.append(body)
-        line_text = "".join(parts)
-        m = re.match(r"\s*(\S+)(.*)$", line_text, re.S)
-        if not m:
-            continue
-        keyword = m.group(1).lower()
-        rest = m.group(2).strip()
-        heredocs: list[Heredoc] = []
-        if keyword in _HEREDOC_INSTRUCTIONS:
-            for hm in _HEREDOC.finditer(rest):
-                chomp, quote, name = hm.group(1) == "-", hm.group(2), hm.group(3)
-                content = []
-                while idx < len(lines):
-                    body_line = lines[idx]
-                    idx += 1
-                    original.append(body_line)
-                    check = body_line.lstrip("\t") if chomp else body_line
-                    if check == name:
+            token, eol = d.trim_continuation(token)
+            parts.append(token)
+        line = "".join(parts)
+        if empty_continuation:
+            warnings.append("Empty continuation line found in: " + line)
+        try:
+            child = _new_node(line, d.escape, start, cur)
+        except ValueError as e:
+            raise DockerfileParseError(str(e), start) from None
+
+        if _can_contain_heredoc(child) and "<<" in line:
+            try:
+                docs = _heredocs_from_line(line)
+            except (ValueError, ShellExpansionError) as e:
+                raise DockerfileParseError(str(e), start) from None
+            for doc in docs:
+                body: list[str] = []
+                terminated = False
+                while cur < total:
+                    raw = take()
+                    candidate = raw.rstrip("\r\n")
+                    if doc.chomp:
+                        candidate = candidate.lstrip("\t")
+                    if candidate == doc.name:
+                        terminated = True
                         break
-                    content.append(body_line.lstrip("\t") if chomp else body_line)
-                else:
-                    raise DockerfileParseError(f"unterminated heredoc {name}", start)
-                heredocs.append(Heredoc(name, "\n".join(content) + "\n", not quote, chomp))
-        node = _node(keyword, rest, escape, "\n".join(original), start, idx if len(original) > 1 else start)
-        node.heredocs = heredocs
-        if keyword == "env" and not node.args:
-            raise DockerfileParseError("ENV must have two arguments", start)
-        children.append(node)
+                    body.append(raw)
+                if not terminated:
+                    raise DockerfileParseError("unterminated heredoc", start)
+                content = "".join(body)
+                doc.content = chomp_heredoc_content(content) if doc.chomp else content
+                child.heredocs.append(doc)
+        child.start_line, child.end_line = start, cur
+        child.source = "".join(lines[start - 1:cur])
+        if child.next_node is not None:
+            child.next_node.start_line, child.next_node.end_line = start, cur
+        children.append(child)
+
     if not children:
-        raise DockerfileParseError("file with no instructions", None)
-    return ParseResult(children, escape, directives, warnings)
+        raise DockerfileParseError("file with no instructions", max(cur, 1))
+    return ParseResult(children=children, escape_token=d.escape, directives=dict(d.values), warnings=warnings)

@@ -1,181 +1,483 @@
-"""Dockerfile word processing: quotes, escapes and `$VAR` / `${VAR...}` expansion (BuildKit's shell/lex.go)."""
+"""Dockerfile word processing with BuildKit's ``shell/lex.go`` semantics (Dockerfile 1.14).
+
+Quotes, escapes (``\\`` or the backtick escape token), ``$VAR`` / ``${VAR}`` and the
+modifiers ``- + ?`` (optionally with ``:``), ``# ## % %%`` and ``/ //``.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["GO_SPACES", "ProcessWordResult", "ShellExpansionError", "ShellLex", "go_quote", "is_go_space"]
+
+# Characters for which Go's unicode.IsSpace is true.
+GO_SPACES = ("\t\n\v\f\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B))
+             + "\u2028\u2029\u202f\u205f\u3000")
+_GO_SPACE_SET = frozenset(GO_SPACES)
+_SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_REGEX_SPECIALS = frozenset("[]{}.+()|^$")
+
+
+def is_go_space(ch: str) -> bool:
+    """Go's ``unicode.IsSpace`` for one character."""
+    return ch in _GO_SPACE_SET
+
+
+def go_quote(s: str) -> str:
+    """Go's ``strconv.Quote``; lone surrogates from ``surrogateescape`` decoding print as ``\\xNN``."""
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch == " " or (ch.isprintable() and not 0xD800 <= o <= 0xDFFF):
+            out.append(ch)
+        elif ch in _GO_CTRL:
+            out.append(_GO_CTRL[ch])
+        elif 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_CTRL = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
 
 
 class ShellExpansionError(Exception):
-    pass
+    """A word could not be processed (bad substitution, unterminated quote, ``${X:?msg}``...)."""
+
+
+class _Error(Exception):
+    """Internal error, wrapped as ``failed to process "<word>": <msg>`` at the top."""
+
+
+@dataclass
+class ProcessWordResult:
+    """Everything one pass over a word yields (BuildKit's ``ProcessWordResult``)."""
+
+    result: str
+    words: list[str]
+    matched: set[str] = field(default_factory=set)
+    unmatched: set[str] = field(default_factory=set)
+
+
+class _Words:
+    """Word splitting of the processed text (``wordsStruct``)."""
+
+    __slots__ = ("buf", "words", "in_word")
+
+    def __init__(self) -> None:
+        self.buf = ""
+        self.words: list[str] = []
+        self.in_word = False
+
+    def add_char(self, ch: str) -> None:
+        if ch in _GO_SPACE_SET:
+            if self.in_word and self.buf:
+                self.words.append(self.buf)
+                self.buf = ""
+                self.in_word = False
+        else:
+            self.add_raw(ch)
+
+    def add_raw(self, s: str) -> None:
+        self.buf += s
+        self.in_word = True
+
+    def add_string(self, s: str) -> None:
+        for ch in s:
+            self.add_char(ch)
+
+    def get(self) -> list[str]:
+        if self.buf:
+            self.words.append(self.buf)
+            self.buf = ""
+            self.in_word = False
+        return self.words
+
+
+class _Word:
+    """State of one ``process`` call over a source word (``shellWord``)."""
+
+    def __init__(self, lex: ShellLex, src: str, env: Mapping[str, str]) -> None:
+        self.lex = lex
+        self.src = src
+        self.pos = 0
+        self.env = env
+        self.raw_escapes = lex.raw_escapes
+        self.matched: set[str] = set()
+        self.unmatched: set[str] = set()
+
+    # -- scanner ------------------------------------------------------------------------------
+    def peek(self) -> str:
+        return self.src[self.pos] if self.pos < len(self.src) else ""
+
+    def next(self) -> str:
+        if self.pos < len(self.src):
+            self.pos += 1
+            return self.src[self.pos - 1]
+        return ""
+
+    # -- processing ---------------------------------------------------------------------------
+    def get_env(self, name: str) -> tuple[str, bool]:
+        if name in self.env:
+            self.matched.add(name)
+            return self.env[name], True
+        self.unmatched.add(name)
+        return "", False
+
+    def process_stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+        """Process until ``stop`` (consumed) or the end of input when ``stop`` is empty."""
+        saved = self.raw_escapes
+        self.raw_escapes = raw_escapes
+        try:
+            return self._process_stop_on(stop)
+        finally:
+            self.raw_escapes = saved
+
+    def _process_stop_on(self, stop: str) -> tuple[str, list[str]]:
+        result: list[str] = []
+        words = _Words()
+        esc = self.lex.escape_token
+        handlers: dict[str, Callable[[], str]] = {"$": self.process_dollar}
+        if not self.lex.skip_process_quotes:
+            handlers["'"] = self.process_single_quote
+            handlers['"'] = self.process_double_quote
+        while self.pos < len(self.src):
+            ch = self.src[self.pos]
+            if stop and ch == stop:
+                self.pos += 1
+                return "".join(result), words.get()
+            fn = handlers.get(ch)
+            if fn is not None:
+                tmp = fn()
+                result.append(tmp)
+                if ch == "$":
+                    words.add_string(tmp)
+                else:
+                    words.add_raw(tmp)
+                continue
+            self.pos += 1
+            if ch == esc:
+                if self.raw_escapes:
+                    words.add_raw(ch)
+                    result.append(ch)
+                ch = self.next()
+                if not ch:
+                    break
+                words.add_raw(ch)
+            else:
+                words.add_char(ch)
+            result.append(ch)
+        if stop:
+            raise _Error(f"unexpected end of statement while looking for matching {stop}")
+        return "".join(result), words.get()
+
+    def process_single_quote(self) -> str:
+        raw = self.lex.raw_quotes
+        opening = self.next()
+        result = [opening] if raw else []
+        while True:
+            ch = self.next()
+            if not ch:
+                raise _Error("unexpected end of statement while looking for matching single-quote")
+            if ch == "'":
+                if raw:
+                    result.append(ch)
+                return "".join(result)
+            result.append(ch)
+
+    def process_double_quote(self) -> str:
+        raw = self.lex.raw_quotes
+        esc = self.lex.escape_token
+        opening = self.next()
+        result = [opening] if raw else []
+        while True:
+            p = self.peek()
+            if not p:
+                raise _Error("unexpected end of statement while looking for matching double-quote")
+            if p == '"':
+                ch = self.next()
+                if raw:
+                    result.append(ch)
+                return "".join(result)
+            if p == "$":
+                result.append(self.process_dollar())
+                continue
+            ch = self.next()
+            if ch == esc:
+                if self.raw_escapes:
+                    result.append(ch)
+                nxt = self.peek()
+                if not nxt:
+                    continue  # escape at the end of the word is dropped
+                if nxt in ('"', "$", esc):
+                    ch = self.next()
+            result.append(ch)
+
+    def process_name(self) -> str:
+        name: list[str] = []
+        while self.pos < len(self.src):
+            ch = self.src[self.pos]
+            if not name and ch.isdecimal():
+                while self.pos < len(self.src) and self.src[self.pos].isdecimal():
+                    name.append(self.src[self.pos])
+                    self.pos += 1
+                return "".join(name)
+            if not name and ch in _SPECIAL_PARAMS:
+                self.pos += 1
+                return ch
+            if not (ch.isalpha() or ch.isdecimal() or ch == "_"):
+                break
+            name.append(ch)
+            self.pos += 1
+        return "".join(name)
+
+    def process_dollar(self) -> str:
+        self.next()  # the '$'
+        skip_unset = self.lex.skip_unset_env
+        if self.peek() != "{":
+            name = self.process_name()
+            if not name:
+                return "$"
+            value, found = self.get_env(name)
+            if not found and skip_unset:
+                return "$" + name
+            return value
+        self.next()  # the '{'
+        p = self.peek()
+        if not p:
+            raise _Error("syntax error: missing '}'")
+        if p in "{}:":
+            raise _Error("syntax error: bad substitution")
+        name = self.process_name()
+        ch = self.next()
+        chs = ch or "\ufffd"  # Go: string(scanner.EOF)
+        null_is_unset = False
+        if ch == "}":
+            value, found = self.get_env(name)
+            if not found and skip_unset:
+                return "${" + name + "}"
+            return value
+        if ch == ":":
+            null_is_unset = True
+            ch = self.next()
+            chs += ch or "\ufffd"
+        elif ch == "/":
+            return self._process_replace(name)
+        elif ch not in ("+", "-", "?", "#", "%") or not ch:
+            raise _Error(f"unsupported modifier ({chs}) in substitution")
+        raw_escapes = ch in ("#", "%") and ch != ""
+        if null_is_unset and raw_escapes:
+            raise _Error(f"unsupported modifier ({chs}) in substitution")
+        try:
+            word, _ = self.process_stop_on("}", raw_escapes)
+        except _Error:
+            if not self.peek():
+                raise _Error("syntax error: missing '}'") from None
+            raise
+        value, found = self.get_env(name)
+        if skip_unset and not found:
+            return "${" + name + chs + word + "}"
+        if ch == "-":
+            return word if not found or (null_is_unset and value == "") else value
+        if ch == "+":
+            return "" if not found or (null_is_unset and value == "") else word
+        if ch == "?":
+            if not found:
+                raise _Error(f"{name}: {word or 'is not allowed to be unset'}")
+            if null_is_unset and value == "":
+                raise _Error(f"{name}: {word or 'is not allowed to be empty'}")
+            return value
+        if ch in ("%", "#"):
+            greedy = False
+            if word[:1] == ch:
+                greedy = True
+                word = word[1:]
+            if ch == "%":
+                return _trim_suffix(word, value, greedy)
+            return _trim_prefix(word, value, greedy)
+        raise _Error(f"unsupported modifier ({chs}) in substitution")
+
+    def _process_replace(self, name: str) -> str:
+        replace_all = self.peek() == "/"
+        if replace_all:
+            self.next()
+        try:
+            pattern, _ = self.process_stop_on("/", True)
+        except _Error:
+            if not self.peek():
+                raise _Error("syntax error: missing '/' in ${}") from None
+            raise
+        try:
+            replacement, _ = self.process_stop_on("}", True)
+        except _Error:
+            if not self.peek():
+                raise _Error("syntax error: missing '}'") from None
+            raise
+        value, found = self.get_env(name)
+        if self.lex.skip_unset_env and not found:
+            return "${" + name + "/" + pattern + "/" + replacement + "}"
+        try:
+            rx = _shell_pattern_to_regex(pattern, greedy=True, anchored=False)
+        except _Error as e:
+            raise _Error(f"invalid pattern ({pattern}) in substitution: {e}") from None
+        if replace_all:
+            return _go_replace_all(rx, value, replacement)
+        m = rx.search(value)
+        if m is not None:
+            value = value[: m.start()] + replacement + value[m.end():]
+        return value
+
+
+def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
+    """``convertShellPatternToRegex``: ``*``, ``?`` and ``\\`` escapes; no bracket expressions."""
+    out = ["^"] if anchored else []
+    star = ".*" if greedy else ".*?"
+    i, n = 0, len(pattern)
+    while i < n:
+        tok = pattern[i]
+        i += 1
+        if tok == "*":
+            out.append(star)
+            continue
+        if tok == "?":
+            out.append(".")
+            continue
+        if tok == "\\":
+            if i < n and pattern[i] in "}/":
+                continue  # escaped } and / inside ${} are not part of the pattern
+            out.append("\\")
+            tok = pattern[i] if i < n else ""
+            i += 1
+            if tok not in ("*", "?", "\\") or not tok:
+                raise _Error(f"invalid escape '\\{tok or chr(0xFFFD)}'")
+        elif tok in _REGEX_SPECIALS:
+            out.append("\\")
+        out.append(tok)
+    return re.compile("".join(out))
+
+
+def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
+    try:
+        rx = _shell_pattern_to_regex(pattern, greedy, anchored=True)
+    except _Error as e:
+        raise _Error(f"invalid pattern ({pattern}) in substitution: {e}") from None
+    m = rx.match(value)
+    return value[m.end():] if m is not None else value
+
+
+def _reverse_pattern(pattern: str) -> str:
+    """Reverse a pattern keeping ``\\x`` escapes in front of their character."""
+    out: list[str] = []
+    i, last = 0, len(pattern) - 1
+    while i <= last:
+        if pattern[i] == "\\" and i != last:
+            out.append(pattern[i: i + 2])
+            i += 2
+        else:
+            out.append(pattern[i])
+            i += 1
+    return "".join(reversed(out))
+
+
+def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
+    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
+
+
+def _go_expand(template: str, m: re.Match[str]) -> str:
+    """Go's ``Regexp.Expand`` for a pattern without groups: ``$0`` is the match, other names are empty."""
+    out: list[str] = []
+    while template:
+        before, sep, after = template.partition("$")
+        if not sep:
+            break
+        out.append(before)
+        template = after
+        if template.startswith("$"):
+            out.append("$")
+            template = template[1:]
+            continue
+        rest = template
+        brace = rest.startswith("{")
+        if brace:
+            rest = rest[1:]
+        i = 0
+        while i < len(rest) and (rest[i].isalpha() or rest[i].isdecimal() or rest[i] == "_"):
+            i += 1
+        if i == 0 or (brace and (i >= len(rest) or rest[i] != "}")):
+            out.append("$")
+            continue
+        name = rest[:i]
+        template = rest[i + 1:] if brace else rest[i:]
+        if name == "0":
+            out.append(m.group(0))
+    out.append(template)
+    return "".join(out)
+
+
+def _go_replace_all(rx: re.Pattern[str], src: str, repl: str) -> str:
+    """Go's ``ReplaceAllString`` (an empty match right after a match is not replaced)."""
+    out: list[str] = []
+    last_end = 0
+    search = 0
+    while search <= len(src):
+        m = rx.search(src, search)
+        if m is None:
+            break
+        out.append(src[last_end: m.start()])
+        if m.end() > last_end or m.start() == 0:
+            out.append(_go_expand(repl, m))
+        last_end = m.end()
+        search = search + 1 if search + 1 > m.end() else m.end()
+    out.append(src[last_end:])
+    return "".join(out)
 
 
 class ShellLex:
-    def __init__(self, escape_token: str = "\\") -> None:
-        self.escape = escape_token
+    """BuildKit's shell word lexer.
+
+    ``raw_quotes`` keeps the quote characters, ``raw_escapes`` keeps the escape tokens,
+    ``skip_unset_env`` leaves references to unset variables verbatim, ``skip_process_quotes``
+    treats quotes as ordinary characters.
+    """
+
+    def __init__(self, escape_token: str = "\\", *, raw_quotes: bool = False, raw_escapes: bool = False,
+                 skip_unset_env: bool = False, skip_process_quotes: bool = False) -> None:
+        if escape_token not in ("\\", "`"):
+            raise ValueError(f"invalid escape token {escape_token!r}")
+        self.escape_token = escape_token
+        self.raw_quotes = raw_quotes
+        self.raw_escapes = raw_escapes
+        self.skip_unset_env = skip_unset_env
+        self.skip_process_quotes = skip_process_quotes
+
+    def process(self, word: str, env: Mapping[str, str]) -> ProcessWordResult:
+        """Process ``word`` once: the joined result, the split words and the variables looked up."""
+        sw = _Word(self, word, env)
+        try:
+            result, words = sw.process_stop_on("", sw.raw_escapes)
+        except _Error as e:
+            raise ShellExpansionError(f"failed to process {go_quote(word)}: {e}") from None
+        return ProcessWordResult(result, words, sw.matched, sw.unmatched)
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
-        return self._process(word, env, split=False)[0] if word else ""
+        """One word: quotes removed, escapes resolved, variables expanded (inner spaces kept)."""
+        return self.process(word, env).result
 
     def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
-        return self._process(word, env, split=True)
+        """Split into words after expansion; quoted parts are not split."""
+        return self.process(word, env).words
 
     def process_word_with_matches(self, word: str, env: Mapping[str, str]) -> tuple[str, set[str]]:
-        used: set[str] = set()
-
-        class _Spy(dict[str, str]):
-            def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-                used.add(key)
-                return env.get(key, default)
-
-            def __contains__(self, key: object) -> bool:
-                used.add(str(key))
-                return key in env
-
-        return self.process_word(word, _Spy()), used
-
-    def _process(self, word: str, env: Mapping[str, str], split: bool) -> list[str]:
-        words: list[str] = []
-        cur: list[str] = []
-        has = False
-        i, n = 0, len(word)
-        while i < n:
-            c = word[i]
-            if split and c in " \t\r\n":
-                if has:
-                    words.append("".join(cur))
-                    cur, has = [], False
-                i += 1
-                continue
-            has = True
-            if c == self.escape:
-                if i + 1 < n:
-                    cur.append(word[i + 1])
-                    i += 2
-                else:
-                    i += 1
-                continue
-            if c == "'":
-                end = word.find("'", i + 1)
-                if end == -1:
-                    raise ShellExpansionError(f"unmatched single quote in {word!r}")
-                cur.append(word[i + 1:end])
-                i = end + 1
-                continue
-            if c == '"':
-                i += 1
-                while i < n and word[i] != '"':
-                    d = word[i]
-                    if d == self.escape and i + 1 < n and word[i + 1] in ('"', "$", self.escape):
-                        cur.append(word[i + 1])
-                        i += 2
-                    elif d == "$":
-                        value, i = self._dollar(word, i, env)
-                        cur.append(value)
-                    else:
-                        cur.append(d)
-                        i += 1
-                if i >= n:
-                    raise ShellExpansionError(f"unmatched double quote in {word!r}")
-                i += 1
-                continue
-            if c == "$":
-                value, i = self._dollar(word, i, env)
-                if split and value:
-                    parts = value.split()
-                    if value[0].isspace() and has and cur:
-                        words.append("".join(cur))
-                        cur = []
-                    for p in parts[:-1]:
-                        cur.append(p)
-                        words.append("".join(cur))
-                        cur = []
-                    if parts:
-                        cur.append(parts[-1])
-                    if value[-1].isspace():
-                        words.append("".join(cur))
-                        cur, has = [], False
-                else:
-                    cur.append(value)
-                continue
-            cur.append(c)
-            i += 1
-        if has or not split:
-            words.append("".join(cur))
-        return words
-
-    def _dollar(self, word: str, i: int, env: Mapping[str, str]) -> tuple[str, int]:
-        n = len(word)
-        i += 1
-        if i >= n:
-            return "$", i
-        if word[i] == "{":
-            end = self._closing_brace(word, i)
-            body = word[i + 1:end]
-            return self._braced(body, env), end + 1
-        m = re.match(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]", word[i:])
-        if not m:
-            return "$", i
-        return env.get(m.group(0)) or "", i + m.end()
-
-    @staticmethod
-    def _closing_brace(word: str, start: int) -> int:
-        depth = 0
-        for j in range(start, len(word)):
-            if word[j] == "{":
-                depth += 1
-            elif word[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return j
-        raise ShellExpansionError(f"missing '}}' in {word!r}")
-
-    def _braced(self, body: str, env: Mapping[str, str]) -> str:
-        m = re.match(r"([A-Za-z_][A-Za-z0-9_]*|[0-9])(.*)$", body, re.S)
-        if not m:
-            raise ShellExpansionError(f"bad substitution: ${{{body}}}")
-        name, rest = m.group(1), m.group(2)
-        value = env.get(name)
-        is_set = value is not None
-        if not rest:
-            return value or ""
-        for op in (":-", ":+", ":?", "-", "+", "?", "##", "#", "%%", "%", "//", "/"):
-            if rest.startswith(op):
-                arg = rest[len(op):]
-                break
-        else:
-            raise ShellExpansionError(f"bad substitution: ${{{body}}}")
-        word = lambda: self.process_word(arg, env)  # noqa: E731 - only expanded when used
-        if op == ":-":
-            return value if value else word()
-        if op == "-":
-            return value if is_set else word()  # type: ignore[return-value]
-        if op == ":+":
-            return word() if value else ""
-        if op == "+":
-            return word() if is_set else ""
-        if op in (":?", "?"):
-            if (op == ":?" and not value) or (op == "?" and not is_set):
-                raise ShellExpansionError(f"{name}: {word() or 'is not allowed to be unset'}")
-            return value or ""
-        value = value or ""
-        if op in ("#", "##"):
-            pat = word()
-            cands = range(len(value) + 1) if op == "#" else range(len(value), -1, -1)
-            for k in cands:
-                if fnmatch.fnmatchcase(value[:k], pat):
-                    return value[k:]
-            return value
-        if op in ("%", "%%"):
-            pat = word()
-            cands = range(len(value), -1, -1) if op == "%" else range(len(value) + 1)
-            for k in cands:
-                if fnmatch.fnmatchcase(value[k:], pat):
-                    return value[:k]
-            return value
-        pat, _, repl = arg.partition("/")
-        pat, repl = self.process_word(pat, env), self.process_word(repl, env)
-        if not pat:
-            return value
-        return value.replace(pat, repl) if op == "//" else value.replace(pat, repl, 1)
+        """Like :meth:`process_word`, also returning the names of the variables found in ``env``."""
+        res = self.process(word, env)
+        return res.result, res.matched
