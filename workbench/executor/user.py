@@ -11,7 +11,8 @@ class UserError(Exception):
     """USER names a user or group the rootfs does not have."""
 
 
-def _entries(rootfs: Path, path: str) -> list[list[str]]:
+def etc_entries(rootfs: Path, path: str) -> list[list[str]]:
+    """The colon-separated fields of each line of an /etc file (passwd, group) inside `rootfs`."""
     try:
         text = resolve_in_root(rootfs, path).read_text(errors="replace")
     except OSError:
@@ -24,8 +25,8 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
     name, _, group = (user or "0").partition(":")
     if name.isdigit() and group.isdigit():  # BuildKit's fast path: no lookups, no supplementary groups
         return int(name), int(group), [int(group)]
-    passwd = _entries(rootfs, "/etc/passwd")
-    groups = _entries(rootfs, "/etc/group")
+    passwd = etc_entries(rootfs, "/etc/passwd")
+    groups = etc_entries(rootfs, "/etc/group")
     entry = next((e for e in passwd if len(e) > 3 and (e[0] == name or (name.isdigit() and e[2] == name))), None)
     if name.isdigit():
         uid = int(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.snapshot.rootpath import resolve_in_root
+from workbench.executor.user import etc_entries
 
 
 class OwnerError(Exception):
@@ -12,15 +12,7 @@ class OwnerError(Exception):
 
 
 def _lookup(root: Path, etc_file: str, name: str) -> list[str] | None:
-    try:
-        text = resolve_in_root(root, etc_file).read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        fields = line.split(":")
-        if fields and fields[0] == name:
-            return fields
-    return None
+    return next((fields for fields in etc_entries(root, etc_file) if fields[0] == name), None)
 
 
 def resolve_owner(root: Path, owner: str) -> tuple[int, int]:
