@@ -38,13 +38,55 @@ class LocalSource:
 
 
 @dataclass(frozen=True)
-class Mount:
-    """An extra mount of an exec op (cache, secret, tmpfs, bind)."""
+class HttpSource:
+    """A file downloaded over HTTP(S); the output holds one file `filename` (mode 0600 unless `mode`)."""
 
-    type: str
+    url: str
+    checksum: str = ""  # "sha256:…": the download must match it, and it alone keys the cache
+    filename: str = ""  # default: the last path segment of the URL, else "index"
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """A git repository checked out at `ref` (branch, tag or commit; default: the remote HEAD)."""
+
+    remote: str
+    ref: str = ""
+    subdir: str = ""
+    keep_git_dir: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An extra mount of an exec op, as `RUN --mount` describes it.
+
+    `input` is the index in the vertex's inputs of what a bind (or a cache seeded `from`) mounts, its
+    `source` path inside that input; -1 for none. Secrets and ssh sockets are named by `id` only: their
+    content comes from the build's session and never reaches a digest or a cache key.
+    """
+
+    type: str  # bind | cache | tmpfs | secret | ssh
     target: str
-    source: str = ""
+    input: int = -1
+    source: str = "/"
     readonly: bool = False
+    id: str = ""  # cache id (default: the target), secret id, ssh id
+    sharing: str = "shared"  # cache: shared | private | locked
+    required: bool = False  # secret / ssh
+    mode: int | None = None  # secret / ssh / cache
+    uid: int | None = None
+    gid: int | None = None
+    size: int = 0  # tmpfs, bytes; 0: the kernel's default
+    env: str = ""  # secret: also (or only, without a target) exposed as this env var
+
+
+@dataclass(frozen=True)
+class Device:
+    """A CDI device request of `RUN --device` (name as kind, kind=name or kind=*)."""
+
+    name: str
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +99,8 @@ class ExecOp:
     user: str = ""
     network: str = "host"
     mounts: tuple[Mount, ...] = ()
+    security: str = "sandbox"  # or "insecure": needs the security.insecure entitlement
+    devices: tuple[Device, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +132,10 @@ class Copy:
 
     `dir_copy_contents`: a source directory's contents land in dest (Dockerfile COPY semantics).
     `dest_is_dir`: dest names a directory (it ended with a slash, or there are several sources).
+    `mode_str`: a symbolic --chmod (`u+x,g=r`) applied to each copied path's own mode; `mode` wins if set.
+    `include_patterns` / `exclude_patterns`: COPY --exclude (and BuildKit's include filters) relative to src.
+    `parents`: COPY --parents: keep the source's parent directories (from a `/./` marker in src if any).
+    `attempt_unpack`: ADD of a local archive: a tar (plain, gzip, bzip2, xz, zstd) is extracted into dest.
     """
 
     src_input: int
@@ -101,6 +149,11 @@ class Copy:
     allow_empty_wildcard: bool = False
     dest_is_dir: bool = False
     create_dest_path: bool = True
+    mode_str: str = ""
+    include_patterns: tuple[str, ...] = ()
+    exclude_patterns: tuple[str, ...] = ()
+    parents: bool = False
+    attempt_unpack: bool = False
 
 
 FileAction = Mkdir | Mkfile | Rm | Copy
@@ -113,7 +166,12 @@ class FileOp:
     actions: tuple[FileAction, ...]
 
 
-Op = ImageSource | ScratchSource | LocalSource | ExecOp | FileOp
+@dataclass(frozen=True)
+class MergeOp:
+    """The inputs' layers stacked in order (COPY --link puts its layer on the base this way)."""
+
+
+Op = ImageSource | ScratchSource | LocalSource | HttpSource | GitSource | ExecOp | FileOp | MergeOp
 
 
 def _canonical(value: Any) -> Any:

@@ -15,11 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.cache.store import CacheStore
-from workbench.llb.ops import Copy, ExecOp, FileOp, ImageSource, LocalSource, ScratchSource, Vertex
+from workbench.llb.ops import (
+    Copy,
+    ExecOp,
+    FileOp,
+    GitSource,
+    HttpSource,
+    ImageSource,
+    LocalSource,
+    MergeOp,
+    ScratchSource,
+    Vertex,
+)
 from workbench.progress.events import EventBus, VertexCached, VertexCompleted, VertexFailed, VertexStarted
 from workbench.snapshot.manager import SnapshotManager
 from workbench.solver.checksum import copy_checksum, file_checksums
 from workbench.solver.fileops import Excluded, FileActionError
+from workbench.solver.session import Session
 
 
 class SolveError(Exception):
@@ -63,6 +75,7 @@ class Solver:
         contexts: dict[str, LocalContext] | None = None,
         no_cache: bool = False,
         parallelism: int = 4,
+        session: Session | None = None,
     ) -> None:
         from workbench.image.content import ContentStore
 
@@ -71,6 +84,7 @@ class Solver:
         self.contexts = contexts or {}
         self.no_cache = no_cache
         self.parallelism = parallelism
+        self.session = session or Session()
         self.store = CacheStore(root / "cache.db")
         self.snapshots = SnapshotManager(root)
         self.content = ContentStore(root / "content")
@@ -98,6 +112,14 @@ class Solver:
         input_keys = [self._keys[i.digest].key for i in v.inputs]
         components["inputs"] = input_keys
         parts += input_keys
+        if isinstance(v.op, HttpSource | GitSource):
+            from workbench.solver import remote
+
+            parts.append(remote.source_key(self, v))
+        if isinstance(v.op, ExecOp) and v.op.mounts:
+            from workbench.solver import mounts
+
+            parts += mounts.mount_key_parts(self, v)
         if isinstance(v.op, FileOp):
             files: list[str] = []
             for n, action in enumerate(v.op.actions):
@@ -264,4 +286,10 @@ class Solver:
             return runners.run_exec(self, v, op, inputs)
         if isinstance(op, FileOp):
             return runners.run_file(self, v, op, inputs)
+        if isinstance(op, MergeOp):
+            return [s for r in inputs for s in r.chain]
+        if isinstance(op, HttpSource | GitSource):
+            from workbench.solver import remote
+
+            return remote.fetch(self, v)
         raise SolveError(f"cannot solve op {type(op).__name__}", v)

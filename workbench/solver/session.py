@@ -1,0 +1,113 @@
+"""What the client lends a build: secrets, ssh agents and the entitlements it grants.
+
+Secret values are read only when a step mounts them; they never enter a digest, a cache key, an event
+or a layer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KNOWN_ENTITLEMENTS = ("security.insecure", "network.host", "device")
+
+
+class SessionError(ValueError):
+    """A bad --secret / --ssh / --allow value; the message names the flag and the value."""
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret's value comes from: a client file or a client environment variable."""
+
+    id: str
+    path: str = ""
+    env: str = ""
+
+    def read(self) -> bytes:
+        if self.env:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise SessionError(f"secret {self.id}: environment variable {self.env} is not set")
+            return value.encode()
+        try:
+            return Path(self.path).read_bytes()
+        except OSError as e:
+            raise SessionError(f"secret {self.id}: cannot read {self.path}: {e.strerror}") from None
+
+
+@dataclass
+class Session:
+    """The client side of one build."""
+
+    secrets: dict[str, SecretSource] = field(default_factory=dict)
+    ssh: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> agent sockets or key files
+    entitlements: frozenset[str] = frozenset()
+
+    def allows(self, entitlement: str) -> bool:
+        return entitlement in self.entitlements or entitlement.split("=", 1)[0] in self.entitlements
+
+
+def parse_secret(value: str) -> SecretSource:
+    """`--secret id=ID[,src=PATH|,env=VAR][,type=file|env]`, as docker buildx reads it."""
+    fields: dict[str, str] = {}
+    typ = ""
+    for part in value.split(","):
+        key, eq, val = part.partition("=")
+        if not eq:
+            raise SessionError(f"--secret {value}: invalid field {part!r}: must be a key=value pair")
+        key = key.strip().lower()
+        if key == "type":
+            if val not in ("file", "env"):
+                raise SessionError(f"--secret {value}: unsupported secret type {val!r} (file or env)")
+            typ = val
+        elif key == "id":
+            fields["id"] = val
+        elif key in ("src", "source"):
+            fields["src"] = val
+        elif key == "env":
+            fields["env"] = val
+        else:
+            raise SessionError(f"--secret {value}: unexpected key {key!r}")
+    sid = fields.get("id", "")
+    src, env = fields.get("src", ""), fields.get("env", "")
+    if typ == "env" and not env:
+        env, src = src, ""
+    if not sid:
+        sid = Path(src).name if src else env
+    if not sid:
+        raise SessionError(f"--secret {value}: an id is required")
+    if not src and not env:
+        if sid in os.environ:
+            env = sid
+        else:
+            src = sid
+    if src and not Path(src).is_file():
+        raise SessionError(f"--secret {value}: {src} is not a readable file")
+    return SecretSource(sid, src, env)
+
+
+def parse_ssh(value: str) -> tuple[str, tuple[str, ...]]:
+    """`--ssh default|ID[=SOCKET|KEY[,…]]`; `default` alone means $SSH_AUTH_SOCK."""
+    sid, eq, paths = value.partition("=")
+    if not sid:
+        raise SessionError(f"--ssh {value}: an id is required")
+    if not eq:
+        sock = os.environ.get("SSH_AUTH_SOCK", "")
+        if not sock:
+            raise SessionError(f"--ssh {value}: SSH_AUTH_SOCK is not set; give a socket or key path")
+        return sid, (sock,)
+    found = tuple(p for p in paths.split(",") if p)
+    for p in found:
+        if not os.path.exists(p):
+            raise SessionError(f"--ssh {value}: {p} does not exist")
+    return sid, found
+
+
+def parse_allow(value: str) -> str:
+    """`--allow security.insecure|network.host|device[=NAME[,alias=A]]`."""
+    name = value.split("=", 1)[0]
+    if name not in KNOWN_ENTITLEMENTS:
+        raise SessionError(f"--allow {value}: unknown entitlement (one of {', '.join(KNOWN_ENTITLEMENTS)})")
+    return value
