@@ -17,6 +17,7 @@ from workbench.progress.events import (
     VertexFailed,
     VertexStarted,
 )
+from workbench.solver.session import Session
 
 
 def default_root() -> Path:
@@ -72,6 +73,7 @@ class BuildRequest:
     outputs: list[OutputSpec] = field(default_factory=list)
     no_cache: bool = False
     root: Path = field(default_factory=default_root)
+    session: Session = field(default_factory=Session)
 
 
 @dataclass
@@ -138,7 +140,7 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
 
     req.root.mkdir(parents=True, exist_ok=True)
     solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
-                    no_cache=req.no_cache)
+                    no_cache=req.no_cache, session=req.session)
     try:
         def resolve(ref: str) -> tuple[str, str, dict[str, Any]]:
             return _resolve_image(ref, solver, bus)
@@ -149,6 +151,7 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         except DockerfileError as e:
             loc = SourceLocation(filename, e.start_line, e.end_line or e.start_line) if e.start_line else None
             raise BuildFailure(e.message, loc, dockerfile_text=text) from None
+        _check_entitlements(conv.vertex, req.session, text)
         try:
             result = solver.solve(conv.vertex)
         except SolveError as e:
@@ -160,6 +163,21 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         return BuildResult(manifest, conv.image, 0.0)
     finally:
         solver.close()
+
+
+def _check_entitlements(target: Any, session: Session, text: str) -> None:
+    """Refuse, before anything runs, steps that need an entitlement the client did not grant (as BuildKit)."""
+    from workbench.llb.ops import ExecOp
+
+    for v in target.walk():
+        if not isinstance(v.op, ExecOp):
+            continue
+        needed = [e for e, used in (("network.host", v.op.network == "host"),
+                                    ("security.insecure", v.op.security == "insecure")) if used]
+        for entitlement in needed:
+            if not session.allows(entitlement):
+                raise BuildFailure(f"{entitlement} is not allowed (grant it with --allow {entitlement})",
+                                   v.source, v.name, text)
 
 
 def _resolve_image(ref: str, solver: Any, bus: EventBus) -> tuple[str, str, dict[str, Any]]:

@@ -20,11 +20,26 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cache", action="store_true", help="do not use the cache")
     b.add_argument("--progress", default="auto", choices=["auto", "plain", "tty", "rawjson"])
     b.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
-    b.add_argument("--secret", action="append", default=[], help="id=ID,src=FILE (not supported yet)")
-    b.add_argument("--allow", action="append", default=[], help="entitlement (not supported yet)")
+    b.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]",
+                   help="expose a secret to RUN --mount=type=secret")
+    b.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]",
+                   help="forward an ssh agent to RUN --mount=type=ssh")
+    b.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="grant security.insecure, network.host or device[=NAME]")
     b.add_argument("--cdi-spec-dir", action="append", default=[], help="CDI spec dir (not supported yet)")
     b.add_argument("--cache-to", action="append", default=[], help="(not supported yet)")
     b.add_argument("--cache-from", action="append", default=[], help="(not supported yet)")
+
+    i = sub.add_parser("inspect", help="show how workbench sees a Dockerfile (for learning and debugging)")
+    isub = i.add_subparsers(dest="what", required=True)
+    ast = isub.add_parser("ast", help="the parsed Dockerfile, in BuildKit's parser dump format")
+    ast.add_argument("file", help="the Dockerfile")
+    llb = isub.add_parser("llb", help="the build graph: one JSON line per op, inputs first")
+    llb.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
+    llb.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    llb.add_argument("--target", help="the stage to show")
+    llb.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    llb.add_argument("--root", help="state directory, for the image metadata cache")
     return parser
 
 
@@ -45,22 +60,18 @@ def _build(args: argparse.Namespace) -> int:
     from workbench.progress.errors import format_failure
     from workbench.progress.events import EventBus
     from workbench.progress.printers import make_printer
+    from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
 
-    for flag in ("secret", "allow", "cdi_spec_dir", "cache_to", "cache_from"):
+    for flag in ("cdi_spec_dir", "cache_to", "cache_from"):
         if getattr(args, flag):
             return _usage_error(f"--{flag.replace('_', '-')} is not supported yet")
-    build_args: dict[str, str] = {}
-    for item in args.build_arg:
-        key, eq, value = item.partition("=")
-        if not key:
-            return _usage_error(f"--build-arg {item!r}: expected KEY=VALUE")
-        if not eq:
-            import os
-
-            if key not in os.environ:
-                continue
-            value = os.environ[key]
-        build_args[key] = value
+    try:
+        build_args = _build_args(args.build_arg)
+        secrets = [parse_secret(v) for v in args.secret]
+        session = Session(secrets={s.id: s for s in secrets}, ssh=dict(parse_ssh(v) for v in args.ssh),
+                          entitlements=frozenset(parse_allow(v) for v in args.allow))
+    except (ValueError, SessionError) as e:
+        return _usage_error(str(e))
     try:
         outputs = [parse_output(o) for o in args.output]
     except OutputSpecError as e:
@@ -69,7 +80,7 @@ def _build(args: argparse.Namespace) -> int:
     dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
     request = BuildRequest(context=context, dockerfile=dockerfile, build_args=build_args, target=args.target,
                            outputs=outputs, no_cache=args.no_cache,
-                           root=Path(args.root) if args.root else default_root())
+                           root=Path(args.root) if args.root else default_root(), session=session)
     bus = EventBus()
     bus.subscribe(make_printer(args.progress))
     try:
@@ -83,10 +94,49 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_args(items: list[str]) -> dict[str, str]:
+    """`--build-arg KEY=VALUE`; a bare KEY takes the client's environment value, if any (as docker build)."""
+    import os
+
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise ValueError(f"--build-arg {item!r}: expected KEY=VALUE")
+        if not eq:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return out
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from workbench.inspect import InspectError, llb_lines, print_ast
+
+    try:
+        if args.what == "ast":
+            sys.stdout.write(print_ast(Path(args.file)))
+            return 0
+        context = Path(args.context)
+        dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
+        from workbench.build import default_root
+
+        for line in llb_lines(context, dockerfile, _build_args(args.build_arg), args.target,
+                              Path(args.root) if args.root else default_root()):
+            print(line)
+    except (InspectError, ValueError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "build":
         return _build(args)
+    if args.command == "inspect":
+        return _inspect(args)
     return 2
 
 

@@ -5,14 +5,32 @@ from __future__ import annotations
 import copy as _copy
 import json
 import posixpath
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from workbench.frontend.dockerfile.parser import DockerfileParseError, Node, parse
+from workbench.frontend.dockerfile.addsource import is_http_source, parse_git_ref, url_filename
+from workbench.frontend.dockerfile.parser import DockerfileParseError, Node, parse, parse_heredoc
+from workbench.frontend.dockerfile.runmount import MountSpecError, parse_device, parse_mount
 from workbench.frontend.dockerfile.shell import ShellExpansionError, ShellLex
-from workbench.llb.ops import Copy, ExecOp, FileOp, ImageSource, LocalSource, Mkdir, ScratchSource, Vertex
+from workbench.llb.ops import (
+    Copy,
+    Device,
+    ExecOp,
+    FileOp,
+    GitSource,
+    HttpSource,
+    ImageSource,
+    LocalSource,
+    MergeOp,
+    Mkdir,
+    Mkfile,
+    Mount,
+    ScratchSource,
+    Vertex,
+)
 from workbench.progress.events import SourceLocation
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -219,10 +237,32 @@ class _Converter:
             if shell:
                 stage.shell = list(shell)
         stage.image.setdefault("history", [])
-        for node in stage.commands:
+        triggers = self._onbuild_triggers(stage)
+        total += len(triggers)
+        for node in [*triggers, *stage.commands]:
             step += 1
             self.dispatch(stage, node, label(self._display(node)))
         stage.done = True
+
+    def _onbuild_triggers(self, stage: _Stage) -> list[Node]:
+        """The base's ONBUILD triggers, parsed to run first in this stage; the child image keeps none."""
+        cfg = stage.image.setdefault("config", {})
+        triggers = cfg.pop("OnBuild", None) or []
+        nodes: list[Node] = []
+        for trigger in triggers:
+            try:
+                parsed = parse(trigger)
+            except DockerfileParseError as e:
+                raise DockerfileError(f"failed to parse ONBUILD trigger {trigger!r}: {e.message}",
+                                      stage.node.start_line) from None
+            for node in parsed.children:
+                if node.keyword in ("onbuild", "from", "maintainer"):
+                    raise DockerfileError(f"{node.keyword.upper()} isn't allowed as an ONBUILD trigger",
+                                          stage.node.start_line)
+                # triggers run at the child's FROM line
+                node.start_line = node.end_line = stage.node.start_line
+                nodes.append(node)
+        return nodes
 
     def _resolve(self, ref: str, node: Node) -> tuple[str, str, dict[str, Any]]:
         if ref not in self.images:
@@ -279,8 +319,7 @@ class _Converter:
                 value = self.meta_args.get(k)
             if value is not None:
                 stage.args[k] = value
-            else:  # declared without a value: unset, so it stays out of RUN's environment
-                stage.args.pop(k, None)
+            # declared again without a value: an earlier value in this stage stays (BuildKit keeps it)
         self._history(stage, "ARG " + " ".join(node.args), True)
 
     def _do_label(self, stage: _Stage, node: Node, name: str) -> None:
@@ -403,83 +442,257 @@ class _Converter:
 
     def _do_run(self, stage: _Stage, node: Node, name: str) -> None:
         flags = _parse_flags(node, {"network", "mount", "security", "device"})
-        if "mount" in flags or "security" in flags or "device" in flags:
-            raise DockerfileError("RUN --mount/--security/--device are not supported yet", node.start_line)
-        network = flags.get("network", ["default"])[0]
+        network = flags.get("network", ["default"])[-1]
         if network not in ("default", "none", "host"):
-            raise DockerfileError(f"unsupported network mode: {network}", node.start_line)
-        if node.heredocs:
-            raise DockerfileError("heredocs in RUN are not supported yet", node.start_line)
-        args = self._command(stage, node)
+            raise DockerfileError(f"unsupported network mode: {network}", node.start_line, node.end_line)
+        security = flags.get("security", ["sandbox"])[-1]
+        if security not in ("sandbox", "insecure"):
+            raise DockerfileError(f"unsupported security mode {security!r}", node.start_line, node.end_line)
+        env_map = self._env_for_expansion(stage)
         cfg = stage.image.setdefault("config", {})
+        workdir = cfg.get("WorkingDir") or "/"
+        inputs: list[Vertex] = [self._base_inputs(stage)[0]]
+        mounts: list[Mount] = []
+        ssh_count = 0
+        for value in flags.get("mount", []):
+            try:
+                spec = parse_mount(value, lambda w: self._expand(w, env_map, node))
+            except MountSpecError as e:
+                raise DockerfileError(str(e), node.start_line, node.end_line) from None
+            mount, source_vertex = self._mount(stage, node, spec, workdir, ssh_count)
+            ssh_count += spec.type == "ssh"
+            if source_vertex is not None:
+                inputs.append(source_vertex)
+                mount = replace(mount, input=len(inputs) - 1)
+            mounts.append(mount)
+        devices = []
+        for value in flags.get("device", []):
+            try:
+                dev_name, required = parse_device(self._expand(value, env_map, node))
+            except MountSpecError as e:
+                raise DockerfileError(str(e), node.start_line, node.end_line) from None
+            devices.append(Device(dev_name, required))
+        args, heredoc_mount = self._run_args(stage, node)
+        if heredoc_mount is not None:
+            inputs.append(heredoc_mount[1])
+            mounts.append(replace(heredoc_mount[0], input=len(inputs) - 1))
         env = list(cfg.get("Env") or [])
         env_keys = {e.partition("=")[0] for e in env}
         env += [f"{k}={v}" for k, v in stage.args.items() if k not in env_keys]
-        op = ExecOp(tuple(args), tuple(env), cfg.get("WorkingDir") or "/", cfg.get("User") or "",
-                    "none" if network == "none" else "host")
-        stage.vertex = Vertex(op, inputs=self._base_inputs(stage), name=name, source=self._loc(node))
+        op = ExecOp(tuple(args), tuple(env), workdir, cfg.get("User") or "", network, tuple(mounts), security,
+                    tuple(devices))
+        stage.vertex = Vertex(op, inputs=tuple(inputs), name=name, source=self._loc(node))
         self._history(stage, "RUN " + " ".join(args), False)
 
+    def _run_args(self, stage: _Stage, node: Node) -> tuple[list[str], tuple[Mount, Vertex] | None]:
+        """RUN's process args, heredocs applied as BuildKit does; and the /dev/pipes mount of a `#!` heredoc."""
+        if not node.heredocs:
+            return self._command(stage, node), None
+        if node.json_form or len(node.args) != 1:
+            raise DockerfileError(f"parsing produced an invalid run command: {node.args}", node.start_line)
+        first = node.heredocs[0]
+        try:
+            single = parse_heredoc(node.args[0])
+        except ValueError as e:
+            raise DockerfileError(str(e), node.start_line, node.end_line) from None
+        if single is not None:
+            if first.content.startswith("#!"):
+                script = Vertex(FileOp((Mkfile("/" + first.name, first.content.encode(), 0o755),)),
+                                inputs=(Vertex(ScratchSource(), name="scratch"),),
+                                name="[internal] preparing inline document", source=self._loc(node))
+                mount = Mount("bind", "/dev/pipes/", source="/", readonly=True)
+                return [posixpath.join("/dev/pipes/", first.name)], (mount, script)
+            return stage.shell + [first.content], None
+        full = node.args[0]
+        for doc in node.heredocs:
+            full += "\n" + doc.content + doc.name
+        return stage.shell + [full], None
+
+    def _mount(self, stage: _Stage, node: Node, spec: Any, workdir: str,
+               ssh_index: int) -> tuple[Mount, Vertex | None]:
+        """An LLB mount for a parsed --mount, and the vertex it mounts (if any; its input index is set later)."""
+        target = spec.target
+        if spec.type == "secret":
+            sid = spec.source or spec.id
+            if not sid:
+                sid = posixpath.basename(spec.target)
+            if not target and spec.env is None:
+                target = "/run/secrets/" + posixpath.basename(sid)
+            if target:
+                target = posixpath.normpath(posixpath.join(workdir, target))
+            return Mount("secret", target, id=sid, required=spec.required, mode=spec.mode, uid=spec.uid,
+                         gid=spec.gid, env=spec.env or ""), None
+        if spec.type == "ssh":
+            if not target:
+                target = f"/run/buildkit/ssh_agent.{ssh_index}"
+            target = posixpath.normpath(posixpath.join(workdir, target))
+            return Mount("ssh", target, id=spec.id or "default", required=spec.required, mode=spec.mode,
+                         uid=spec.uid, gid=spec.gid), None
+        if not target:
+            raise DockerfileError(f"invalid mount target \"{target}\"", node.start_line, node.end_line)
+        target = posixpath.normpath(posixpath.join(workdir, target))
+        if target == "/":
+            raise DockerfileError('invalid mount target "/"', node.start_line, node.end_line)
+        source = posixpath.normpath(posixpath.join("/", spec.source))
+        if spec.type == "tmpfs":
+            return Mount("tmpfs", target, readonly=spec.readonly, size=spec.size), None
+        source_vertex: Vertex | None
+        if spec.from_:
+            source_vertex = self._copy_source(self._expand(spec.from_, self.meta_args | stage.args, node), stage,
+                                              node, "--mount from")
+        elif spec.type == "bind":
+            source_vertex = self.context
+        else:
+            source_vertex = None
+        if spec.type == "cache":
+            cache_id = spec.id or target
+            return Mount("cache", target, source=source, readonly=spec.readonly, id=cache_id,
+                         sharing=spec.sharing or "shared", mode=spec.mode, uid=spec.uid, gid=spec.gid), source_vertex
+        return Mount("bind", target, source=source, readonly=spec.readonly), source_vertex
+
     def _do_add(self, stage: _Stage, node: Node, name: str) -> None:
-        raise DockerfileError("ADD is not supported yet: use COPY for local files", node.start_line, node.end_line)
+        self._copy_like(stage, node, name, add=True)
 
     def _do_copy(self, stage: _Stage, node: Node, name: str) -> None:
-        flags = _parse_flags(node, {"from", "chown", "chmod", "link", "parents", "exclude"})
-        if "parents" in flags or "exclude" in flags:
-            raise DockerfileError("COPY --parents/--exclude are not supported yet", node.start_line)
-        if node.heredocs:
-            raise DockerfileError("heredocs in COPY are not supported yet", node.start_line)
+        self._copy_like(stage, node, name, add=False)
+
+    def _copy_like(self, stage: _Stage, node: Node, name: str, add: bool) -> None:
+        command = "ADD" if add else "COPY"
+        allowed = {"chown", "chmod", "link", "exclude"} | (
+            {"keep-git-dir", "checksum"} if add else {"from", "parents"})
+        flags = _parse_flags(node, allowed)
         env = self._env_for_expansion(stage)
         if node.json_form:
             words = [self._expand(w, env, node) for w in node.args]
         else:
             words = [w for a in node.args for w in self._expand_words(a, env, node)]
         if len(words) < 2:
-            raise DockerfileError("COPY requires at least two arguments", node.start_line, node.end_line)
+            raise DockerfileError(f"{command} requires at least two arguments, but only one was provided. "
+                                  "Destination could not be determined", node.start_line, node.end_line)
         sources, dest = words[:-1], words[-1]
+        if parse_heredoc(dest) is not None:
+            raise DockerfileError(f"{command} cannot accept a heredoc as a destination", node.start_line)
         if len(sources) > 1 and not dest.endswith("/"):
-            raise DockerfileError("When using COPY with more than one source file, the destination must be a "
-                                  "directory and end with a /", node.start_line, node.end_line)
+            raise DockerfileError(f"When using {command} with more than one source file, the destination must be "
+                                  "a directory and end with a /", node.start_line, node.end_line)
         cfg = stage.image.setdefault("config", {})
         dest_is_dir = dest.endswith("/") or dest.endswith("/.") or dest == "."
         dest = posixpath.join(cfg.get("WorkingDir") or "/", dest)
-        chown = self._expand(flags["chown"][0], env, node) if "chown" in flags else ""
-        mode = None
-        if "chmod" in flags:
-            try:
-                mode = int(flags["chmod"][0], 8)
-            except ValueError:
-                raise DockerfileError(f"invalid chmod parameter: {flags['chmod'][0]} (octal modes only for now)",
-                                      node.start_line) from None
-        if "from" in flags:
-            src_vertex = self._copy_source(self._expand(flags["from"][0], self.meta_args | stage.args, node),
-                                           stage, node)
-        else:
-            src_vertex = self.context
-        actions = tuple(
-            Copy(1, src, dest, owner=chown, mode=mode, dest_is_dir=dest_is_dir,
-                 allow_empty_wildcard=False)
-            for src in sources
-        )
-        stage.vertex = Vertex(FileOp(actions), inputs=(self._base_inputs(stage)[0], src_vertex), name=name,
-                              source=self._loc(node))
-        self._history(stage, f"COPY {' '.join(sources)} {dest}", False)
+        if dest_is_dir and not dest.endswith("/"):
+            dest += "/"
+        chown = self._expand(flags["chown"][-1], env, node) if "chown" in flags else ""
+        mode, mode_str = self._chmod(flags, env, node)
+        excludes = tuple(self._expand(x, env, node) for x in flags.get("exclude", []))
+        parents = _flag_bool(flags, "parents", node)
+        link = _flag_bool(flags, "link", node)
+        keep_git_dir = _flag_bool(flags, "keep-git-dir", node)
+        checksum = self._expand(flags["checksum"][-1], env, node) if "checksum" in flags else ""
+        if checksum:
+            if len(sources) != 1 or not is_http_source(sources[0]) or parse_git_ref(sources[0]) is not None:
+                raise DockerfileError("checksum can't be specified for multiple sources" if len(sources) > 1
+                                      else "checksum can't be specified for non-HTTP(S) sources",
+                                      node.start_line, node.end_line)
+            if not checksum.startswith("sha256:") or len(checksum) != 71:
+                raise DockerfileError(f"invalid checksum digest format: {checksum}", node.start_line)
 
-    def _copy_source(self, ref: str, stage: _Stage, node: Node) -> Vertex:
+        base = self._base_inputs(stage)[0]
+        inputs: list[Vertex] = [Vertex(ScratchSource(), name="scratch") if link else base]
+        actions: list[Copy] = []
+        docs = iter(node.heredocs)
+        shown: list[str] = []
+
+        def input_index(vertex: Vertex) -> int:
+            for i, existing in enumerate(inputs):
+                if existing is vertex or (i > 0 and existing.digest == vertex.digest):
+                    return i
+            inputs.append(vertex)
+            return len(inputs) - 1
+
+        common: dict[str, Any] = {"owner": chown, "mode": mode, "mode_str": mode_str, "dest_is_dir": dest_is_dir,
+                  "exclude_patterns": excludes}
+        for src in sources:
+            doc = next(docs, None) if node.heredocs and parse_heredoc(src) is not None else None
+            if doc is not None:
+                content = doc.content
+                if doc.expand:
+                    raw = ShellLex("\\", skip_process_quotes=True)
+                    try:
+                        content = raw.process_word(content, env)
+                    except ShellExpansionError as e:
+                        raise DockerfileError(str(e), node.start_line, node.end_line) from None
+                inline = Vertex(FileOp((Mkfile("/" + doc.name, content.encode(), 0o644),)),
+                                inputs=(Vertex(ScratchSource(), name="scratch"),),
+                                name="[internal] preparing inline document", source=self._loc(node))
+                actions.append(Copy(input_index(inline), "/" + doc.name, dest, **common))
+                shown.append("<<" + doc.name)
+                continue
+            git = parse_git_ref(src) if add else None
+            if git is not None:
+                vertex = Vertex(GitSource(git.remote, git.ref, git.subdir, keep_git_dir),
+                                name=f"[internal] load git source {src}", source=self._loc(node))
+                actions.append(Copy(input_index(vertex), "/", dest, **common))
+            elif add and is_http_source(src):
+                filename = url_filename(src)
+                vertex = Vertex(HttpSource(src, checksum, filename), name=f"[internal] load remote file {src}",
+                                source=self._loc(node))
+                actions.append(Copy(input_index(vertex), "/" + filename, dest, **common))
+            else:
+                if keep_git_dir and add:
+                    raise DockerfileError("--keep-git-dir is only allowed with git sources", node.start_line)
+                if "from" in flags:
+                    src_vertex = self._copy_source(self._expand(flags["from"][-1], self.meta_args | stage.args,
+                                                                node), stage, node, f"{command} --from")
+                else:
+                    src_vertex = self.context
+                actions.append(Copy(input_index(src_vertex), src, dest, parents=parents,
+                                    attempt_unpack=add and "from" not in flags, **common))
+            shown.append(src)
+        if link and stage.vertex is not None:
+            # --link: the copy is a layer of its own on scratch, stacked on the base (so its cache ignores the base)
+            layer = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name + " (link)", source=self._loc(node))
+            stage.vertex = Vertex(MergeOp(), inputs=(base, layer), name=name, source=self._loc(node))
+        else:
+            stage.vertex = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name, source=self._loc(node))
+        self._history(stage, f"{command} {' '.join(shown)} {dest}", False)
+
+    def _chmod(self, flags: dict[str, list[str]], env: dict[str, str], node: Node) -> tuple[int | None, str]:
+        if "chmod" not in flags:
+            return None, ""
+        text = self._expand(flags["chmod"][-1], env, node)
+        if re.fullmatch(r"[0-7]+", text):
+            value = int(text, 8)
+            if value <= 0o7777:
+                return value, ""
+        elif re.fullmatch(r"[ugoa]*[-+=][rwxXst]*(,[ugoa]*[-+=][rwxXst]*)*", text):
+            return None, text
+        raise DockerfileError(f"invalid chmod parameter: '{text}'. it should be octal string and between 0 and "
+                              "07777 or a symbolic mode like u+x,g=r", node.start_line, node.end_line)
+
+    def _copy_source(self, ref: str, stage: _Stage, node: Node, what: str = "COPY --from") -> Vertex:
         other = self._stage_by_name(ref)
         if other is not None:
             if other.index >= stage.index:
-                raise DockerfileError(f"COPY --from={ref} refers to a later stage or itself", node.start_line)
+                raise DockerfileError(f"{what}={ref} refers to a later stage or itself: a stage may only use "
+                                      "stages defined before it", node.start_line, node.end_line)
             self.convert_stage(other)
             return other.vertex if other.vertex is not None else Vertex(ScratchSource(), name="scratch")
         canon, digest, _ = self._resolve(ref, node)
         return Vertex(ImageSource(canon, digest, self.opts.platform), name=f"[internal] load {canon}")
 
 
+def _flag_bool(flags: dict[str, list[str]], name: str, node: Node) -> bool:
+    if name not in flags:
+        return False
+    value = flags[name][-1].lower()
+    if value in ("true", "1", "t", ""):
+        return True
+    if value in ("false", "0", "f"):
+        return False
+    raise DockerfileError(f"expecting boolean value for flag {name}, not: {flags[name][-1]}", node.start_line)
+
+
 def _duration_ns(text: str, node: Node) -> int:
     units = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-    import re
-
     total = 0.0
     pos = 0
     for m in re.finditer(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", text):

@@ -1,0 +1,94 @@
+"""`workbench inspect`: the parsed Dockerfile (BuildKit's AST dump) and the LLB it becomes, for learning."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from workbench.llb.ops import Vertex
+
+
+class InspectError(Exception):
+    """A Dockerfile that cannot be shown; the message is formatted like a build error."""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise InspectError(f"ERROR: failed to read dockerfile: {path}: {e.strerror}") from None
+
+
+def print_ast(path: Path) -> str:
+    """The corpus `result` format: one `(keyword ["flags"] "args"…)` line per instruction."""
+    from workbench.frontend.dockerfile.parser import DockerfileParseError, parse
+    from workbench.progress.errors import format_failure
+    from workbench.progress.events import SourceLocation
+
+    text = _read(path)
+    try:
+        return parse(text).dump()
+    except DockerfileParseError as e:
+        loc = SourceLocation(path.name, e.line, e.line) if e.line else None
+        raise InspectError(format_failure(e.message, loc, "", text)) from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def vertex_json(v: Vertex, lines: list[str]) -> str:
+    """One op as a JSON line: digest, kind, fields, input digests, name and the Dockerfile lines."""
+    record: dict[str, Any] = {
+        "digest": v.digest,
+        "op": type(v.op).__name__,
+        "fields": _jsonable(asdict(v.op)),
+        "inputs": [i.digest for i in v.inputs],
+        "name": v.name,
+    }
+    if v.source is not None:
+        record["source"] = {"file": v.source.filename, "start": v.source.start_line, "end": v.source.end_line,
+                            "lines": lines[v.source.start_line - 1:v.source.end_line]}
+    return json.dumps(record, ensure_ascii=False)
+
+
+def llb_lines(context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
+              root: Path) -> list[str]:
+    """Convert the Dockerfile (resolving base images through the registry) and list its ops, inputs first."""
+    from workbench.build import _resolve_image
+    from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
+    from workbench.frontend.dockerfile.dockerignore import load_dockerignore
+    from workbench.image.content import ContentStore
+    from workbench.progress.errors import format_failure
+    from workbench.progress.events import EventBus, SourceLocation
+
+    text = _read(dockerfile)
+    root.mkdir(parents=True, exist_ok=True)
+
+    class _Content:
+        content = ContentStore(root / "content")
+
+    def resolve(ref: str) -> tuple[str, str, dict[str, Any]]:
+        return _resolve_image(ref, _Content(), EventBus())
+
+    patterns = load_dockerignore(context, dockerfile) if context.is_dir() else []
+    try:
+        result = convert(text, ConvertOptions(build_args=build_args, target=target, filename=dockerfile.name,
+                                              excludes=tuple(patterns)), resolve)
+    except DockerfileError as e:
+        loc = SourceLocation(dockerfile.name, e.start_line, e.end_line or e.start_line) if e.start_line else None
+        raise InspectError(format_failure(e.message, loc, "", text)) from None
+    lines = text.splitlines()
+    return [vertex_json(v, lines) for v in result.vertex.walk()]
