@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as _copy
+import difflib
 import json
 import posixpath
 import re
@@ -48,6 +49,11 @@ class DockerfileError(Exception):
         self.message = message
         self.start_line = start_line
         self.end_line = end_line or start_line
+
+    @classmethod
+    def at(cls, node: Node, message: str) -> DockerfileError:
+        """An error found while parsing `node`'s instruction, worded as BuildKit's parse errors."""
+        return cls(f"dockerfile parse error on line {node.start_line}: {message}", node.start_line, node.end_line)
 
 
 @dataclass
@@ -117,7 +123,8 @@ def _parse_flags(node: Node, allowed: set[str]) -> dict[str, list[str]]:
     for raw in node.flags:
         name, eq, value = raw[2:].partition("=")
         if name not in allowed:
-            raise DockerfileError(f"unknown flag: --{name}", node.start_line, node.end_line)
+            close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.6)
+            raise DockerfileError.at(node, f"unknown flag: {name}" + (f" (did you mean {close[0]}?)" if close else ""))
         flags.setdefault(name, []).append(value if eq else "true")
     return flags
 
@@ -165,7 +172,7 @@ class _Converter:
                 elif len(args) == 1:
                     name = ""
                 else:
-                    raise DockerfileError("FROM requires either one or three arguments", node.start_line)
+                    raise DockerfileError.at(node, "FROM requires either one or three arguments")
                 base = self._expand(args[0], self.meta_args, node)
                 if not base:
                     raise DockerfileError("base name (" + args[0] + ") should not be blank", node.start_line)
@@ -295,7 +302,10 @@ class _Converter:
     def dispatch(self, stage: _Stage, node: Node, name: str) -> None:
         handler = getattr(self, f"_do_{node.keyword}", None)
         if handler is None:
-            raise DockerfileError(f"unknown instruction: {node.keyword.upper()}", node.start_line, node.end_line)
+            known = [k[4:].upper() for k in dir(self) if k.startswith("_do_")]
+            close = difflib.get_close_matches(node.keyword.upper(), known, n=1, cutoff=0.6)
+            raise DockerfileError.at(node, f"unknown instruction: {node.keyword.upper()}"
+                                     + (f" (did you mean {close[0]}?)" if close else ""))
         handler(stage, node, name)
 
     def _do_env(self, stage: _Stage, node: Node, name: str) -> None:
@@ -376,7 +386,7 @@ class _Converter:
 
     def _do_shell(self, stage: _Stage, node: Node, name: str) -> None:
         if not node.json_form:
-            raise DockerfileError("SHELL requires the arguments to be in JSON form", node.start_line)
+            raise DockerfileError.at(node, "SHELL requires the arguments to be in JSON form")
         stage.shell = list(node.args)
         stage.image.setdefault("config", {})["Shell"] = list(node.args)
         self._history(stage, "SHELL " + json.dumps(node.args), True)
@@ -500,7 +510,7 @@ class _Converter:
                 script = Vertex(FileOp((Mkfile("/" + first.name, first.content.encode(), 0o755),)),
                                 inputs=(Vertex(ScratchSource(), name="scratch"),),
                                 name="[internal] preparing inline document", source=self._loc(node))
-                mount = Mount("bind", "/dev/pipes/", source="/", readonly=True)
+                mount = Mount("bind", "/dev/pipes", source="/", readonly=True)
                 return [posixpath.join("/dev/pipes/", first.name)], (mount, script)
             return stage.shell + [first.content], None
         full = node.args[0]
@@ -567,14 +577,14 @@ class _Converter:
         else:
             words = [w for a in node.args for w in self._expand_words(a, env, node)]
         if len(words) < 2:
-            raise DockerfileError(f"{command} requires at least two arguments, but only one was provided. "
-                                  "Destination could not be determined", node.start_line, node.end_line)
+            raise DockerfileError.at(node, f"{command} requires at least two arguments, but only one was provided. "
+                                     "Destination could not be determined.")
         sources, dest = words[:-1], words[-1]
         if parse_heredoc(dest) is not None:
-            raise DockerfileError(f"{command} cannot accept a heredoc as a destination", node.start_line)
+            raise DockerfileError.at(node, f"{command} cannot accept a heredoc as a destination")
         if len(sources) > 1 and not dest.endswith("/"):
-            raise DockerfileError(f"When using {command} with more than one source file, the destination must be "
-                                  "a directory and end with a /", node.start_line, node.end_line)
+            raise DockerfileError.at(node, f"When using {command} with more than one source file, the destination "
+                                     "must be a directory and end with a /")
         cfg = stage.image.setdefault("config", {})
         dest_is_dir = dest.endswith("/") or dest.endswith("/.") or dest == "."
         dest = posixpath.join(cfg.get("WorkingDir") or "/", dest)
@@ -688,7 +698,7 @@ def _flag_bool(flags: dict[str, list[str]], name: str, node: Node) -> bool:
         return True
     if value in ("false", "0", "f"):
         return False
-    raise DockerfileError(f"expecting boolean value for flag {name}, not: {flags[name][-1]}", node.start_line)
+    raise DockerfileError.at(node, f"expecting boolean value for flag {name}, not: {flags[name][-1]}")
 
 
 def _duration_ns(text: str, node: Node) -> int:

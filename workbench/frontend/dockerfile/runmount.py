@@ -171,12 +171,10 @@ def parse_device(value: str) -> tuple[str, bool]:
         lk = key.lower()
         if lk == "required":
             required = _parse_bool("required", val) if eq else True
-        elif lk == "name" and eq:
-            name = val
-        elif not eq and not name:
-            name = field
+        elif not name:
+            name = field  # a CDI name may itself hold "=": vendor.com/gpu=all
         else:
-            raise MountSpecError(f"invalid device field '{field}'")
+            raise MountSpecError(f"invalid device field '{field}': the device name is already set")
     if not name:
         raise MountSpecError(f"device name is required in '{value}'")
     return name, required
