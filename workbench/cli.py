@@ -116,7 +116,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     try:
         if args.what == "ast":
-            sys.stdout.write(print_ast(Path(args.file)))
+            sys.stdout.flush()
+            sys.stdout.buffer.write(print_ast(Path(args.file)).encode("utf-8", "surrogateescape"))
             return 0
         context = Path(args.context)
         dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
