@@ -17,6 +17,7 @@ from workbench.llb.ops import (
     FileOp,
     GitSource,
     HttpSource,
+    ImageSource,
     LocalSource,
     MergeOp,
     Mkfile,
@@ -27,7 +28,7 @@ BASE = "FROM localhost:5055/busybox\n"
 
 
 def _resolver(configs: dict[str, dict[str, Any]] | None = None):  # type: ignore[no-untyped-def]
-    def resolve(ref: str) -> tuple[str, str, dict[str, Any]]:
+    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
         config = (configs or {}).get(ref, {"config": {"Env": ["PATH=/bin"]}})
         return ref, "sha256:" + "0" * 64, config
 
@@ -252,3 +253,22 @@ def test_undefined_and_later_stages() -> None:
     err = error(BASE + "RUN --mount=from=later,target=/m true\nFROM localhost:5055/busybox AS later\n", target="0")
     assert err.message.startswith("--mount from=later refers to a later stage or itself")
     assert error(BASE, target="nope").message == 'target stage "nope" could not be found'
+
+
+def test_from_platform_and_automatic_platform_args() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
+        seen.append((ref, platform))
+        return ref, "sha256:" + "1" * 64, {"config": {}}
+
+    text = ("FROM --platform=$BUILDPLATFORM img AS build\nARG TARGETARCH\nRUN echo $TARGETARCH\n"
+            "FROM --platform=linux/arm64 img\nCOPY --from=build /x /x\n")
+    res = convert(text, ConvertOptions(), resolve)
+    assert sorted(seen) == [("img", "linux/amd64"), ("img", "linux/arm64")]
+    sources = [v.op for v in res.vertex.walk() if isinstance(v.op, ImageSource)]
+    assert sorted(s.platform for s in sources) == ["linux/amd64", "linux/arm64"]
+    assert "TARGETARCH=amd64" in execs(res.vertex)[0].env
+    # not declared in the stage: not in RUN's environment
+    res = convert("FROM img\nRUN true\n", ConvertOptions(), resolve)
+    assert not any(e.startswith("TARGET") for e in execs(res.vertex)[0].env)

@@ -142,8 +142,8 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
     solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                     no_cache=req.no_cache, session=req.session)
     try:
-        def resolve(ref: str) -> tuple[str, str, dict[str, Any]]:
-            return _resolve_image(ref, solver, bus)
+        def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
+            return _resolve_image(ref, solver, bus, platform)
 
         try:
             conv = convert(text, ConvertOptions(build_args=req.build_args, target=req.target, filename=filename,
@@ -180,7 +180,8 @@ def _check_entitlements(target: Any, session: Session, text: str) -> None:
                                    v.source, v.name, text)
 
 
-def _resolve_image(ref: str, solver: Any, bus: EventBus) -> tuple[str, str, dict[str, Any]]:
+def _resolve_image(ref: str, solver: Any, bus: EventBus,
+                   platform: str = "linux/amd64") -> tuple[str, str, dict[str, Any]]:
     from workbench.image.reference import InvalidReference, parse_reference
     from workbench.image.registry import RegistryError, pull
 
@@ -190,7 +191,7 @@ def _resolve_image(ref: str, solver: Any, bus: EventBus) -> tuple[str, str, dict
         raise RuntimeError(str(e)) from None
     vid, t0 = _internal(bus, f"[internal] load metadata for {parsed}")
     try:
-        image = pull(parsed, solver.content)
+        image = pull(parsed, solver.content, platform)
     except RegistryError as e:
         bus.emit(VertexFailed(vid, vid[9:], error=str(e)))
         raise RuntimeError(str(e)) from None

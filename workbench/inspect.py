@@ -80,8 +80,8 @@ def llb_lines(context: Path, dockerfile: Path, build_args: dict[str, str], targe
     class _Content:
         content = ContentStore(root / "content")
 
-    def resolve(ref: str) -> tuple[str, str, dict[str, Any]]:
-        return _resolve_image(ref, _Content(), EventBus())
+    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
+        return _resolve_image(ref, _Content(), EventBus(), platform)
 
     patterns = load_dockerignore(context, dockerfile) if context.is_dir() else []
     try:

@@ -37,8 +37,8 @@ from workbench.progress.events import SourceLocation
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 
-# (ref as written) -> (canonical ref string, manifest digest, image config dict)
-ImageResolver = Callable[[str], tuple[str, str, dict[str, Any]]]
+# (ref as written, platform "os/arch[/variant]") -> (canonical ref string, manifest digest, image config dict)
+ImageResolver = Callable[[str, str], tuple[str, str, dict[str, Any]]]
 
 
 class DockerfileError(Exception):
@@ -139,10 +139,10 @@ class _Converter:
             raise DockerfileError(e.message, e.line) from None
         self.lex = ShellLex(self.ast.escape_token)
         self.warnings: list[str] = list(self.ast.warnings)
-        self.meta_args: dict[str, str] = {}
+        self.meta_args: dict[str, str] = platform_args(opts.platform)
         self.stages: list[_Stage] = []
         self.context = Vertex(LocalSource(opts.context_name, opts.excludes), name="[internal] load build context")
-        self.images: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        self.images: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
 
     def _loc(self, node: Node) -> SourceLocation:
         return SourceLocation(self.opts.filename, node.start_line, node.end_line)
@@ -176,7 +176,8 @@ class _Converter:
                 base = self._expand(args[0], self.meta_args, node)
                 if not base:
                     raise DockerfileError("base name (" + args[0] + ") should not be blank", node.start_line)
-                current = _Stage(len(self.stages), name, base, node, [], flags.get("platform", [""])[0])
+                platform = self._expand(flags["platform"][-1], self.meta_args, node) if "platform" in flags else ""
+                current = _Stage(len(self.stages), name, base, node, [], platform)
                 self.stages.append(current)
             elif current is None:
                 if node.keyword != "arg":
@@ -231,10 +232,11 @@ class _Converter:
             stage.shell = list(parent.shell)
         elif stage.base.lower() == "scratch":
             stage.vertex = None
-            stage.image = _empty_image(self.opts.platform)
+            stage.image = _empty_image(stage.platform or self.opts.platform)
         else:
-            ref, digest, image = self._resolve(stage.base, stage.node)
-            stage.vertex = Vertex(ImageSource(ref, digest, self.opts.platform),
+            platform = stage.platform or self.opts.platform
+            ref, digest, image = self._resolve(stage.base, stage.node, platform)
+            stage.vertex = Vertex(ImageSource(ref, digest, platform),
                                   name=label(f"FROM {ref}@{digest}"), source=self._loc(stage.node))
             stage.image = _copy.deepcopy(image)
             stage.image.setdefault("config", {})
@@ -271,16 +273,17 @@ class _Converter:
                 nodes.append(node)
         return nodes
 
-    def _resolve(self, ref: str, node: Node) -> tuple[str, str, dict[str, Any]]:
-        if ref not in self.images:
+    def _resolve(self, ref: str, node: Node, platform: str = "") -> tuple[str, str, dict[str, Any]]:
+        platform = platform or self.opts.platform
+        if (ref, platform) not in self.images:
             try:
-                self.images[ref] = self.resolve_image(ref)
+                self.images[(ref, platform)] = self.resolve_image(ref, platform)
             except DockerfileError:
                 raise
             except Exception as e:
                 raise DockerfileError(f"failed to resolve source metadata for {ref}: {e}", node.start_line,
                                       node.end_line) from None
-        return self.images[ref]
+        return self.images[(ref, platform)]
 
     def _display(self, node: Node) -> str:
         text = " ".join(line.strip() for line in node.original.splitlines()).strip()
@@ -688,6 +691,16 @@ class _Converter:
             return other.vertex if other.vertex is not None else Vertex(ScratchSource(), name="scratch")
         canon, digest, _ = self._resolve(ref, node)
         return Vertex(ImageSource(canon, digest, self.opts.platform), name=f"[internal] load {canon}")
+
+
+def platform_args(platform: str, build_platform: str = "linux/amd64") -> dict[str, str]:
+    """BuildKit's automatic platform ARGs (TARGETPLATFORM, BUILDOS, …), available in FROM and after `ARG NAME`."""
+    out: dict[str, str] = {}
+    for prefix, value in (("BUILD", build_platform), ("TARGET", platform)):
+        os_, _, rest = value.partition("/")
+        arch, _, variant = rest.partition("/")
+        out |= {f"{prefix}PLATFORM": value, f"{prefix}OS": os_, f"{prefix}ARCH": arch, f"{prefix}VARIANT": variant}
+    return out
 
 
 def _flag_bool(flags: dict[str, list[str]], name: str, node: Node) -> bool:
