@@ -20,12 +20,9 @@ import run as conformance_run  # noqa: E402
 CASES = sorted(p.name for p in (CONFORMANCE / "cases").iterdir() if (p / "Dockerfile").exists())
 # Cases that need frontend features still to come (the frontend issue): heredocs, RUN --mount, secrets,
 # ADD, ONBUILD triggers, ARG re-declaration rules.
-NOT_YET = {"v07-heredoc-run", "v12-mount-cache", "v13-mount-bind", "v14-mount-secret",
-           "v15-mount-tmpfs", "v17-add-archive"}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="not yet supported"))
-                                  if c in NOT_YET else c for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_case(case: str, registry: str, tmp_path: Path) -> None:
     case_dir = CONFORMANCE / "cases" / case
     meta = conformance_run.load_case(str(case_dir))

@@ -142,8 +142,14 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
     solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                     no_cache=req.no_cache, session=req.session)
     try:
+        resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
+
         def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
-            return _resolve_image(ref, solver, bus, platform)
+            if (ref, platform) not in resolved:
+                resolved[(ref, platform)] = _resolve_image(ref, solver, bus, platform)
+            return resolved[(ref, platform)]
+
+        _run_checks(text, filename, req, matcher.excluded if matcher else None, resolve, bus)
 
         try:
             conv = convert(text, ConvertOptions(build_args=req.build_args, target=req.target, filename=filename,
@@ -163,6 +169,27 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         return BuildResult(manifest, conv.image, 0.0)
     finally:
         solver.close()
+
+
+def _run_checks(text: str, filename: str, req: BuildRequest, ignore: Any, resolve: Any, bus: EventBus) -> None:
+    """The build checks as warnings on the stream; with `# check=error=true` a violation fails the build."""
+    from workbench.frontend.dockerfile.checks import CheckConfigError
+    from workbench.frontend.dockerfile.parser import DockerfileParseError
+    from workbench.frontend.dockerfile.shell import ShellExpansionError
+    from workbench.lint import as_event, lint
+
+    try:
+        report = lint(text, build_args=req.build_args, target=req.target, ignore=ignore, resolve=resolve)
+    except CheckConfigError as e:
+        raise BuildFailure(str(e), dockerfile_text=text) from None
+    except (DockerfileParseError, ShellExpansionError):
+        return  # the conversion reports these, located
+    for w in report.warnings:
+        bus.emit(as_event(w, filename))
+    if report.failed:
+        first = report.warnings[0]
+        raise BuildFailure(report.error_message(), SourceLocation(filename, first.start_line, first.end_line),
+                           dockerfile_text=text)
 
 
 def _check_entitlements(target: Any, session: Session, text: str) -> None:

@@ -30,6 +30,13 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-to", action="append", default=[], help="(not supported yet)")
     b.add_argument("--cache-from", action="append", default=[], help="(not supported yet)")
 
+    c = sub.add_parser("check", help="run the Dockerfile build checks only (like docker build --check)")
+    c.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
+    c.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    c.add_argument("--target", help="check only the stages this target needs")
+    c.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--root", help="state directory, for the image metadata cache")
+
     i = sub.add_parser("inspect", help="show how workbench sees a Dockerfile (for learning and debugging)")
     isub = i.add_subparsers(dest="what", required=True)
     ast = isub.add_parser("ast", help="the parsed Dockerfile, in BuildKit's parser dump format")
@@ -132,12 +139,30 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from workbench.build import default_root
+    from workbench.inspect import InspectError, check_text
+
+    context = Path(args.context)
+    dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
+    try:
+        text, failed = check_text(context, dockerfile, _build_args(args.build_arg), args.target,
+                                  Path(args.root) if args.root else default_root())
+    except (InspectError, ValueError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "build":
         return _build(args)
     if args.command == "inspect":
         return _inspect(args)
+    if args.command == "check":
+        return _check(args)
     return 2
 
 

@@ -64,6 +64,42 @@ def vertex_json(v: Vertex, lines: list[str]) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
+def check_text(context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
+               root: Path) -> tuple[str, bool]:
+    """`workbench check`: the report text, and whether any check found something (exit status 1)."""
+    from workbench.build import _resolve_image
+    from workbench.frontend.dockerfile.checks import CheckConfigError
+    from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
+    from workbench.frontend.dockerfile.parser import DockerfileParseError
+    from workbench.frontend.dockerfile.shell import ShellExpansionError
+    from workbench.image.content import ContentStore
+    from workbench.lint import format_check_report, lint
+    from workbench.progress.errors import format_failure
+    from workbench.progress.events import EventBus, SourceLocation
+
+    text = _read(dockerfile)
+    root.mkdir(parents=True, exist_ok=True)
+
+    class _Content:
+        content = ContentStore(root / "content")
+
+    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
+        return _resolve_image(ref, _Content(), EventBus(), platform)
+
+    matcher = IgnoreMatcher(load_dockerignore(context, dockerfile)) if context.is_dir() else None
+    try:
+        report = lint(text, build_args=build_args, target=target, ignore=matcher.excluded if matcher else None,
+                      resolve=resolve, all_stages=target is None)
+    except CheckConfigError as e:
+        raise InspectError(f"ERROR: {e}") from None
+    except DockerfileParseError as e:
+        loc = SourceLocation(dockerfile.name, e.line, e.line) if e.line else None
+        raise InspectError(format_failure(e.message, loc, "", text)) from None
+    except ShellExpansionError as e:
+        raise InspectError(f"ERROR: {e}") from None
+    return format_check_report(report, dockerfile.name, text), bool(report.warnings)
+
+
 def llb_lines(context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
               root: Path) -> list[str]:
     """Convert the Dockerfile (resolving base images through the registry) and list its ops, inputs first."""

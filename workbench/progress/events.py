@@ -80,8 +80,12 @@ class VertexStatus(VertexEvent):
 
 @dataclass(frozen=True)
 class BuildWarning(Event):
+    """A warning about the build; `rule`/`url` are set for build-check (lint) warnings."""
+
     message: str
     source: SourceLocation | None = None
+    rule: str = ""
+    url: str = ""
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,16 @@ class _KeyInfo:
     components: dict[str, object] = field(default_factory=dict)
 
 
+def _key_digest(v: Vertex) -> str:
+    """The op's part of its cache key: its digest, except that a checksummed download is keyed by the
+    checksum and not the URL (as BuildKit), so a mirror of the same file hits the same cache."""
+    if isinstance(v.op, HttpSource) and v.op.checksum:
+        from dataclasses import replace
+
+        return Vertex(replace(v.op, url=""), v.inputs).digest
+    return v.digest
+
+
 class Solver:
     """Solves LLB graphs against one build root."""
 
@@ -105,7 +115,7 @@ class Solver:
         return ctx
 
     def _compute_key(self, v: Vertex) -> _KeyInfo:
-        parts: list[str] = [v.digest]
+        parts: list[str] = [_key_digest(v)]
         components: dict[str, object] = {"op": v.digest}
         if isinstance(v.op, LocalSource):
             return _KeyInfo("local:" + v.op.name, components)
