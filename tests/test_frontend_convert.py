@@ -189,7 +189,9 @@ def test_copy_flags_become_copy_fields() -> None:
     assert isinstance(src.op, LocalSource)
     (action, _), = _copies(conv(BASE + "COPY --chmod=0755 a /a\n"))
     assert (action.mode, action.mode_str) == (0o755, "")
-    assert "invalid chmod parameter: 'u+q'" in error(BASE + "COPY --chmod=u+q a /a\n").message
+    assert error(BASE + "COPY --chmod=u+q a /a\n").message == "invalid chmod parameter 'u+q': invalid syntax"
+    (action, _), = _copies(conv(BASE + "COPY --chmod=go=u-w a /a\n"))
+    assert action.mode_str == "go=u-w"
 
 
 def test_copy_link_is_a_layer_merged_on_the_base() -> None:

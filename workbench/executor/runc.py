@@ -67,12 +67,14 @@ def resolv_conf(network: str, host_file: Path = Path("/etc/resolv.conf")) -> str
 class _Stubs:
     """Mount points runc creates in the rootfs, removed again after the run (as BuildKit's MountStubsCleaner).
 
-    A parent directory whose only change was the stubs gets its timestamps back, for reproducible layers.
+    A parent directory whose entries are the same after the stubs are gone as before the run gets its
+    timestamps back, for reproducible layers (secret, ssh and cache mounts under /run, /etc, ... included).
     """
 
     def __init__(self, rootfs: Path, dests: list[str]) -> None:
         self.paths: list[Path] = []
         self.parent_times: dict[Path, tuple[int, int]] = {}
+        self.parent_entries: dict[Path, set[str]] = {}
         for dest in dests:
             try:
                 p = resolve_in_root(rootfs, dest)  # runc follows symlinks inside the rootfs too
@@ -85,20 +87,11 @@ class _Stubs:
                 if os.path.lexists(parent) and parent not in self.parent_times:
                     st = os.stat(parent)
                     self.parent_times[parent] = (st.st_atime_ns, st.st_mtime_ns)
+                    self.parent_entries[parent] = _entries(parent)
                 p = parent
         self.paths.sort(key=lambda q: len(q.parts), reverse=True)  # children before their parents
 
     def remove(self) -> None:
-        stubs_ctime: dict[Path, int] = {}
-        for p in self.paths:
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
-            stubs_ctime[p.parent] = max(stubs_ctime.get(p.parent, 0), st.st_ctime_ns)
-        # A parent untouched since its last stub appeared had no other change: restore its times.
-        restore = {parent: times for parent, times in self.parent_times.items()
-                   if parent in stubs_ctime and _mtime(parent) <= stubs_ctime[parent]}
         for p in self.paths:
             try:
                 st = os.lstat(p)
@@ -107,12 +100,24 @@ class _Stubs:
                 elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
                     p.unlink()
             except OSError:
-                restore.pop(p.parent, None)
-        for parent, (atime, mtime) in restore.items():
+                pass
+        # A parent holding the same entries as before the run had no change but the stubs: restore its times.
+        # (Comparing mtimes with the stubs' ctimes is not enough: on overlayfs the parent's mtime can be a
+        # little later than the stub's ctime.)
+        for parent, (atime, mtime) in self.parent_times.items():
+            if _mtime(parent) == mtime or _entries(parent) != self.parent_entries[parent]:
+                continue
             try:
                 os.utime(parent, ns=(atime, mtime))
             except OSError:
                 pass
+
+
+def _entries(p: Path) -> set[str]:
+    try:
+        return set(os.listdir(p))
+    except OSError:
+        return {"\0unreadable"}
 
 
 def _mtime(p: Path) -> int:

@@ -9,8 +9,7 @@ import threading
 from pathlib import Path
 
 from workbench.llb.ops import Copy
-from workbench.snapshot.rootpath import resolve_in_root
-from workbench.solver.fileops import Excluded, source_paths
+from workbench.solver.fileops import Excluded, read_entries
 
 _file_hashes: dict[tuple[str, int, int, int], str] = {}
 _lock = threading.Lock()
@@ -46,26 +45,16 @@ def _entry(path: str, rel: str, follow: bool) -> tuple[str, os.stat_result]:
 def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tuple[str, list[str]]:
     """Checksum of everything `action` reads from `context`, and the files it read (for miss reasons).
 
-    Raises FileActionError when a source is missing, as the copy itself would.
+    Only what the copy takes counts: paths left out by .dockerignore, --exclude, or (with --parents) the
+    include pattern do not change the key; kept parent dirs do. Raises FileActionError when a source is
+    missing, as the copy itself would.
     """
     h = hashlib.sha256()
     files: list[str] = []
-    for src in source_paths(context, action, excluded):
-        host = resolve_in_root(context, src, follow_final=action.follow_symlinks)
-        header, st = _entry(str(host), src, follow=False)
+    for rel, host in read_entries(context, action, excluded):
+        header, _ = _entry(str(host), rel, follow=False)
         h.update(header.encode() + b"\n")
-        files.append(src.lstrip("/"))
-        if stat.S_ISDIR(st.st_mode):
-            for dirpath, dirnames, filenames in os.walk(host):
-                dirnames.sort()
-                rel_dir = os.path.relpath(dirpath, context)
-                for name in sorted(dirnames + filenames):
-                    rel = os.path.normpath(os.path.join(rel_dir, name))
-                    if excluded is not None and excluded(rel):
-                        continue
-                    header, _ = _entry(os.path.join(dirpath, name), rel, follow=False)
-                    h.update(header.encode() + b"\n")
-                    files.append(rel)
+        files.append(rel)
     return "sha256:" + h.hexdigest(), files
 
 

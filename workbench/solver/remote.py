@@ -405,10 +405,12 @@ def _checkout(solver: Solver, v: Vertex, op: GitSource, repo: Path, resolved: _G
     wd = ["-C", str(work)]
     sha = resolved.sha
     if keep:
+        # only the pinned commit is fetched: the shared cache repo may lack the branch or tag ref itself
+        # (another build fetched the same commit under another name), so the ref is recreated locally
         refspecs = [f"+refs/workbench/{sha}:refs/workbench/{sha}"]
-        if resolved.ref.startswith(("refs/heads/", "refs/tags/")):
-            refspecs.append(f"+{resolved.ref}:{resolved.ref}")
         _git(solver, v, [*wd, "fetch", "-q", "--no-tags", "--update-shallow", "--", str(repo), *refspecs])
+        if resolved.ref.startswith(("refs/heads/", "refs/tags/")):
+            _git(solver, v, [*wd, "update-ref", resolved.ref, sha])
         _git(solver, v, [*wd, "update-ref", "-d", f"refs/workbench/{sha}"])
     else:  # the .git is thrown away: borrow the cache repo's objects instead of copying them
         (work / ".git" / "objects" / "info" / "alternates").write_text(str(repo / "objects") + "\n")

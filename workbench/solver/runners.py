@@ -67,20 +67,27 @@ def describe_process(op: ExecOp) -> str:
 
 
 def run_exec(solver: Solver, v: Vertex, op: ExecOp, inputs: list[Result]) -> list[str]:
+    """Run the process on input 0 with its mounts; only what it writes to the rootfs becomes the layer."""
+    from contextlib import ExitStack
+
     from workbench.executor.runc import ExecError, run
     from workbench.executor.spec import ExecSpec
+    from workbench.solver import mounts
 
     def on_output(stream: int, data: bytes) -> None:
         solver.bus.emit(VertexLog(v.digest, v.name, stream=stream, data=data))
 
     chain = inputs[0].chain if inputs else []
-    spec = ExecSpec(args=list(op.args), env=list(op.env), cwd=op.cwd or "/", user=op.user, network=op.network)
-    with solver.snapshots.prepare() as prepared:
+    with solver.snapshots.prepare() as prepared, ExitStack() as stack:
+        extra = mounts.prepare(solver, v, inputs, stack)
+        spec = ExecSpec(args=list(op.args), env=_merge_env(list(op.env), extra.env), cwd=op.cwd or "/",
+                        user=op.user, network=op.network, mounts=extra.mounts, security=op.security)
         with solver.snapshots.mount_writable(chain, prepared) as rootfs:
             try:
                 result = run(rootfs, spec, solver.snapshots.tmp, on_output=on_output, cancel=solver.cancel)
             except ExecError as e:
                 raise _error(str(e), v) from None
+        stack.close()
         if solver.cancel.is_set() and result.exit_code != 0:
             raise _error("canceled", v)
         if result.exit_code != 0:
@@ -89,6 +96,12 @@ def run_exec(solver: Solver, v: Vertex, op: ExecOp, inputs: list[Result]) -> lis
             )
         snapshot = solver.snapshots.commit(prepared)
     return chain + [snapshot]
+
+
+def _merge_env(env: list[str], extra: list[str]) -> list[str]:
+    """`env` with `extra` entries (secret env vars, SSH_AUTH_SOCK) added, replacing same-named ones."""
+    names = {e.split("=", 1)[0] for e in extra}
+    return [e for e in env if e.split("=", 1)[0] not in names] + extra
 
 
 def run_file(solver: Solver, v: Vertex, op: FileOp, inputs: list[Result]) -> list[str]:

@@ -17,6 +17,10 @@ class SessionError(ValueError):
     """A bad --secret / --ssh / --allow value; the message names the flag and the value."""
 
 
+class SecretNotFound(SessionError):
+    """The secret's source has no value (e.g. its environment variable is unset): optional mounts skip it."""
+
+
 @dataclass(frozen=True)
 class SecretSource:
     """Where a secret's value comes from: a client file or a client environment variable."""
@@ -29,7 +33,7 @@ class SecretSource:
         if self.env:
             value = os.environ.get(self.env)
             if value is None:
-                raise SessionError(f"secret {self.id}: environment variable {self.env} is not set")
+                raise SecretNotFound(f"secret {self.id}: not found (environment variable {self.env} is not set)")
             return value.encode()
         try:
             return Path(self.path).read_bytes()

@@ -297,7 +297,8 @@ class Solver:
         if isinstance(op, FileOp):
             return runners.run_file(self, v, op, inputs)
         if isinstance(op, MergeOp):
-            return [s for r in inputs for s in r.chain]
+            # a layer shared by several inputs (their common base) is stacked once, where it first appears
+            return list(dict.fromkeys(s for r in inputs for s in r.chain))
         if isinstance(op, HttpSource | GitSource):
             from workbench.solver import remote
 

@@ -669,17 +669,19 @@ class _Converter:
         self._history(stage, f"{command} {' '.join(shown)} {dest}", False)
 
     def _chmod(self, flags: dict[str, list[str]], env: dict[str, str], node: Node) -> tuple[int | None, str]:
+        """--chmod: an octal mode (<= 07777) or a symbolic one (`u+x,g=r`), checked as BuildKit's parser does."""
+        from workbench.solver.fileops import FileActionError, parse_chmod
+
         if "chmod" not in flags:
             return None, ""
         text = self._expand(flags["chmod"][-1], env, node)
-        if re.fullmatch(r"[0-7]+", text):
-            value = int(text, 8)
-            if value <= 0o7777:
-                return value, ""
-        elif re.fullmatch(r"[ugoa]*[-+=][rwxXst]*(,[ugoa]*[-+=][rwxXst]*)*", text):
-            return None, text
-        raise DockerfileError(f"invalid chmod parameter: '{text}'. it should be octal string and between 0 and "
-                              "07777 or a symbolic mode like u+x,g=r", node.start_line, node.end_line)
+        if re.fullmatch(r"[0-7]+", text) and int(text, 8) <= 0o7777:
+            return int(text, 8), ""
+        try:
+            parse_chmod(text)
+        except FileActionError as e:
+            raise DockerfileError(str(e), node.start_line, node.end_line) from None
+        return None, text
 
     def _copy_source(self, ref: str, stage: _Stage, node: Node, what: str = "COPY --from") -> Vertex:
         other = self._stage_by_name(ref)
