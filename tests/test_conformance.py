@@ -42,7 +42,7 @@ def test_case(case: str, registry: str, tmp_path: Path) -> None:
     # Re-running without changes is entirely cached and runs no container.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    started = [ln for ln in again.stderr.splitlines() if "cache miss" in ln]
+    started = [ln for ln in again.stderr.splitlines() if "CACHE MISS" in ln]
     assert not started, started
 
 

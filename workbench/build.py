@@ -17,6 +17,7 @@ from workbench.progress.events import (
     VertexFailed,
     VertexStarted,
 )
+from workbench.solver.explain import save_last_build
 from workbench.solver.session import Session
 
 
@@ -141,6 +142,7 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
     req.root.mkdir(parents=True, exist_ok=True)
     solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                     no_cache=req.no_cache, session=req.session)
+    solver.lineage_scope = str(req.dockerfile.resolve())
     try:
         resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
 
@@ -163,6 +165,8 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         except SolveError as e:
             v = e.vertex
             raise BuildFailure(e.message, v.source if v else None, v.name if v else "", text) from None
+        finally:
+            save_last_build(req.root, req.dockerfile, solver.steps)
         manifest = None
         for out in req.outputs:
             manifest = _export(out, result.chain, conv.image, solver, bus, manifest)

@@ -47,6 +47,10 @@ def _build_parser() -> argparse.ArgumentParser:
     llb.add_argument("--target", help="the stage to show")
     llb.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
     llb.add_argument("--root", help="state directory, for the image metadata cache")
+    why = isub.add_parser("why", help="why each step of the last build of a Dockerfile hit or missed the cache")
+    why.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
+    why.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    why.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
     return parser
 
 
@@ -93,7 +97,7 @@ def _build(args: argparse.Namespace) -> int:
     try:
         run_build(request, bus)
     except BuildFailure as e:
-        print(format_failure(e.message, e.location, e.step, e.dockerfile_text), file=sys.stderr)
+        print(format_failure(e.message, e.location, "", e.dockerfile_text), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ERROR: build canceled", file=sys.stderr)
@@ -121,6 +125,18 @@ def _build_args(items: list[str]) -> dict[str, str]:
 def _inspect(args: argparse.Namespace) -> int:
     from workbench.inspect import InspectError, llb_lines, print_ast
 
+    if args.what == "why":
+        from workbench.build import default_root
+        from workbench.solver.explain import format_last_build, load_last_build
+
+        context = Path(args.context)
+        dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
+        record = load_last_build(Path(args.root) if args.root else default_root(), dockerfile)
+        if record is None:
+            print(f"no build of {dockerfile} is recorded in this root yet", file=sys.stderr)
+            return 1
+        sys.stdout.write(format_last_build(record))
+        return 0
     try:
         if args.what == "ast":
             sys.stdout.flush()

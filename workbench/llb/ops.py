@@ -193,6 +193,8 @@ class Vertex:
     name: str = field(default="", compare=False)
     source: SourceLocation | None = field(default=None, compare=False)
     ignore_cache: bool = field(default=False, compare=False)
+    arg_names: frozenset[str] = field(default=frozenset(), compare=False)
+    """Names of the env entries that are build args (so a miss can say "build arg X changed")."""
 
     @cached_property
     def digest(self) -> str:

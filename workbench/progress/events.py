@@ -86,6 +86,10 @@ class BuildWarning(Event):
     source: SourceLocation | None = None
     rule: str = ""
     url: str = ""
+    detail: tuple[str, ...] = ()
+    """Longer explanation lines (BuildKit's VertexWarning.detail: a check's rule description)."""
+    vertex: str = ""
+    """The digest of the vertex the warning belongs to, if any."""
 
 
 @dataclass(frozen=True)

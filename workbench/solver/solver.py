@@ -29,6 +29,7 @@ from workbench.llb.ops import (
 )
 from workbench.progress.events import EventBus, VertexCached, VertexCompleted, VertexFailed, VertexStarted
 from workbench.snapshot.manager import SnapshotManager
+from workbench.solver import why
 from workbench.solver.checksum import copy_checksum, file_checksums
 from workbench.solver.fileops import Excluded, FileActionError
 from workbench.solver.session import Session
@@ -95,6 +96,10 @@ class Solver:
         self.no_cache = no_cache
         self.parallelism = parallelism
         self.session = session or Session()
+        self.lineage_scope = ""  # the Dockerfile's path: miss reasons compare steps of the same file
+        self.steps: list[dict[str, object]] = []  # what happened to each step, in order (for `inspect why`)
+        self._missed: dict[str, str] = {}
+        self._order: dict[str, int] = {}
         self.store = CacheStore(root / "cache.db")
         self.snapshots = SnapshotManager(root)
         self.content = ContentStore(root / "content")
@@ -120,16 +125,23 @@ class Solver:
         if isinstance(v.op, LocalSource):
             return _KeyInfo("local:" + v.op.name, components)
         input_keys = [self._keys[i.digest].key for i in v.inputs]
-        components["inputs"] = input_keys
+        components["text"] = why.instruction_text(v)
+        components["detail"] = why.op_detail(v)
+        components["inputs"] = [{"name": i.name, "key": k} for i, k in zip(v.inputs, input_keys, strict=True)]
         parts += input_keys
         if isinstance(v.op, HttpSource | GitSource):
             from workbench.solver import remote
 
-            parts.append(remote.source_key(self, v))
+            remote_key = remote.source_key(self, v)
+            parts.append(remote_key)
+            components["remote"] = remote_key
         if isinstance(v.op, ExecOp) and v.op.mounts:
             from workbench.solver import mounts
 
-            parts += mounts.mount_key_parts(self, v)
+            mount_parts = mounts.mount_key_parts(self, v)
+            parts += mount_parts
+            if mount_parts:
+                components["mounts_key"] = hashlib.sha256("\n".join(mount_parts).encode()).hexdigest()
         if isinstance(v.op, FileOp):
             files: list[str] = []
             for n, action in enumerate(v.op.actions):
@@ -151,43 +163,21 @@ class Solver:
         key = "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return _KeyInfo(key, components)
 
-    def _lineage(self, v: Vertex) -> str:
-        where = v.source.filename if v.source else ""
-        return f"{where}#{v.name.split(']')[0]}"
+    def _last_record(self, v: Vertex) -> tuple[str, dict[str, object]] | None:
+        by_text, by_position = why.lineages(self.lineage_scope, v)
+        return self.store.last_lineage(by_text) or self.store.last_lineage(by_position)
 
     def _miss_reason(self, v: Vertex, info: _KeyInfo) -> str:
-        if self.no_cache or v.ignore_cache:
-            return "cache disabled (--no-cache)"
-        last = self.store.last_lineage(self._lineage(v))
-        if last is None:
-            return "no earlier build of this step"
-        old_key, old = last
-        if old_key == info.key:
-            return "its cache record is gone (pruned)"
-        if old.get("op") != info.components.get("op"):
-            return "the instruction changed"
-        old_inputs = list(old.get("inputs") or [])  # type: ignore[call-overload]
-        new_inputs = list(info.components.get("inputs") or [])  # type: ignore[call-overload]
-        if old_inputs != new_inputs:
-            changed = [i.name or i.digest[:19] for i, a, b in zip(v.inputs, old_inputs, new_inputs, strict=False)
-                       if a != b]
-            return "an input changed: " + ", ".join(changed) if changed else "its inputs changed"
-        old_files = old.get("files") or {}
-        new_files = info.components.get("files") or {}
-        assert isinstance(old_files, dict) and isinstance(new_files, dict)
-        changed_files = sorted(
-            f for f in set(old_files) | set(new_files) if old_files.get(f) != new_files.get(f)
-        )
-        if changed_files:
-            shown = ", ".join(changed_files[:5]) + (" …" if len(changed_files) > 5 else "")
-            return f"context files changed: {shown}"
-        return "no cache record for this key"
+        last = None if (self.no_cache or v.ignore_cache) else self._last_record(v)
+        old_key, old = last if last is not None else ("", None)
+        return why.explain(old, info.components, old_key, info.key, self._missed, self.no_cache or v.ignore_cache)
 
     # -- solving ------------------------------------------------------------------------------------
 
     def solve(self, target: Vertex) -> Result:
         vertices = target.walk()
         by_digest = {v.digest: v for v in vertices}
+        self._order = {v.digest: n for n, v in enumerate(vertices)}
         for v in vertices:
             try:
                 self._keys[v.digest] = self._compute_key(v)
@@ -220,12 +210,14 @@ class Solver:
             to_run.append(v)
 
         plan(target)
+        self._missed = {self._keys[v.digest].key: v.name for v in to_run}
         # Everything not run is reported as cached, inputs first (as BuildKit shows them).
         run_set = {v.digest for v in to_run}
         for v in vertices:
             if v.digest in run_set or isinstance(v.op, LocalSource):
                 continue
             if v.digest in results or self.store.lookup(self._keys[v.digest].key) is not None:
+                self.steps.append({"name": v.name, "digest": v.digest, "cached": True, "order": self._order[v.digest]})
                 self.bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
                                            source=v.source, cache_key=self._keys[v.digest].key))
         self.store.touch([r.key for r in results.values() if r.key])
@@ -265,8 +257,11 @@ class Solver:
     def _execute(self, v: Vertex, inputs: list[Result]) -> Result:
         info = self._keys[v.digest]
         start = time.time()
+        reason = self._miss_reason(v, info)
+        self.steps.append({"name": v.name, "digest": v.digest, "cached": False, "reason": reason,
+                           "order": self._order.get(v.digest, 0)})
         self.bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
-                                    miss_reason=self._miss_reason(v, info), ts=start))
+                                    miss_reason=reason, ts=start))
         try:
             if self.cancel.is_set():
                 raise SolveError("canceled", v)
@@ -280,7 +275,8 @@ class Solver:
             self.bus.emit(VertexFailed(v.digest, v.name, error=msg, duration=time.time() - start))
             raise SolveError(msg, v) from e
         chain = self.store.record(info.key, chain, v.name)
-        self.store.record_lineage(self._lineage(v), info.key, info.components)
+        for lineage in dict.fromkeys(why.lineages(self.lineage_scope, v)):
+            self.store.record_lineage(lineage, info.key, info.components)
         self.bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start))
         return Result(chain, info.key)
 

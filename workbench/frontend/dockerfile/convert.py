@@ -494,7 +494,8 @@ class _Converter:
         env += [f"{k}={v}" for k, v in stage.args.items() if k not in env_keys]
         op = ExecOp(tuple(args), tuple(env), workdir, cfg.get("User") or "", network, tuple(mounts), security,
                     tuple(devices))
-        stage.vertex = Vertex(op, inputs=tuple(inputs), name=name, source=self._loc(node))
+        stage.vertex = Vertex(op, inputs=tuple(inputs), name=name, source=self._loc(node),
+                              arg_names=frozenset(k for k in stage.args if k not in env_keys))
         self._history(stage, "RUN " + " ".join(args), False)
 
     def _run_args(self, stage: _Stage, node: Node) -> tuple[list[str], tuple[Mount, Vertex] | None]:

@@ -1,0 +1,122 @@
+"""Why every miss missed: each kind of change names itself, in plain progress and in `inspect why`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKBENCH, wb
+
+
+def reasons(stderr: str) -> dict[str, str]:
+    """step name → miss reason ('' when cached) from plain progress output."""
+    names: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for line in stderr.splitlines():
+        num, _, rest = line.partition(" ")
+        if rest.startswith("["):
+            names[num] = rest
+        elif rest == "CACHED":
+            out[names[num]] = ""
+        elif rest.startswith("CACHE MISS: "):
+            out[names[num]] = rest[len("CACHE MISS: "):]
+    return out
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path) -> Path:
+    c = tmp_path / "ctx"
+    (c / "src").mkdir(parents=True)
+    (c / "src" / "app.py").write_text("print(1)\n")
+    (c / "src" / "util.py").write_text("u = 1\n")
+    (c / "README").write_text("readme\n")
+    return c
+
+
+DOCKERFILE = """FROM localhost:5055/busybox
+ARG GREETING=hello
+COPY src/ /src/
+RUN echo $GREETING > /greeting && ls /src > /listing
+COPY README /README
+"""
+
+
+def build(ctx: Path, *args: str) -> dict[str, str]:
+    (ctx / "Dockerfile").exists() or (ctx / "Dockerfile").write_text(DOCKERFILE)
+    return reasons(wb(str(ctx), *args, root=ctx.parent / "root").stderr)
+
+
+def test_file_changes_name_the_files(registry: str, ctx: Path) -> None:
+    first = build(ctx)
+    assert first["[3/5] COPY src/ /src/"] == "never built before"
+    assert set(build(ctx).values()) == {""}
+    (ctx / "src" / "app.py").touch()
+    assert set(build(ctx).values()) == {""}  # a touch is not a change
+    (ctx / "src" / "app.py").write_text("print(2)\n")
+    r = build(ctx)
+    assert re.fullmatch(r"src/app.py changed \([0-9a-f]{12} → [0-9a-f]{12}\)", r["[3/5] COPY src/ /src/"])
+    assert r["[4/5] RUN echo $GREETING > /greeting && ls /src > /listing"] == \
+        "parent step missed: [3/5] COPY src/ /src/"
+    assert r["[5/5] COPY README /README"] == "parent step missed: [4/5] RUN echo $GREETING > /greeting && " \
+                                             "ls /src > /listing"
+    (ctx / "src" / "new.py").write_text("n\n")
+    (ctx / "src" / "util.py").unlink()
+    assert build(ctx)["[3/5] COPY src/ /src/"] == "src/new.py added; src/util.py removed"
+    (ctx / "unrelated.txt").write_text("x\n")  # a file no step reads
+    assert set(build(ctx).values()) == {""}
+
+
+def test_build_arg_and_instruction_and_no_cache(registry: str, ctx: Path) -> None:
+    build(ctx)
+    r = build(ctx, "--build-arg", "GREETING=bonjour")
+    assert r["[4/5] RUN echo $GREETING > /greeting && ls /src > /listing"] == \
+        "build arg GREETING changed: 'hello' → 'bonjour'"
+    assert r["[3/5] COPY src/ /src/"] == ""
+    (ctx / "Dockerfile").write_text(DOCKERFILE.replace("ls /src", "ls -a /src"))
+    r = build(ctx, "--build-arg", "GREETING=bonjour")
+    assert r["[4/5] RUN echo $GREETING > /greeting && ls -a /src > /listing"] == (
+        "instruction changed: RUN echo $GREETING > /greeting && ls /src > /listing → "
+        "RUN echo $GREETING > /greeting && ls -a /src > /listing")
+    r = build(ctx, "--no-cache", "--build-arg", "GREETING=bonjour")
+    assert set(r.values()) == {"cache disabled (--no-cache)"}
+
+
+def _push(src: str, dest: str, *flags: str) -> None:
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", *flags, src, f"docker://127.0.0.1:5055/{dest}"],
+                   check=True, capture_output=True, timeout=120)
+
+
+def test_base_image_change_names_the_image(registry: str, ctx: Path, tmp_path: Path) -> None:
+    _push("docker://127.0.0.1:5055/busybox:latest", "moving:latest", "--src-tls-verify=false")
+    (ctx / "Dockerfile").write_text("FROM localhost:5055/moving\nRUN echo hi > /hi\n")
+    first = build(ctx)
+    assert first["[2/2] RUN echo hi > /hi"] == "never built before"
+    # move the tag to another image: busybox plus one layer
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUN echo v2 > /v2\n")
+    wb(str(other), "-o", f"type=oci,dest={tmp_path / 'v2.tar'}", root=tmp_path / "root2")
+    _push(f"oci-archive:{tmp_path / 'v2.tar'}", "moving:latest")
+    r = build(ctx)
+    base = next(k for k in r if k.startswith("[1/2] FROM localhost:5055/moving"))
+    assert re.fullmatch(r"base image localhost:5055/moving:latest changed: [0-9a-f]{12} → [0-9a-f]{12}", r[base])
+    assert r["[2/2] RUN echo hi > /hi"] == f"parent step missed: {base}"
+
+
+def test_inspect_why_explains_the_last_build(registry: str, ctx: Path) -> None:
+    build(ctx)
+    (ctx / "README").write_text("new readme\n")
+    build(ctx)
+    proc = subprocess.run(WORKBENCH + ["inspect", "why", str(ctx), "--root", str(ctx.parent / "root")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "4 missed the cache" not in out and "1 missed the cache" in out
+    assert "[3/5] COPY src/ /src/\n    CACHED" in out
+    assert re.search(r"\[5/5\] COPY README /README\n    CACHE MISS: README changed \(", out)
+    proc = subprocess.run(WORKBENCH + ["inspect", "why", str(ctx.parent), "--root", str(ctx.parent / "root")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "no build of" in proc.stderr

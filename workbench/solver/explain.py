@@ -1,0 +1,45 @@
+"""The last build of each Dockerfile, step by step with miss reasons, for `workbench inspect why`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _record_path(root: Path, dockerfile: Path) -> Path:
+    digest = hashlib.sha256(str(dockerfile.resolve()).encode()).hexdigest()[:24]
+    return root / "why" / f"{digest}.json"
+
+
+def save_last_build(root: Path, dockerfile: Path, steps: list[dict[str, Any]]) -> None:
+    """Keep `steps` as the last build of `dockerfile` (atomically: a reader never sees half a record)."""
+    path = _record_path(root, dockerfile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"dockerfile": str(dockerfile.resolve()), "time": time.time(), "steps": steps}))
+    os.replace(tmp, path)
+
+
+def load_last_build(root: Path, dockerfile: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(_record_path(root, dockerfile).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def format_last_build(record: dict[str, Any]) -> str:
+    """One line per step: CACHED, or MISS with why."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.get("time", 0)))
+    steps = sorted(record.get("steps") or [], key=lambda s: s.get("order", 0))
+    missed = sum(1 for s in steps if not s.get("cached"))
+    lines = [f"Last build of {record.get('dockerfile')} at {when}: {len(steps)} steps, {missed} missed the cache"]
+    for n, step in enumerate(steps, 1):
+        if step.get("cached"):
+            lines.append(f"#{n} {step['name']}\n    CACHED")
+        else:
+            lines.append(f"#{n} {step['name']}\n    CACHE MISS: {step.get('reason', '')}")
+    return "\n".join(lines) + "\n"

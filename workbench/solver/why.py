@@ -1,0 +1,136 @@
+"""Why a step missed the cache: its key's parts compared with the last build of the same step.
+
+Each solved step leaves a record of what went into its key (the instruction, the op's fields, its
+inputs' keys, the context files it read). A miss compares the new parts with the record of the same
+step in the same Dockerfile — found by stage and instruction text, else by stage and position — and
+names what changed: a file (with old and new digests), a build arg or env (old and new values), the base
+image digest, a parent step that missed, the instruction itself, `--no-cache`, or "never built".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from typing import Any
+
+from workbench.llb.ops import ExecOp, FileOp, GitSource, HttpSource, ImageSource, Vertex
+
+_STEP = re.compile(r"^\[(?:(?P<stage>.+?) )?(?P<index>\d+)/\d+\] (?P<text>.*)$", re.S)
+
+
+_PINNED = re.compile(r"@sha256:[0-9a-f]{64}")
+
+
+def lineages(scope: str, v: Vertex) -> tuple[str, str]:
+    """(by instruction text, by position) identities of `v`'s step within `scope` (the Dockerfile path)."""
+    m = _STEP.match(v.name)
+    if m is None:
+        return f"{scope}|{v.name}", f"{scope}|{v.name}"
+    stage = m.group("stage") or ""
+    return f"{scope}|{stage}|{instruction_text(v)}", f"{scope}|{stage}|#{m.group('index')}"
+
+
+def instruction_text(v: Vertex) -> str:
+    """The instruction as written (a FROM's resolved digest left out: that change is told apart)."""
+    m = _STEP.match(v.name)
+    return _PINNED.sub("", m.group("text") if m else v.name)
+
+
+def _env(entries: tuple[str, ...] | list[str]) -> dict[str, str]:
+    return dict(e.partition("=")[::2] for e in entries)
+
+
+def op_detail(v: Vertex) -> dict[str, Any]:
+    """The op's fields that a user would recognise, JSON-ready (bytes shown by digest only)."""
+    op = v.op
+    if isinstance(op, ExecOp):
+        return {"args": list(op.args), "env": _env(op.env), "cwd": op.cwd, "user": op.user, "network": op.network,
+                "security": op.security, "mounts": [f"{m.type}:{m.target}" for m in op.mounts],
+                "build_args": sorted(v.arg_names)}
+    if isinstance(op, ImageSource):
+        return {"ref": op.ref, "digest": op.manifest_digest, "platform": op.platform}
+    if isinstance(op, HttpSource):
+        return {"url": op.url, "checksum": op.checksum}
+    if isinstance(op, GitSource):
+        return {"remote": op.remote, "ref": op.ref}
+    if isinstance(op, FileOp):
+        return {"actions": [type(a).__name__ for a in op.actions]}
+    return {"fields": {k: v for k, v in asdict(op).items() if not isinstance(v, bytes)}}
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def _quote(value: str | None) -> str:
+    return "(unset)" if value is None else repr(value)
+
+
+def _env_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    old_env: dict[str, str] = old.get("env") or {}
+    new_env: dict[str, str] = new.get("env") or {}
+    args = set(old.get("build_args") or []) | set(new.get("build_args") or [])
+    out = []
+    for key in sorted(set(old_env) | set(new_env)):
+        if old_env.get(key) != new_env.get(key):
+            what = "build arg" if key in args else "env"
+            out.append(f"{what} {key} changed: {_quote(old_env.get(key))} → {_quote(new_env.get(key))}")
+    return out
+
+
+def _file_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    out = []
+    for path in sorted(set(old) | set(new)):
+        a, b = old.get(path), new.get(path)
+        if a == b:
+            continue
+        if a is None:
+            out.append(f"{path} added")
+        elif b is None:
+            out.append(f"{path} removed")
+        else:
+            out.append(f"{path} changed ({a[:12]} → {b[:12]})")
+    return out
+
+
+def explain(old: dict[str, Any] | None, new: dict[str, Any], old_key: str, new_key: str,
+            missed_inputs: dict[str, str], no_cache: bool) -> str:
+    """The miss reason for a step whose new key parts are `new` and last record `old` (None: never built).
+
+    `missed_inputs` maps the keys of inputs that missed in this build to their names.
+    """
+    if no_cache:
+        return "cache disabled (--no-cache)"
+    if old is None:
+        return "never built before"
+    if old_key == new_key:
+        return "its cache record is gone (pruned or lost)"
+    reasons: list[str] = []
+    if old.get("text") != new.get("text"):
+        reasons.append(f"instruction changed: {old.get('text')} → {new.get('text')}")
+    od, nd = old.get("detail") or {}, new.get("detail") or {}
+    if "digest" in nd and od.get("digest") != nd.get("digest"):
+        reasons.append(f"base image {nd.get('ref')} changed: {_short(str(od.get('digest', '')))} → "
+                       f"{_short(str(nd['digest']))}")
+    if "env" in nd:
+        reasons += _env_changes(od, nd)
+        for field, label in (("args", "command"), ("cwd", "workdir"), ("user", "user"), ("network", "network"),
+                             ("security", "security"), ("mounts", "mounts")):
+            if od.get(field) != nd.get(field) and not reasons:
+                reasons.append(f"{label} changed")
+    if old.get("remote") != new.get("remote") and new.get("remote"):
+        reasons.append(f"remote content changed: {new.get('remote')}")
+    reasons += _file_changes(old.get("files") or {}, new.get("files") or {})
+    if old.get("mounts_key") != new.get("mounts_key") and new.get("mounts_key"):
+        reasons.append("files of a bind-mounted context path changed")
+    if not reasons:
+        old_inputs = [i.get("key") for i in old.get("inputs") or []]
+        for i, item in enumerate(new.get("inputs") or []):
+            key = item.get("key")
+            if i < len(old_inputs) and old_inputs[i] == key:
+                continue
+            if key in missed_inputs:
+                reasons.append(f"parent step missed: {missed_inputs[key]}")
+            else:
+                reasons.append(f"input changed: {item.get('name')}")
+    return "; ".join(reasons) if reasons else "no cache record for this key"
