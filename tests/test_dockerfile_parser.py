@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from workbench.frontend.dockerfile.parser import DockerfileParseError, Heredoc, parse, parse_heredoc
+from workbench.frontend.dockerfile.parser import (
+    DockerfileParseError,
+    Heredoc,
+    HeredocError,
+    must_parse_heredoc,
+    parse,
+    parse_heredoc,
+)
 
 CORPUS = Path(__file__).parent / "data" / "buildkit-parser"
 POSITIVE = sorted(p.name for p in (CORPUS / "testfiles").iterdir())
@@ -297,3 +305,92 @@ def test_forms_flags_and_unknown() -> None:
 def test_crlf_and_leading_whitespace() -> None:
     res = parse("FROM a\r\n   RUN echo \\\r\n  hi\r\n\tCMD x\r\n")
     assert [c.dump() for c in res.children] == ['(from "a")', '(run "echo   hi")', '(cmd "x")']
+
+
+# -- regressions found by tests/test_frontend_fuzz.py ---------------------------------------------------------------
+
+def test_long_onbuild_chain_is_an_error_not_a_recursion_error() -> None:
+    # was RecursionError: ONBUILD triggers were parsed recursively, one Python frame per ONBUILD
+    with pytest.raises(DockerfileParseError) as ei:
+        parse("FROM a\n" + "ONBUILD " * 3000 + "RUN x\n")
+    assert ei.value.message == "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+    assert ei.value.line == 2
+    # the innermost trigger's own error comes first, as in BuildKit's recursive parser
+    with pytest.raises(DockerfileParseError, match="comprised of strings only"):
+        parse("FROM a\nONBUILD ONBUILD RUN [1]\n")
+    node = parse("FROM a\nONBUILD --x=1 COPY --from=b /a /b\n").children[1]
+    assert node.flags == ["--x=1"] and node.next_node is not None and node.next_node.flags == ["--from=b"]
+    assert node.dump() == '(onbuild ["--x=1"] (copy ["--from=b"] "/a" "/b"))'
+
+
+def test_deeply_nested_json() -> None:
+    # was RecursionError from json.loads; Go's encoding/json nests up to 10000 levels, then it is not JSON
+    err = "when using JSON array syntax, arrays must be comprised of strings only"
+    with pytest.raises(DockerfileParseError, match=err):
+        parse("FROM a\nCMD " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(DockerfileParseError, match=err):
+        parse('FROM a\nCMD ["a", ' + "[" * 3000 + '{"k": [1, true, null, "\\u00e9"]}' + "]" * 3000 + "]\n")
+    too_deep = parse("FROM a\nCMD " + "[" * 10001 + "]" * 10001 + "\n").children[1]
+    assert not too_deep.json_form and too_deep.args == ["[" * 10001 + "]" * 10001]
+    unbalanced = parse("FROM a\nCMD " + "[" * 3000 + "]" * 2999 + "\n").children[1]
+    assert not unbalanced.json_form
+    assert parse("FROM a\nCOPY " + "[" * 2000 + "\n").children[1].args == ["[" * 2000]
+
+
+def test_json_numbers_out_of_float64_range_are_not_json() -> None:
+    # Go decodes numbers into float64: 1e999 fails to decode, so the line is shell form (no "strings only" error)
+    node = parse('FROM a\nCMD ["a", 1e999]\n').children[1]
+    assert not node.json_form and node.args == ['["a", 1e999]']
+    with pytest.raises(DockerfileParseError, match="comprised of strings only"):
+        parse('FROM a\nCMD ["a", 1e-999]\n')  # underflow is no error in Go
+
+
+def test_heredoc_file_descriptor_overflow() -> None:
+    # was ValueError from int() (Python's 4300-digit limit); Go's ParseUint saturates and the error is ignored
+    res = parse("FROM a\nRUN " + "9" * 5000 + "<<EOF\nbody\nEOF\n")
+    assert res.children[1].heredocs == [Heredoc("EOF", "body\n", True, False, 2**64 - 1)]
+    doc = parse_heredoc("00000000000000000000000000003<<X")
+    assert doc is not None and doc.file_descriptor == 3
+
+
+def test_lone_surrogates_in_text() -> None:
+    # was UnicodeEncodeError: only \udc80-\udcff (undecodable bytes) survive "surrogateescape" encoding
+    res = parse("FROM a\ud800\nHEALTHCHECK \udfff CMD x\nCOPY --x=\udbff /a /b\n")
+    assert res.dump() == '(from "a\ufffd")\n(healthcheck "\ufffd" "CMD x")\n(copy ["--x=ï¿½"] "/a" "/b")\n'
+
+
+def test_lone_escape_line_is_an_instruction() -> None:
+    # BuildKit: a line holding only the escape token continues into nothing and yields an empty instruction
+    res = parse("\\")
+    assert [(c.keyword, c.args, c.start_line, c.end_line) for c in res.children] == [("", [""], 1, 1)]
+    assert res.dump() == '("")\n'
+
+
+def test_undecodable_bytes_in_parsed_words() -> None:
+    # parseWords (ARG, ENV, LABEL) decodes rune by rune: undecodable bytes become U+FFFD; the legacy form keeps them
+    res = parse("FROM a\nARG x=\udcff y\nENV a=\udcfe\nLABEL k v\udcff\n")
+    assert res.dump() == '(from "a")\n(arg "x=\ufffd" "y")\n(env "a" "\ufffd" "=")\n(label "k" "v\\xff" "")\n'
+
+
+def test_directive_with_long_blank_run_is_linear() -> None:
+    # was quadratic (about 30 s at 64 KiB): Python's backtracking on BuildKit's `(.+?)\s*$` directive regex
+    start = time.monotonic()
+    res = parse("# syntax=x" + " " * 65000 + "y\nFROM a\n")
+    assert res.directives["syntax"] == "x" + " " * 65000 + "y"
+    assert time.monotonic() - start < 5
+    # the lazy group still takes one character when only blanks follow "="
+    with pytest.raises(DockerfileParseError) as ei:
+        parse("# escape=  \t \nFROM a\n")
+    assert ei.value.message == "invalid escape token ' ' does not match ` or \\"
+
+
+def test_parse_heredoc_raises_frontend_errors_only() -> None:
+    # was a bare ValueError; BuildKit's ParseHeredoc returns this error and MustParseHeredoc drops it
+    word = "<<''\nx"
+    with pytest.raises(HeredocError) as ei:
+        parse_heredoc(word)
+    assert ei.value.message == "internal lexing of heredoc produced inconsistent results: ''\nx"
+    assert isinstance(ei.value, (DockerfileParseError, ValueError))
+    assert must_parse_heredoc(word) is None
+    assert must_parse_heredoc("<<'EOF") is None  # lexer error
+    assert must_parse_heredoc("<<EOF") == Heredoc("EOF", "", True, False)

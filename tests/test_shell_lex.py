@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,31 @@ def test_go_quote() -> None:
     assert go_quote('a"b\\c\td\ne') == '"a\\"b\\\\c\\td\\ne"'
     assert go_quote("\x00\x7f\u00a0é😀") == '"\\x00\\x7f\\u00a0é😀"'
     assert go_quote("\udcff") == '"\\xff"'
+
+
+# -- regressions found by tests/test_frontend_fuzz.py ---------------------------------------------------------------
+
+@pytest.mark.parametrize("word", ["${v:-" * 2000 + "x" + "}" * 2000, '"${v:-' * 2000, '${v:-"' * 2000])
+def test_deep_nesting_is_a_shell_error(word: str) -> None:
+    # was RecursionError; Python's stack allows a few hundred nested expansions, deeper is a ShellExpansionError
+    with pytest.raises(ShellExpansionError) as ei:
+        ShellLex().process_word(word, {})
+    assert str(ei.value).endswith(": expansion nested too deeply")
+    assert ShellLex().process_word("${v:-" * 100 + "x" + "}" * 100, {}) == "x"
+
+
+def test_undecodable_bytes_and_bom_like_text_scanner() -> None:
+    # Go's text/scanner reads invalid UTF-8 as U+FFFD and skips a BOM at the start of the word (and of a pattern)
+    lex = ShellLex()
+    assert lex.process_word("\ufeffa\udcff\ufeff", {}) == "a\ufffd\ufeff"
+    assert lex.process_words("\udcfe b", {}) == ["\ufffd", "b"]
+    assert lex.process_word("${v#\ufeffa}", {"v": "ab"}) == "b"
+    assert lex.process_word("\ud800", {}) == "\ufffd"
+
+
+def test_many_expansions_are_linear() -> None:
+    # was quadratic: the current word was grown with str += on an attribute
+    word = "${v:-}" * 4000
+    start = time.monotonic()
+    assert ShellLex().process_words(word, {"v": "x" * 100}) == ["x" * 400000]
+    assert time.monotonic() - start < 5

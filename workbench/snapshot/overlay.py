@@ -1,17 +1,36 @@
-"""overlayfs mounts for snapshots, with lower dirs given relative to their common parent.
+"""overlayfs mounts for snapshots, made with the mount(2) syscall.
 
-Relative paths keep the mount options short, so chains of many layers fit in the kernel's one-page
-limit for mount data.
+Absolute lower dirs are used while the options fit the kernel's one-page limit for mount data; longer
+chains fall back to mount(8) run in the lower dirs' common parent with relative paths (a thread cannot
+change the process's working directory for the syscall).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import os
 import re
 import subprocess
 from pathlib import Path
 
 _MAX_OPTIONS = 4095  # mount data is one page, NUL included
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND = 1, 32, 4096
+_MNT_DETACH = 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _sys_mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    res = _libc().mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                        data.encode() if data else None)
+    if res != 0:
+        err = ctypes.get_errno()
+        raise OverlayError(err, f"mount {source} on {target}: {os.strerror(err)}")
 
 
 class OverlayError(OSError):
@@ -19,7 +38,8 @@ class OverlayError(OSError):
 
 
 def _option_path(base: str, path: Path) -> str:
-    rel = os.path.relpath(os.path.abspath(path), base)
+    """`path` for the options: relative to `base`, or absolute when `base` is "/"."""
+    rel = os.path.abspath(path) if base == "/" else os.path.relpath(os.path.abspath(path), base)
     if any(c in rel for c in ",:\\\n"):
         raise OverlayError(f"{path}: ',', ':', '\\' and newlines cannot be used in overlay mount options")
     return rel
@@ -36,11 +56,25 @@ def mount_overlay(lowers: list[Path], upper: Path | None, work: Path | None, tar
     if (upper is None) != (work is None):
         raise OverlayError("upper and work dirs go together")
     if upper is None and len(lowers) == 1:
-        _run(["mount", "--bind", str(lowers[0]), str(target)], None)
+        _sys_mount(os.path.abspath(lowers[0]), os.path.abspath(target), None, _MS_BIND, None)
         try:
-            _run(["mount", "-o", "remount,bind,ro", str(target)], None)
+            _sys_mount("none", os.path.abspath(target), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None)
         except OverlayError:
             unmount(target)
+            raise
+        return
+    options = "lowerdir=" + ":".join(_option_path("/", p) for p in lowers)
+    if upper is not None and work is not None:
+        options += f",upperdir={_option_path('/', upper)},workdir={_option_path('/', work)}"
+    else:
+        options += ",ro"
+    if len(options) <= _MAX_OPTIONS:
+        try:
+            _sys_mount("overlay", os.path.abspath(target), "overlay", 0, options)
+        except OverlayError as e:
+            missing = [str(p) for p in [*lowers, upper, work, target] if p is not None and not os.path.isdir(p)]
+            if missing:
+                raise OverlayError(e.errno, f"{e.strerror}; missing: {', '.join(missing)}") from None
             raise
         return
     extra = [p for p in (upper, work) if p is not None]
@@ -68,14 +102,17 @@ def is_mounted(target: Path) -> bool:
 
 def unmount(target: Path) -> None:
     """Unmount `target`; a path that is not mounted is fine; a busy one is detached lazily."""
-    if not is_mounted(target):
+    path = os.path.abspath(target).encode()
+    if _libc().umount2(path, 0) == 0:
         return
-    proc = subprocess.run(["umount", str(target)], capture_output=True, text=True)
-    if proc.returncode == 0 or not is_mounted(target):
+    err = ctypes.get_errno()
+    if err == errno.EINVAL and not is_mounted(target):
+        return  # not a mount point
+    if err == errno.ENOENT:
         return
-    lazy = subprocess.run(["umount", "-l", str(target)], capture_output=True, text=True)
-    if lazy.returncode != 0 and is_mounted(target):
-        raise OverlayError(f"umount {target}: {proc.stderr.strip()}; lazy: {lazy.stderr.strip()}")
+    if _libc().umount2(path, _MNT_DETACH) != 0 and is_mounted(target):
+        lazy_err = ctypes.get_errno()
+        raise OverlayError(lazy_err, f"umount {target}: {os.strerror(err)}; lazy: {os.strerror(lazy_err)}")
 
 
 def _run(cmd: list[str], cwd: str | None) -> None:

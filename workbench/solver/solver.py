@@ -66,6 +66,16 @@ class _KeyInfo:
     components: dict[str, object] = field(default_factory=dict)
 
 
+def default_parallelism() -> int:
+    """How many vertices run at once: $WORKBENCH_MAX_PARALLELISM, else 32 (steps mostly wait on processes)."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("WORKBENCH_MAX_PARALLELISM", "32")))
+    except ValueError:
+        return 32
+
+
 def _key_digest(v: Vertex) -> str:
     """The op's part of its cache key: its digest, except that a checksummed download is keyed by the
     checksum and not the URL (as BuildKit), so a mirror of the same file hits the same cache."""
@@ -85,7 +95,7 @@ class Solver:
         bus: EventBus,
         contexts: dict[str, LocalContext] | None = None,
         no_cache: bool = False,
-        parallelism: int = 4,
+        parallelism: int | None = None,
         session: Session | None = None,
     ) -> None:
         from workbench.image.content import ContentStore
@@ -94,7 +104,7 @@ class Solver:
         self.bus = bus
         self.contexts = contexts or {}
         self.no_cache = no_cache
-        self.parallelism = parallelism
+        self.parallelism = parallelism or default_parallelism()
         self.session = session or Session()
         self.lineage_scope = ""  # the Dockerfile's path: miss reasons compare steps of the same file
         self.steps: list[dict[str, object]] = []  # what happened to each step, in order (for `inspect why`)

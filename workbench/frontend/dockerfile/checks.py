@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from workbench.frontend.dockerfile.parser import Node, ParseResult, parse, parse_heredoc
+from workbench.frontend.dockerfile.parser import Node, ParseResult, must_parse_heredoc, parse
 from workbench.frontend.dockerfile.shell import GO_SPACES, ShellExpansionError, ShellLex, go_quote
 
 __all__ = ["RULES", "CheckConfig", "CheckConfigError", "CheckReport", "CheckWarning", "Rule", "parse_check_config",
@@ -855,7 +855,7 @@ class _Checker:
         sources: list[str] = []
         contents = []
         for word in node.args[:-1]:
-            doc = parse_heredoc(word) if not node.json_form and "<<" in word else None
+            doc = must_parse_heredoc(word) if not node.json_form and "<<" in word else None
             if doc is not None and doc.name in heredocs:
                 contents.append(heredocs[doc.name])
             else:

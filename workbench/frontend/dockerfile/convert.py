@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.frontend.dockerfile.addsource import is_http_source, parse_git_ref, url_filename
-from workbench.frontend.dockerfile.parser import DockerfileParseError, Node, parse, parse_heredoc
+from workbench.frontend.dockerfile.parser import DockerfileParseError, Node, must_parse_heredoc, parse
 from workbench.frontend.dockerfile.runmount import MountSpecError, parse_device, parse_mount
 from workbench.frontend.dockerfile.shell import ShellExpansionError, ShellLex
 from workbench.llb.ops import (
@@ -506,7 +506,7 @@ class _Converter:
             raise DockerfileError(f"parsing produced an invalid run command: {node.args}", node.start_line)
         first = node.heredocs[0]
         try:
-            single = parse_heredoc(node.args[0])
+            single = must_parse_heredoc(node.args[0])
         except ValueError as e:
             raise DockerfileError(str(e), node.start_line, node.end_line) from None
         if single is not None:
@@ -584,7 +584,7 @@ class _Converter:
             raise DockerfileError.at(node, f"{command} requires at least two arguments, but only one was provided. "
                                      "Destination could not be determined.")
         sources, dest = words[:-1], words[-1]
-        if parse_heredoc(dest) is not None:
+        if must_parse_heredoc(dest) is not None:
             raise DockerfileError.at(node, f"{command} cannot accept a heredoc as a destination")
         if len(sources) > 1 and not dest.endswith("/"):
             raise DockerfileError.at(node, f"When using {command} with more than one source file, the destination "
@@ -625,7 +625,7 @@ class _Converter:
         common: dict[str, Any] = {"owner": chown, "mode": mode, "mode_str": mode_str, "dest_is_dir": dest_is_dir,
                   "exclude_patterns": excludes}
         for src in sources:
-            doc = next(docs, None) if node.heredocs and parse_heredoc(src) is not None else None
+            doc = next(docs, None) if node.heredocs and must_parse_heredoc(src) is not None else None
             if doc is not None:
                 content = doc.content
                 if doc.expand:

@@ -8,15 +8,17 @@ BuildKit's ``Node.Dump()`` output.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
 from workbench.frontend.dockerfile.shell import GO_SPACES, ShellExpansionError, ShellLex, go_quote
 
-__all__ = ["DockerfileParseError", "Heredoc", "Node", "ParseResult", "chomp_heredoc_content", "parse",
-           "parse_heredoc"]
+__all__ = ["DockerfileParseError", "Heredoc", "HeredocError", "Node", "ParseResult", "chomp_heredoc_content",
+           "must_parse_heredoc", "parse", "parse_heredoc"]
 
-_DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*")
+_DIRECTIVE_KEY = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=")
+_RE2_SPACES = "\t\n\f\r "  # RE2's \s
 _VALID_DIRECTIVES = ("syntax", "escape", "check")
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)([^<]*)", re.DOTALL)
@@ -24,6 +26,7 @@ _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
 _MAX_LINE_BYTES = 64 * 1024  # bufio.MaxScanTokenSize
 _BYTE_SPACES = frozenset(b"\t\n\v\f\r \x85\xa0")  # unicode.IsSpace(rune(byte))
+_SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")  # undecodable bytes (surrogateescape)
 
 
 class DockerfileParseError(Exception):
@@ -33,6 +36,10 @@ class DockerfileParseError(Exception):
         super().__init__(message if line is None else f"{message} (line {line})")
         self.message = message
         self.line = line
+
+
+class HeredocError(DockerfileParseError, ValueError):
+    """``ParseHeredoc``'s own error (no line: it is about one word); also a ``ValueError`` for older callers."""
 
 
 @dataclass
@@ -106,15 +113,79 @@ def _reject_constant(name: str) -> object:
     raise ValueError(name)  # Go's encoding/json has no NaN/Infinity
 
 
+def _go_number(text: str) -> float:
+    """Go decodes JSON numbers into float64: out of range is an error (underflow to 0 is not)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} out of range")
+    return value
+
+
+_GO_JSON_MAX_DEPTH = 10000  # encoding/json's maxNestingDepth
+_JSON_TOKEN = re.compile(r'[ \t\n\r]*(?:("(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*")'
+                         r"|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)|(true|false|null)|([\[\]{}:,]))")
+
+
+def _deep_json_array(text: str) -> list[object] | None:
+    """Validate JSON without recursion (for nesting too deep for :func:`json.loads`).
+
+    Returns the top-level array with nested containers as placeholder lists, None when invalid
+    (including Go's nesting limit and out-of-range numbers).
+    """
+    top: list[object] = []
+    stack: list[str] = []  # open containers
+    expect = "value"  # value | value_or_close | key | key_or_close | colon | comma_or_close | end
+    pos, n = 0, len(text)
+    while True:
+        m = _JSON_TOKEN.match(text, pos)
+        if m is None:
+            return top if expect == "end" and not text[pos:].strip(" \t\n\r") else None
+        pos = m.end()
+        string, number, literal, punct = m.groups()
+        if expect in ("key", "key_or_close") and string is not None:
+            expect = "colon"
+        elif expect == "colon" and punct == ":":
+            expect = "value"
+        elif expect == "comma_or_close" and punct == ",":
+            expect = "value" if stack[-1] == "[" else "key"
+        elif expect in ("value", "value_or_close") and punct in ("[", "{"):
+            if len(stack) == 1 and stack[0] == "[":
+                top.append([])
+            stack.append(punct)
+            if len(stack) > _GO_JSON_MAX_DEPTH:
+                return None
+            expect = "value_or_close" if punct == "[" else "key_or_close"
+        elif (punct == "]" and expect in ("value_or_close", "comma_or_close") and stack[-1] == "[") or (
+                punct == "}" and expect in ("key_or_close", "comma_or_close") and stack[-1] == "{"):
+            stack.pop()
+            expect = "comma_or_close" if stack else "end"
+        elif expect in ("value", "value_or_close") and punct is None:
+            if number is not None:
+                try:
+                    _go_number(number)
+                except ValueError:
+                    return None
+            if len(stack) == 1:
+                top.append(json.loads(string) if string is not None else number or literal)
+            expect = "comma_or_close" if stack else "end"
+        else:
+            return None
+        if pos >= n and expect != "end":
+            return None
+
+
 def _parse_json(rest: str) -> list[str] | None:
     """A JSON array of strings, None when ``rest`` is not valid JSON array syntax."""
     rest = rest.lstrip(GO_SPACES)
     if not rest.startswith("["):
         return None
+    value: object
     try:
-        value = json.loads(rest, parse_constant=_reject_constant)
+        value = json.loads(rest, parse_constant=_reject_constant, parse_float=_go_number, parse_int=_go_number)
     except ValueError:
         return None
+    except RecursionError:
+        value = _deep_json_array(rest)
     if not isinstance(value, list):
         return None
     if not all(isinstance(v, str) for v in value):
@@ -170,6 +241,9 @@ def _parse_words(rest: str, escape: str) -> list[str]:
         i += 1
     if in_word and (blank_ok or buf):
         words.append("".join(buf))
+    if _SURROGATE_ESCAPES.search(rest):
+        # Go decodes rune by rune here: each undecodable byte becomes U+FFFD
+        words = [_SURROGATE_ESCAPES.sub("\ufffd", w) for w in words]
     return words
 
 
@@ -289,15 +363,35 @@ def _extract_builder_flags(line: str) -> tuple[str, list[str]]:
     return "", words
 
 
-def _new_node(line: str, escape: str, start: int, end: int) -> Node:
-    """``newNodeFromLine``: split keyword and flags, then run the instruction's line parser."""
+def _split_command(line: str) -> tuple[str, list[str], str]:
+    """``splitCommand``: the lower-cased keyword, the builder flags and the rest of the line."""
     cmdline = _WHITESPACE.split(line.strip(GO_SPACES), maxsplit=1)
     keyword = cmdline[0].lower()
     flags: list[str] = []
     rest = ""
     if len(cmdline) == 2:
         rest, flags = _extract_builder_flags(cmdline[1])
-    rest = rest.strip(GO_SPACES)
+    return keyword, flags, rest.strip(GO_SPACES)
+
+
+def _new_node(line: str, escape: str, start: int, end: int) -> Node:
+    """``newNodeFromLine``; ``ONBUILD`` chains are unrolled (no recursion however long the chain)."""
+    wrappers: list[tuple[str, list[str]]] = []
+    keyword, flags, rest = _split_command(line)
+    while keyword == "onbuild" and rest:
+        wrappers.append((line, flags))
+        line = rest
+        keyword, flags, rest = _split_command(line)
+    node = _leaf_node(line, keyword, flags, rest, escape, start, end)
+    for original, onbuild_flags in reversed(wrappers):  # innermost first, as the recursive parser would
+        _check_instruction("onbuild", [], node)
+        node = Node(keyword="onbuild", flags=onbuild_flags, args=[], json_form=False, original=original,
+                    start_line=start, end_line=end, next_node=node)
+    return node
+
+
+def _leaf_node(line: str, keyword: str, flags: list[str], rest: str, escape: str, start: int, end: int) -> Node:
+    """One instruction that does not nest another (``ONBUILD`` here has no trigger)."""
     args: list[str] = []
     is_json = False
     nested: Node | None = None
@@ -317,7 +411,7 @@ def _new_node(line: str, escape: str, start: int, end: int) -> Node:
         elif keyword == "healthcheck":
             args, is_json = _parse_health(rest)
         elif keyword == "onbuild":
-            nested = _new_node(rest, escape, start, end) if rest else None
+            nested = None  # an ONBUILD with a trigger is unrolled by _new_node
         else:
             args = [""]  # parseIgnore: unknown instructions keep no arguments
     except _NotStringArray as e:
@@ -342,8 +436,20 @@ def _check_instruction(keyword: str, args: list[str], nested: Node | None) -> No
 
 # -- heredocs -----------------------------------------------------------------------------------
 
+def must_parse_heredoc(word: str) -> Heredoc | None:
+    """``MustParseHeredoc``: :func:`parse_heredoc` with its errors read as "not a heredoc"."""
+    try:
+        return parse_heredoc(word)
+    except (HeredocError, ShellExpansionError):
+        return None
+
+
 def parse_heredoc(word: str) -> Heredoc | None:
-    """A heredoc from one lexed word like ``<<EOF``, ``3<<-'EOF'`` (``ParseHeredoc``); None if not one."""
+    """A heredoc from one lexed word like ``<<EOF``, ``3<<-'EOF'`` (``ParseHeredoc``); None if not one.
+
+    Raises :class:`ShellExpansionError` when the word does not lex, :class:`HeredocError` when the quoted and
+    unquoted lexings disagree.
+    """
     m = _HEREDOC.fullmatch(word)
     if m is None or not m.group(3):
         return None
@@ -353,11 +459,22 @@ def parse_heredoc(word: str) -> Heredoc | None:
         return None
     raw_words = ShellLex("\\", skip_unset_env=True, raw_quotes=True).process_words(rest, {})
     if len(raw_words) != len(words):
-        raise ValueError(f"internal lexing of heredoc produced inconsistent results: {rest}")
+        raise HeredocError(f"internal lexing of heredoc produced inconsistent results: {rest}")
     quotes = words[0].count("'") + words[0].count('"')
     raw_quotes = raw_words[0].count("'") + raw_words[0].count('"')
     return Heredoc(name=words[0], content="", expand=quotes == raw_quotes, chomp=m.group(2) == "-",
-                   file_descriptor=int(m.group(1) or 0))
+                   file_descriptor=_parse_uint(m.group(1)))
+
+
+_MAX_UINT = 2**64 - 1
+
+
+def _parse_uint(digits: str) -> int:
+    """Go's ``strconv.ParseUint(s, 10, 0)`` as used for the heredoc fd: "" is 0, overflow saturates."""
+    digits = digits.lstrip("0")
+    if len(digits) > 20:  # also keeps int() clear of Python's 4300-digit conversion limit
+        return _MAX_UINT
+    return min(int(digits or "0"), _MAX_UINT)
 
 
 def _heredocs_from_line(line: str) -> list[Heredoc]:
@@ -400,6 +517,24 @@ def _is_comment(line: str) -> bool:
     return line.lstrip(GO_SPACES).startswith("#")
 
 
+def _match_directive(text: str) -> tuple[str, str] | None:
+    """``^([a-zA-Z][a-zA-Z0-9]*)\\s*=\\s*(.+?)\\s*$`` without the backtracking (quadratic in Python's re).
+
+    The value is what lies between the blanks after ``=`` and the trailing blanks; when only blanks follow
+    ``=``, the lazy group still takes one character: the last one that is not a newline.
+    """
+    m = _DIRECTIVE_KEY.match(text)
+    if m is None:
+        return None
+    rest = text[m.end():]
+    value = rest.strip(_RE2_SPACES)
+    if not value:
+        value = rest.rstrip("\n")[-1:]
+    if not value or "\n" in value:
+        return None  # "." does not match a newline
+    return m.group(1), value
+
+
 class _Directives:
     """Parser directive state (``DirectiveParser`` + escape token)."""
 
@@ -420,14 +555,14 @@ class _Directives:
         if not line.startswith("#"):
             self.done = True
             return
-        m = _DIRECTIVE.fullmatch(line[1:].lstrip(GO_SPACES))
-        key = m.group(1).lower() if m else ""
-        if m is None or key not in _VALID_DIRECTIVES:
+        parsed = _match_directive(line[1:].lstrip(GO_SPACES))
+        key = parsed[0].lower() if parsed else ""
+        if parsed is None or key not in _VALID_DIRECTIVES:
             self.done = True
             return
         if key in self.values:
             raise ValueError(f"only one {key} parser directive can be used")
-        value = m.group(2)
+        value = parsed[1]
         self.values[key] = value
         if key == "escape":
             if value not in ("`", "\\"):
@@ -442,8 +577,16 @@ class _Directives:
         return line, True
 
 
+_FOREIGN_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
 def parse(text: str) -> ParseResult:
-    """Parse Dockerfile text into instructions; raises :class:`DockerfileParseError`."""
+    """Parse Dockerfile text into instructions; raises :class:`DockerfileParseError`.
+
+    ``text`` is the file decoded as UTF-8 with ``surrogateescape`` (undecodable bytes are ``\\udc80``-
+    ``\\udcff``); any other lone surrogate cannot come from bytes and is read as U+FFFD, as Go would.
+    """
+    text = _FOREIGN_SURROGATES.sub("\ufffd", text)
     d = _Directives()
     lines = _split_lines(text)
     if lines and lines[0].startswith("\ufeff"):

@@ -18,6 +18,7 @@ GO_SPACES = ("\t\n\v\f\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000,
 _GO_SPACE_SET = frozenset(GO_SPACES)
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _REGEX_SPECIALS = frozenset("[]{}.+()|^$")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def is_go_space(ch: str) -> bool:
@@ -70,26 +71,32 @@ class ProcessWordResult:
 
 
 class _Words:
-    """Word splitting of the processed text (``wordsStruct``)."""
+    """Word splitting of the processed text (``wordsStruct``); the current word is kept as pieces."""
 
-    __slots__ = ("buf", "words", "in_word")
+    __slots__ = ("buf", "size", "words", "in_word")
 
     def __init__(self) -> None:
-        self.buf = ""
+        self.buf: list[str] = []
+        self.size = 0
         self.words: list[str] = []
+        self.in_word = False
+
+    def _flush(self) -> None:
+        self.words.append("".join(self.buf))
+        self.buf = []
+        self.size = 0
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
         if ch in _GO_SPACE_SET:
-            if self.in_word and self.buf:
-                self.words.append(self.buf)
-                self.buf = ""
-                self.in_word = False
+            if self.in_word and self.size:
+                self._flush()
         else:
             self.add_raw(ch)
 
     def add_raw(self, s: str) -> None:
-        self.buf += s
+        self.buf.append(s)
+        self.size += len(s)
         self.in_word = True
 
     def add_string(self, s: str) -> None:
@@ -97,10 +104,8 @@ class _Words:
             self.add_char(ch)
 
     def get(self) -> list[str]:
-        if self.buf:
-            self.words.append(self.buf)
-            self.buf = ""
-            self.in_word = False
+        if self.size:
+            self._flush()
         return self.words
 
 
@@ -109,8 +114,9 @@ class _Word:
 
     def __init__(self, lex: ShellLex, src: str, env: Mapping[str, str]) -> None:
         self.lex = lex
-        self.src = src
-        self.pos = 0
+        # Go's text/scanner reads undecodable bytes (surrogate escapes here) as U+FFFD and skips a leading BOM
+        self.src = _SURROGATES.sub("\ufffd", src)
+        self.pos = 1 if src.startswith("\ufeff") else 0
         self.env = env
         self.raw_escapes = lex.raw_escapes
         self.matched: set[str] = set()
@@ -342,7 +348,7 @@ def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> re.Pa
     """``convertShellPatternToRegex``: ``*``, ``?`` and ``\\`` escapes; no bracket expressions."""
     out = ["^"] if anchored else []
     star = ".*" if greedy else ".*?"
-    i, n = 0, len(pattern)
+    i, n = (1 if pattern.startswith("\ufeff") else 0), len(pattern)  # text/scanner skips a leading BOM
     while i < n:
         tok = pattern[i]
         i += 1
@@ -467,6 +473,8 @@ class ShellLex:
             result, words = sw.process_stop_on("", sw.raw_escapes)
         except _Error as e:
             raise ShellExpansionError(f"failed to process {go_quote(word)}: {e}") from None
+        except RecursionError:  # Go's growable stack has no such limit; Python's nests a few hundred levels
+            raise ShellExpansionError(f"failed to process {go_quote(word)}: expansion nested too deeply") from None
         return ProcessWordResult(result, words, sw.matched, sw.unmatched)
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
