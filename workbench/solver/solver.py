@@ -27,9 +27,16 @@ from workbench.llb.ops import (
     ScratchSource,
     Vertex,
 )
-from workbench.progress.events import EventBus, VertexCached, VertexCompleted, VertexFailed, VertexStarted
+from workbench.progress.events import (
+    EventBus,
+    VertexCached,
+    VertexCompleted,
+    VertexFailed,
+    VertexStarted,
+    VertexStatus,
+)
 from workbench.snapshot.manager import SnapshotManager
-from workbench.solver import why
+from workbench.solver import dedupe, why
 from workbench.solver.checksum import copy_checksum, file_checksums
 from workbench.solver.fileops import Excluded, FileActionError
 from workbench.solver.session import Session
@@ -272,10 +279,30 @@ class Solver:
                            "order": self._order.get(v.digest, 0)})
         self.bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
                                     miss_reason=reason, ts=start))
+        ignore = self.no_cache or v.ignore_cache
+        # a --no-cache build locks its own name: it never joins a cached build's execution (as BuildKit)
+        lock_name = info.key + ("-ignorecache" if ignore else "")
+
+        def waiting() -> None:
+            self.bus.emit(VertexStatus(v.digest, v.name, status_id="waiting for a concurrent build of this step"))
+
         try:
             if self.cancel.is_set():
                 raise SolveError("canceled", v)
-            chain = self._do(v, inputs)
+            with dedupe.key_lock(self.root, lock_name, self.cancel, waiting) as waited:
+                chain = None
+                if waited and not ignore:
+                    found = self.store.lookup(info.key)
+                    if found is not None and all(self.snapshots.exists(x) for x in found):
+                        chain = found
+                        self.bus.emit(VertexStatus(v.digest, v.name, done=True,
+                                                   status_id="reused the result of a concurrent build"))
+                if chain is None:
+                    chain = self._do(v, inputs)
+                    chain = self.store.record(info.key, chain, v.name)
+        except dedupe.Canceled:
+            self.bus.emit(VertexFailed(v.digest, v.name, error="canceled", duration=time.time() - start))
+            raise SolveError("canceled", v) from None
         except SolveError as e:
             e.vertex = e.vertex or v
             self.bus.emit(VertexFailed(v.digest, v.name, error=e.message, duration=time.time() - start))
@@ -284,7 +311,6 @@ class Solver:
             msg = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
             self.bus.emit(VertexFailed(v.digest, v.name, error=msg, duration=time.time() - start))
             raise SolveError(msg, v) from e
-        chain = self.store.record(info.key, chain, v.name)
         for lineage in dict.fromkeys(why.lineages(self.lineage_scope, v)):
             self.store.record_lineage(lineage, info.key, info.components)
         self.bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start))
