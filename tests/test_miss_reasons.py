@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -120,3 +121,15 @@ def test_inspect_why_explains_the_last_build(registry: str, ctx: Path) -> None:
     proc = subprocess.run(WORKBENCH + ["inspect", "why", str(ctx.parent), "--root", str(ctx.parent / "root")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "no build of" in proc.stderr
+
+
+def test_same_size_same_mtime_edit_is_still_seen(registry: str, ctx: Path) -> None:
+    """Context digests are reused across processes by inode/size/mtime/ctime: an edit that keeps size and
+    mtime still changes ctime, so it is rehashed and seen."""
+    build(ctx)
+    assert (ctx.parent / "root" / "context-hashes").is_file()
+    app = ctx / "src" / "app.py"
+    st = app.stat()
+    app.write_text("print(9)\n")  # same size
+    os.utime(app, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert build(ctx)["[3/5] COPY src/ /src/"].startswith("src/app.py changed")

@@ -11,12 +11,47 @@ from pathlib import Path
 from workbench.llb.ops import Copy
 from workbench.solver.fileops import Excluded, read_entries
 
-_file_hashes: dict[tuple[str, int, int, int], str] = {}
+_file_hashes: dict[tuple[str, int, int, int, int], str] = {}
 _lock = threading.Lock()
+_dirty = False
+
+
+def load_hash_cache(path: Path) -> None:
+    """Take the file digests a previous process saved (a re-run then rehashes only changed files)."""
+    import marshal
+
+    try:
+        data = marshal.loads(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        return
+    if isinstance(data, dict):
+        with _lock:
+            for k, v in data.items():
+                _file_hashes.setdefault(k, v)
+
+
+def save_hash_cache(path: Path, limit: int = 500_000) -> None:
+    """Keep the digests for the next process (atomically; the newest `limit` entries)."""
+    import marshal
+
+    global _dirty
+    with _lock:
+        if not _dirty:
+            return
+        items = list(_file_hashes.items())[-limit:]
+        _dirty = False
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(marshal.dumps(dict(items)))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _file_digest(path: str, st: os.stat_result) -> str:
-    key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+    """sha256 of a file, reused while its inode, size, mtime and ctime are unchanged."""
+    global _dirty
+    key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     with _lock:
         hit = _file_hashes.get(key)
     if hit is not None:
@@ -28,6 +63,7 @@ def _file_digest(path: str, st: os.stat_result) -> str:
     digest = h.hexdigest()
     with _lock:
         _file_hashes[key] = digest
+        _dirty = True
     return digest
 
 

@@ -37,7 +37,7 @@ from workbench.progress.events import (
 )
 from workbench.snapshot.manager import SnapshotManager
 from workbench.solver import dedupe, why
-from workbench.solver.checksum import copy_checksum, file_checksums
+from workbench.solver.checksum import copy_checksum, file_checksums, load_hash_cache, save_hash_cache
 from workbench.solver.fileops import Excluded, FileActionError
 from workbench.solver.session import Session
 
@@ -117,6 +117,7 @@ class Solver:
         self.steps: list[dict[str, object]] = []  # what happened to each step, in order (for `inspect why`)
         self._missed: dict[str, str] = {}
         self._order: dict[str, int] = {}
+        self._hashes_loaded = False
         self.store = CacheStore(root / "cache.db")
         self.snapshots = SnapshotManager(root)
         self.content = ContentStore(root / "content")
@@ -124,6 +125,8 @@ class Solver:
         self._keys: dict[str, _KeyInfo] = {}
 
     def close(self) -> None:
+        if self._hashes_loaded:
+            save_hash_cache(self.root / "context-hashes")
         self.snapshots.cleanup()
         self.store.close()
 
@@ -131,6 +134,9 @@ class Solver:
 
     def _context(self, v: Vertex) -> LocalContext:
         assert isinstance(v.op, LocalSource)
+        if not self._hashes_loaded:
+            self._hashes_loaded = True
+            load_hash_cache(self.root / "context-hashes")
         ctx = self.contexts.get(v.op.name)
         if ctx is None:
             raise SolveError(f"no local directory given for {v.op.name!r}", v)
