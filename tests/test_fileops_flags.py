@@ -400,7 +400,7 @@ def test_hardlink_inside_archive_replaced_member_does_not_leak(ctx: Path, root: 
 # --- cache keys -----------------------------------------------------------------------------------------------
 
 
-def _key(ctx: Path, action: Copy, ignore: list[str] | None = None) -> tuple[str, list[str]]:
+def _key(ctx: Path, action: Copy, ignore: list[str] | None = None) -> tuple[str, dict[str, str]]:
     return checksum.copy_checksum(ctx, action, IgnoreMatcher(ignore).excluded if ignore else None)
 
 

@@ -78,30 +78,19 @@ def _entry(path: str, rel: str, follow: bool) -> tuple[str, os.stat_result]:
     return header, st
 
 
-def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tuple[str, list[str]]:
-    """Checksum of everything `action` reads from `context`, and the files it read (for miss reasons).
+def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tuple[str, dict[str, str]]:
+    """Checksum of everything `action` reads from `context`, and a short digest per path it read (for
+    telling which file changed since the last build).
 
     Only what the copy takes counts: paths left out by .dockerignore, --exclude, or (with --parents) the
     include pattern do not change the key; kept parent dirs do. Raises FileActionError when a source is
     missing, as the copy itself would.
     """
     h = hashlib.sha256()
-    files: list[str] = []
+    files: dict[str, str] = {}
     for rel, host in read_entries(context, action, excluded):
         header, _ = _entry(str(host), rel, follow=False)
-        h.update(header.encode() + b"\n")
-        files.append(rel)
+        encoded = header.encode()
+        h.update(encoded + b"\n")
+        files[rel] = hashlib.sha256(encoded).hexdigest()[:16]
     return "sha256:" + h.hexdigest(), files
-
-
-def file_checksums(context: Path, files: list[str]) -> dict[str, str]:
-    """Per-file digests (for telling which context file changed since the last build)."""
-    out = {}
-    for rel in files:
-        p = os.path.join(context, rel)
-        try:
-            header, _ = _entry(p, rel, follow=False)
-        except OSError:
-            continue
-        out[rel] = hashlib.sha256(header.encode()).hexdigest()[:16]
-    return out

@@ -37,7 +37,7 @@ from workbench.progress.events import (
 )
 from workbench.snapshot.manager import SnapshotManager
 from workbench.solver import dedupe, why
-from workbench.solver.checksum import copy_checksum, file_checksums, load_hash_cache, save_hash_cache
+from workbench.solver.checksum import copy_checksum, load_hash_cache, save_hash_cache
 from workbench.solver.fileops import Excluded, FileActionError
 from workbench.solver.session import Session
 
@@ -166,7 +166,7 @@ class Solver:
             if mount_parts:
                 components["mounts_key"] = hashlib.sha256("\n".join(mount_parts).encode()).hexdigest()
         if isinstance(v.op, FileOp):
-            files: list[str] = []
+            files: dict[str, str] = {}
             for n, action in enumerate(v.op.actions):
                 if not isinstance(action, Copy):
                     continue
@@ -179,10 +179,9 @@ class Solver:
                 except FileActionError as e:
                     raise SolveError(f"failed to compute cache key: {e}", v) from None
                 parts.append(f"{n}:{checksum}")
-                files += read
+                files.update(read)
             if files:
-                ctx_paths = {self._context(i).path for i in v.inputs if isinstance(i.op, LocalSource)}
-                components["files"] = file_checksums(next(iter(ctx_paths)), files) if len(ctx_paths) == 1 else {}
+                components["files"] = files
         key = "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return _KeyInfo(key, components)
 
