@@ -82,6 +82,7 @@ class BuildResult:
     manifest_digest: str | None
     image: dict[str, Any]
     duration: float
+    steps_run: int = 0
 
 
 class BuildFailure(Exception):
@@ -112,7 +113,19 @@ def run_build(req: BuildRequest, bus: EventBus) -> BuildResult:
         bus.emit(BuildFinished(error=e.message, duration=time.time() - started))
         raise
     bus.emit(BuildFinished(duration=time.time() - started))
+    if result.steps_run:  # a fully cached build added nothing: no need to measure the store
+        _collect_garbage(req.root, bus)
     return result
+
+
+def _collect_garbage(root: Path, bus: EventBus) -> None:
+    """The automatic GC policy: keep the store under its cap ($WORKBENCH_GC_CAP); skipped while builds run."""
+    from workbench.cache.gc import maybe_gc
+
+    try:
+        maybe_gc(root)
+    except OSError as e:  # the build itself succeeded; a failed clean-up only delays the next one
+        bus.emit(BuildWarning(f"cache garbage collection failed: {e}"))
 
 
 def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
@@ -170,7 +183,7 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         manifest = None
         for out in req.outputs:
             manifest = _export(out, result.chain, conv.image, solver, bus, manifest)
-        return BuildResult(manifest, conv.image, 0.0)
+        return BuildResult(manifest, conv.image, 0.0, sum(1 for st in solver.steps if not st.get("cached")))
     finally:
         solver.close()
 

@@ -30,6 +30,17 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-to", action="append", default=[], help="(not supported yet)")
     b.add_argument("--cache-from", action="append", default=[], help="(not supported yet)")
 
+    du = sub.add_parser("du", help="disk usage of the build cache (like docker buildx du)")
+    du.add_argument("--verbose", action="store_true", help="one block per record")
+    du.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    pr = sub.add_parser("prune", help="remove build cache (like docker buildx prune)")
+    pr.add_argument("--all", "-a", action="store_true", help="include internal records (pulled base layers)")
+    pr.add_argument("--keep-storage", metavar="SIZE", help="remove least recently used records down to SIZE")
+    pr.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
+                    help="only records unused for longer than DURATION (e.g. 24h)")
+    pr.add_argument("--verbose", action="store_true")
+    pr.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+
     c = sub.add_parser("check", help="run the Dockerfile build checks only (like docker build --check)")
     c.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
     c.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
@@ -171,6 +182,28 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _disk(args: argparse.Namespace) -> int:
+    from workbench.build import default_root
+    from workbench.cache.gc import main_du, main_prune
+
+    root = Path(args.root) if args.root else default_root()
+    if args.command == "du":
+        sys.stdout.write(main_du(root, args.verbose))
+        return 0
+    until = None
+    for f in args.filter:
+        key, eq, value = f.partition("=")
+        if key != "until" or not eq:
+            return _usage_error(f"--filter {f!r}: only until=DURATION is supported")
+        until = value
+    try:
+        sys.stdout.write(main_prune(root, all=args.all, keep_storage=args.keep_storage, until=until,
+                                    verbose=args.verbose))
+    except ValueError as e:
+        return _usage_error(str(e))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "build":
@@ -179,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return _inspect(args)
     if args.command == "check":
         return _check(args)
+    if args.command in ("du", "prune"):
+        return _disk(args)
     return 2
 
 

@@ -2,13 +2,19 @@
 
 A new snapshot is prepared in a private temp dir (upper + work), filled through an overlay mount, and
 renamed into `snapshots/` only once complete: a crash leaves at most a temp dir nobody trusts.
+
+A manager holds the root's build lock (shared) from creation to `cleanup`, so `workbench prune` waits for
+running builds; the kernel drops the lock of a killed build. Temp dirs of dead builds (their mounts and
+runc containers included) are cleaned when the next build starts, and by prune.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,13 +24,22 @@ from workbench.snapshot.overlay import mount_overlay, unmount
 
 class SnapshotManager:
     def __init__(self, root: Path) -> None:
-        self.dir = root / "snapshots"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _clean_stale(root / "tmp")
-        self.tmp = root / "tmp" / f"{os.getpid()}-{secrets.token_hex(3)}"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self._empty = self.dir / "empty"
-        self._empty.mkdir(exist_ok=True)
+        from workbench.cache.gc import acquire_shared, release_shared
+
+        self._root = root
+        acquire_shared(root)
+        self._locked = True
+        try:
+            self.dir = root / "snapshots"
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _clean_stale(root / "tmp")
+            self.tmp = root / "tmp" / f"{os.getpid()}-{secrets.token_hex(3)}"
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            self._empty = self.dir / "empty"
+            self._empty.mkdir(exist_ok=True)
+        except BaseException:
+            release_shared(root)
+            raise
 
     def path(self, snapshot: str) -> Path:
         return self.dir / snapshot / "fs"
@@ -88,9 +103,70 @@ class SnapshotManager:
             target.rmdir()
 
     def cleanup(self) -> None:
-        """Remove this process's temp dir."""
-        if self.tmp.exists():
-            _remove_tree(self.tmp)
+        """Remove this process's temp dir and release the build lock."""
+        try:
+            if self.tmp.exists():
+                _remove_tree(self.tmp)
+        finally:
+            if self._locked:
+                from workbench.cache.gc import release_shared
+
+                self._locked = False
+                release_shared(self._root)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_entry(entry: Path) -> bool:
+    """Whether `entry` (named `<pid>-...`) belongs to a process that is gone."""
+    pid = entry.name.split("-", 1)[0]
+    return pid.isdigit() and not pid_alive(int(pid))
+
+
+def mounts_under(path: Path) -> list[Path]:
+    """Mount points at or below `path` in this mount namespace, deepest first."""
+    base = os.fsencode(os.path.realpath(path))
+    found: list[bytes] = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), line.split(b" ", 5)[4])
+            if point == base or point.startswith(base + b"/"):
+                found.append(point)
+    return [Path(os.fsdecode(p)) for p in sorted(set(found), key=len, reverse=True)]
+
+
+def _kill_containers(entry: Path) -> None:
+    """Kill and delete the runc containers a dead build left running (their state is in `entry/runc`)."""
+    state = entry / "runc"
+    runc = shutil.which("runc")
+    if runc is None or not state.is_dir():
+        return
+    for cid in os.listdir(state):
+        subprocess.run([runc, "--root", str(state), "delete", "-f", cid], capture_output=True)
+
+
+def remove_scratch(entry: Path) -> bool:
+    """Kill the containers of, unmount everything under, and remove a dead build's temp dir; False (and
+    nothing removed) if something under it stays mounted."""
+    _kill_containers(entry)
+    for target in mounts_under(entry):
+        try:
+            unmount(target)
+        except OSError:
+            pass
+    if mounts_under(entry):
+        return False  # never delete through a mount
+    _remove_tree(entry)
+    return True
 
 
 def _clean_stale(tmp: Path) -> None:
@@ -98,22 +174,8 @@ def _clean_stale(tmp: Path) -> None:
     if not tmp.is_dir():
         return
     for entry in tmp.iterdir():
-        pid = entry.name.split("-", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running: another build's scratch space
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        prefix = str(entry.resolve()) + "/"
-        with open("/proc/self/mounts") as f:
-            mounts = [line.split()[1] for line in f]
-        for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-            unmount(Path(target))
-        _remove_tree(entry)
+        if stale_entry(entry):
+            remove_scratch(entry)
 
 
 def _remove_tree(path: Path) -> None:
