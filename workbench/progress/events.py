@@ -93,6 +93,22 @@ class BuildWarning(Event):
 
 
 @dataclass(frozen=True)
+class DeviceGrant(Event):
+    """A CDI device request of a step, and what was decided: granted (how) or denied (why)."""
+
+    vertex: str
+    """The digest of the requesting vertex."""
+    request: str
+    """The device as the Dockerfile asked for it (`vendor.com/class=name`, a class, an alias)."""
+    devices: tuple[str, ...] = ()
+    """The fully qualified CDI devices it resolved to (empty when none)."""
+    granted: bool = False
+    how: str = ""
+    """`auto-allow (annotation)`, `auto-allow (config)`, `--allow device`, `--allow device=NAME`, ... or the denial reason."""
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class BuildFinished(Event):
     """The whole build ended; `error` is empty on success."""
 
