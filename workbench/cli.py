@@ -62,7 +62,32 @@ def _build_parser() -> argparse.ArgumentParser:
     why.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
     why.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
     why.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    srv = sub.add_parser("server", help="the resident build server that keeps the engine imported")
+    srv.add_argument("action", choices=["stop", "status"])
     return parser
+
+
+def _server(args: argparse.Namespace) -> int:
+    """`workbench server stop|status` (builds start a server on their own; WORKBENCH_SERVER=0 disables it)."""
+    import socket
+
+    from workbench import client
+
+    path = client.socket_path()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        print(f"no build server is running ({path})")
+        return 0 if args.action == "stop" else 1
+    with sock:
+        if args.action == "status":
+            print(f"a build server is listening on {path}")
+            return 0
+        client.send_message(sock, {"stop": True})
+        reply, _ = client.recv_message(sock)
+    print(f"stopped the build server (pid {reply['stopped']})" if reply else "the build server did not answer")
+    return 0
 
 
 def _usage_error(message: str) -> int:
@@ -204,8 +229,18 @@ def _disk(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, via_server: bool = False) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not via_server and argv[:1] == ["build"]:
+        from workbench import client
+
+        if client.enabled():
+            code = client.run_via_server(argv)
+            if code is not None:
+                return code
     args = _build_parser().parse_args(argv)
+    if args.command == "server":
+        return _server(args)
     if args.command == "build":
         return _build(args)
     if args.command == "inspect":

@@ -1,0 +1,150 @@
+"""The resident build server: a build through it behaves exactly like an in-process build."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKBENCH
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture()
+def server_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose builds use a private server socket; the server is stopped afterwards."""
+    env = dict(os.environ, WORKBENCH_SERVER_SOCKET=str(tmp_path / "srv" / "server.sock"))
+    env.pop("WORKBENCH_SERVER", None)
+    yield env
+    subprocess.run(WORKBENCH + ["server", "stop"], env=env, capture_output=True, timeout=30)
+
+
+def _wait_for_server(env: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if subprocess.run(WORKBENCH + ["server", "status"], env=env, capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the build server did not start")
+
+
+def _project(tmp_path: Path, registry: str, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("alpha\n")
+    (ctx / "Dockerfile").write_text(dockerfile.replace("BASE", "localhost:5055/busybox"))
+    return ctx
+
+
+def _build(ctx: Path, root: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", *extra, str(ctx)],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=ctx)
+
+
+def test_build_through_server_matches_in_process(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+    ctx = _project(tmp_path, registry, "FROM BASE\nCOPY a.txt /a.txt\nARG FOO\nRUN cat /a.txt && echo $FOO\n")
+    root = tmp_path / "root"
+    first = _build(ctx, root, server_env)  # no server yet: in-process, and one is started
+    assert first.returncode == 0, first.stderr
+    _wait_for_server(server_env)
+    (ctx / "a.txt").write_text("beta\n")
+    env = dict(server_env, FOO="from-the-client-env")
+    out = tmp_path / "out"
+    second = _build(ctx, root, env, "--build-arg", "FOO", "--output", f"type=local,dest={out}")
+    assert second.returncode == 0, second.stderr
+    # the server's child used the client's environment, working directory and stdio
+    assert "beta" in second.stderr and "from-the-client-env" in second.stderr
+    assert "CACHE MISS: a.txt changed" in second.stderr
+    assert (out / "a.txt").read_text() == "beta\n"
+    disabled = _build(ctx, root, dict(env, WORKBENCH_SERVER="0"), "--build-arg", "FOO")
+    assert disabled.returncode == 0
+    strip = [line for line in disabled.stderr.splitlines() if "DONE" not in line and " sec" not in line]
+    again = _build(ctx, root, env, "--build-arg", "FOO")
+    assert [line for line in again.stderr.splitlines() if "DONE" not in line and " sec" not in line] == strip
+
+
+def test_failure_exit_status_and_usage_errors_pass_through(tmp_path: Path, registry: str,
+                                                           server_env: dict[str, str]) -> None:
+    ctx = _project(tmp_path, registry, "FROM BASE\nRUN exit 7\n")
+    root = tmp_path / "root"
+    _build(ctx, root, server_env)
+    _wait_for_server(server_env)
+    failed = _build(ctx, root, server_env)
+    assert failed.returncode == 1
+    assert "exit code: 7" in failed.stderr and "Dockerfile:2" in failed.stderr
+    usage = _build(ctx, root, server_env, "--progress", "nonsense")
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+def test_killing_the_client_kills_the_build(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+    ctx = _project(tmp_path, registry, "FROM BASE\nRUN echo started; sleep 30\n")
+    root = tmp_path / "root"
+    _build(ctx, tmp_path / "warmup", server_env, "--target", "nonexistent-to-start-server-only")
+    _wait_for_server(server_env)
+    proc = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)],
+                            env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "started" in line:
+            break
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        if "sleep 30" not in ps:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the build's container outlived the killed client")
+    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUN echo after > /after\n")
+    follow = _build(ctx, root, server_env)
+    assert follow.returncode == 0, follow.stderr
+
+
+def test_sigint_cancels_like_in_process(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+    ctx = _project(tmp_path, registry, "FROM BASE\nRUN echo started; sleep 30\n")
+    root = tmp_path / "root"
+    _build(ctx, tmp_path / "warmup", server_env, "--target", "nonexistent-to-start-server-only")
+    _wait_for_server(server_env)
+    proc = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)],
+                            env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "started" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=30) == 130
+    assert "canceled" in rest
+
+
+def test_stale_server_is_replaced(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+    from workbench import client
+
+    ctx = _project(tmp_path, registry, "FROM BASE\nRUN true\n")
+    root = tmp_path / "root"
+    _build(ctx, root, server_env)
+    _wait_for_server(server_env)
+    # a request with another code stamp (as after an upgrade) is refused and the old server leaves
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(server_env["WORKBENCH_SERVER_SOCKET"])
+    with sock, open(os.devnull) as null:
+        fd = null.fileno()
+        client.send_message(sock, {"argv": ["build"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": "old"},
+                            [fd, fd, fd])
+        reply, _ = client.recv_message(sock)
+    assert reply == {"stale": True}
+    deadline = time.monotonic() + 10
+    while subprocess.run(WORKBENCH + ["server", "status"], env=server_env, capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the stale server did not exit"
+        time.sleep(0.1)
+    assert _build(ctx, root, server_env).returncode == 0  # in-process again, and a fresh server starts
+    _wait_for_server(server_env)

@@ -1,0 +1,213 @@
+"""The resident build server: the engine imported once, a forked child per `workbench build`.
+
+See workbench.client for why. The server itself runs no build and holds no state besides imported
+modules: every request gets a fresh child (own process group) that takes over the client's stdio,
+working directory, environment and umask and then runs the ordinary CLI code path. A client that
+disappears (killed) closes its socket, and the child kills itself just as the in-process build would
+have died. The server exits when idle for a while, when its code is older than the client's, or on
+`workbench server stop`.
+
+Run by the CLI as `python -m workbench.server --socket PATH`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+from workbench.client import code_stamp, recv_message, send_message
+
+IDLE_EXIT_S = 15 * 60
+
+
+def preload() -> None:
+    """Import what a build needs, so a child starts warm."""
+    import workbench.build  # noqa: F401
+    import workbench.cache.gc  # noqa: F401
+    import workbench.cli  # noqa: F401
+    import workbench.frontend.dockerfile.checks  # noqa: F401
+    import workbench.frontend.dockerfile.convert  # noqa: F401
+    import workbench.image.registry  # noqa: F401
+    import workbench.lint  # noqa: F401
+    import workbench.progress.printers  # noqa: F401
+    import workbench.solver.solver  # noqa: F401
+
+
+def serve(path: str) -> int:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    lock = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    deadline = time.monotonic() + 5  # an old server that was just told it is stale may still be leaving
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return 0  # another server is running
+            time.sleep(0.05)
+    stamp = code_stamp()
+    preload()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    bound = os.stat(path).st_ino
+    listener.listen(64)
+    children: set[int] = set()
+    last_active = time.monotonic()
+    try:
+        while True:
+            ready, _, _ = select.select([listener], [], [], 5.0)
+            _reap(children)
+            if not ready:
+                if not children and time.monotonic() - last_active > IDLE_EXIT_S:
+                    return 0
+                continue
+            conn, _ = listener.accept()
+            last_active = time.monotonic()
+            try:
+                request, fds = recv_message(conn, with_fds=3)
+            except (OSError, ValueError):
+                conn.close()
+                continue
+            if request is not None and request.get("stop"):
+                send_message(conn, {"stopped": os.getpid()})
+                _close(conn, fds)
+                return 0
+            if request is None or len(fds) != 3:
+                _close(conn, fds)
+                continue
+            if request.get("stamp") != stamp or request.get("stamp") != code_stamp():
+                send_message(conn, {"stale": True})
+                _close(conn, fds)
+                return 0
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                os.close(lock)
+                _child(conn, fds, request)  # never returns
+            children.add(pid)
+            _close(conn, fds)
+    finally:
+        listener.close()
+        try:
+            if os.stat(path).st_ino == bound:  # a newer server may already own the path
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def _close(conn: socket.socket, fds: list[int]) -> None:
+    conn.close()
+    for fd in fds:
+        os.close(fd)
+
+
+def _reap(children: set[int]) -> None:
+    for pid in list(children):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            children.discard(pid)
+
+
+def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH,
+                    signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        _reopen_stdio()
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.umask(int(request["umask"]))
+        sys.argv = ["workbench", *request["argv"]]
+        send_message(conn, {"pid": os.getpid()})
+        threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
+        from workbench.cli import main
+
+        try:
+            code = main(request["argv"], via_server=True)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except KeyboardInterrupt:
+            code = 130
+    except BaseException:  # noqa: BLE001 - report it on the client's stderr, as an in-process run would
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        _finish_like_an_interpreter()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            pass
+        try:
+            send_message(conn, {"exit": code})
+        except OSError:
+            pass
+        os._exit(code)
+
+
+def _finish_like_an_interpreter() -> None:
+    """What Python does at exit and os._exit skips: wait for non-daemon threads, run atexit handlers."""
+    import atexit
+
+    try:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001 - exit handlers must not keep the status from the client
+        pass
+
+
+def _reopen_stdio() -> None:
+    """sys.std* were made for the server's /dev/null; rebuild them for the client's descriptors."""
+    line = os.isatty(1)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1 if line else -1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1,  # noqa: SIM115
+                      closefd=False)
+
+
+def _die_with_client(conn: socket.socket) -> None:
+    """The client went away (SIGKILL, closed terminal): end as the in-process build would have."""
+    try:
+        while conn.recv(1024):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="workbench-server")
+    parser.add_argument("--socket", required=True)
+    args = parser.parse_args(argv)
+    return serve(args.socket)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
