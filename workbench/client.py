@@ -50,7 +50,7 @@ def code_stamp() -> str:
                 elif entry.name.endswith(".py"):
                     count += 1
                     newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
-    return f"{sys.executable}:{count}:{newest}"
+    return f"{sys.executable}:{package}:{count}:{newest}"
 
 
 def enabled() -> bool:
