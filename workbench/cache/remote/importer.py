@@ -1,0 +1,182 @@
+"""`--cache-from`: load the cache configs before the solve; turn a record into a local result on demand.
+
+The solver asks `materialize` for a vertex whose key is not in the local store. Its layers are downloaded
+(skipped when a snapshot of the same chain is already here), checked against the blob digest and the diff id,
+extracted by the safe layer code into snapshots, and the key is recorded in the local store. Any failure is a
+warning and the step simply runs; a blob that does not match its digest is never stored.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from workbench.cache.remote import Backend, RemoteCacheError
+from workbench.cache.remote.format import CacheConfig, Layer, Record, loads
+from workbench.progress.events import BuildWarning, EventBus, VertexCompleted, VertexStarted, VertexStatus
+
+if TYPE_CHECKING:
+    from workbench.cache.remote.spec import CacheSpec
+    from workbench.llb.ops import Vertex
+    from workbench.solver.solver import Solver
+
+
+class ImportedCache:
+    """The records of every `--cache-from`, first source first."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.records: dict[str, tuple[Backend, CacheConfig, Record]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, specs: list[CacheSpec], bus: EventBus) -> ImportedCache:
+        imported = cls(bus)
+        for spec in specs:
+            try:
+                backend = spec.backend()
+            except RemoteCacheError as e:
+                bus.emit(BuildWarning(f"failed to import cache {spec.type}: {e}"))
+                continue
+            name = f"importing cache manifest from {backend.describe()}"
+            vid, start = "internal:" + name, time.time()
+            bus.emit(VertexStarted(vid, name, ts=start))
+            try:
+                for data in backend.read_configs():
+                    config = loads(data)
+                    for record in config.records:
+                        imported.records.setdefault(record.key, (backend, config, record))
+            except Exception as e:  # an import failure is a warning, never a failed build
+                what = str(e) if isinstance(e, RemoteCacheError | OSError | ValueError) else f"{type(e).__name__}: {e}"
+                bus.emit(BuildWarning(f"failed to import cache from {backend.describe()}: {what}"))
+            bus.emit(VertexCompleted(vid, name, duration=time.time() - start))
+        return imported
+
+    def has(self, key: str) -> bool:
+        return key in self.records
+
+    def materialize(self, solver: Solver, v: Vertex, key: str) -> list[str] | None:
+        """The local snapshot chain for `key` made from the imported record, or None (with a warning)."""
+        found = self.records.get(key)
+        if found is None:
+            return None
+        backend, config, record = found
+        progress = _Progress(self.bus, v.name, key)
+        try:
+            chain = self._chain(solver, backend, [config.layers[i] for i in record.layers], progress)
+            return solver.store.record(key, chain, v.name)
+        except Exception as e:  # network, digest, corrupt tar, zstd: all only a warning, and the step runs
+            with self._lock:
+                self.records.pop(key, None)  # not trusted again in this build
+            what = str(e) if isinstance(e, RemoteCacheError | OSError) else f"{type(e).__name__}: {e}"
+            self.bus.emit(BuildWarning(f"failed to import cache for {v.name} from {backend.describe()}: {what}",
+                                       vertex=v.digest))
+            return None
+        finally:
+            progress.finish()
+
+    def _chain(self, solver: Solver, backend: Backend, layers: list[Layer], progress: _Progress) -> list[str]:
+        from workbench.cache.store import LayerBlob
+        from workbench.snapshot.layers import extract_layer
+
+        chain: list[str] = []
+        chain_id = ""
+        for layer in layers:
+            chain_id = layer.diff_id if not chain_id else \
+                "sha256:" + hashlib.sha256(f"{chain_id} {layer.diff_id}".encode()).hexdigest()
+            existing = solver.store.lookup("layer:" + chain_id)
+            if existing is not None and all(solver.snapshots.exists(s) for s in existing):
+                chain = existing
+                continue
+            if not solver.content.has(layer.digest):
+                _download(solver, backend, layer, progress)
+            path = solver.content.path(layer.digest)
+            if _diff_id(path) != layer.diff_id:
+                raise RemoteCacheError(f"layer {layer.digest} does not unpack to its diff id {layer.diff_id}")
+            status = f"extracting {layer.digest}"
+            progress.status(status, 0, 0)
+            with solver.snapshots.prepare() as prepared:
+                with open(path, "rb") as f:
+                    extract_layer(f, prepared / "fs", layer.media_type)
+                snapshot = solver.snapshots.commit(prepared)
+            progress.status(status, 0, 0, done=True)
+            solver.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
+                                                               layer.media_type))
+            chain = solver.store.record("layer:" + chain_id, chain + [snapshot], f"layer {layer.diff_id}")
+        return chain
+
+
+class _Progress:
+    """Byte progress of one record's import, under its own internal vertex (started on first use)."""
+
+    def __init__(self, bus: EventBus, step: str, key: str) -> None:
+        self.bus, self.name, self.vid = bus, f"importing cache for {step}", f"internal:importing cache {key}"
+        self.start = 0.0
+
+    def status(self, status_id: str, current: int, total: int, done: bool = False) -> None:
+        if not self.start:
+            self.start = time.time()
+            self.bus.emit(VertexStarted(self.vid, self.name, ts=self.start))
+        self.bus.emit(VertexStatus(self.vid, self.name, status_id=status_id, current=current, total=total,
+                                   done=done))
+
+    def finish(self) -> None:
+        if self.start:
+            self.bus.emit(VertexCompleted(self.vid, self.name, duration=time.time() - self.start))
+
+
+def _download(solver: Solver, backend: Backend, layer: Layer, progress: _Progress) -> None:
+    """Fetch a blob into the content store: to a private ingest file, verified by digest, then renamed."""
+    tmp = solver.content.ingest / f"{os.getpid()}-{secrets.token_hex(8)}"
+    last = [0.0]
+
+    def report(current: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.1 and current < (total or layer.size):
+            last[0] = now
+            progress.status(layer.digest, current, total or layer.size)
+
+    try:
+        with open(tmp, "w+b") as f:
+            backend.get_blob(layer.digest, f, report)
+            f.flush()
+            os.fsync(f.fileno())
+            f.seek(0)
+            sha = hashlib.sha256()
+            size = 0
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+                size += len(chunk)
+        digest = "sha256:" + sha.hexdigest()
+        if digest != layer.digest:
+            raise RemoteCacheError(f"downloaded blob {layer.digest} has digest {digest} ({size} of {layer.size} "
+                                   "bytes): not trusted")
+        os.replace(tmp, solver.content.path(layer.digest))
+        progress.status(layer.digest, size, size, done=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _diff_id(path: Path) -> str:
+    """sha256 of the uncompressed tar inside the blob at `path` (gzip, zstd or plain)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as raw:
+        head = raw.read(4)
+        raw.seek(0)
+        if head[:2] == b"\x1f\x8b":
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif head == b"\x28\xb5\x2f\xfd":
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[assignment]
+        else:
+            stream = raw  # type: ignore[assignment]
+        while chunk := stream.read(1 << 20):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
