@@ -1,0 +1,193 @@
+"""Records every build as a session under ROOT/history/<id>/ (what `workbench history` and `replay` read).
+
+A session folder holds:
+  meta.json     the request: Dockerfile and context paths, target, build args, outputs, secret and ssh *ids*
+  Dockerfile    the Dockerfile as it was built
+  events.jsonl  every event, one JSON line each, appended and written through per event (a crash loses at
+                most the event being written)
+  llb.jsonl     the build graph with source maps, as `workbench inspect llb` prints it
+  result.json   how it ended (written last; a killed build has none)
+Secret values never get here: the recorder sits behind a RedactingBus, and the request is recorded without
+them (see workbench.history.redact).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.history.codec import dumps_event
+from workbench.history.redact import RedactingBus, Redactor, secret_values
+from workbench.progress.events import (
+    BuildWarning,
+    Event,
+    EventBus,
+    VertexCached,
+    VertexCompleted,
+    VertexEvent,
+    VertexFailed,
+    VertexStarted,
+)
+
+if TYPE_CHECKING:
+    from workbench.build import BuildRequest, BuildResult
+    from workbench.llb.ops import Vertex
+
+FORMAT_VERSION = 1
+_STATES = {VertexStarted: "running", VertexCached: "cached", VertexCompleted: "done", VertexFailed: "error"}
+_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def history_dir(root: Path) -> Path:
+    return root / "history"
+
+
+def new_id() -> str:
+    """A 25-character lowercase id, as BuildKit's identity.NewID() makes build refs."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(25))
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+class Recorder:
+    """A sink that appends each event to events.jsonl, plus the rest of the session around the build."""
+
+    def __init__(self, directory: Path, redactor: Redactor) -> None:
+        self.dir = directory
+        self.id = directory.name
+        self.redactor = redactor
+        self._fd: int | None = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.states: dict[str, str] = {}
+        """Each vertex's last state, for the step counts in result.json."""
+
+    def __call__(self, event: Event) -> None:
+        if self._fd is None:
+            return
+        if isinstance(event, VertexEvent) and (state := _STATES.get(type(event))):
+            if isinstance(event, VertexFailed) and event.error.endswith("canceled"):
+                state = "canceled"
+            self.states[event.vertex] = state
+        try:
+            os.write(self._fd, (dumps_event(event) + "\n").encode("utf-8", "surrogateescape"))
+        except OSError:  # a full disk must not fail the build; the session just ends here
+            self.close()
+
+    def record_llb(self, target: Vertex, dockerfile_text: str) -> None:
+        """The converted graph with its Dockerfile lines (called once the frontend has converted)."""
+        from workbench.inspect import vertex_json
+
+        lines = dockerfile_text.splitlines()
+        text = "".join(vertex_json(v, lines) + "\n" for v in target.walk())
+        try:
+            (self.dir / "llb.jsonl").write_text(self.redactor.text(text))
+        except OSError:
+            pass
+
+    def finish(self, status: str, duration: float, *, result: BuildResult | None = None,
+               error: str = "", location: Any = None, step: str = "", exception: str = "") -> None:
+        states = list(self.states.values())
+        doc: dict[str, Any] = {"status": status, "finished": time.time(), "duration": round(duration, 6),
+                               "steps": {"total": len(states), "cached": states.count("cached"),
+                                         "failed": states.count("error")}}
+        if result is not None:
+            doc.update(manifest_digest=result.manifest_digest, steps_run=result.steps_run)
+        if error:
+            doc["error"] = self.redactor.text(error)
+        if location is not None:
+            doc["location"] = {"filename": location.filename, "start_line": location.start_line,
+                               "end_line": location.end_line}
+        if step:
+            doc["step"] = self.redactor.text(step)
+        if exception:
+            doc["exception"] = exception  # not a BuildFailure: the CLI printed a traceback, not a located error
+        try:
+            write_json(self.dir / "result.json", doc)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _request_meta(req: BuildRequest, session_id: str, redactor: Redactor) -> dict[str, Any]:
+    s = req.session
+    return redactor.value({
+        "version": FORMAT_VERSION,
+        "id": session_id,
+        "started": time.time(),
+        "pid": os.getpid(),
+        "context": str(req.context.absolute()),
+        "dockerfile": str(req.dockerfile.absolute()),
+        "dockerfile_name": req.dockerfile.name,
+        "target": req.target or "",
+        "build_args": dict(req.build_args),
+        "outputs": [{"type": o.type, **o.attrs} for o in req.outputs],
+        "no_cache": req.no_cache,
+        "secrets": sorted(s.secrets),  # ids only, never values or where they came from
+        "ssh": sorted(s.ssh),
+        "entitlements": sorted(s.entitlements),
+        # the views clip step logs by this (printers.log_limit); a replay clips the same way
+        "step_log_max_size": os.environ.get("BUILDKIT_STEP_LOG_MAX_SIZE", ""),
+    })
+
+
+def recording_enabled() -> bool:
+    return os.environ.get("WORKBENCH_HISTORY", "1") not in ("0", "false", "no", "off")
+
+
+class Recording:
+    """What run_build holds for one build: the redacting bus to emit on, and the recorder (None when off)."""
+
+    def __init__(self, bus: EventBus, recorder: Recorder | None) -> None:
+        self.bus = bus
+        self.recorder = recorder
+
+    @classmethod
+    def start(cls, req: BuildRequest, bus: EventBus) -> Recording:
+        """Open a session for `req` and put a redacting bus (for the session's secrets) in front of `bus`."""
+        redactor = Redactor(secret_values(req.session))
+        wrapped = RedactingBus(bus, redactor)
+        if not recording_enabled():
+            return cls(wrapped, None)
+        try:
+            directory = history_dir(req.root) / new_id()
+            directory.mkdir(parents=True)
+            write_json(directory / "meta.json", _request_meta(req, directory.name, redactor))
+            try:
+                (directory / "Dockerfile").write_bytes(redactor.data(req.dockerfile.read_bytes()))
+            except OSError:
+                pass  # the build reports an unreadable Dockerfile itself
+            recorder = Recorder(directory, redactor)
+        except OSError as e:
+            wrapped.emit(BuildWarning(f"build history is not recorded: {e}"))
+            return cls(wrapped, None)
+        bus.subscribe(recorder)
+        return cls(wrapped, recorder)
+
+    def record_llb(self, target: Vertex, dockerfile_text: str) -> None:
+        if self.recorder:
+            self.recorder.record_llb(target, dockerfile_text)
+
+    def finish(self, status: str, duration: float, **kw: Any) -> None:
+        """Write result.json, apply the history retention and stop recording."""
+        if not self.recorder:
+            return
+        self.recorder.finish(status, duration, **kw)
+        self.recorder.close()
+        from workbench.history.store import apply_retention
+
+        try:
+            apply_retention(self.recorder.dir.parent, keep=self.recorder.id)
+        except OSError:
+            pass
