@@ -1,10 +1,16 @@
-"""Pull images from an OCI distribution (v2) registry.
+"""Pull and push images from / to an OCI distribution (v2) registry.
 
-Plain HTTP for localhost / 127.0.0.1 / ::1 (any port), HTTPS elsewhere. Auth: on a 401 challenge, a Bearer
+Plain HTTP for localhost / 127.0.0.1 / ::1 (any port), for hosts listed in $WORKBENCH_INSECURE_REGISTRIES
+(comma-separated "host[:port]") and for those with `http = true` in the config file's `[registry."HOST"]`
+table (buildkitd.toml's; `insecure = true` there keeps HTTPS but skips certificate checks), HTTPS elsewhere.
+The config file is $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present. Auth: on a 401 challenge, a Bearer
 token from the realm (anonymous, or with basic credentials from ~/.docker/config.json "auths"), or Basic with
 those credentials. Manifests: OCI and docker schema 2, and their indexes / manifest lists (the platform is
 picked). Every manifest and blob is verified against its digest; blobs already in the content store are not
-fetched again, and a pull by digest whose blobs are all present does not touch the network.
+fetched again, and a pull by digest whose blobs are all present does not touch the network. Layers download
+in parallel. Pushing (`push_image`, and the blob / manifest functions under it, which the registry cache
+reuses) skips blobs the registry has, mounts blobs from another repository of the same registry that they
+were pulled from or pushed to, and uploads the rest monolithically or in chunks.
 
 The stdlib HTTP modules are imported on first use, so importing this module stays cheap.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +49,17 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 _HUB_HOSTS = ("registry-1.docker.io", "index.docker.io", "docker.io")
 _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm"}
 
+INSECURE_ENV = "WORKBENCH_INSECURE_REGISTRIES"
+PARALLEL_PULLS = 4
+RESUME_ATTEMPTS = 3
+CHUNKED_THRESHOLD = 64 << 20  # blobs larger than this are uploaded in chunks of CHUNK_UPLOAD bytes
+CHUNK_UPLOAD = 16 << 20
+
 Progress = Callable[[str, int, int], None]
 
 
 class RegistryError(Exception):
-    """A pull failed; the message names the registry or reference and what went wrong."""
+    """A pull or push failed; the message names the registry or reference and what went wrong."""
 
 
 @dataclass
@@ -74,6 +87,35 @@ def _host(registry: str) -> str:
 def is_local(registry: str) -> bool:
     """Loopback registries are spoken to over plain HTTP."""
     return _host(registry) in _LOCAL_HOSTS
+
+
+def insecure_registries() -> set[str]:
+    """The hosts ("host" or "host:port") configured for plain HTTP in $WORKBENCH_INSECURE_REGISTRIES."""
+    return {h.strip().split("://", 1)[-1].rstrip("/") for h in os.environ.get(INSECURE_ENV, "").split(",")
+            if h.strip()}
+
+
+def registry_config(registry: str) -> dict[str, Any]:
+    """The config file's `[registry."HOST[:PORT]"]` table for `registry` (the host:port entry, else the host's)."""
+    import tomllib
+
+    path = Path(os.environ.get("WORKBENCH_CONFIG") or "/etc/workbench/workbench.toml")
+    try:
+        with open(path, "rb") as f:
+            tables = tomllib.load(f).get("registry") or {}
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    entry = tables.get(registry) if isinstance(tables, dict) else None
+    if entry is None and isinstance(tables, dict):
+        entry = tables.get(_host(registry))
+    return entry if isinstance(entry, dict) else {}
+
+
+def uses_http(registry: str) -> bool:
+    """Plain HTTP for loopback and for hosts configured insecure, HTTPS otherwise."""
+    insecure = insecure_registries()
+    return (is_local(registry) or registry in insecure or _host(registry) in insecure
+            or registry_config(registry).get("http") is True)
 
 
 def docker_credentials(registry: str, config_dir: Path | None = None) -> tuple[str, str] | None:
@@ -140,13 +182,18 @@ def _reason(e: BaseException) -> str:
 class _Client:
     """Talks to one repository of one registry; keeps the Authorization it earned."""
 
-    def __init__(self, ref: Reference, timeout: float = TIMEOUT) -> None:
+    def __init__(self, ref: Reference, timeout: float = TIMEOUT, push: bool = False,
+                 extra_pull: tuple[str, ...] = ()) -> None:
         self.ref = ref
         self.timeout = timeout
-        scheme = "http" if is_local(ref.registry) else "https"
-        self.base = f"{scheme}://{ref.registry}/v2/{ref.repository}"
+        scheme = "http" if uses_http(ref.registry) else "https"
+        self.origin = f"{scheme}://{ref.registry}"
+        self.base = f"{self.origin}/v2/{ref.repository}"
         self.authorization: str | None = None
+        self.push = push
+        self.extra_pull = extra_pull  # other repositories blobs may be mounted from (token scopes)
         self._openers: dict[bool, urllib.request.OpenerDirector] = {}
+        self._lock = threading.Lock()
 
     def _opener(self, url: str) -> urllib.request.OpenerDirector:
         import urllib.parse
@@ -154,9 +201,14 @@ class _Client:
 
         local = (urllib.parse.urlsplit(url).hostname or "") in _LOCAL_HOSTS
         if local not in self._openers:
-            # no proxy for loopback, whatever the environment says; the environment's proxies otherwise
-            self._openers[local] = (urllib.request.build_opener(urllib.request.ProxyHandler({})) if local
-                                    else urllib.request.build_opener())
+            handlers: list[urllib.request.BaseHandler] = []
+            if local:  # no proxy for loopback, whatever the environment says; the environment's proxies otherwise
+                handlers.append(urllib.request.ProxyHandler({}))
+            if registry_config(self.ref.registry).get("insecure") is True:
+                import ssl
+
+                handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+            self._openers[local] = urllib.request.build_opener(*handlers)
         return self._openers[local]
 
     def _fail(self, what: str, why: str) -> RegistryError:
@@ -164,13 +216,32 @@ class _Client:
 
     def open(self, path: str, what: str, accept: str = "*/*") -> HTTPResponse:
         """GET base+path, answering one auth challenge; RegistryError on any failure."""
+        return self.request("GET", path, what, headers={"Accept": accept})
+
+    def url(self, location: str) -> str:
+        """An absolute URL for a path under the repository ("/blobs/..."), or a Location header's value."""
+        if location.startswith(("http://", "https://")):
+            return location
+        if location.startswith("/v2/"):
+            return self.origin + location
+        return self.base + location
+
+    def request(self, method: str, path: str, what: str, data: Any = None,
+                headers: dict[str, str] | None = None, not_found_ok: bool = False) -> HTTPResponse:
+        """`method` base+path (or an absolute URL / Location), answering one auth challenge.
+
+        `data` (bytes, or a file object with Content-Length in `headers`) cannot be sent twice: requests with a
+        streamed body are made after an earlier request earned the Authorization. RegistryError on failures;
+        with `not_found_ok` a 404 returns its response (as an HTTPError, which is a response too).
+        """
         import urllib.error
         import urllib.request
 
-        url = self.base + path
+        url = self.url(path)
         challenged = False
         while True:
-            req = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": "workbench/0.1"})
+            req = urllib.request.Request(url, data=data, method=method,
+                                         headers={"User-Agent": "workbench/0.1", **(headers or {})})
             if self.authorization:
                 # not sent on to a redirect target (blob storage with signed URLs)
                 req.add_unredirected_header("Authorization", self.authorization)
@@ -178,10 +249,14 @@ class _Client:
                 resp: HTTPResponse = self._opener(url).open(req, timeout=self.timeout)
                 return resp
             except urllib.error.HTTPError as e:
+                if not_found_ok and e.code == 404:
+                    return e  # type: ignore[return-value]
                 body = _read_quietly(e)
-                if e.code == 401 and not challenged:
+                if e.code == 401 and not challenged and (data is None or isinstance(data, bytes)):
                     challenged = True
-                    self._authenticate(e.headers.get("WWW-Authenticate", ""))
+                    with self._lock:
+                        if self.authorization == req.get_header("Authorization"):  # else a thread renewed it
+                            self._authenticate(e.headers.get("WWW-Authenticate", ""))
                     continue
                 raise self._http_error(e.code, e.reason, body, what, challenged) from None
             except (urllib.error.URLError, OSError) as e:
@@ -196,10 +271,16 @@ class _Client:
         except (ValueError, AttributeError):
             pass
         why = f"{code} {reason}" + (f": {detail}" if detail else "")
-        if code == 401:
+        if code == 401 and authed and (self.authorization or "").startswith("Basic "):
+            creds_ = docker_credentials(self.ref.registry)
+            return self._fail(what, f"{why} — the registry refused the credentials of user "
+                                    f"{creds_[0] if creds_ else ''!r} from docker's config.json (wrong user name "
+                                    "or password?)")
+        if code in (401, 403):
             creds = "with the credentials from docker's config.json" if docker_credentials(self.ref.registry) \
                 else "anonymously (no credentials for it in docker's config.json)"
-            why += f" — pull access denied {creds}; the repository may not exist or may need authorization"
+            action = "push" if self.push else "pull"
+            why += f" — {action} access denied {creds}; the repository may not exist or may need authorization"
         return self._fail(what, why)
 
     def _authenticate(self, header: str) -> None:
@@ -216,14 +297,20 @@ class _Client:
             if basic is None:
                 raise self._fail("authenticating", "the registry asks for a user name and password, and docker's "
                                                    "config.json has none for it")
+            if self.authorization == basic:
+                user = creds[0] if creds else ""
+                raise self._fail("authenticating", "the registry refused the user name and password from "
+                                                   f"docker's config.json (user {user!r}) — wrong credentials?")
             self.authorization = basic
             return
         if scheme != "bearer" or not params.get("realm"):
             raise self._fail("authenticating", f"unsupported auth challenge {header!r}")
         realm = params["realm"]
-        query = {"scope": f"repository:{self.ref.repository}:pull"}
+        scopes = [f"repository:{self.ref.repository}:{'pull,push' if self.push else 'pull'}"]
+        scopes += [f"repository:{repo}:pull" for repo in self.extra_pull if repo != self.ref.repository]
+        query: list[tuple[str, str]] = [("scope", sc) for sc in scopes]
         if params.get("service"):
-            query["service"] = params["service"]
+            query.append(("service", params["service"]))
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         req = urllib.request.Request(url, headers={"User-Agent": "workbench/0.1"})
         if basic:
@@ -232,7 +319,8 @@ class _Client:
             with self._opener(url).open(req, timeout=self.timeout) as resp:
                 doc = json.loads(resp.read())
         except urllib.error.HTTPError as e:
-            raise self._fail("authenticating", f"token endpoint {realm} answered {e.code} {e.reason}") from None
+            hint = " — wrong credentials in docker's config.json?" if e.code in (401, 403) and basic else ""
+            raise self._fail("authenticating", f"token endpoint {realm} answered {e.code} {e.reason}{hint}") from None
         except (urllib.error.URLError, OSError) as e:
             raise self._fail("authenticating", f"cannot reach token endpoint {realm}: {_reason(e)}") from None
         except ValueError:
@@ -361,29 +449,56 @@ def resolve(ref: Reference, platform: str = "linux/amd64") -> tuple[str, dict[st
 
 
 def _fetch_blob(client: _Client, desc: dict[str, Any], store: ContentStore, progress: Progress | None) -> None:
-    """Download one blob into the store, verifying size and digest (skipped if present)."""
+    """Download one blob into the store, verifying size and digest (skipped if present).
+
+    A download cut short (connection reset, early end) resumes where it stopped with a Range request, up to
+    RESUME_ATTEMPTS times, when the registry answers ranges (206); the digest covers the joined bytes.
+    """
+    import http.client
+
     ref, digest = client.ref, str(desc.get("digest", ""))
     if store.has(digest):
         return
     size = int(desc.get("size", -1))
-    what = f"blob {digest} of {ref} from {ref.registry}"
+    what = f"blob {digest} of {ref} from registry {ref.registry}"
+    path, doing = f"/blobs/{digest}", f"pulling blob {digest}"
     if progress:
         progress(digest, 0, max(size, 0))
-    with client.open(f"/blobs/{digest}", f"pulling blob {digest}") as resp:
-        try:
-            with store.writer(digest) as w:
-                while chunk := resp.read(CHUNK):
-                    w.write(chunk)
-                    if 0 <= size < w.size:
-                        raise RegistryError(f"{what}: more than the {size} bytes its descriptor says")
-                    if progress:
-                        progress(digest, w.size, max(size, 0))
-                if 0 <= size != w.size:
-                    raise RegistryError(f"{what}: got {w.size} bytes, its descriptor says {size}")
-        except DigestMismatch as e:
-            raise RegistryError(f"{what} failed verification: {e}") from None
-        except OSError as e:
-            raise RegistryError(f"{what}: download failed: {_reason(e)}") from None
+    resp = client.open(path, doing)
+    attempts = 0
+    try:
+        with store.writer(digest) as w:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                    if not chunk and 0 <= w.size < size:
+                        raise ConnectionResetError(f"the download ended after {w.size} of {size} bytes")
+                except (OSError, http.client.HTTPException) as e:
+                    attempts += 1
+                    if attempts > RESUME_ATTEMPTS or size < 0:
+                        raise RegistryError(f"{what}: download failed after {attempts - 1} resumptions: "
+                                            f"{_reason(e)}") from None
+                    resp.close()
+                    resp = client.request("GET", path, doing, headers={"Range": f"bytes={w.size}-"})
+                    if resp.status != 206:
+                        raise RegistryError(f"{what}: download broke off ({_reason(e)}) and the registry "
+                                            "cannot resume it (no range support)") from None
+                    continue
+                if not chunk:
+                    break
+                w.write(chunk)
+                if 0 <= size < w.size:
+                    raise RegistryError(f"{what}: more than the {size} bytes its descriptor says")
+                if progress:
+                    progress(digest, w.size, max(size, 0))
+            if 0 <= size != w.size:
+                raise RegistryError(f"{what}: got {w.size} bytes, its descriptor says {size}")
+    except DigestMismatch as e:
+        raise RegistryError(f"{what} failed verification (digest mismatch): {e}; nothing was stored") from None
+    except OSError as e:
+        raise RegistryError(f"{what}: download failed: {_reason(e)}") from None
+    finally:
+        resp.close()
 
 
 def pull(ref: Reference, store: ContentStore, platform: str = "linux/amd64",
@@ -407,8 +522,17 @@ def pull(ref: Reference, store: ContentStore, platform: str = "linux/amd64",
         except ValueError as e:
             raise RegistryError(f"{ref}: manifest {digest}: {e}") from None
     _fetch_blob(client, config_desc, store, None)
-    for layer in layers:
-        _fetch_blob(client, layer, store, progress)
+    missing = [layer for layer in layers if not store.has(str(layer["digest"]))]
+    if len(missing) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(PARALLEL_PULLS, len(missing)), thread_name_prefix="pull") as pool:
+            for future in [pool.submit(_fetch_blob, client, layer, store, progress) for layer in missing]:
+                future.result()  # the first failure, in layer order
+    else:
+        for layer in missing:
+            _fetch_blob(client, layer, store, progress)
+    record_source(store, [str(d["digest"]) for d in missing], ref)
     config_digest = str(config_desc["digest"])
     try:
         config = json.loads(store.read(config_digest))
@@ -421,3 +545,205 @@ def pull(ref: Reference, store: ContentStore, platform: str = "linux/amd64",
         raise RegistryError(f"{ref}: image config lists {len(diff_ids)} layer diff_ids, "
                             f"the manifest {len(layers)} layers")
     return PulledImage(ref, digest, manifest, config, config_digest, layers)
+
+
+# -- distribution sources (for cross-repository mounts) --------------------------------------------------------
+
+
+def _sources_dir(store: ContentStore) -> Path:
+    return store.root / "sources"
+
+
+def record_source(store: ContentStore, digests: list[str], ref: Reference) -> None:
+    """Remember that the blobs `digests` are in `ref`'s repository (so a push to another repository of the same
+    registry can mount them instead of uploading)."""
+    line = f"{ref.registry}/{ref.repository}\n"
+    d = _sources_dir(store)
+    d.mkdir(exist_ok=True)
+    for digest in digests:
+        path = d / digest.split(":", 1)[1]
+        try:
+            if line in path.read_text().splitlines(keepends=True):
+                continue
+        except OSError:
+            pass
+        with open(path, "a") as f:  # one short append: atomic enough between processes
+            f.write(line)
+
+
+def blob_sources(store: ContentStore, digest: str, registry: str) -> list[str]:
+    """Repositories of `registry` known to hold the blob `digest`."""
+    try:
+        lines = (_sources_dir(store) / digest.split(":", 1)[1]).read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split("/", 1)[1] for line in lines if line.startswith(registry + "/") and "/" in line]
+
+
+# -- push ---------------------------------------------------------------------------------------------------------
+
+
+def push_client(ref: Reference, mount_from: tuple[str, ...] = ()) -> _Client:
+    """A client for pushing to `ref`'s repository; `mount_from` names repositories of the same registry whose
+    blobs may be mounted (they go into the token scope). Reuse one client for a whole push."""
+    return _Client(ref, push=True, extra_pull=mount_from)
+
+
+def blob_exists(client: _Client, digest: str) -> bool:
+    """Whether the registry has the blob `digest` in the client's repository (HEAD)."""
+    with client.request("HEAD", f"/blobs/{digest}", f"checking blob {digest}", not_found_ok=True) as resp:
+        return bool(resp.status == 200)
+
+
+def _location(client: _Client, resp: Any, what: str) -> str:
+    location = resp.headers.get("Location")
+    if not location:
+        raise client._fail(what, "the registry gave no upload Location")
+    return client.url(location)
+
+
+def _with_query(url: str, **params: str) -> str:
+    import urllib.parse
+
+    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+
+
+def upload_blob(client: _Client, digest: str, size: int, path: Path, mount_from: tuple[str, ...] = (),
+                chunk_size: int | None = None, progress: Progress | None = None) -> str:
+    """Make the blob `digest` (the file `path`, `size` bytes) exist in the client's repository.
+
+    Returns "exists" (already there), "mounted" (cross-repository mount from one of `mount_from`) or
+    "uploaded". Uploads are monolithic (one PUT), or chunked (PATCHes of `chunk_size` bytes, then a PUT) when
+    `chunk_size` is given or the blob is larger than CHUNKED_THRESHOLD.
+    """
+    what = f"pushing blob {digest}"
+    if blob_exists(client, digest):
+        if progress:
+            progress(digest, size, size)
+        return "exists"
+    location = None
+    for repo in mount_from:
+        if repo == client.ref.repository:
+            continue
+        with client.request("POST", f"/blobs/uploads/?mount={digest}&from={repo}", what, data=b"") as resp:
+            if resp.status == 201:
+                if progress:
+                    progress(digest, size, size)
+                return "mounted"
+            location = _location(client, resp, what)  # 202: the mount was refused, an upload began instead
+            break
+    if location is None:
+        with client.request("POST", "/blobs/uploads/", what, data=b"") as resp:
+            location = _location(client, resp, what)
+    if chunk_size is None and size > CHUNKED_THRESHOLD:
+        chunk_size = CHUNK_UPLOAD
+    octets = {"Content-Type": "application/octet-stream"}
+    if progress:
+        progress(digest, 0, size)
+    with open(path, "rb") as f:
+        if chunk_size is None:
+            with client.request("PUT", _with_query(location, digest=digest), what, data=f,
+                                headers={**octets, "Content-Length": str(size)}):
+                pass
+        else:
+            offset = 0
+            while offset < size:
+                n = min(chunk_size, size - offset)
+                chunk = f.read(n)
+                with client.request("PATCH", location, what, data=chunk,
+                                    headers={**octets, "Content-Length": str(n),
+                                             "Content-Range": f"{offset}-{offset + n - 1}"}) as resp:
+                    location = _location(client, resp, what)
+                offset += n
+                if progress:
+                    progress(digest, offset, size)
+            with client.request("PUT", _with_query(location, digest=digest), what, data=b"",
+                                headers={**octets, "Content-Length": "0"}):
+                pass
+    if progress:
+        progress(digest, size, size)
+    return "uploaded"
+
+
+def put_manifest(client: _Client, reference: str, raw: bytes, media_type: str) -> str:
+    """PUT a manifest or index under a tag (or its digest); returns its digest, checked against the registry's."""
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    with client.request("PUT", f"/manifests/{reference}", f"pushing manifest {digest}", data=raw,
+                        headers={"Content-Type": media_type}) as resp:
+        said = resp.headers.get("Docker-Content-Digest") or ""
+    if said.startswith("sha256:") and said != digest:
+        raise client._fail("pushing manifest", f"the registry stored it as {said}, its content is {digest}")
+    return digest
+
+
+def _media_type(raw: bytes) -> str:
+    doc = json.loads(raw)
+    return str(doc.get("mediaType") or (OCI_INDEX if "manifests" in doc else OCI_MANIFEST))
+
+
+def push_image(ref: Reference, store: ContentStore, manifest_digest: str, progress: Progress | None = None,
+               chunk_size: int | None = None) -> str:
+    """Push the image (or index) `manifest_digest` from `store` to `ref` (its tag, or by digest): blobs first
+    (mounted where known, in parallel), then the manifests. Returns the pushed manifest digest."""
+    raw = store.read(manifest_digest)
+    manifests: list[tuple[str, bytes]] = []  # children before their index
+    blobs: dict[str, int] = {}
+
+    def walk(digest: str, data: bytes) -> None:
+        doc = json.loads(data)
+        if "manifests" in doc:
+            for child in doc.get("manifests") or []:
+                if store.has(child["digest"]):
+                    walk(child["digest"], store.read(child["digest"]))
+        else:
+            for desc in [doc["config"], *(doc.get("layers") or [])]:
+                blobs[str(desc["digest"])] = int(desc.get("size", 0))
+        manifests.append((digest, data))
+
+    walk(manifest_digest, raw)
+    for digest in blobs:
+        if not store.has(digest):
+            raise RegistryError(f"pushing {ref}: blob {digest} of image {manifest_digest} is not in the content store")
+    sources = {d: blob_sources(store, d, ref.registry) for d in blobs}
+    mountable = tuple(sorted({r for repos in sources.values() for r in repos} - {ref.repository}))
+    client = push_client(ref, mountable)
+    with client.request("HEAD", f"/blobs/{manifest_digest}", f"authenticating to push {manifest_digest}",
+                        not_found_ok=True):
+        pass  # earns the token before any body is streamed
+
+    def one(digest: str) -> None:
+        upload_blob(client, digest, blobs[digest], store.path(digest),
+                    tuple(r for r in sources[digest] if r != ref.repository), chunk_size, progress)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(PARALLEL_PULLS, thread_name_prefix="push") as pool:
+        for future in [pool.submit(one, d) for d in blobs]:
+            future.result()
+    for digest, data in manifests[:-1]:
+        put_manifest(client, digest, data, _media_type(data))
+    pushed = put_manifest(client, ref.digest or ref.tag or manifest_digest, raw, _media_type(raw))
+    record_source(store, list(blobs), ref)
+    return pushed
+
+
+# -- the public surface for other users of the registry (the registry cache) ------------------------------------
+
+RegistryClient = _Client
+
+
+def pull_client(ref: Reference) -> _Client:
+    """A client for reading `ref`'s repository (pull scope); reuse it for every request of one operation."""
+    return _Client(ref)
+
+
+def fetch_manifest(client: _Client, reference: str, store: ContentStore | None = None
+                   ) -> tuple[str, bytes, dict[str, Any]]:
+    """(digest, raw bytes, document) of the manifest or index `reference` (a tag or digest), verified, and
+    written to `store` if given."""
+    return _get_manifest(client, reference, store)
+
+
+def fetch_blob(client: _Client, digest: str, size: int, store: ContentStore, progress: Progress | None = None) -> None:
+    """Download the blob `digest` (`size` bytes, -1 if unknown) into `store`, verified, resumed if cut short."""
+    _fetch_blob(client, {"digest": digest, "size": size}, store, progress)
