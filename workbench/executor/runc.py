@@ -15,10 +15,11 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec
 from workbench.executor.user import UserError, resolve_user
@@ -202,33 +203,7 @@ def run(
     Returns the exit code (128+signal when killed; 137 after `cancel`). Raises ExecError when the step
     cannot be set up. The bundle, runc's state and mount-point stubs are removed afterwards.
     """
-    runc = shutil.which("runc")
-    if runc is None:
-        raise ExecError("runc is not installed (apt-get install runc)")
-    rootfs = Path(os.path.realpath(rootfs))  # runc wants an absolute root path without symlinks
-    if not rootfs.is_dir():
-        raise ExecError(f"rootfs {rootfs} is not a directory")
-    try:
-        uid, gid, groups = resolve_user(rootfs, spec.user)
-    except UserError as e:
-        raise ExecError(str(e)) from None
-    state = Path(os.path.realpath(state_dir))
-    runc_root = state / "runc"
-    cid = "wb-" + secrets.token_hex(8)
-    bundle = state / f"bundle-{cid}"
-    bundle.mkdir(parents=True)
-    stubs: _Stubs | None = None
-    base = [runc, "--root", str(runc_root)]
-    try:
-        (bundle / "hosts").write_text(hosts_file(spec.hostname))
-        (bundle / "resolv.conf").write_text(resolv_conf(spec.network))
-        try:
-            config = generate_spec(spec, rootfs, bundle / "resolv.conf", bundle / "hosts", uid, gid, groups)
-        except ValueError as e:
-            raise ExecError(str(e)) from None
-        (bundle / "config.json").write_text(json.dumps(config))
-        stubs = _Stubs(rootfs, _BASE_MOUNT_POINTS + [posixpath.normpath("/" + m.destination) for m in spec.mounts])
-        _make_cwd(rootfs, config["process"]["cwd"], uid, gid)
+    with _container(rootfs, spec, state_dir) as (base, bundle, cid):
         # --detach: the container inherits our pipes (foreground `runc run` would copy every write through
         # itself); as its subreaper we then wait for the container's process ourselves.
         _become_subreaper()
@@ -264,6 +239,46 @@ def run(
         if errors:
             raise errors[0]
         return ExecResult(code, code - 128 if 128 < code <= 128 + 64 else None)
+
+
+
+@contextmanager
+def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
+               edit: Callable[[dict[str, Any]], None] | None = None) -> Iterator[tuple[list[str], Path, str]]:
+    """A runc bundle for `spec` on `rootfs`: yields (runc command prefix, bundle dir, container id).
+
+    Afterwards the container (if runc still knows it), the bundle and the mount-point stubs are removed.
+    """
+    runc = shutil.which("runc")
+    if runc is None:
+        raise ExecError("runc is not installed (apt-get install runc)")
+    rootfs = Path(os.path.realpath(rootfs))  # runc wants an absolute root path without symlinks
+    if not rootfs.is_dir():
+        raise ExecError(f"rootfs {rootfs} is not a directory")
+    try:
+        uid, gid, groups = resolve_user(rootfs, spec.user)
+    except UserError as e:
+        raise ExecError(str(e)) from None
+    state = Path(os.path.realpath(state_dir))
+    runc_root = state / "runc"
+    cid = "wb-" + secrets.token_hex(8)
+    bundle = state / f"bundle-{cid}"
+    bundle.mkdir(parents=True)
+    stubs: _Stubs | None = None
+    base = [runc, "--root", str(runc_root)]
+    try:
+        (bundle / "hosts").write_text(hosts_file(spec.hostname))
+        (bundle / "resolv.conf").write_text(resolv_conf(spec.network))
+        try:
+            config = generate_spec(spec, rootfs, bundle / "resolv.conf", bundle / "hosts", uid, gid, groups)
+        except ValueError as e:
+            raise ExecError(str(e)) from None
+        if edit is not None:
+            edit(config)
+        (bundle / "config.json").write_text(json.dumps(config))
+        stubs = _Stubs(rootfs, _BASE_MOUNT_POINTS + [posixpath.normpath("/" + m.destination) for m in spec.mounts])
+        _make_cwd(rootfs, config["process"]["cwd"], uid, gid)
+        yield base, bundle, cid
     finally:
         if (runc_root / cid).exists():
             subprocess.run([*base, "delete", "-f", cid], capture_output=True)
@@ -271,6 +286,32 @@ def run(
         if stubs is not None:
             stubs.remove()
 
+
+def run_interactive(rootfs: Path, spec: ExecSpec, state_dir: Path,
+                    on_start: Callable[[Callable[[], None]], None] | None = None) -> int:
+    """Run `spec` in a container attached to this process's own stdin/stdout/stderr and return its exit code.
+
+    When stdin is a terminal the process gets a real pty (runc in the foreground proxies it, puts the
+    terminal in raw mode and passes window-size changes on). `on_start` receives a function that kills
+    the container, for a caller that must be able to end it from another thread (abort, quit).
+    """
+    tty = os.isatty(0)
+
+    def use_terminal(config: dict[str, Any]) -> None:
+        config["process"]["terminal"] = tty
+
+    with _container(rootfs, spec, state_dir, use_terminal) as (base, bundle, cid):
+        proc = subprocess.Popen([*base, "run", "--bundle", str(bundle), cid])
+
+        def kill() -> None:
+            subprocess.run([*base, "kill", cid, "KILL"], capture_output=True)
+            if proc.poll() is None:
+                proc.kill()
+
+        if on_start is not None:
+            on_start(kill)
+        code = proc.wait()
+        return 128 - code if code < 0 else code
 
 def _watch_cancel(proc: subprocess.Popen[bytes], base: list[str], cid: str, cancel: threading.Event,
                   done: threading.Event, pid: list[int]) -> None:

@@ -1,0 +1,153 @@
+"""`workbench debug` driven through a real pseudo-terminal (pexpect): breakpoints, shells, diff, abort."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKBENCH, wb
+
+pexpect = pytest.importorskip("pexpect")
+pytestmark = pytest.mark.real
+
+BASE = "localhost:5055/busybox"
+PROMPT = r"\(debug\)"
+
+
+def _spawn(*args: str, cwd: Path) -> pexpect.spawn:
+    child = pexpect.spawn(WORKBENCH[0], ["debug", *args], cwd=str(cwd), encoding="utf-8", timeout=60,
+                          dimensions=(40, 160), env=dict(os.environ, WORKBENCH_SERVER="0", PROMPT_TOOLKIT_NO_CPR="1"))
+    return child
+
+
+def _project(tmp_path: Path, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("alpha\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def test_break_exec_leaves_no_trace(tmp_path: Path, registry: str) -> None:
+    ctx = _project(tmp_path, f"FROM {BASE}\nRUN echo one > /one\nRUN cat /one > /two\nCOPY a.txt /a.txt\n")
+    root, out = tmp_path / "root", tmp_path / "out"
+    child = _spawn("--root", str(root), "-o", f"type=local,dest={out}", str(ctx), cwd=tmp_path)
+    child.expect(PROMPT)
+    child.sendline("break 3")
+    child.expect("breakpoint 1 at line 3")
+    child.expect(PROMPT)
+    child.sendline("continue")
+    child.expect(r"Breakpoint before: \[3/4\] RUN cat /one > /two \(Dockerfile:3\)")
+    child.expect(PROMPT)
+    child.sendline("info")
+    child.expect("workdir: /")
+    child.expect(PROMPT)
+    child.sendline("exec cat /one")
+    child.expect("one")
+    child.expect(r"\[exit code 0\]")
+    child.expect(PROMPT)
+    child.sendline("exec sh -c 'echo x > /leak'")
+    child.expect(r"\[exit code 0\]")
+    child.expect(PROMPT)
+    child.sendline("ls /")
+    child.expect("leak")  # the shell's change is visible for the rest of the pause
+    child.expect(PROMPT)
+    child.sendline("cat /one")
+    child.expect("one")
+    child.expect(PROMPT)
+    child.sendline("continue")
+    child.expect("build finished")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert (out / "two").read_text() == "one\n"
+    assert not (out / "leak").exists()
+    rebuilt = wb("--output", f"type=local,dest={tmp_path / 'out2'}", str(ctx), root=root)
+    assert "CACHE MISS" not in rebuilt.stderr
+    assert not (tmp_path / "out2" / "leak").exists()
+
+
+def test_next_and_diff_between_steps(tmp_path: Path, registry: str) -> None:
+    ctx = _project(tmp_path, f"FROM {BASE}\nRUN echo one > /one\nCOPY a.txt /a.txt\nRUN echo done\n")
+    child = _spawn("--root", str(tmp_path / "root"), str(ctx), cwd=tmp_path)
+    child.expect(PROMPT)
+    child.sendline("break 2")
+    child.expect(PROMPT)
+    child.sendline("continue")
+    child.expect(r"Breakpoint before: \[2/4\] RUN echo one")
+    child.expect(PROMPT)
+    child.sendline("next")
+    child.expect(r"Stopped before: \[3/4\] COPY a.txt /a.txt")
+    child.expect(PROMPT)
+    child.sendline("next")
+    child.expect(r"Stopped before: \[4/4\] RUN echo done")
+    child.expect(PROMPT)
+    child.sendline("diff 2 3")  # step 2 = RUN echo one, step 3 = the COPY
+    child.expect(r"A /a.txt \(6 B\)")
+    child.expect(PROMPT)
+    child.sendline("cat /a.txt 3")
+    child.expect("alpha")
+    child.expect(PROMPT)
+    child.sendline("continue")
+    child.expect("build finished")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_break_on_error_sees_what_the_failed_command_wrote(tmp_path: Path, registry: str) -> None:
+    ctx = _project(tmp_path, f"FROM {BASE}\nRUN echo partial > /half && mkdir /made && false\n")
+    child = _spawn("--root", str(tmp_path / "root"), "--break", "99", str(ctx), cwd=tmp_path)
+    child.expect(r"Failed: \[2/2\] RUN echo partial")
+    child.expect("exit code: 1")
+    child.expect(PROMPT)
+    child.sendline("exec cat /half")
+    child.expect("partial")
+    child.expect(PROMPT)
+    child.sendline("ls /")
+    child.expect("made/")
+    child.expect(PROMPT)
+    child.sendline("continue")
+    child.expect("build failed")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+
+
+def _runc_containers(root: Path) -> list[str]:
+    found = []
+    for state in root.glob("tmp/*/runc"):
+        proc = subprocess.run(["runc", "--root", str(state), "list", "--format", "json"], capture_output=True,
+                              text=True)
+        found += [c["id"] for c in json.loads(proc.stdout or "null") or []]
+    return found
+
+
+def test_a_running_shell_does_not_block_abort_or_quit(tmp_path: Path, registry: str) -> None:
+    ctx = _project(tmp_path, f"FROM {BASE}\nRUN echo one > /one\n")
+    root = tmp_path / "root"
+    child = _spawn("--root", str(root), "--break", "2", str(ctx), cwd=tmp_path)
+    child.expect(r"Breakpoint before: \[2/2\]")
+    child.expect(PROMPT)
+    child.sendline("exec sh")
+    child.sendline("echo inside-$((6*7)); sleep 1000")
+    child.expect("inside-42")
+    assert _runc_containers(root), "the shell's container should be running"
+    child.kill(signal.SIGHUP)  # the terminal goes away while the shell runs
+    child.expect(pexpect.EOF, timeout=30)
+    child.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "sleep 1000" in subprocess.run(
+            ["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+        time.sleep(0.2)
+    assert "sleep 1000" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert _runc_containers(root) == []
+    # the root is intact: a normal build afterwards works and the aborted step runs then
+    built = wb(str(ctx), root=root)
+    assert "RUN echo one" in built.stderr

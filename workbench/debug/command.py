@@ -1,0 +1,65 @@
+"""`workbench debug [CONTEXT] -f …`: the build request from the command line, then the REPL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    d = sub.add_parser("debug", help="build with breakpoints and shells inside steps (a line REPL)")
+    d.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
+    d.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    d.add_argument("--target", help="the stage to build")
+    d.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]")
+    d.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]")
+    d.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT")
+    d.add_argument("--no-cache", action="store_true")
+    d.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    d.add_argument("-o", "--output", action="append", default=[], metavar="SPEC")
+    d.add_argument("--break", dest="breaks", action="append", default=[], metavar="LINE|STAGE",
+                   help="a breakpoint (repeatable); with any, the build starts at once")
+    d.add_argument("--no-break-on-error", action="store_true", help="do not stop after a failed step")
+
+
+def main_debug(args: argparse.Namespace) -> int:
+    from workbench.build import BuildRequest, OutputSpecError, default_root, parse_output
+    from workbench.debug.controller import Breakpoint, Debugger
+    from workbench.debug.repl import DebugRepl, run_repl
+    from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
+
+    try:
+        build_args = dict(_kv(a) for a in args.build_arg)
+        secrets = [parse_secret(v) for v in args.secret]
+        session = Session(secrets={s.id: s for s in secrets}, ssh=dict(parse_ssh(v) for v in args.ssh),
+                          entitlements=frozenset(parse_allow(v) for v in args.allow))
+        outputs = [parse_output(o) for o in args.output]
+    except (ValueError, SessionError, OutputSpecError) as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2
+    context = Path(args.context)
+    dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
+    root = Path(args.root) if args.root else default_root()
+
+    def make_request(debugger: Debugger) -> BuildRequest:
+        import threading
+
+        return BuildRequest(context=context, dockerfile=dockerfile, build_args=build_args, target=args.target,
+                            outputs=outputs, no_cache=args.no_cache, root=root, session=session,
+                            cancel=threading.Event(), debugger=debugger)
+
+    breaks = [Breakpoint(line=int(b)) if b.isdigit() else Breakpoint(stage=b) for b in args.breaks]
+    repl = DebugRepl(make_request, sys.stdout, breaks, break_on_error=not args.no_break_on_error)
+    if not breaks:
+        print(f"debugging {dockerfile}: set breakpoints (`break LINE`), then `continue`; `help` lists commands")
+    return run_repl(repl, root / "debug-history", start=bool(breaks))
+
+
+def _kv(item: str) -> tuple[str, str]:
+    key, eq, value = item.partition("=")
+    if not key or not eq:
+        raise ValueError(f"--build-arg {item!r}: expected KEY=VALUE")
+    return key, value
