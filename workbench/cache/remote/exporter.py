@@ -8,7 +8,7 @@ writes it (gzip, or zstd with `compression=zstd`). Blobs the backend already has
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbench.cache.remote import Backend, RemoteCacheError
 from workbench.cache.remote.format import CacheConfig, Layer, Record
@@ -89,6 +89,21 @@ def build_config(spec: CacheSpec, solver: Solver, target: Vertex, final_chain: l
             idx.append(config.add_layer(layers[snapshot]))
         config.records.append(Record(key, v.name, tuple(idx)))
     return config
+
+
+def inline_cache(spec: CacheSpec, solver: Solver, target: Vertex, final_chain: list[str],
+                 image: dict[str, Any]) -> dict[str, Any]:
+    """`image` (an image config) with the cache of the steps that made it embedded (`--cache-to type=inline`).
+
+    Only the final image's steps can be inline (their layers are the image's own), so the mode is always min.
+    """
+    from dataclasses import replace
+
+    from workbench.cache.remote.registry import INLINE_KEY, inline_cache_value
+
+    config = build_config(replace(spec, attrs={**spec.attrs, "mode": "min", "compression": "gzip"}), solver,
+                          target, final_chain)
+    return {**image, INLINE_KEY: inline_cache_value(config.dumps())}
 
 
 def _zstd_layer(solver: Solver, snapshot: str, created: str) -> Layer:

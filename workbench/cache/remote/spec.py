@@ -60,10 +60,22 @@ def _gha(spec: CacheSpec) -> Backend:
     return GhaBackend.from_attrs(spec.attrs)
 
 
-# Backend constructors by `type=`; `inline` and `registry` are added here.
+def _registry(spec: CacheSpec) -> Backend:
+    from workbench.cache.remote.registry import RegistryBackend
+
+    return RegistryBackend(spec.attrs.get("ref", ""))
+
+
+def _inline(spec: CacheSpec) -> Backend:
+    raise RemoteCacheError("type=inline is written into the exported image's config, not to a backend")
+
+
+# Backend constructors by `type=`.
 BACKENDS: dict[str, Callable[[CacheSpec], Backend]] = {
     "local": _local,
     "gha": _gha,
+    "registry": _registry,
+    "inline": _inline,
 }
 
 
@@ -88,6 +100,11 @@ def parse_cache_spec(text: str, export: bool, env: Mapping[str, str] | None = No
         raise CacheSpecError(f"{flag} {text!r}: unsupported cache type {kind!r} (supported: {known})")
     if "ignore-error" in attrs and _parse_bool(attrs["ignore-error"]) is None:
         raise CacheSpecError(f"{flag} {text!r}: ignore-error={attrs['ignore-error']!r} is not a boolean")
+    if kind == "inline" and not export:
+        raise CacheSpecError(f"{flag} {text!r}: type=inline is for --cache-to; import it with "
+                             "--cache-from type=registry,ref=IMAGE")
+    if kind == "registry" and not attrs.get("ref"):
+        raise CacheSpecError(f"{flag} {text!r}: ref= is required for type=registry")
     if kind == "local":
         need = "dest" if export else "src"
         if not attrs.get(need):
