@@ -3,13 +3,22 @@
 # Idempotent: quick when everything is already there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-pkgs=(runc busybox-static docker-registry skopeo curl zstd)
+# golang-github-container-orchestrated-devices-container-device-interface-dev: the CDI project's schema and
+# test spec files (data only), read by tests/test_cdi.py
+# openssl: the token-auth registry test makes its signing certificate with it
+pkgs=(runc busybox-static docker-registry skopeo curl zstd openssl tmux
+      golang-github-container-orchestrated-devices-container-device-interface-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# GitHub's cache client and Azure's blob emulator, to check `workbench gha-server` against (tests/node)
+if command -v npm >/dev/null 2>&1 && { [ ! -d "$here/tests/node/node_modules/@actions/cache" ] \
+    || [ "$here/tests/node/package-lock.json" -nt "$here/tests/node/node_modules/.package-lock.json" ]; }; then
+  (cd "$here/tests/node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 if [ ! -x "$here/.venv/bin/workbench" ] || [ "$here/pyproject.toml" -nt "$here/.venv/.installed" ]; then
   python3 -m venv "$here/.venv"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ class OutputSpecError(ValueError):
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """One `--output`: type (oci, local) and its attributes (dest, name, ...)."""
+    """One `--output`: type (image, oci, docker, tar, local) and its attributes (dest, name, push, ...)."""
 
     type: str
     attrs: dict[str, str] = field(default_factory=dict)
@@ -48,19 +49,35 @@ class OutputSpec:
 
 
 def parse_output(text: str) -> OutputSpec:
-    """Parse `type=oci,dest=out.tar`; a bare path means `type=local,dest=PATH` as in buildx."""
+    """Parse `type=oci,dest=out.tar` (CSV: `"name=a,b"` quotes a comma); a bare path means
+    `type=local,dest=PATH` as in buildx."""
+    import csv
+
     if "=" not in text.split(",")[0]:
         return OutputSpec("local", {"dest": text})
     attrs: dict[str, str] = {}
-    for part in text.split(","):
+    for part in next(csv.reader([text])):
         k, eq, v = part.partition("=")
         if not eq:
             raise OutputSpecError(f"--output {text!r}: {part!r} is not key=value")
         attrs[k.strip()] = v.strip()
     kind = attrs.pop("type", "")
-    if kind not in ("oci", "local"):
-        raise OutputSpecError(f"--output {text!r}: unsupported type {kind!r} (supported: oci, local)")
-    if not attrs.get("dest"):
+    if kind == "registry":  # buildx: type=registry is type=image,push=true
+        kind, attrs["push"] = "image", "true"
+    if kind not in ("image", "oci", "docker", "tar", "local"):
+        raise OutputSpecError(f"--output {text!r}: unsupported type {kind!r} "
+                              "(supported: image, registry, oci, docker, tar, local)")
+    if kind == "image":
+        if not attrs.get("name"):
+            raise OutputSpecError(f"--output {text!r}: name= is required for type={kind}")
+        from workbench.image.reference import InvalidReference, parse_reference
+
+        for name in attrs["name"].split(","):
+            try:
+                parse_reference(name.strip())
+            except InvalidReference as e:
+                raise OutputSpecError(f"--output {text!r}: name {name.strip()!r}: {e}") from None
+    elif not attrs.get("dest"):
         raise OutputSpecError(f"--output {text!r}: dest= is required for type={kind}")
     return OutputSpec(kind, attrs)
 
@@ -75,6 +92,18 @@ class BuildRequest:
     no_cache: bool = False
     root: Path = field(default_factory=default_root)
     session: Session = field(default_factory=Session)
+    cache_from: list[Any] = field(default_factory=list)
+    """`--cache-from` specs (workbench.cache.remote.spec.CacheSpec): imported before the solve."""
+    cache_to: list[Any] = field(default_factory=list)
+    """`--cache-to` specs: exported after a successful build."""
+    cancel: threading.Event | None = None
+    """Set it to cancel the build: running steps are killed and nothing half-done is cached."""
+    debugger: Any = None
+    """A workbench.debug.controller.Debugger: breakpoints and pauses (`workbench debug`, the TUI)."""
+    cdi_spec_dirs: list[str] = field(default_factory=list)
+    """`--cdi-spec-dir` values: they replace the config file's CDI spec dirs."""
+    config: Path | None = None
+    """The config file (`--config`, else $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present)."""
 
 
 @dataclass
@@ -83,6 +112,8 @@ class BuildResult:
     image: dict[str, Any]
     duration: float
     steps_run: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What `--metadata-file` holds (containerimage.digest, image.name, ...), as buildctl writes it."""
 
 
 class BuildFailure(Exception):
@@ -105,16 +136,26 @@ def _internal(bus: EventBus, name: str) -> tuple[str, float]:
 
 
 def run_build(req: BuildRequest, bus: EventBus) -> BuildResult:
-    """Build `req`, reporting on `bus`; raises BuildFailure."""
+    """Build `req`, reporting on `bus` (secret values redacted) and recording the session; raises BuildFailure."""
+    from workbench.progress.recorder import Recording
+
+    recording = Recording.start(req, bus)  # ROOT/history/<id>/, read by `workbench history` and `replay`
+    bus = recording.bus
     started = time.time()
     try:
-        result = _build(req, bus)
+        result = _build(req, bus, recording)
     except BuildFailure as e:
         bus.emit(BuildFinished(error=e.message, duration=time.time() - started))
+        recording.finish("error", time.time() - started, error=e.message, location=e.location, step=e.step)
+        raise
+    except BaseException as e:
+        recording.finish("canceled" if isinstance(e, KeyboardInterrupt) else "error", time.time() - started,
+                         error=str(e) or type(e).__name__, exception=type(e).__name__)
         raise
     bus.emit(BuildFinished(duration=time.time() - started))
     if result.steps_run:  # a fully cached build added nothing: no need to measure the store
         _collect_garbage(req.root, bus)
+    recording.finish("completed", time.time() - started, result=result)
     return result
 
 
@@ -128,7 +169,7 @@ def _collect_garbage(root: Path, bus: EventBus) -> None:
         bus.emit(BuildWarning(f"cache garbage collection failed: {e}"))
 
 
-def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
+def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResult:
     from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
     from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
     from workbench.solver.solver import LocalContext, SolveError, Solver
@@ -156,6 +197,9 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
     solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                     no_cache=req.no_cache, session=req.session)
     solver.lineage_scope = str(req.dockerfile.resolve())
+    if req.cancel is not None:
+        solver.cancel = req.cancel
+    solver.debugger = req.debugger
     try:
         resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
 
@@ -172,7 +216,16 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         except DockerfileError as e:
             loc = SourceLocation(filename, e.start_line, e.end_line or e.start_line) if e.start_line else None
             raise BuildFailure(e.message, loc, dockerfile_text=text) from None
+        if recording is not None:
+            recording.record_llb(conv.vertex, text)
         _check_entitlements(conv.vertex, req.session, text)
+        solver.devices = _check_devices(conv.vertex, req, bus, text)
+        if req.cancel is not None and req.cancel.is_set():
+            raise BuildFailure("canceled", dockerfile_text=text)
+        if req.cache_from and not req.no_cache:
+            from workbench.cache.remote.importer import ImportedCache
+
+            solver.remote_cache = ImportedCache.load(req.cache_from, bus)
         try:
             result = solver.solve(conv.vertex)
         except SolveError as e:
@@ -181,9 +234,25 @@ def _build(req: BuildRequest, bus: EventBus) -> BuildResult:
         finally:
             save_last_build(req.root, req.dockerfile, solver.steps)
         manifest = None
+        metadata: dict[str, Any] = {}
+        image = conv.image
+        inline = [c for c in req.cache_to if c.type == "inline"]
+        if inline:  # the cache of the image's own steps travels in its config (`--cache-to type=inline`)
+            from workbench.cache.remote.exporter import inline_cache
+
+            image = inline_cache(inline[0], solver, conv.vertex, result.chain, image)
         for out in req.outputs:
-            manifest = _export(out, result.chain, conv.image, solver, bus, manifest)
-        return BuildResult(manifest, conv.image, 0.0, sum(1 for st in solver.steps if not st.get("cached")))
+            manifest = _export(out, result.chain, image, solver, bus, manifest, metadata)
+        if req.cache_to and len(inline) < len(req.cache_to):
+            from workbench.cache.remote.exporter import CacheExportError, export_caches
+
+            try:
+                export_caches([c for c in req.cache_to if c.type != "inline"], solver, conv.vertex, result.chain,
+                              bus)
+            except CacheExportError as e:
+                raise BuildFailure(str(e)) from None
+        return BuildResult(manifest, conv.image, 0.0, sum(1 for st in solver.steps if not st.get("cached")),
+                           metadata)
     finally:
         solver.close()
 
@@ -207,6 +276,40 @@ def _run_checks(text: str, filename: str, req: BuildRequest, ignore: Any, resolv
         first = report.warnings[0]
         raise BuildFailure(report.error_message(), SourceLocation(filename, first.start_line, first.end_line),
                            dockerfile_text=text)
+
+
+def _check_devices(target: Any, req: BuildRequest, bus: EventBus, text: str) -> Any:
+    """Decide the `RUN --device` requests before anything runs (workbench.cdi); None when there are none."""
+    from workbench.llb.ops import ExecOp
+
+    if not any(isinstance(v.op, ExecOp) and v.op.devices for v in target.walk()):
+        return None
+    from workbench.cdi import (
+        BuildDevices,
+        ConfigError,
+        DeviceError,
+        EntitlementError,
+        config_path,
+        load_cdi_config,
+        merge_device_entitlements,
+    )
+
+    try:
+        config = load_cdi_config(req.config or config_path(), req.cdi_spec_dirs)
+        grants = merge_device_entitlements(req.session.entitlements)
+    except (ConfigError, EntitlementError) as e:
+        raise BuildFailure(str(e), dockerfile_text=text) from None
+    if grants is not None and config.disabled:
+        raise BuildFailure("granting entitlement device is not allowed by build daemon configuration",
+                           dockerfile_text=text)
+    devices = BuildDevices(config, grants, bus)
+    try:
+        devices.check(target)
+    except DeviceError as e:
+        failed = e.vertex  # BuildKit refuses while loading the LLB, before anything runs
+        raise BuildFailure(f"failed to load LLB: {e}", failed.source if failed else None,
+                           failed.name if failed else "", text) from None
+    return devices
 
 
 def _check_entitlements(target: Any, session: Session, text: str) -> None:
@@ -233,6 +336,11 @@ def _resolve_image(ref: str, solver: Any, bus: EventBus,
         parsed = parse_reference(ref)
     except InvalidReference as e:
         raise RuntimeError(str(e)) from None
+    from workbench.exporter.outputs import local_image
+
+    found = local_image(parsed, solver.content, platform)  # built, loaded or imported images come first
+    if found is not None:
+        return str(parsed), found[0], found[1]
     vid, t0 = _internal(bus, f"[internal] load metadata for {parsed}")
     try:
         image = pull(parsed, solver.content, platform)
@@ -244,24 +352,11 @@ def _resolve_image(ref: str, solver: Any, bus: EventBus,
 
 
 def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: Any, bus: EventBus,
-            manifest: str | None) -> str | None:
-    from workbench.exporter.image import build_image
-    from workbench.exporter.local import export_local
-    from workbench.image.oci_layout import write_oci_archive
+            manifest: str | None, metadata: dict[str, Any] | None = None) -> str | None:
+    """Write one `--output`; returns the image's manifest digest (made once, shared by later outputs)."""
+    from workbench.exporter.outputs import ExportError, export_output
 
-    name = f"exporting to {out.type} {'image format' if out.type == 'oci' else 'directory'}"
-    vid, t0 = _internal(bus, name)
     try:
-        if out.type == "oci":
-            if manifest is None:
-                manifest = build_image(chain, image, solver.store, solver.snapshots, solver.content)
-            dest = Path(out.dest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            write_oci_archive(dest, solver.content, manifest, out.attrs.get("name"))
-        else:
-            export_local(chain, solver.snapshots, Path(out.dest))
-    except OSError as e:
-        bus.emit(VertexFailed(vid, name, error=str(e)))
-        raise BuildFailure(f"export failed: {e}") from None
-    bus.emit(VertexCompleted(vid, name, duration=time.time() - t0))
-    return manifest
+        return export_output(out, chain, image, solver, bus, manifest, metadata)
+    except ExportError as e:
+        raise BuildFailure(str(e)) from None

@@ -16,8 +16,15 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", help="the stage to build")
     b.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE", help="set a build argument")
     b.add_argument("-o", "--output", action="append", default=[], metavar="SPEC",
-                   help="type=oci,dest=FILE.tar | type=local,dest=DIR | DIR")
+                   help="type=image,name=REF[,push=true] | type=oci|docker|tar,dest=FILE.tar | "
+                        "type=local,dest=DIR | DIR")
+    b.add_argument("-t", "--tag", action="append", default=[], metavar="REF",
+                   help="name the image in the local image store (= --output type=image,name=REF)")
+    b.add_argument("--push", action="store_true", help="push the image (= --output type=image,push=true)")
+    b.add_argument("--metadata-file", help="write the build result metadata (image digest, ...) to this file")
     b.add_argument("--no-cache", action="store_true", help="do not use the cache")
+    b.add_argument("--watch", action="store_true",
+                   help="rebuild when the Dockerfile or a context file (.dockerignore honoured) changes")
     b.add_argument("--progress", default="auto", choices=["auto", "plain", "tty", "rawjson"])
     b.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
     b.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]",
@@ -26,10 +33,26 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="forward an ssh agent to RUN --mount=type=ssh")
     b.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
                    help="grant security.insecure, network.host or device[=NAME]")
-    b.add_argument("--cdi-spec-dir", action="append", default=[], help="CDI spec dir (not supported yet)")
-    b.add_argument("--cache-to", action="append", default=[], help="(not supported yet)")
-    b.add_argument("--cache-from", action="append", default=[], help="(not supported yet)")
+    b.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
+                   help="a CDI spec dir (repeatable; replaces the config's specDirs)")
+    b.add_argument("--config", metavar="FILE",
+                   help="config file (default: $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml)")
+    b.add_argument("--cache-to", action="append", default=[], metavar="SPEC",
+                   help="export build cache: type=gha[,url_v2=URL,token=T,scope=S,mode=max,ignore-error=true] | "
+                        "type=local,dest=DIR")
+    b.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
+                   help="import build cache: type=gha[,url_v2=URL,token=T,scope=S] | type=local,src=DIR")
+    dv = sub.add_parser("devices", help="list the CDI devices builds can request (like buildctl debug workers -v)")
+    dv.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
+                    help="a CDI spec dir (repeatable; replaces the config's specDirs)")
+    dv.add_argument("--config", metavar="FILE",
+                    help="config file (default: $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml)")
+    dv.add_argument("--format", choices=["text", "json"], default="text")
 
+    from workbench.tui.launch import add_arguments as add_tui_arguments
+
+    add_tui_arguments(sub.add_parser("tui", help="the interactive workbench: live build graph, logs, cache, editor "
+                                                 "(also plain `workbench` in a folder with a Dockerfile)"))
     du = sub.add_parser("du", help="disk usage of the build cache (like docker buildx du)")
     du.add_argument("--verbose", action="store_true", help="one block per record")
     du.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
@@ -40,6 +63,18 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="only records unused for longer than DURATION (e.g. 24h)")
     pr.add_argument("--verbose", action="store_true")
     pr.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+
+    g = sub.add_parser("gha-server", help="a local emulator of the GitHub Actions cache service (v1 and v2)")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    g.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    g.add_argument("--data", help="where blobs are kept (default: a temporary directory)")
+    g.add_argument("--scope", default="refs/heads/main", help="the token's writable cache scope")
+    g.add_argument("--read-scope", action="append", default=[], help="another scope the token may read")
+    g.add_argument("--token-ttl", type=float, default=6 * 3600, help="token lifetime in seconds")
+    g.add_argument("--azurite", default="", metavar="URL",
+                   help="keep blobs in azurite's blob service at URL (e.g. http://127.0.0.1:10000) instead of here")
+    g.add_argument("--fault", action="append", default=[],
+                   metavar="throttle=N|fail-writes|truncate-downloads|expire-urls", help="inject faults (for tests)")
 
     c = sub.add_parser("check", help="run the Dockerfile build checks only (like docker build --check)")
     c.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
@@ -62,6 +97,15 @@ def _build_parser() -> argparse.ArgumentParser:
     why.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
     why.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
     why.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    from workbench.history.cli import add_parsers as add_history_parsers
+
+    add_history_parsers(sub)  # history ls|show|logs|rm|export|import|trace|diff, replay
+    from workbench.image.cli import add_parsers as add_image_parsers
+
+    add_image_parsers(sub)  # image ls|rm|tag|load|save|import|pull|push
+    from workbench.debug.command import add_parser as add_debug_parser
+
+    add_debug_parser(sub)
     srv = sub.add_parser("server", help="the resident build server that keeps the engine imported")
     srv.add_argument("action", choices=["stop", "status"])
     return parser
@@ -109,9 +153,6 @@ def _build(args: argparse.Namespace) -> int:
     from workbench.progress.printers import make_printer
     from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
 
-    for flag in ("cdi_spec_dir", "cache_to", "cache_from"):
-        if getattr(args, flag):
-            return _usage_error(f"--{flag.replace('_', '-')} is not supported yet")
     try:
         build_args = _build_args(args.build_arg)
         secrets = [parse_secret(v) for v in args.secret]
@@ -121,23 +162,65 @@ def _build(args: argparse.Namespace) -> int:
         return _usage_error(str(e))
     try:
         outputs = [parse_output(o) for o in args.output]
+        if args.tag or args.push:
+            from workbench.exporter.outputs import tag_output
+
+            outputs = tag_output(outputs, args.tag, args.push)
     except OutputSpecError as e:
         return _usage_error(str(e))
+    if args.cache_to or args.cache_from:
+        from workbench.cache.remote.spec import CacheSpecError, parse_cache_spec
+
+        try:
+            cache_to = [parse_cache_spec(c, export=True) for c in args.cache_to]
+            cache_from = [parse_cache_spec(c, export=False) for c in args.cache_from]
+        except CacheSpecError as e:
+            return _usage_error(str(e))
+    else:
+        cache_to, cache_from = [], []
     context = Path(args.context)
     dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
     request = BuildRequest(context=context, dockerfile=dockerfile, build_args=build_args, target=args.target,
                            outputs=outputs, no_cache=args.no_cache,
-                           root=Path(args.root) if args.root else default_root(), session=session)
+                           root=Path(args.root) if args.root else default_root(), session=session,
+                           cache_to=cache_to, cache_from=cache_from, cdi_spec_dirs=args.cdi_spec_dir,
+                           config=Path(args.config) if args.config else None)
+    if args.watch:
+        from dataclasses import replace
+
+        from workbench.watch import run_watch
+
+        return run_watch(lambda cancel: replace(request, cancel=cancel), context, dockerfile)
     bus = EventBus()
     bus.subscribe(make_printer(args.progress))
     try:
-        run_build(request, bus)
+        result = run_build(request, bus)
+        if args.metadata_file:
+            from workbench.exporter.outputs import write_metadata_file
+
+            write_metadata_file(Path(args.metadata_file), result)
     except BuildFailure as e:
         print(format_failure(e.message, e.location, "", e.dockerfile_text), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ERROR: build canceled", file=sys.stderr)
         return 130
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    """`workbench devices`: the CDI devices of the spec dirs; broken spec files are reported on stderr."""
+    from workbench.cdi import ConfigError, config_path, load_cdi_config
+    from workbench.cdi.listing import format_devices
+
+    try:
+        config = load_cdi_config(Path(args.config) if args.config else config_path(), args.cdi_spec_dir)
+    except ConfigError as e:
+        return _usage_error(str(e))
+    text, errors = format_devices(config, args.format == "json")
+    for line in errors:
+        print(f"WARNING: {line}", file=sys.stderr)
+    sys.stdout.write(text)
     return 0
 
 
@@ -231,7 +314,9 @@ def _disk(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, via_server: bool = False) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not via_server and argv[:1] == ["build"]:
+    if not argv and Path("Dockerfile").is_file():
+        argv = ["tui"]  # plain `workbench` in a folder with a Dockerfile opens the workbench
+    if not via_server and argv[:1] == ["build"] and "--watch" not in argv:
         from workbench import client
 
         if client.enabled():
@@ -241,14 +326,40 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "server":
         return _server(args)
+    if args.command == "debug":
+        from workbench.debug.command import main_debug
+
+        return main_debug(args)
     if args.command == "build":
         return _build(args)
+    if args.command == "devices":
+        return _devices(args)
+    if args.command == "tui":
+        from workbench.tui.launch import run as run_tui
+
+        try:
+            return run_tui(args, _build_args(args.build_arg))
+        except ValueError as e:
+            return _usage_error(str(e))
     if args.command == "inspect":
         return _inspect(args)
     if args.command == "check":
         return _check(args)
+    if args.command in ("history", "replay"):
+        from workbench.history.cli import run as run_history
+
+        return run_history(args)
     if args.command in ("du", "prune"):
         return _disk(args)
+    if args.command == "image":
+        from workbench.image.cli import run as run_image
+
+        return run_image(args)
+    if args.command == "gha-server":
+        from workbench.gha.server import main as gha_main
+
+        return gha_main(args.host, args.port, Path(args.data) if args.data else None, args.scope,
+                        args.read_scope, args.fault, args.token_ttl, args.azurite)
     return 2
 
 

@@ -535,11 +535,16 @@ def _scan(root: Path, store: CacheStore, exclusive: bool) -> Usage:
             blob_owner.setdefault(blob.digest, snap)
     blob_owner.update(_attach_metadata(blob_dir, names, blob_owner))
     unit = {s: sizes.get(s, 0) for s in refs}
+    from workbench.image.store import referenced_blobs
+
+    named = referenced_blobs(root)  # blobs of images in the local image store are never garbage
     for name in names:
         digest = "sha256:" + name
         try:
             n = os.lstat(blob_dir / name).st_blocks * 512
         except OSError:
+            continue
+        if digest in named and digest not in blob_owner:
             continue
         if digest in blob_owner:
             unit[blob_owner[digest]] += n
@@ -688,7 +693,9 @@ def _delete(root: Path, store: CacheStore, usage: Usage, chosen: list[tuple[Reco
         for r in doomed:
             if r.path is not None:
                 _remove(r.path, trash)
-        kept_blobs = {d for d, s in usage.blob_owner.items() if s in still}
+        from workbench.image.store import referenced_blobs
+
+        kept_blobs = {d for d, s in usage.blob_owner.items() if s in still} | referenced_blobs(root)
         blob_dir = _blob_dir(root)
         for name in os.listdir(blob_dir) if blob_dir.is_dir() else []:
             if "sha256:" + name not in kept_blobs:

@@ -6,6 +6,7 @@ import functools
 import posixpath
 import resource
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,8 @@ class ExecSpec:
     mounts: list[Mount] = field(default_factory=list)
     readonly_rootfs: bool = False
     security: str = "sandbox"  # "insecure": all capabilities, no masked/read-only paths, all devices, rw /sys
+    spec_edits: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    """Edits of the finished config, in order (CDI container edits); a ValueError fails the step."""
 
 
 def with_default_path(env: list[str]) -> list[str]:
@@ -193,6 +196,8 @@ def generate_spec(spec: ExecSpec, rootfs: Path, resolv_conf: Path, hosts: Path, 
             **linux_extra,
         },
     }
+    for edit in spec.spec_edits:
+        edit(spec_doc)
     return spec_doc
 
 

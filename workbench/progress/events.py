@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -38,6 +38,8 @@ class VertexStarted(VertexEvent):
     inputs: tuple[str, ...] = ()
     source: SourceLocation | None = None
     miss_reason: str = ""
+    key_parts: Mapping[str, object] | None = None
+    """What the cache key was made of (op digest, input keys, context files read with their digests)."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,17 @@ class VertexCached(VertexEvent):
     inputs: tuple[str, ...] = ()
     source: SourceLocation | None = None
     cache_key: str = ""
+    snapshot: str = ""
+    """The top snapshot of the cached result (empty for a result without files)."""
+    key_parts: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
 class VertexCompleted(VertexEvent):
     duration: float = 0.0
+    cache_key: str = ""
+    snapshot: str = ""
+    """The top snapshot the step produced (empty for internal steps and results without files)."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,39 @@ class DeviceGrant(Event):
     """The fully qualified CDI devices it resolved to (empty when none)."""
     granted: bool = False
     how: str = ""
-    """`auto-allow (annotation)`, `auto-allow (config)`, `--allow device`, `--allow device=NAME`, ... or the denial reason."""
+    """How it was granted: `auto-allow (annotation)`, `auto-allow (config)`, `--allow device`,
+    `--allow device=NAME`, `--allow device=NAME,alias=ALIAS`; or why it was denied."""
     required: bool = False
+
+
+@dataclass(frozen=True)
+class DebugPaused(Event):
+    """The debugger stopped the build at a step: before it runs (a breakpoint, `next`) or after it failed."""
+
+    vertex: str
+    name: str
+    reason: str
+    """`breakpoint`, `step` (after `next`) or `error`."""
+    source: SourceLocation | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class DebugResumed(Event):
+    """The user let the build go on from a pause: `next`, `continue` or `abort`."""
+
+    vertex: str
+    how: str
+
+
+@dataclass(frozen=True)
+class DebugShell(Event):
+    """A process the user ran inside a paused step's container (`exec`): started, then ended with a code."""
+
+    vertex: str
+    command: tuple[str, ...]
+    exit_code: int | None = None
+    """None when it starts."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import TextIO
 from workbench.progress.events import (
     BuildFinished,
     BuildWarning,
+    DeviceGrant,
     Event,
     SourceLocation,
     VertexCached,
@@ -84,6 +85,16 @@ def _log_stamp(seconds: float) -> str:
     """A log line's offset from its step's start: 3 decimals under 10s, 2 under 100s, else 1 (display.go)."""
     seconds = max(seconds, 0.0)
     return f"{seconds:.{3 if seconds < 10 else 2 if seconds < 100 else 1}f}"
+
+
+def device_lines(ev: DeviceGrant) -> list[str]:
+    """`device vendor.com/gpu=0 granted: auto-allow (annotation)`, one line per device of a grant/denial."""
+    verdict = "granted" if ev.granted else "denied"
+    out = []
+    for name in ev.devices or (ev.request,):
+        asked = f" (requested as {ev.request})" if name != ev.request else ""
+        out.append(f"device {name}{asked} {verdict}: {ev.how}")
+    return out
 
 
 def _is_canceled(error: str) -> bool:
@@ -317,6 +328,8 @@ class PlainPrinter:
         self.not_first = False
         self.last_status: dict[str, tuple[int, float]] = {}
         self.lock = threading.Lock()
+        self.pending_devices: dict[str, list[tuple[str, bool]]] = {}
+        """(line, granted) of device grants of steps not shown yet (they are decided before the solve)."""
 
     def _switch(self, v: _Vertex, w: list[str]) -> None:
         if self.current == v.digest:
@@ -354,6 +367,9 @@ class PlainPrinter:
 
     def __call__(self, ev: Event) -> None:
         with self.lock:
+            if isinstance(ev, DeviceGrant):
+                self._device(ev)
+                return
             v, lines = self.trace.apply(ev)
             w: list[str] = []
             if v is not None:
@@ -362,6 +378,7 @@ class PlainPrinter:
                     body.insert(0, f"#{v.index} CACHE MISS: {ev.miss_reason}\n")
                 elif isinstance(ev, VertexStatus):
                     body += self._status(v, ev)
+                body += [f"#{v.index} {line}\n" for line, _ in self.pending_devices.pop(v.digest, [])]
                 ends = isinstance(ev, VertexCached | VertexCompleted | VertexFailed)
                 if body or ends or isinstance(ev, VertexStarted):
                     self._switch(v, w)
@@ -373,11 +390,26 @@ class PlainPrinter:
                     self._switch(c, w)
                     w += [f"#{c.index} {line}\n" for line in rest]
                     self._end(c, w)
+                for pending in self.pending_devices.values():  # denials that stopped the build before its steps
+                    w += [line + "\n" for line, granted in pending if not granted]
+                self.pending_devices.clear()
                 w.append(self.trace.error_logs())
                 w.append(self.trace.warning_summary())
             if any(w):
                 self.out.write("".join(w))
                 self.out.flush()
+
+    def _device(self, ev: DeviceGrant) -> None:
+        """A grant/denial under its step, or held until the step shows up."""
+        v = self.trace.by_digest.get(ev.vertex)
+        if v is None:
+            self.pending_devices.setdefault(ev.vertex, []).extend((ln, ev.granted) for ln in device_lines(ev))
+            return
+        w: list[str] = []
+        self._switch(v, w)
+        w += [f"#{v.index} {line}\n" for line in device_lines(ev)]
+        self.out.write("".join(w))
+        self.out.flush()
 
 
 # -- tty -----------------------------------------------------------------------------------------------------------
@@ -636,7 +668,8 @@ class RawJsonPrinter:
 
     Vertexes are re-sent whole on each change (started, then completed/cached/error); logs carry base64 data;
     statuses carry byte counts. Workbench's extras sit under a `workbench` key: in a vertex `miss_reason`,
-    `cache_key`, `source` and `duration`; in a warning `rule`; at the top level `finished` for BuildFinished.
+    `cache_key`, `source` and `duration`; in a warning `rule`; at the top level `finished` for BuildFinished
+    and `device` for each CDI device grant or denial (DeviceGrant).
     """
 
     def __init__(self, out: TextIO | None = None) -> None:
@@ -705,6 +738,10 @@ class RawJsonPrinter:
                 ("range", [{"start": {"line": src.start_line}, "end": {"line": src.end_line}}] if src else None),
                 ("workbench", _omit_empty([("rule", ev.rule)])),
             ])]}
+        if isinstance(ev, DeviceGrant):
+            return {"workbench": {"device": {
+                "vertex": ev.vertex, "request": ev.request, "devices": list(ev.devices), "granted": ev.granted,
+                "how": ev.how, "required": ev.required, "timestamp": rfc3339(ev.ts)}}}
         if isinstance(ev, BuildFinished):
             doc: dict[str, object] = {}
             canceled = [(d, cv) for d, cv in self.vertexes.items() if cv.started is not None and cv.completed is None]

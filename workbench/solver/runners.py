@@ -80,25 +80,32 @@ def run_exec(solver: Solver, v: Vertex, op: ExecOp, inputs: list[Result]) -> lis
     chain = inputs[0].chain if inputs else []
     with solver.snapshots.prepare() as prepared, ExitStack() as stack:
         extra = mounts.prepare(solver, v, inputs, stack)
-        spec = ExecSpec(args=list(op.args), env=_merge_env(list(op.env), extra.env), cwd=op.cwd or "/",
+        spec = ExecSpec(args=list(op.args), env=merge_env(list(op.env), extra.env), cwd=op.cwd or "/",
                         user=op.user, network=op.network, mounts=extra.mounts, security=op.security)
+        if op.devices and solver.devices is not None and (inject := solver.devices.spec_edit(v)) is not None:
+            spec.spec_edits.append(inject)  # the step's CDI devices (workbench.cdi)
         with solver.snapshots.mount_writable(chain, prepared) as rootfs:
             try:
                 result = run(rootfs, spec, solver.snapshots.tmp, on_output=on_output, cancel=solver.cancel)
             except ExecError as e:
                 raise _error(str(e), v) from None
+            if result.exit_code != 0 and solver.debugger is not None and not solver.cancel.is_set():
+                # break on error: the shell sees the files the failed command left, before they are discarded
+                solver.debugger.after_failure(solver, v, inputs, _failure_message(op, result.exit_code), rootfs, spec)
         stack.close()
         if solver.cancel.is_set() and result.exit_code != 0:
             raise _error("canceled", v)
         if result.exit_code != 0:
-            raise _error(
-                f'process "{describe_process(op)}" did not complete successfully: exit code: {result.exit_code}', v
-            )
+            raise _error(_failure_message(op, result.exit_code), v)
         snapshot = solver.snapshots.commit(prepared)
     return chain + [snapshot]
 
 
-def _merge_env(env: list[str], extra: list[str]) -> list[str]:
+def _failure_message(op: ExecOp, exit_code: int) -> str:
+    return f'process "{describe_process(op)}" did not complete successfully: exit code: {exit_code}'
+
+
+def merge_env(env: list[str], extra: list[str]) -> list[str]:
     """`env` with `extra` entries (secret env vars, SSH_AUTH_SOCK) added, replacing same-named ones."""
     names = {e.split("=", 1)[0] for e in extra}
     return [e for e in env if e.split("=", 1)[0] not in names] + extra

@@ -114,4 +114,11 @@ def parse_allow(value: str) -> str:
     name = value.split("=", 1)[0]
     if name not in KNOWN_ENTITLEMENTS:
         raise SessionError(f"--allow {value}: unknown entitlement (one of {', '.join(KNOWN_ENTITLEMENTS)})")
+    if name == "device":
+        from workbench.cdi.entitlements import EntitlementError, parse_device_entitlement
+
+        try:
+            parse_device_entitlement(value)
+        except EntitlementError as e:
+            raise SessionError(str(e)) from None
     return value

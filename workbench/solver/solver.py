@@ -13,6 +13,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.cache.store import CacheStore
 from workbench.llb.ops import (
@@ -40,6 +41,11 @@ from workbench.solver import dedupe, why
 from workbench.solver.checksum import copy_checksum, load_hash_cache, save_hash_cache
 from workbench.solver.fileops import Excluded, FileActionError
 from workbench.solver.session import Session
+
+if TYPE_CHECKING:
+    from workbench.cache.remote.importer import ImportedCache
+    from workbench.cdi.context import BuildDevices
+    from workbench.debug.controller import Debugger
 
 
 class SolveError(Exception):
@@ -123,6 +129,10 @@ class Solver:
         self.content = ContentStore(root / "content")
         self.cancel = threading.Event()
         self._keys: dict[str, _KeyInfo] = {}
+        self.remote_cache: ImportedCache | None = None  # --cache-from records, consulted on a local miss
+        self.devices: BuildDevices | None = None  # RUN --device grants (workbench.cdi): key parts, injection
+        self.debugger: Debugger | None = None  # breakpoints and pauses (workbench.debug)
+        self.results: dict[str, Result] = {}  # vertex digest -> result, as the solve goes (for the debugger)
 
     def close(self) -> None:
         if self._hashes_loaded:
@@ -165,6 +175,11 @@ class Solver:
             parts += mount_parts
             if mount_parts:
                 components["mounts_key"] = hashlib.sha256("\n".join(mount_parts).encode()).hexdigest()
+        if isinstance(v.op, ExecOp) and v.op.devices and self.devices is not None:
+            device_part = self.devices.key_part(v)  # the devices granted, as BuildKit's rewritten op
+            if device_part:
+                parts.append(device_part)
+                components["devices"] = self.devices.granted(v)
         if isinstance(v.op, FileOp):
             files: dict[str, str] = {}
             for n, action in enumerate(v.op.actions):
@@ -184,6 +199,11 @@ class Solver:
                 components["files"] = files
         key = "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return _KeyInfo(key, components)
+
+    def key_of(self, v: Vertex) -> str:
+        """The cache key computed for `v` in the last solve ("" if it was not part of it)."""
+        info = self._keys.get(v.digest)
+        return info.key if info is not None else ""
 
     def _last_record(self, v: Vertex) -> tuple[str, dict[str, object]] | None:
         by_text, by_position = why.lineages(self.lineage_scope, v)
@@ -211,6 +231,7 @@ class Solver:
                 raise
 
         results: dict[str, Result] = {}
+        self.results = results
         to_run: list[Vertex] = []
         seen: set[str] = set()
 
@@ -222,11 +243,17 @@ class Solver:
             if isinstance(v.op, LocalSource):
                 results[v.digest] = Result([], info.key)
                 return
-            if not (self.no_cache or v.ignore_cache):
+            fresh = self.debugger is not None and self.debugger.wants_fresh_run(v)
+            if not (self.no_cache or v.ignore_cache or fresh):
                 chain = self.store.lookup(info.key)
                 if chain is not None and all(self.snapshots.exists(s) for s in chain):
                     results[v.digest] = Result(chain, info.key)
                     return
+                if self.remote_cache is not None and self.remote_cache.has(info.key):
+                    chain = self.remote_cache.materialize(self, v, info.key)
+                    if chain is not None:
+                        results[v.digest] = Result(chain, info.key)
+                        return
             for i in v.inputs:
                 plan(i)
             to_run.append(v)
@@ -238,10 +265,14 @@ class Solver:
         for v in vertices:
             if v.digest in run_set or isinstance(v.op, LocalSource):
                 continue
-            if v.digest in results or self.store.lookup(self._keys[v.digest].key) is not None:
+            if v.digest in results or self.store.lookup(self._keys[v.digest].key) is not None or (
+                    self.remote_cache is not None and self.remote_cache.has(self._keys[v.digest].key)):
                 self.steps.append({"name": v.name, "digest": v.digest, "cached": True, "order": self._order[v.digest]})
+                info = self._keys[v.digest]
+                chain = results[v.digest].chain if v.digest in results else []
                 self.bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
-                                           source=v.source, cache_key=self._keys[v.digest].key))
+                                           source=v.source, cache_key=info.key, snapshot=chain[-1] if chain else "",
+                                           key_parts=info.components))
         self.store.touch([r.key for r in results.values() if r.key])
         self._run(to_run, by_digest, results)
         return results[target.digest]
@@ -283,7 +314,7 @@ class Solver:
         self.steps.append({"name": v.name, "digest": v.digest, "cached": False, "reason": reason,
                            "order": self._order.get(v.digest, 0)})
         self.bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
-                                    miss_reason=reason, ts=start))
+                                    miss_reason=reason, key_parts=info.components, ts=start))
         ignore = self.no_cache or v.ignore_cache
         # a --no-cache build locks its own name: it never joins a cached build's execution (as BuildKit)
         lock_name = info.key + ("-ignorecache" if ignore else "")
@@ -294,6 +325,8 @@ class Solver:
         try:
             if self.cancel.is_set():
                 raise SolveError("canceled", v)
+            if self.debugger is not None:
+                self._pause_before(v, inputs)
             with dedupe.key_lock(self.root, lock_name, self.cancel, waiting) as waited:
                 chain = None
                 if waited and not ignore:
@@ -318,8 +351,18 @@ class Solver:
             raise SolveError(msg, v) from e
         for lineage in dict.fromkeys(why.lineages(self.lineage_scope, v)):
             self.store.record_lineage(lineage, info.key, info.components)
-        self.bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start))
+        self.bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start, cache_key=info.key,
+                                      snapshot=chain[-1] if chain else ""))
         return Result(chain, info.key)
+
+    def _pause_before(self, v: Vertex, inputs: list[Result]) -> None:
+        from workbench.debug.controller import Aborted
+
+        assert self.debugger is not None
+        try:
+            self.debugger.before_step(self, v, inputs)
+        except Aborted:
+            raise SolveError("build aborted in the debugger", v) from None
 
     def _do(self, v: Vertex, inputs: list[Result]) -> list[str]:
         from workbench.solver import runners

@@ -123,6 +123,8 @@ def explain(old: dict[str, Any] | None, new: dict[str, Any], old_key: str, new_k
     reasons += _file_changes(old.get("files") or {}, new.get("files") or {})
     if old.get("mounts_key") != new.get("mounts_key") and new.get("mounts_key"):
         reasons.append("files of a bind-mounted context path changed")
+    if old.get("devices") != new.get("devices") and (old.get("devices") or new.get("devices")):
+        reasons.append(f"CDI devices changed: {old.get('devices') or []} → {new.get('devices') or []}")
     if not reasons:
         old_inputs = [i.get("key") for i in old.get("inputs") or []]
         for i, item in enumerate(new.get("inputs") or []):

@@ -171,6 +171,8 @@ def parse_device(value: str) -> tuple[str, bool]:
         lk = key.lower()
         if lk == "required":
             required = _parse_bool("required", val) if eq else True
+        elif lk == "name" and eq and not name:  # --device=name=vendor.com/gpu=0,required=true
+            name = val
         elif not name:
             name = field  # a CDI name may itself hold "=": vendor.com/gpu=all
         else:
