@@ -48,8 +48,11 @@ class SnapshotManager:
         return self.path(snapshot).is_dir()
 
     def _lowers(self, chain: list[str]) -> list[Path]:
-        lowers = [self.path(s) for s in reversed(chain)]
-        return lowers or [self._empty]
+        return self.lowers(chain) or [self._empty]
+
+    def lowers(self, chain: list[str]) -> list[Path]:
+        """The snapshot dirs of `chain`, top first (as overlay's lowerdir lists them)."""
+        return [self.path(s) for s in reversed(chain)]
 
     @contextmanager
     def prepare(self) -> Iterator[Path]:

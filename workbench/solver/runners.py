@@ -101,6 +101,25 @@ def run_exec(solver: Solver, v: Vertex, op: ExecOp, inputs: list[Result]) -> lis
     return chain + [snapshot]
 
 
+def _creates_new_top_level_path(solver: Solver, chain: list[str], op: FileOp) -> bool:
+    """Whether `op` is one COPY/ADD to a top-level path (`/app`) that no layer below has (not even as a
+    whiteout), with a numeric or no --chown. Then every path it creates is new, and writing straight into the
+    new snapshot's upper dir gives what writing through the overlay would, several times faster (creating
+    files through overlayfs costs ~3x a plain create: a 20,000-file context is mostly creates)."""
+    import os
+    import posixpath
+
+    if len(op.actions) != 1 or not isinstance(op.actions[0], Copy):
+        return False
+    action = op.actions[0]
+    parts = [p for p in posixpath.normpath("/" + action.dest).split("/") if p]
+    if len(parts) != 1 or parts[0] in (".", ".."):
+        return False
+    if action.owner and not all(x.isdigit() for x in action.owner.split(":")):
+        return False  # a user name is looked up in the image's /etc/passwd: needs the merged view
+    return not any(os.path.lexists(lower / parts[0]) for lower in solver.snapshots.lowers(chain))
+
+
 def _failure_message(op: ExecOp, exit_code: int) -> str:
     return f'process "{describe_process(op)}" did not complete successfully: exit code: {exit_code}'
 
@@ -117,7 +136,10 @@ def run_file(solver: Solver, v: Vertex, op: FileOp, inputs: list[Result]) -> lis
 
     chain = inputs[0].chain if inputs and not isinstance(v.inputs[0].op, LocalSource) else []
     with solver.snapshots.prepare() as prepared, ExitStack() as stack:
-        dest = stack.enter_context(solver.snapshots.mount_writable(chain, prepared))
+        if _creates_new_top_level_path(solver, chain, op):
+            dest = prepared / "fs"  # what it writes is new in every layer: the upper dir itself is the view
+        else:
+            dest = stack.enter_context(solver.snapshots.mount_writable(chain, prepared))
         views: dict[int, tuple[object, bool, fileops.Excluded | None]] = {}
         for action in op.actions:
             try:
