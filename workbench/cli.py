@@ -113,23 +113,22 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _server(args: argparse.Namespace) -> int:
     """`workbench server stop|status` (builds start a server on their own; WORKBENCH_SERVER=0 disables it)."""
-    import socket
-
     from workbench import client
 
     path = client.socket_path()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        sock = client.connect(path)
     except OSError:
         print(f"no build server is running ({path})")
         return 0 if args.action == "stop" else 1
-    with sock:
+    try:
         if args.action == "status":
             print(f"a build server is listening on {path}")
             return 0
         client.send_message(sock, {"stop": True})
         reply, _ = client.recv_message(sock)
+    finally:
+        sock.close()
     print(f"stopped the build server (pid {reply['stopped']})" if reply else "the build server did not answer")
     return 0
 
@@ -312,6 +311,10 @@ def _disk(args: argparse.Namespace) -> int:
     return 0
 
 
+PARSER: argparse.ArgumentParser | None = None
+"""Built once by the build server (its children parse with it); the CLI builds its own."""
+
+
 def main(argv: list[str] | None = None, via_server: bool = False) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv and Path("Dockerfile").is_file():
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
             code = client.run_via_server(argv)
             if code is not None:
                 return code
-    args = _build_parser().parse_args(argv)
+    args = (PARSER or _build_parser()).parse_args(argv)
     if args.command == "server":
         return _server(args)
     if args.command == "debug":

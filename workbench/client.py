@@ -8,20 +8,27 @@ exit status comes back here. Signals sent to the CLI (Ctrl-C, SIGTERM, window re
 the child; if the CLI dies, the child notices the closed socket and dies too.
 
 When no server answers, the CLI builds in-process as before and starts a server in the background for
-the next build. `WORKBENCH_SERVER=0` turns all of this off. Only the standard library's cheapest modules
-are imported here.
+the next build. `WORKBENCH_SERVER=0` turns all of this off.
+
+Only built-in modules are imported here (no `socket`, `signal`, `json`: each pulls in enum or re), so that
+handing a build over costs little more than the interpreter's own start. Messages are length-prefixed
+`marshal` data; the socket is private to the user (0700 folder, 0600 socket).
 """
 
 from __future__ import annotations
 
-import json
+import _signal
+import _socket
+import marshal
 import os
-import signal
-import socket
-import struct
 import sys
 
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
+TYPE_CHECKING = False  # not `from typing import ...`: typing costs more to import than this whole module
+if TYPE_CHECKING:
+    from typing import Any
+
+_FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH)
+_INT = 4  # sizeof(int): how SCM_RIGHTS carries descriptors
 
 
 def socket_path() -> str:
@@ -33,7 +40,7 @@ def socket_path() -> str:
 
 
 def code_stamp() -> str:
-    """Identifies the code a server runs: the interpreter and the newest source file of the package.
+    """Identifies the code a server runs: the interpreter, the package path and its newest source file.
 
     A server whose stamp differs from the CLI's (the code was edited or upgraded) refuses and exits, so a
     build never runs stale code.
@@ -57,20 +64,27 @@ def enabled() -> bool:
     return os.environ.get("WORKBENCH_SERVER", "1") not in ("0", "false", "no", "off")
 
 
-def send_message(sock: socket.socket, payload: dict, fds: list[int] | None = None) -> None:
-    data = json.dumps(payload).encode()
-    frame = struct.pack("!I", len(data)) + data
+def send_message(sock: Any, payload: dict[str, Any], fds: list[int] | None = None) -> None:
+    """One length-prefixed marshal message, with `fds` passed along (SCM_RIGHTS) if given."""
+    data = marshal.dumps(payload)
+    frame = len(data).to_bytes(4, "big") + data
     if fds:
-        socket.send_fds(sock, [frame], fds)
-    else:
-        sock.sendall(frame)
+        rights = b"".join(fd.to_bytes(_INT, sys.byteorder, signed=True) for fd in fds)
+        sent = sock.sendmsg([frame], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+        frame = frame[sent:]
+    while frame:
+        frame = frame[sock.send(frame):]
 
 
-def recv_message(sock: socket.socket, with_fds: int = 0) -> tuple[dict | None, list[int]]:
-    """One length-prefixed JSON message (and up to `with_fds` descriptors); (None, []) on EOF."""
+def recv_message(sock: Any, with_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
+    """One message (and up to `with_fds` descriptors); (None, []) at EOF."""
     fds: list[int] = []
     if with_fds:
-        head, fds, _flags, _addr = socket.recv_fds(sock, 4, with_fds)
+        head, ancdata, _flags, _addr = sock.recvmsg(4, _socket.CMSG_SPACE(with_fds * _INT))
+        for level, kind, data in ancdata:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                usable = len(data) - len(data) % _INT
+                fds += [int.from_bytes(data[i:i + _INT], sys.byteorder, signed=True) for i in range(0, usable, _INT)]
     else:
         head = sock.recv(4)
     while head and len(head) < 4:
@@ -80,14 +94,29 @@ def recv_message(sock: socket.socket, with_fds: int = 0) -> tuple[dict | None, l
         head += more
     if len(head) < 4:
         return None, fds
-    (size,) = struct.unpack("!I", head)
+    size = int.from_bytes(head, "big")
     body = b""
     while len(body) < size:
         chunk = sock.recv(size - len(body))
         if not chunk:
             return None, fds
         body += chunk
-    return json.loads(body), fds
+    try:
+        message = marshal.loads(body)
+    except (EOFError, ValueError, TypeError):
+        return None, fds
+    return (message if isinstance(message, dict) else None), fds
+
+
+def connect(path: str) -> Any:
+    """A connected socket to the server at `path`; OSError when none listens."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def run_via_server(argv: list[str]) -> int | None:
@@ -95,14 +124,12 @@ def run_via_server(argv: list[str]) -> int | None:
     path = socket_path()
     if not _safe_dir(os.path.dirname(path)):
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        sock = connect(path)
     except OSError:
-        sock.close()
         _start_server(path)
         return None
-    with sock:
+    try:
         try:
             request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask(),
                        "stamp": code_stamp()}
@@ -119,11 +146,13 @@ def run_via_server(argv: list[str]) -> int | None:
             reply, _ = recv_message(sock)
         except (OSError, ValueError):
             reply = None
+    finally:
+        sock.close()
     if reply is None:  # the child died without a word: killed, maybe by a signal we passed on
         if forwarded:
-            signal.signal(forwarded[-1], signal.SIG_DFL)
+            _signal.signal(forwarded[-1], _signal.SIG_DFL)
             os.kill(os.getpid(), forwarded[-1])
-        print("workbench: the build process ended unexpectedly", file=sys.stderr)
+        sys.stderr.write("workbench: the build process ended unexpectedly\n")
         return 1
     return int(reply.get("exit", 1))
 
@@ -150,7 +179,7 @@ def _forward_signals(child: int) -> list[int]:
     passed: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        if signum != signal.SIGWINCH:
+        if signum != _signal.SIGWINCH:
             passed.append(signum)
         try:
             os.kill(child, signum)
@@ -158,7 +187,7 @@ def _forward_signals(child: int) -> list[int]:
             pass
 
     for sig in _FORWARDED:
-        signal.signal(sig, forward)
+        _signal.signal(sig, forward)
     return passed
 
 

@@ -30,13 +30,23 @@ def preload() -> None:
     """Import what a build needs, so a child starts warm."""
     import workbench.build  # noqa: F401
     import workbench.cache.gc  # noqa: F401
-    import workbench.cli  # noqa: F401
+    import workbench.cli
+
+    workbench.cli.PARSER = workbench.cli._build_parser()
     import workbench.frontend.dockerfile.checks  # noqa: F401
     import workbench.frontend.dockerfile.convert  # noqa: F401
     import workbench.image.registry  # noqa: F401
     import workbench.lint  # noqa: F401
     import workbench.progress.printers  # noqa: F401
     import workbench.solver.solver  # noqa: F401
+
+    for name in ("workbench.progress.recorder", "workbench.history.store", "workbench.cdi.context",
+                 "workbench.image.store", "workbench.exporter.outputs", "workbench.solver.runners",
+                 "workbench.executor.runc", "workbench.solver.mounts", "workbench.snapshot.layers"):
+        try:
+            __import__(name)
+        except ImportError:  # an optional part: the child imports what it needs anyway
+            pass
 
 
 def serve(path: str) -> int:
@@ -83,7 +93,10 @@ def serve(path: str) -> int:
                 send_message(conn, {"stopped": os.getpid()})
                 _close(conn, fds)
                 return 0
-            if request is None or len(fds) != 3:
+            if request is None:  # unreadable: most likely a client of another version; let it start its own
+                _close(conn, fds)
+                return 0
+            if len(fds) != 3:
                 _close(conn, fds)
                 continue
             if request.get("stamp") != stamp or request.get("stamp") != code_stamp():
