@@ -1,0 +1,456 @@
+"""The workbench app: the live build graph with its logs, cache, devices and Dockerfile panels.
+
+Events arrive from an EventSource running in a thread of its own; they are queued and handed to the UI in
+batches (one message per batch, however many log chunks arrived), so a chatty step never blocks the UI.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from workbench.progress.events import Event, VertexStarted
+from workbench.tui import themes
+from workbench.tui.model import CACHED, DONE, FAILED, RUNNING, BuildModel, VertexState
+from workbench.tui.screens.help import HelpScreen
+from workbench.tui.source import EventSource
+from workbench.tui.widgets.cache_panel import CachePanel
+from workbench.tui.widgets.dag_view import DagView
+from workbench.tui.widgets.devices_panel import DevicesPanel, known_devices
+from workbench.tui.widgets.editor import DockerfileEditor
+from workbench.tui.widgets.log_pane import LogPane
+
+NARROW = 100
+"""Below this width the graph goes above the panels instead of beside them."""
+
+
+VIEW_INTERVAL_S = 0.05
+"""The most often the views redraw from the model while events stream in."""
+DRAIN_BUDGET_S = 0.012
+"""How long one batch of events may hold the UI before keys and repaints get their turn."""
+
+
+class EventsReady(Message):
+    """Events are queued for the UI (posted once per batch)."""
+
+
+class WorkbenchApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "workbench"
+    AUTO_FOCUS = None
+    BINDINGS = [
+        Binding("q", "quit_app", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("r", "rerun", "Rerun"),
+        Binding("n", "toggle_no_cache", "No-cache"),
+        Binding("w", "toggle_watch", "Watch"),
+        Binding("t", "next_theme", "Theme"),
+        Binding("1", "focus_panel('dag')", "Graph", show=False),
+        Binding("2", "focus_panel('logs')", "Logs", show=False),
+        Binding("3", "focus_panel('cache')", "Cache", show=False),
+        Binding("4", "focus_panel('devices')", "Devices", show=False),
+        Binding("5", "focus_panel('editor')", "Editor", show=False),
+        Binding("escape", "focus_panel('dag')", "Graph", show=False),
+    ]
+
+    def __init__(self, source: EventSource, theme: str | None = None, watch: bool = True,
+                 clock: Callable[[], float] = time.time, devices: list[str] | None = None,
+                 remember_theme: bool = True) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock
+        self.model = BuildModel()
+        self.generation = 0
+        self.no_cache = False
+        self.watching = watch and source.context is not None and source.rerunnable
+        self.devices = devices if devices is not None else known_devices(
+            getattr(source, "cdi_spec_dirs", None), getattr(source, "config", None))
+        self.remember_theme = remember_theme
+        self.first_step_seen: dict[int, float] = {}
+        """Build generation -> monotonic time its first VertexStarted reached the UI (for latency benches)."""
+        self.first_op_seen: dict[int, float] = {}
+        """The same for the first step that is not internal (the solver's first op that runs)."""
+        self.build_requested: dict[int, float] = {}
+        """Build generation -> monotonic time it was asked for."""
+        self._queue: list[tuple[int, Event]] = []
+        self._queue_lock = threading.Lock()
+        self._posted = False
+        self._build: tuple[threading.Thread, threading.Event] | None = None
+        self._watch_stop = threading.Event()
+        self._sizes: dict[str, int] = {}
+        self._grants_shown = -1
+        self._status_text = ""
+        self._problems_text = "\0"
+        self._graph_dirty = False
+        self._views_pending = False
+        self._views_shown = 0.0
+        self._problems: dict[int, str] = {}
+        self._lint_timer: object | None = None
+        self._themes = themes.available_themes()
+        for t in self._themes.values():
+            self.register_theme(t)
+        wanted = theme or str(themes.load_state().get("theme") or themes.DEFAULT_THEME)
+        self._theme_name = wanted if wanted in self._themes else themes.DEFAULT_THEME
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        """The workbench's own CSS variables, for themes that do not set them."""
+        return dict(themes.VARIABLE_DEFAULTS)
+
+    # -- layout ---------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status")
+        with Horizontal(id="main"):
+            yield DagView(self.model, clock=self.clock, id="dag")
+            with TabbedContent(id="panels", initial="tab-logs"):
+                with TabPane("Logs", id="tab-logs"):
+                    yield LogPane(id="logs")
+                with TabPane("Cache", id="tab-cache"):
+                    with VerticalScroll(id="cache-scroll"):
+                        yield CachePanel("", id="cache")
+                with TabPane("Devices", id="tab-devices"):
+                    with VerticalScroll():
+                        yield DevicesPanel("", id="devices")
+                with TabPane("Dockerfile", id="tab-editor"):
+                    with Vertical():
+                        yield DockerfileEditor(self.source.dockerfile, id="editor")
+                        yield Static("", id="problems")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self._theme_name in self._themes:
+            self.theme = self._theme_name
+        self._layout_for(self.size.width)
+        dag = self.query_one(DagView)
+        dag.border_title = "build graph"
+        dag.focus()
+        self.query_one(DevicesPanel).show(self.model, self.devices)
+        self.set_interval(0.25, self._tick)
+        self._lint_now()
+        self.start_build()
+        if self.watching:
+            self._watch_inputs()
+
+    def on_resize(self, event: object) -> None:
+        self._layout_for(self.size.width)
+
+    def _layout_for(self, width: int) -> None:
+        self.query_one("#main").set_class(width < NARROW, "narrow")
+
+    # -- builds ---------------------------------------------------------------------------------------
+
+    def start_build(self) -> None:
+        """Start a build of the source (canceling the running one first; nothing of it is cached half-done)."""
+        previous = self._build
+        if previous is not None:
+            previous[1].set()
+        self.generation += 1
+        gen = self.generation
+        self.build_requested[gen] = time.monotonic()
+        cancel = threading.Event()
+        no_cache = self.no_cache
+
+        def sink(ev: Event) -> None:
+            with self._queue_lock:
+                self._queue.append((gen, ev))
+                if self._posted:
+                    return
+                self._posted = True
+            self.post_message(EventsReady())
+
+        def run() -> None:
+            if previous is not None:
+                previous[0].join()
+            if not cancel.is_set():
+                self.source.run(sink, cancel, no_cache)
+
+        thread = threading.Thread(target=run, name=f"build-{gen}", daemon=True)
+        self._build = (thread, cancel)
+        self.model = BuildModel()
+        self.query_one(DagView).set_model(self.model)
+        self.query_one(LogPane).show(self.model, None)
+        self._show_selected()
+        self._update_status()
+        thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the running build and the watcher, and wait for the build to wind down."""
+        self._watch_stop.set()
+        if self._build is not None:
+            thread, cancel = self._build
+            cancel.set()
+            thread.join(timeout)
+
+    @on(EventsReady)
+    def _drain(self) -> None:
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+            self._posted = False
+        gen = self.generation
+        revision = self.model.revision
+        budget = time.perf_counter() + DRAIN_BUDGET_S
+        for n, (g, ev) in enumerate(batch):
+            if n % 64 == 63 and time.perf_counter() > budget:
+                # a flood (a step printing at full speed): keys and repaints go first, the rest comes next
+                with self._queue_lock:
+                    self._queue[:0] = batch[n:]
+                    self._posted = True
+                self.post_message(EventsReady())
+                break
+            if g != gen:
+                continue  # a canceled build's last words
+            if isinstance(ev, VertexStarted):
+                if gen not in self.first_step_seen:
+                    self.first_step_seen[gen] = time.monotonic()
+                if gen not in self.first_op_seen and not ev.vertex.startswith("internal:"):
+                    self.first_op_seen[gen] = time.monotonic()
+            self.model.apply(ev)
+        self._graph_dirty |= self.model.revision != revision
+        if not self._views_pending:
+            # views follow the model at most every VIEW_INTERVAL_S: a busy build costs the UI a bounded share
+            self._views_pending = True
+            due = self._views_shown + VIEW_INTERVAL_S - time.monotonic()
+            if due > 0:
+                self.set_timer(due, self._refresh_views)
+            else:
+                self.call_later(self._refresh_views)
+
+    def _refresh_views(self) -> None:
+        self._views_pending = False
+        self._views_shown = time.monotonic()
+        if self._graph_dirty:
+            self._graph_dirty = False
+            self.query_one(DagView).refresh_rows()
+            self._show_selected()
+            self._update_status()
+        if self.query_one(TabbedContent).active == "tab-logs":
+            self.query_one(LogPane).refresh_log()
+        if len(self.model.grants) != self._grants_shown:
+            self._grants_shown = len(self.model.grants)
+            self.query_one(DevicesPanel).show(self.model, self.devices)
+
+    def _tick(self) -> None:
+        if self.model.running():
+            self.query_one(DagView).refresh()
+            self._update_status()
+
+    def _update_status(self) -> None:
+        model = self.model
+        counts = model.counts()
+        fin = model.finished
+        if fin is None:
+            state = "running" if model.vertices else "starting"
+        elif fin.error == "canceled":
+            state = "canceled"
+        else:
+            state = f"failed after {fin.duration:.1f}s" if fin.error else f"finished in {fin.duration:.1f}s"
+        parts = [f"build #{self.generation} {state}"]
+        tally = [f"{counts[key]} {label}" for key, label in ((RUNNING, "running"), (CACHED, "cached"),
+                                                              (DONE, "done"), (FAILED, "failed")) if counts.get(key)]
+        if tally:
+            parts.append(" ".join(tally))
+        if self.no_cache:
+            parts.append("next run: no-cache")
+        if self.watching:
+            parts.append("watching")
+        name = self.source.dockerfile.name if self.source.dockerfile else "replay"
+        text = f"[b]workbench[/] {name} · " + " · ".join(parts)
+        if text != self._status_text:  # an update re-lays out the screen: only when it changed
+            self._status_text = text
+            self.query_one("#status", Static).update(text)
+
+    # -- selection ------------------------------------------------------------------------------------
+
+    def _selected(self) -> VertexState | None:
+        return self.model.vertices.get(self.query_one(DagView).selected)
+
+    @on(DagView.NodeSelected)
+    def _node_selected(self, event: DagView.NodeSelected) -> None:
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        """Show the selected step in the visible panel (the others catch up when their tab is opened)."""
+        v = self._selected()
+        active = self.query_one(TabbedContent).active
+        if active == "tab-logs":
+            self.query_one(LogPane).show(self.model, v)
+        elif active == "tab-cache":
+            size = self._sizes.get(v.snapshot) if v is not None and v.snapshot else None
+            self.query_one(CachePanel).show(v, size)
+            if v is not None and v.snapshot and size is None and self.source.root is not None:
+                self._measure(v.snapshot)
+        elif active == "tab-editor":
+            self._update_marks()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_opened(self) -> None:
+        self._show_selected()
+
+    @work(thread=True, exclusive=True, group="snapshot-size")
+    def _measure(self, snapshot: str) -> None:
+        assert self.source.root is not None
+        self._sizes[snapshot] = snapshot_size(self.source.root, snapshot)
+        self.call_from_thread(self._show_selected)
+
+    # -- editor ---------------------------------------------------------------------------------------
+
+    def _update_marks(self) -> None:
+        editor = self.query_one(DockerfileEditor)
+        lines: set[int] = set()
+        steps = self.model.running()
+        selected = self._selected()
+        if selected is not None:
+            steps.append(selected)
+        for v in steps:
+            if v.source is not None:
+                lines.update(range(v.source.start_line - 1, v.source.end_line))
+        problems = dict(self._problems)
+        for w in self.model.warnings:
+            if w.source is not None:
+                problems.setdefault(w.source.start_line - 1, w.message)
+        editor.set_marks(lines, problems)
+        text = "\n".join(f"line {n + 1}: {msg}" for n, msg in sorted(problems.items())[:8])
+        if text != self._problems_text:
+            self._problems_text = text
+            self.query_one("#problems", Static).update(text or "no build-check warnings")
+
+    @on(DockerfileEditor.Changed)
+    def _edited(self) -> None:
+        if self._lint_timer is not None:
+            self._lint_timer.stop()  # type: ignore[attr-defined]
+        self._lint_timer = self.set_timer(0.3, self._lint_now)
+
+    def _lint_now(self) -> None:
+        self._lint(self.query_one(DockerfileEditor).text)
+
+    @work(thread=True, exclusive=True, group="lint")
+    def _lint(self, text: str) -> None:
+        problems = check_problems(text)
+        self.call_from_thread(self._set_problems, problems)
+
+    def _set_problems(self, problems: dict[int, str]) -> None:
+        self._problems = problems
+        self._update_marks()
+
+    @on(DockerfileEditor.Saved)
+    def _saved(self, event: DockerfileEditor.Saved) -> None:
+        self.notify(f"saved {event.path}", timeout=2)
+        if not self.watching and self.source.rerunnable:
+            return
+        # with watch on, the watcher sees the write and reruns
+
+    # -- watch ----------------------------------------------------------------------------------------
+
+    @work(thread=True, group="watch")
+    def _watch_inputs(self) -> None:
+        from workbench.watch import watch_inputs
+
+        assert self.source.context is not None and self.source.dockerfile is not None
+        for changed in watch_inputs(self.source.context, self.source.dockerfile, self._watch_stop):
+            self.call_from_thread(self._inputs_changed, changed)
+
+    def _inputs_changed(self, changed: list[str]) -> None:
+        if not self.watching:
+            return
+        dockerfile = self.source.dockerfile
+        if dockerfile is not None and str(dockerfile.resolve()) in changed:
+            self.query_one(DockerfileEditor).reload()
+        self.start_build()
+
+    # -- actions --------------------------------------------------------------------------------------
+
+    def action_rerun(self) -> None:
+        if self.source.rerunnable:
+            self.start_build()
+
+    def action_toggle_no_cache(self) -> None:
+        self.no_cache = not self.no_cache
+        self.notify(f"no-cache {'on' if self.no_cache else 'off'} for the next run", timeout=2)
+        self._update_status()
+
+    def action_toggle_watch(self) -> None:
+        if self.source.context is None or not self.source.rerunnable:
+            self.notify("nothing to watch: this is not a live build", timeout=2)
+            return
+        self.watching = not self.watching
+        if self.watching and self._watch_stop.is_set() is False and not self.workers:
+            self._watch_inputs()
+        self._update_status()
+
+    def action_next_theme(self) -> None:
+        names = list(self._themes)
+        if not names:
+            return
+        current = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(current + 1) % len(names)]
+        if self.remember_theme:
+            themes.save_state(theme=self.theme)
+        self.notify(f"theme {self.theme}", timeout=2)
+        self.query_one(DockerfileEditor).set_marks(set(), {})
+        self._update_marks()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_focus_panel(self, panel: str) -> None:
+        tabs = self.query_one(TabbedContent)
+        if panel == "dag":
+            self.query_one(DagView).focus()
+            return
+        tabs.active = f"tab-{panel}"
+        target = {"logs": "#log-view", "cache": "#cache-scroll", "devices": "#tab-devices VerticalScroll",
+                  "editor": "#editor"}[panel]
+        self.query_one(target).focus()
+
+    def action_quit_app(self) -> None:
+        self._watch_stop.set()
+        if self._build is not None:
+            self._build[1].set()
+        self.exit(0)
+
+
+def snapshot_size(root: Path, snapshot: str) -> int:
+    """Bytes a snapshot's files take (-1 when it cannot be read)."""
+    import os
+
+    top = root / "snapshots" / snapshot / "fs"
+    if not top.is_dir():
+        return -1
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def check_problems(text: str) -> dict[int, str]:
+    """0-based line -> message: the build checks' warnings, or the parse error, of a Dockerfile text."""
+    from workbench.frontend.dockerfile.checks import CheckConfigError
+    from workbench.frontend.dockerfile.parser import DockerfileParseError
+    from workbench.frontend.dockerfile.shell import ShellExpansionError
+    from workbench.lint import lint
+
+    try:
+        report = lint(text, build_args={}, target=None, ignore=None, resolve=None, all_stages=True)
+    except DockerfileParseError as e:
+        return {max(0, (e.line or 1) - 1): f"parse error: {e.message}"}
+    except (CheckConfigError, ShellExpansionError) as e:
+        return {0: str(e)}
+    except Exception as e:  # the editor must survive any half-typed text
+        return {0: f"{type(e).__name__}: {e}"}
+    out: dict[int, str] = {}
+    for w in report.warnings:
+        out.setdefault(max(0, w.start_line - 1), f"{w.rule}: {w.message}")
+    return out

@@ -1,0 +1,68 @@
+"""`workbench tui`: check the arguments and the terminal, then run the app on a live build."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
+    p.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument("--target", help="the stage to build")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE", help="set a build argument")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]")
+    p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]")
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT")
+    p.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    p.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
+                   help="CDI spec directory (replaces the configured ones)")
+    p.add_argument("--config", help="config file (default: $WORKBENCH_CONFIG or /etc/workbench/workbench.toml)")
+    p.add_argument("--theme", help="colour theme: a file name (without .toml) in themes/ (default: the last used)")
+    p.add_argument("--no-watch", action="store_true", help="do not rebuild when inputs change")
+
+
+def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
+    """Returns the exit status; refuses (2) without a terminal or with bad arguments."""
+    if not sys.stdout.isatty():
+        print("workbench tui: error: stdout is not a terminal; the TUI needs one "
+              "(use `workbench build --progress plain` for logs)", file=sys.stderr)
+        return 2
+    from workbench.build import default_root
+    from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
+    from workbench.tui.themes import available_themes
+
+    context = Path(args.context)
+    dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
+    if not dockerfile.is_file():
+        print(f"workbench tui: error: no Dockerfile at {dockerfile} (give one with -f)", file=sys.stderr)
+        return 2
+    if args.theme is not None and args.theme not in available_themes():
+        names = ", ".join(available_themes()) or "none found"
+        print(f"workbench tui: error: --theme {args.theme!r}: no such theme (available: {names})", file=sys.stderr)
+        return 2
+    try:
+        secrets = [parse_secret(v) for v in args.secret]
+        session = Session(secrets={s.id: s for s in secrets}, ssh=dict(parse_ssh(v) for v in args.ssh),
+                          entitlements=frozenset(parse_allow(v) for v in args.allow))
+    except (ValueError, SessionError) as e:
+        print(f"workbench tui: error: {e}", file=sys.stderr)
+        return 2
+
+    from workbench.tui.app import WorkbenchApp
+    from workbench.tui.source import LiveBuildSource
+
+    source = LiveBuildSource(context=context, dockerfile=dockerfile,
+                             root=Path(args.root) if args.root else default_root(), build_args=build_args,
+                             target=args.target, session=session, cdi_spec_dirs=args.cdi_spec_dir,
+                             config=Path(args.config) if args.config else None)
+    from workbench.tui.widgets.devices_panel import known_devices
+
+    devices = known_devices(args.cdi_spec_dir, source.config)
+    app = WorkbenchApp(source, theme=args.theme, watch=not args.no_watch, devices=devices)
+    try:
+        code = app.run()
+    finally:
+        app.stop()
+    return code or 0

@@ -1,0 +1,92 @@
+"""Where the TUI's events come from: a live build, or a fixed list of events replayed (tests, later sessions)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from workbench.progress.events import BuildFinished, Event, EventBus
+
+Sink = Callable[[Event], None]
+
+
+class EventSource(ABC):
+    """Feeds one build's events to a sink; `run` blocks, the app calls it from a worker thread."""
+
+    rerunnable: bool = False
+    """Whether `run` can be called again for a new build (a live build can, a recording cannot)."""
+    dockerfile: Path | None = None
+    """The Dockerfile shown in the editor (None: no editor)."""
+    context: Path | None = None
+    """The directory a watcher watches (None: nothing to watch)."""
+    root: Path | None = None
+    """The build root, where snapshots can be measured (None: unknown)."""
+
+    @abstractmethod
+    def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
+        """Emit every event of one build to `sink`, ending with BuildFinished; stop early when `cancel` is set."""
+
+
+@dataclass
+class LiveBuildSource(EventSource):
+    """Runs real builds with the engine (`workbench.build.run_build`)."""
+
+    context: Path
+    dockerfile: Path
+    root: Path
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    session: object | None = None
+    cdi_spec_dirs: list[str] = field(default_factory=list)
+    config: Path | None = None
+    rerunnable: bool = True
+
+    def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
+        from workbench.build import BuildFailure, BuildRequest, run_build
+        from workbench.solver.session import Session
+
+        bus = EventBus()
+        bus.subscribe(sink)
+        session = self.session if isinstance(self.session, Session) else Session()
+        request = BuildRequest(context=self.context, dockerfile=self.dockerfile, build_args=dict(self.build_args),
+                               target=self.target, no_cache=no_cache, root=self.root, session=session,
+                               cancel=cancel, cdi_spec_dirs=list(self.cdi_spec_dirs), config=self.config)
+        try:
+            run_build(request, bus)
+        except BuildFailure:
+            pass  # already on the stream as BuildFinished(error=...)
+        except Exception as e:  # a crash in the engine ends this build, not the app
+            sink(BuildFinished(error=f"{type(e).__name__}: {e}"))
+
+
+@dataclass
+class ReplaySource(EventSource):
+    """Replays recorded events; `speed` 0 emits them all at once, 1.0 at their recorded pace."""
+
+    events: Sequence[Event]
+    speed: float = 0.0
+    dockerfile: Path | None = None
+    rerunnable: bool = True
+
+    def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
+        previous: float | None = None
+        for ev in self.events:
+            if cancel.is_set():
+                sink(BuildFinished(error="canceled"))
+                return
+            if self.speed and previous is not None and ev.ts > previous:
+                time.sleep((ev.ts - previous) / self.speed)
+            previous = ev.ts
+            sink(ev)
+
+
+def retimed(events: Sequence[Event], start: float) -> list[Event]:
+    """The same events with timestamps shifted so the first is at `start` (fixed times for snapshots)."""
+    if not events:
+        return []
+    offset = start - events[0].ts
+    return [replace(ev, ts=ev.ts + offset) for ev in events]

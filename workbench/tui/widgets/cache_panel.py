@@ -1,0 +1,83 @@
+"""The cache panel: hit or miss for the selected step, why it missed, what its key was made of, its snapshot."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.widgets import Static
+
+from workbench.tui.model import CACHED, PENDING, RUNNING, VertexState
+
+
+def _short(digest: str, n: int = 19) -> str:
+    return digest if len(digest) <= n else digest[:n] + "…"
+
+
+def format_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def describe(v: VertexState | None, snapshot_size: int | None = None, max_files: int = 40) -> str:
+    """The panel's text (Rich markup) for one step."""
+    if v is None:
+        return "[dim]select a step to see its cache record[/]"
+    out = [f"[b]#{v.number} {escape(v.name)}[/]"]
+    if v.internal:
+        out.append("internal step: not cached")
+        return "\n".join(out)
+    if v.state == CACHED:
+        out.append("[b]CACHE HIT[/]")
+    elif v.state == PENDING:
+        out.append("not started yet")
+    else:
+        out.append("[b]CACHE MISS[/]" + (" (running)" if v.state == RUNNING else ""))
+        if v.miss_reason:
+            out.append(f"why: {escape(v.miss_reason)}")
+    if v.cache_key:
+        out.append(f"key: {v.cache_key}")
+    parts = v.key_parts or {}
+    if parts:
+        out.append("")
+        out.append("[b]key parts[/]")
+        if "op" in parts:
+            out.append(f"  op digest: {parts['op']}")
+        if parts.get("text"):
+            out.append(f"  instruction: {escape(str(parts['text']))}")
+        inputs = parts.get("inputs")
+        if isinstance(inputs, list):
+            for item in inputs:
+                if isinstance(item, dict):
+                    out.append(f"  input: {escape(str(item.get('name', '')))} {_short(str(item.get('key', '')), 26)}")
+        for name in ("mounts_key", "remote"):
+            if parts.get(name):
+                out.append(f"  {name.replace('_', ' ')}: {_short(str(parts[name]), 40)}")
+        files = parts.get("files")
+        if isinstance(files, dict) and files:
+            out.append(f"  files read ({len(files)}):")
+            for path, digest in list(files.items())[:max_files]:
+                out.append(f"    {escape(str(path))}  {_short(str(digest), 26)}")
+            if len(files) > max_files:
+                out.append(f"    … {len(files) - max_files} more")
+    out.append("")
+    if v.snapshot:
+        size = "measuring…" if snapshot_size is None else format_size(snapshot_size) if snapshot_size >= 0 else "?"
+        out.append(f"[b]snapshot[/] {v.snapshot} ({size})")
+    elif v.state not in (PENDING, RUNNING):
+        out.append("[b]snapshot[/] none (no files produced or not known)")
+    return "\n".join(out)
+
+
+class CachePanel(Static):
+    """Renders `describe()` for the selected step."""
+
+    _shown = "\0"
+
+    def show(self, v: VertexState | None, snapshot_size: int | None = None) -> None:
+        text = describe(v, snapshot_size)
+        if text != self._shown:  # an update re-lays out the panel: only when it changed
+            self._shown = text
+            self.update(text)

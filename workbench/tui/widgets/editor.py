@@ -1,0 +1,123 @@
+"""The Dockerfile editor: pygments' DockerLexer highlighting, check warnings and parse errors at their lines,
+the running step's lines marked; ctrl+s writes the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pygments.lexers import DockerLexer
+from pygments.token import Token, _TokenType
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import TextArea
+
+_LEXER = DockerLexer()
+# pygments token types to the highlight names TextArea themes style
+_NAMES: list[tuple[_TokenType, str]] = [
+    (Token.Comment, "comment"),
+    (Token.Keyword, "keyword"),
+    (Token.Literal.String, "string"),
+    (Token.Literal.Number, "number"),
+    (Token.Name.Variable, "variable"),
+    (Token.Name.Builtin, "function"),
+    (Token.Name.Function, "function"),
+    (Token.Operator, "operator"),
+    (Token.Punctuation, "punctuation.bracket"),
+]
+
+
+def highlight_name(token: _TokenType) -> str | None:
+    for kind, name in _NAMES:
+        if token in kind:
+            return name
+    return None
+
+
+def highlights(text: str) -> dict[int, list[tuple[int, int | None, str]]]:
+    """Per line (0-based), (start byte, end byte, name) ranges from pygments tokens."""
+    out: dict[int, list[tuple[int, int | None, str]]] = {}
+    row, col = 0, 0
+    for _pos, token, value in _LEXER.get_tokens_unprocessed(text):
+        name = highlight_name(token)
+        for k, piece in enumerate(value.split("\n")):
+            if k:
+                row, col = row + 1, 0
+            size = len(piece.encode())
+            if name and size:
+                out.setdefault(row, []).append((col, col + size, name))
+            col += size
+    return out
+
+
+class DockerfileEditor(TextArea):
+    """A TextArea over the Dockerfile; `marks` are 1-based line ranges with a reason."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True)]
+
+    class Saved(Message):
+        def __init__(self, path: Path) -> None:
+            super().__init__()
+            self.path = path
+
+    def __init__(self, path: Path | None, **kwargs: object) -> None:
+        text = ""
+        if path is not None:
+            try:
+                text = path.read_text()
+            except OSError:
+                text = ""
+        super().__init__(text, show_line_numbers=True, soft_wrap=False, **kwargs)  # type: ignore[arg-type]
+        self.path = path
+        self.step_lines: set[int] = set()
+        """0-based lines of the steps running now (or the selected step)."""
+        self.problem_lines: dict[int, str] = {}
+        """0-based line -> the warning or error shown there."""
+
+    def _build_highlight_map(self) -> None:
+        self._line_cache.clear()
+        self._highlights.clear()
+        for row, items in highlights(self.text).items():
+            self._highlights[row].extend(items)
+
+    def get_line(self, line_index: int) -> Text:
+        line = super().get_line(line_index)
+        if line_index in self.problem_lines:
+            line.stylize(Style(underline=True))
+            line.stylize(self._variable_style("editor-warning-background"))
+        elif line_index in self.step_lines:
+            line.stylize(self._variable_style("editor-step-background"))
+        return line
+
+    def _variable_style(self, name: str) -> Style:
+        colour = self.app.theme_variables.get(name)
+        return Style(bgcolor=colour) if colour else Style(reverse=True)
+
+    def set_marks(self, step_lines: set[int], problems: dict[int, str]) -> None:
+        if step_lines == self.step_lines and problems == self.problem_lines:
+            return
+        self.step_lines, self.problem_lines = step_lines, problems
+        self._line_cache.clear()
+        self.refresh()
+
+    def reload(self) -> None:
+        """Take the file's new text from disk (it changed outside the editor)."""
+        if self.path is None:
+            return
+        try:
+            text = self.path.read_text()
+        except OSError:
+            return
+        if text != self.text:
+            self.load_text(text)
+
+    def action_save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.write_text(self.text)
+        except OSError as e:
+            self.notify(f"could not save {self.path}: {e.strerror}", severity="error")
+            return
+        self.post_message(self.Saved(self.path))
