@@ -78,8 +78,12 @@ def test_generic_attributes() -> None:
     assert (spec.mode, spec.ignore_error) == ("max", True)
     spec = parse_cache_spec("type=local,src=/x,mode=bogus", export=False, env={})
     assert (spec.mode, spec.ignore_error) == ("min", False)  # an invalid mode is min, as BuildKit
-    with pytest.raises(CacheSpecError, match="--cache-from 'localhost:5000/cache': unsupported cache type 'registry'"):
-        parse_cache_spec("localhost:5000/cache", export=False, env={})
+    spec = parse_cache_spec("localhost:5000/cache", export=False, env={})  # buildx: a bare ref is type=registry
+    assert (spec.type, spec.attrs) == ("registry", {"ref": "localhost:5000/cache"})
+    with pytest.raises(CacheSpecError, match="--cache-to 'type=registry': ref= is required"):
+        parse_cache_spec("type=registry", export=True, env={})
+    with pytest.raises(CacheSpecError, match="--cache-from 'type=s3,bucket=b': unsupported cache type 's3'"):
+        parse_cache_spec("type=s3,bucket=b", export=False, env={})
 
 
 def test_token_scopes_case_insensitive() -> None:

@@ -127,6 +127,8 @@ def _server(args: argparse.Namespace) -> int:
             return 0
         client.send_message(sock, {"stop": True})
         reply, _ = client.recv_message(sock)
+    except (OSError, ValueError):
+        reply = None
     finally:
         sock.close()
     print(f"stopped the build server (pid {reply['stopped']})" if reply else "the build server did not answer")

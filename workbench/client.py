@@ -77,7 +77,7 @@ def send_message(sock: Any, payload: dict[str, Any], fds: list[int] | None = Non
 
 
 def recv_message(sock: Any, with_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
-    """One message (and up to `with_fds` descriptors); (None, []) at EOF."""
+    """One message (and up to `with_fds` descriptors); (None, …) at EOF, ValueError for one that cannot be read."""
     fds: list[int] = []
     if with_fds:
         head, ancdata, _flags, _addr = sock.recvmsg(4, _socket.CMSG_SPACE(with_fds * _INT))
@@ -104,8 +104,12 @@ def recv_message(sock: Any, with_fds: int = 0) -> tuple[dict[str, Any] | None, l
     try:
         message = marshal.loads(body)
     except (EOFError, ValueError, TypeError):
-        return None, fds
-    return (message if isinstance(message, dict) else None), fds
+        message = None
+    if not isinstance(message, dict):
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("not a workbench server message (another version?)")
+    return message, fds
 
 
 def connect(path: str) -> Any:

@@ -86,17 +86,17 @@ def serve(path: str) -> int:
             last_active = time.monotonic()
             try:
                 request, fds = recv_message(conn, with_fds=3)
-            except (OSError, ValueError):
+            except ValueError:  # a client of another version: let it start its own server
+                conn.close()
+                return 0
+            except OSError:
                 conn.close()
                 continue
             if request is not None and request.get("stop"):
                 send_message(conn, {"stopped": os.getpid()})
                 _close(conn, fds)
                 return 0
-            if request is None:  # unreadable: most likely a client of another version; let it start its own
-                _close(conn, fds)
-                return 0
-            if len(fds) != 3:
+            if request is None or len(fds) != 3:  # connected and left (`server status`), or no stdio passed
                 _close(conn, fds)
                 continue
             if request.get("stamp") != stamp or request.get("stamp") != code_stamp():
