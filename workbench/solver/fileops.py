@@ -270,6 +270,31 @@ def _entry_name(entry: os.DirEntry[str]) -> str:
     return entry.name
 
 
+def _walk_all(host_dir: str, ctx_rel: str) -> list[_Item]:
+    """Everything below `host_dir`, parents before children, in name order: `_Filter._walk` without filters,
+    the common case, kept lean (one lstat per path, no matching, no nested generators)."""
+    out: list[_Item] = []
+    fmt, dir_kind = stat.S_IFMT, stat.S_IFDIR  # local names in a hot loop
+    # (host dir, rel prefix, ctx prefix, insertion index): a dir's children go right after the dir itself
+    pending: list[tuple[str, str, str, int]] = [(host_dir, "", ctx_rel + "/" if ctx_rel else "", 0)]
+    while pending:
+        directory, prefix, ctx_prefix, at = pending.pop()
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=_entry_name)
+        items: list[_Item] = []
+        subdirs: list[tuple[str, str, str, int]] = []
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            name = entry.name
+            items.append(_Item(prefix + name, ctx_prefix + name, entry.path, st))
+            if fmt(st.st_mode) == dir_kind:
+                subdirs.append((entry.path, prefix + name + "/", ctx_prefix + name + "/", len(items)))
+        out[at:at] = items
+        # children of later dirs first, so that the insertion points of earlier ones stay valid
+        pending.extend((d, p, c, at + i) for d, p, c, i in subdirs)
+    return out
+
+
 def _join(base: str, name: str) -> str:
     return f"{base}/{name}" if base else name
 
@@ -330,21 +355,9 @@ class _Filter:
     def walk(self, host_dir: Path | str, ctx_rel: str) -> Iterator[_Item]:
         """What is copied below `host_dir`, parents before children, in name order."""
         if self.copies_all:
-            yield from self._walk_all(str(host_dir), "", ctx_rel)
+            yield from _walk_all(str(host_dir), ctx_rel)
         else:
             yield from self._walk(str(host_dir), "", ctx_rel, [])
-
-    def _walk_all(self, host_dir: str, rel: str, ctx_rel: str) -> Iterator[_Item]:
-        """`_walk` without filters: the common case, kept lean (one lstat per path, no matching)."""
-        with os.scandir(host_dir) as it:
-            entries = sorted(it, key=_entry_name)
-        prefix, ctx_prefix = (rel + "/" if rel else ""), (ctx_rel + "/" if ctx_rel else "")
-        for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            item = _Item(prefix + entry.name, ctx_prefix + entry.name, entry.path, st)
-            yield item
-            if stat.S_ISDIR(st.st_mode):
-                yield from self._walk_all(entry.path, item.rel, item.ctx_rel)
 
     def _walk(self, host_dir: str, rel: str, ctx_rel: str, pending: list[_Item]) -> Iterator[_Item]:
         with os.scandir(host_dir) as it:

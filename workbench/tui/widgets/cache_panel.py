@@ -57,11 +57,13 @@ def describe(v: VertexState | None, snapshot_size: int | None = None, max_files:
                 out.append(f"  {name.replace('_', ' ')}: {_short(str(parts[name]), 40)}")
         files = parts.get("files")
         if isinstance(files, dict) and files:
-            out.append(f"  files read ({len(files)}):")
+            total = parts.get("files_total")
+            total = total if isinstance(total, int) else len(files)  # events list the first few of a large context
+            out.append(f"  files read ({total}):")
             for path, digest in list(files.items())[:max_files]:
                 out.append(f"    {escape(str(path))}  {_short(str(digest), 26)}")
-            if len(files) > max_files:
-                out.append(f"    … {len(files) - max_files} more")
+            if total > min(max_files, len(files)):
+                out.append(f"    … {total - min(max_files, len(files))} more")
     out.append("")
     if v.snapshot:
         size = "measuring…" if snapshot_size is None else format_size(snapshot_size) if snapshot_size >= 0 else "?"
