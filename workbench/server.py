@@ -42,11 +42,43 @@ def preload() -> None:
 
     for name in ("workbench.progress.recorder", "workbench.history.store", "workbench.cdi.context",
                  "workbench.image.store", "workbench.exporter.outputs", "workbench.solver.runners",
-                 "workbench.executor.runc", "workbench.solver.mounts", "workbench.snapshot.layers"):
+                 "workbench.executor.runc", "workbench.solver.mounts", "workbench.snapshot.layers",
+                 "workbench.inspect", "urllib.request", "http.client", "ssl", "tomllib", "encodings.idna"):
         try:
             __import__(name)
         except ImportError:  # an optional part: the child imports what it needs anyway
             pass
+    _warm_up()
+
+
+_SAMPLE = """# syntax=docker/dockerfile:1
+FROM base AS build
+ARG VERSION=1
+ENV APP=/app PATH=/usr/bin:$PATH
+WORKDIR $APP
+COPY --chown=0:0 src/ ./src/
+RUN --mount=type=cache,target=/root/.cache echo "$VERSION" > version && ls -la
+FROM base
+COPY --from=build /app /app
+USER 1000
+CMD ["/app/run"]
+"""
+
+
+def _warm_up() -> None:
+    """Parse, check and convert a typical Dockerfile once, so that every child starts with the regular
+    expressions and lookup caches a build fills already made (no registry, no files are touched)."""
+    from workbench.frontend.dockerfile.convert import ConvertOptions, convert
+    from workbench.lint import lint
+
+    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, object]]:
+        return ref, "sha256:" + "0" * 64, {"architecture": "amd64", "os": "linux", "config": {"Env": []}}
+
+    try:
+        lint(_SAMPLE, build_args={}, target=None, ignore=None, resolve=resolve)
+        convert(_SAMPLE, ConvertOptions(build_args={}, target=None, filename="Dockerfile"), resolve)
+    except Exception:  # noqa: BLE001 - a warm-up only; a real build reports its own errors
+        pass
 
 
 def serve(path: str) -> int:
