@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,15 @@ import pytest
 HERE = Path(__file__).parent
 CONFORMANCE = HERE / "conformance"
 WORKBENCH = [str(Path(os.sys.executable).parent / "workbench")]
+# The builds of this test run use a build server of their own, stopped when the run ends (see below).
+os.environ.setdefault("WORKBENCH_SERVER_SOCKET", f"/tmp/workbench-tests-{os.getpid()}/server.sock")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_build_server() -> Iterator[None]:
+    yield
+    subprocess.run(WORKBENCH + ["server", "stop"], capture_output=True, timeout=30)
+    shutil.rmtree(Path(os.environ["WORKBENCH_SERVER_SOCKET"]).parent, ignore_errors=True)
 
 
 def real_parts_missing() -> str:
