@@ -95,6 +95,10 @@ def serve(path: str) -> int:
             time.sleep(0.05)
     stamp = code_stamp()
     preload()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what the server holds is never collected: children neither scan it nor copy its pages
     try:
         os.unlink(path)
     except FileNotFoundError:
