@@ -15,6 +15,7 @@ from typing import Any
 
 from workbench.history.codec import CodecError, loads_event
 from workbench.progress.events import Event
+from workbench.snapshot.manager import pid_alive
 
 DEFAULT_MAX_ENTRIES = 50
 DEFAULT_MAX_AGE = 48 * 3600.0
@@ -51,7 +52,7 @@ class RecordedSession:
         if self.result is not None:
             return str(self.result.get("status", "error"))
         pid = int(self.meta.get("pid") or 0)
-        if pid and _alive(pid) and time.time() - self.started < 24 * 3600:
+        if pid and pid_alive(pid) and time.time() - self.started < 24 * 3600:
             return "running"
         return "interrupted"
 
@@ -61,15 +62,6 @@ class RecordedSession:
         except (OSError, ValueError):
             return []
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

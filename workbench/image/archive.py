@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from workbench.image.config import CONFIG, INDEX, LAYER_GZIP, LAYER_TAR, MANIFEST, build_manifest, dumps
 from workbench.image.content import ContentStore, DigestMismatch
-from workbench.image.oci_layout import REF_NAME
+from workbench.image.oci_layout import REF_NAME, tar_entry
 from workbench.image.reference import parse_reference
 from workbench.image.store import ImageStore, ImageStoreError
 
@@ -37,15 +37,6 @@ def _manifest(store: ContentStore, digest: str) -> dict[str, Any]:
     if "manifests" in doc:
         raise ArchiveError(f"image {digest} is an index; a docker archive holds single-platform images")
     return dict(doc)
-
-
-def _tar_entry(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.uid, ti.gid = size, 0, 0, 0
-    ti.mode = 0o755 if directory else 0o644
-    if directory:
-        ti.type = tarfile.DIRTYPE
-    return ti
 
 
 def write_docker_archive(dest: Path, store: ContentStore, images: list[tuple[str, list[str]]]) -> None:
@@ -87,13 +78,13 @@ def write_docker_archive(dest: Path, store: ContentStore, images: list[tuple[str
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             def add(name: str, data: bytes) -> None:
-                tar.addfile(_tar_entry(name, len(data)), io.BytesIO(data))
+                tar.addfile(tar_entry(name, len(data)), io.BytesIO(data))
 
-            tar.addfile(_tar_entry("blobs/", directory=True))
-            tar.addfile(_tar_entry("blobs/sha256/", directory=True))
+            tar.addfile(tar_entry("blobs/", directory=True))
+            tar.addfile(tar_entry("blobs/sha256/", directory=True))
             for d in blobs:
                 with open(store.path(d), "rb") as f:
-                    tar.addfile(_tar_entry(_blob_name(d), os.fstat(f.fileno()).st_size), f)
+                    tar.addfile(tar_entry(_blob_name(d), os.fstat(f.fileno()).st_size), f)
             add("index.json", dumps(index))
             add("manifest.json", dumps(entries))
             add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')

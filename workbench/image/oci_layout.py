@@ -32,6 +32,16 @@ def _blobs(store: ContentStore, digest: str, out: list[str]) -> None:
             out.append(desc["digest"])
 
 
+def tar_entry(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
+    """A reproducible archive member: root-owned, mtime 0, 0644 (0755 for a directory)."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.uid, ti.gid = size, 0, 0, 0
+    ti.mode = 0o755 if directory else 0o644
+    if directory:
+        ti.type = tarfile.DIRTYPE
+    return ti
+
+
 def write_oci_archive(dest: Path, store: ContentStore, manifest_digest: str, ref_name: str | None = None) -> None:
     """Write a tar of an OCI layout holding the image `manifest_digest` (all blobs read from `store`).
 
@@ -56,25 +66,17 @@ def write_oci_archive(dest: Path, store: ContentStore, manifest_digest: str, ref
     tmp = dest.with_name(dest.name + ".tmp")
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            def entry(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
-                ti = tarfile.TarInfo(name)
-                ti.size, ti.mtime, ti.uid, ti.gid = size, 0, 0, 0
-                ti.mode = 0o755 if directory else 0o644
-                if directory:
-                    ti.type = tarfile.DIRTYPE
-                return ti
-
             def add_bytes(name: str, data: bytes) -> None:
-                tar.addfile(entry(name, len(data)), io.BytesIO(data))
+                tar.addfile(tar_entry(name, len(data)), io.BytesIO(data))
 
             add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
             add_bytes("index.json", dumps(index))
-            tar.addfile(entry("blobs/", directory=True))
-            tar.addfile(entry("blobs/sha256/", directory=True))
+            tar.addfile(tar_entry("blobs/", directory=True))
+            tar.addfile(tar_entry("blobs/sha256/", directory=True))
             for d in blobs:
                 path = store.path(d)
                 with open(path, "rb") as f:
-                    tar.addfile(entry("blobs/sha256/" + d.split(":", 1)[1], os.fstat(f.fileno()).st_size), f)
+                    tar.addfile(tar_entry("blobs/sha256/" + d.split(":", 1)[1], os.fstat(f.fileno()).st_size), f)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
