@@ -9,7 +9,7 @@ out=$(mktemp -d)
 # The example's base image: a rootfs made from Debian's busybox-static, imported into the local image store
 # (`FROM busybox-static` finds it there, so the first build needs no registry).
 sh "$here/scripts/busybox-rootfs.sh" "$out/busybox-rootfs.tar"
-"$here/.venv/bin/workbench" image import "$out/busybox-rootfs.tar" busybox-static \
+SOURCE_DATE_EPOCH=0 "$here/.venv/bin/workbench" image import "$out/busybox-rootfs.tar" busybox-static \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'CMD ["sh"]'
 "$here/.venv/bin/workbench" build "$here/examples/hello" --progress plain --output "type=oci,dest=$out/hello.tar"
 "$here/.venv/bin/workbench" build "$here/examples/hello" --progress plain --output "type=local,dest=$out/rootfs"

@@ -301,7 +301,13 @@ def import_rootfs(path: Path, images: ImageStore, name: str | None, changes: lis
     config["rootfs"]["diff_ids"] = ["sha256:" + diff.hexdigest()]
     for change in changes or []:
         _apply_change(config["config"], change)
-    add_history(config, f"import {Path(path).name}", comment="imported")
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")  # reproducible imports, as docker/buildkit honour it
+    created = None
+    if epoch.isdigit():
+        import time
+
+        created = config["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+    add_history(config, f"import {Path(path).name}", comment="imported", created=created)
     digest = build_manifest(store, config, [{"mediaType": LAYER_GZIP, "digest": w.digest, "size": w.size}])
     if name:
         images.tag(name, digest)
