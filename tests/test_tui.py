@@ -213,7 +213,8 @@ def test_pilot_drives_a_real_build_and_a_rebuild(registry: str, tmp_path: Path) 
     source = LiveBuildSource(context=ctx, dockerfile=ctx / "Dockerfile", root=tmp_path / "root")
 
     async def run() -> None:
-        app = WorkbenchApp(source, watch=False, devices=[], remember_theme=False)
+        # break on error off: the failing build below must end, not be held (tests/test_tui_debug.py holds it)
+        app = WorkbenchApp(source, watch=False, devices=[], remember_theme=False, break_on_error=False)
         seen: dict[int, set[str]] = {}
         async with app.run_test(size=(120, 40)) as pilot:
             def record() -> bool:

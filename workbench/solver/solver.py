@@ -249,6 +249,15 @@ class Solver:
         self.results = results
         to_run: list[Vertex] = []
         seen: set[str] = set()
+        breaks_below: dict[str, bool] = {}
+
+        def leads_to_break(v: Vertex) -> bool:
+            """A breakpointed step is at `v` or under it: run `v` so the build gets there (debugger only)."""
+            if v.digest not in breaks_below:
+                assert self.debugger is not None
+                breaks_below[v.digest] = self.debugger.wants_fresh_run(v) or any(
+                    leads_to_break(i) for i in v.inputs)
+            return breaks_below[v.digest]
 
         def plan(v: Vertex) -> None:
             if v.digest in seen:
@@ -258,7 +267,7 @@ class Solver:
             if isinstance(v.op, LocalSource):
                 results[v.digest] = Result([], info.key)
                 return
-            fresh = self.debugger is not None and self.debugger.wants_fresh_run(v)
+            fresh = self.debugger is not None and leads_to_break(v)
             if not (self.no_cache or v.ignore_cache or fresh):
                 chain = self.store.lookup(info.key)
                 if chain is not None and all(self.snapshots.exists(s) for s in chain):

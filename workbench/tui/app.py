@@ -18,13 +18,17 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from workbench.debug.controller import Debugger, Pause
 from workbench.progress.events import Event, VertexStarted
 from workbench.tui import themes
+from workbench.tui.debug_session import DebugSession
 from workbench.tui.model import CACHED, DONE, FAILED, RUNNING, BuildModel, VertexState
+from workbench.tui.screens.diff import DiffScreen
 from workbench.tui.screens.help import HelpScreen
 from workbench.tui.source import EventSource
 from workbench.tui.widgets.cache_panel import CachePanel
 from workbench.tui.widgets.dag_view import DagView
+from workbench.tui.widgets.debug_bar import DebugBar
 from workbench.tui.widgets.devices_panel import DevicesPanel, known_devices
 from workbench.tui.widgets.editor import DockerfileEditor
 from workbench.tui.widgets.log_pane import LogPane
@@ -41,6 +45,19 @@ DRAIN_BUDGET_S = 0.012
 
 class EventsReady(Message):
     """Events are queued for the UI (posted once per batch)."""
+
+
+class PauseReady(Message):
+    """Build `generation` is paused at a step (posted from the debugger's watch thread)."""
+
+    def __init__(self, generation: int, pause: Pause) -> None:
+        super().__init__()
+        self.generation = generation
+        self.pause = pause
+
+
+DEBUG_ACTIONS = ("debug_resume", "debug_shell", "debug_diff", "debug_abort")
+"""Actions that need a pause (hidden from the footer and off while the build runs)."""
 
 
 class WorkbenchApp(App[int]):
@@ -60,13 +77,23 @@ class WorkbenchApp(App[int]):
         Binding("4", "focus_panel('devices')", "Devices", show=False),
         Binding("5", "focus_panel('editor')", "Editor", show=False),
         Binding("escape", "focus_panel('dag')", "Graph", show=False),
+        Binding("f9,b", "toggle_breakpoint", "Breakpoint", show=False),
+        Binding("f5,c", "debug_resume('continue')", "Continue"),
+        Binding("f10,s", "debug_resume('next')", "Next"),
+        Binding("f4,e", "debug_shell", "Shell"),
+        Binding("d", "debug_diff", "Diff"),
+        Binding("A,f8", "debug_abort", "Abort"),
     ]
 
     def __init__(self, source: EventSource, theme: str | None = None, watch: bool = True,
                  clock: Callable[[], float] = time.time, devices: list[str] | None = None,
-                 remember_theme: bool = True) -> None:
+                 remember_theme: bool = True, break_on_error: bool = True) -> None:
         super().__init__()
         self.source = source
+        self.debugging = DebugSession(break_on_error)
+        self.pause: Pause | None = None
+        """The pause shown (None: the build is not held by the debugger)."""
+        self._debugger: Debugger | None = None
         self.clock = clock
         self.model = BuildModel()
         self.generation = 0
@@ -109,6 +136,7 @@ class WorkbenchApp(App[int]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="status")
+        yield DebugBar(id="debug-bar")
         with Horizontal(id="main"):
             yield DagView(self.model, clock=self.clock, id="dag")
             with TabbedContent(id="panels", initial="tab-logs"):
@@ -153,6 +181,7 @@ class WorkbenchApp(App[int]):
         previous = self._build
         if previous is not None:
             previous[1].set()
+            self.debugging.abort(self._debugger)  # a paused build lets go, so it can wind down
         self.generation += 1
         gen = self.generation
         self.build_requested[gen] = time.monotonic()
@@ -167,14 +196,30 @@ class WorkbenchApp(App[int]):
                 self._posted = True
             self.post_message(EventsReady())
 
+        dbg = self.debugging.new_debugger() if self.source.debuggable else None
+        done = threading.Event()
+
         def run() -> None:
-            if previous is not None:
-                previous[0].join()
-            if not cancel.is_set():
-                self.source.run(sink, cancel, no_cache)
+            try:
+                if previous is not None:
+                    previous[0].join()
+                if cancel.is_set():
+                    return
+                if dbg is not None:
+                    self.source.run_debugged(sink, cancel, no_cache, dbg)
+                else:
+                    self.source.run(sink, cancel, no_cache)
+            finally:
+                done.set()
+                if dbg is not None:
+                    dbg.build_ended()
 
         thread = threading.Thread(target=run, name=f"build-{gen}", daemon=True)
         self._build = (thread, cancel)
+        self._debugger = dbg
+        self._set_pause(None)
+        if dbg is not None:
+            DebugSession.watch(dbg, cancel, done, lambda pause: self.post_message(PauseReady(gen, pause)))
         self.model = BuildModel()
         self.query_one(DagView).set_model(self.model)
         self.query_one(LogPane).show(self.model, None)
@@ -188,6 +233,7 @@ class WorkbenchApp(App[int]):
         if self._build is not None:
             thread, cancel = self._build
             cancel.set()
+            self.debugging.abort(self._debugger)
             thread.join(timeout)
 
     @on(EventsReady)
@@ -224,7 +270,14 @@ class WorkbenchApp(App[int]):
             else:
                 self.call_later(self._refresh_views)
 
+    def _main_screen_hidden(self) -> bool:
+        """A modal screen (help, diff) is on top: the main screen's widgets are not queried through `self`."""
+        return len(self.screen_stack) > 1
+
     def _refresh_views(self) -> None:
+        if self._main_screen_hidden():
+            self.set_timer(0.1, self._refresh_views)  # catch up when the modal screen closes
+            return
         self._views_pending = False
         self._views_shown = time.monotonic()
         if self._graph_dirty:
@@ -239,7 +292,7 @@ class WorkbenchApp(App[int]):
             self.query_one(DevicesPanel).show(self.model, self.devices)
 
     def _tick(self) -> None:
-        if self.model.running():
+        if self.model.running() and not self._main_screen_hidden():
             self.query_one(DagView).refresh()
             self._update_status()
 
@@ -258,6 +311,10 @@ class WorkbenchApp(App[int]):
                                                               (DONE, "done"), (FAILED, "failed")) if counts.get(key)]
         if tally:
             parts.append(" ".join(tally))
+        if self.pause is not None:
+            src = self.pause.vertex.source
+            parts.append(("failed, held" if self.pause.reason == "error" else "paused")
+                         + (f" at line {src.start_line}" if src is not None else ""))
         if self.no_cache:
             parts.append("next run: no-cache")
         if self.watching:
@@ -318,6 +375,11 @@ class WorkbenchApp(App[int]):
             if w.source is not None:
                 problems.setdefault(w.source.start_line - 1, w.message)
         editor.set_marks(lines, problems)
+        paused: set[int] = set()
+        if self.pause is not None and self.pause.vertex.source is not None:
+            src = self.pause.vertex.source
+            paused = set(range(src.start_line - 1, src.end_line))
+        editor.set_debug_marks({n - 1 for n in self.debugging.lines()}, paused)
         text = "\n".join(f"line {n + 1}: {msg}" for n, msg in sorted(problems.items())[:8])
         if text != self._problems_text:
             self._problems_text = text
@@ -415,7 +477,117 @@ class WorkbenchApp(App[int]):
         self._watch_stop.set()
         if self._build is not None:
             self._build[1].set()
+        self.debugging.abort(self._debugger)  # shells end, a paused step lets go: no container outlives the app
         self.exit(0)
+
+    # -- the debugger ---------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in DEBUG_ACTIONS:
+            return self.pause is not None
+        return True
+
+    @on(PauseReady)
+    def _pause_ready(self, event: PauseReady) -> None:
+        if event.generation == self.generation and self._debugger is not None \
+                and self._debugger.current is event.pause:
+            self._set_pause(event.pause)
+
+    def _set_pause(self, pause: Pause | None) -> None:
+        self.pause = pause
+        if self._main_screen_hidden():
+            self.call_later(self._set_pause, pause)  # shown once the modal screen closes
+            return
+        self.query_one(DebugBar).show(pause.info() if pause is not None else None)
+        if pause is not None and pause.vertex.digest in self.model.vertices:
+            self.query_one(DagView).select(pause.vertex.digest)
+        self._update_marks()
+        self._update_status()
+        self.refresh_bindings()
+
+    def action_toggle_breakpoint(self) -> None:
+        """At the editor's cursor line when the editor has focus, else at the selected step's line."""
+        if not self.source.debuggable:
+            self.notify("breakpoints need a live build", timeout=2)
+            return
+        editor = self.query_one(DockerfileEditor)
+        if self.focused is editor:
+            line = editor.cursor_location[0] + 1
+        else:
+            v = self._selected()
+            if v is None or v.source is None:
+                self.notify("select a step, or put the editor's cursor on a line", timeout=2)
+                return
+            line = v.source.start_line
+        now_set = self.debugging.toggle(line)
+        self.notify(f"breakpoint {'set' if now_set else 'cleared'} at line {line}", timeout=2)
+        self._update_marks()
+
+    def action_debug_resume(self, how: str) -> None:
+        pause, dbg = self.pause, self._debugger
+        if pause is None or dbg is None:
+            return
+        self._set_pause(None)
+        dbg.resume(how)
+
+    def action_debug_abort(self) -> None:
+        dbg = self._debugger
+        self._set_pause(None)
+        if self._build is not None:
+            self._build[1].set()
+        self.debugging.abort(dbg)
+
+    def action_debug_shell(self) -> None:
+        """`sh` inside the paused step: the app steps aside, the terminal is the shell's until it exits."""
+        from textual.app import SuspendNotSupported
+
+        pause, dbg = self.pause, self._debugger
+        if pause is None or dbg is None:
+            return
+        try:
+            with self.suspend():
+                print(f"workbench: a shell in {pause.vertex.name} (changes are thrown away); exit to go back",
+                      flush=True)
+                code = dbg.exec(pause, ["sh"])
+        except SuspendNotSupported:
+            self.notify("this terminal cannot hand itself to a shell", severity="error")
+            return
+        except RuntimeError as e:
+            self.notify(f"shell: {e}", severity="error")
+            return
+        self.notify(f"shell exited with code {code}", timeout=3)
+
+    def diffable_steps(self) -> list[tuple[str, str]]:
+        """(digest, label) of the steps whose filesystem can be compared now (those finished at this pause)."""
+        if self.pause is None:
+            return []
+        results = self.pause.solver.results
+        out = []
+        for vid in self.model.order:
+            v = self.model.vertices[vid]
+            if not v.internal and v.source is not None and vid in results:
+                out.append((vid, f"#{v.number} {v.name}"))
+        return out
+
+    def action_debug_diff(self) -> None:
+        from workbench.debug.fsview import diff_trees, format_diff, mounted
+
+        pause = self.pause
+        steps = self.diffable_steps()
+        if pause is None or len(steps) < 2:
+            self.notify("a diff needs two finished steps", timeout=2)
+            return
+        solver = pause.solver
+        ids = [vid for vid, _ in steps]
+        second = ids.index(self.query_one(DagView).selected) if self.query_one(DagView).selected in ids \
+            else len(ids) - 1
+        second = max(second, 1)
+
+        def diff(a: str, b: str) -> list[str]:
+            with mounted(solver, solver.results[a].chain) as ra, mounted(solver, solver.results[b].chain) as rb:
+                return format_diff(diff_trees(ra, rb), ra, rb)
+
+        self.push_screen(DiffScreen(steps, diff, second - 1, second))
 
 
 def snapshot_size(root: Path, snapshot: str) -> int:

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config file (default: $WORKBENCH_CONFIG or /etc/workbench/workbench.toml)")
     p.add_argument("--theme", help="colour theme: a file name (without .toml) in themes/ (default: the last used)")
     p.add_argument("--no-watch", action="store_true", help="do not rebuild when inputs change")
+    p.add_argument("--no-break-on-error", action="store_true",
+                   help="do not hold a failed step for a look inside (break on error is on by default)")
 
 
 def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
     from workbench.tui.widgets.devices_panel import known_devices
 
     devices = known_devices(args.cdi_spec_dir, source.config)
-    app = WorkbenchApp(source, theme=args.theme, watch=not args.no_watch, devices=devices)
+    app = WorkbenchApp(source, theme=args.theme, watch=not args.no_watch, devices=devices,
+                       break_on_error=not args.no_break_on_error)
     try:
         code = app.run()
     finally:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from workbench.progress.events import (
     BuildFinished,
     BuildWarning,
+    DebugPaused,
+    DebugResumed,
     DeviceGrant,
     Event,
     SourceLocation,
@@ -102,6 +104,8 @@ class BuildModel:
     combined: list[tuple[int, str]] = field(default_factory=list)
     """Every step's lines interleaved as they arrived, with the step's number (like --progress plain)."""
     finished: BuildFinished | None = None
+    paused: DebugPaused | None = None
+    """Where the debugger holds the build now (None: not paused)."""
     started_at: float | None = None
     revision: int = 0
     """Bumped on every change of a vertex's state or set (not on log lines), so views redraw only then."""
@@ -148,8 +152,12 @@ class BuildModel:
             self.warnings.append(ev)
         elif isinstance(ev, DeviceGrant):
             self.grants.append(ev)
+        elif isinstance(ev, DebugPaused):
+            self.paused = ev
+        elif isinstance(ev, DebugResumed):
+            self.paused = None
         elif isinstance(ev, BuildFinished):
-            self.finished = ev
+            self.finished, self.paused = ev, None
             for v in self.vertices.values():
                 if v.state == RUNNING:
                     v.state = CANCELED if ev.error == "canceled" else FAILED

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from workbench.progress.events import BuildFinished, Event, EventBus
 
@@ -26,9 +27,16 @@ class EventSource(ABC):
     root: Path | None = None
     """The build root, where snapshots can be measured (None: unknown)."""
 
+    debuggable: bool = False
+    """Whether builds can stop at breakpoints (`run_debugged` takes a workbench.debug Debugger)."""
+
     @abstractmethod
     def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
         """Emit every event of one build to `sink`, ending with BuildFinished; stop early when `cancel` is set."""
+
+    def run_debugged(self, sink: Sink, cancel: threading.Event, no_cache: bool, debugger: Any) -> None:
+        """`run` with a debugger that may pause the build's steps (sources that cannot debug just run)."""
+        self.run(sink, cancel, no_cache)
 
 
 @dataclass
@@ -44,8 +52,12 @@ class LiveBuildSource(EventSource):
     cdi_spec_dirs: list[str] = field(default_factory=list)
     config: Path | None = None
     rerunnable: bool = True
+    debuggable: bool = True
 
     def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
+        self.run_debugged(sink, cancel, no_cache, None)
+
+    def run_debugged(self, sink: Sink, cancel: threading.Event, no_cache: bool, debugger: Any) -> None:
         from workbench.build import BuildFailure, BuildRequest, run_build
         from workbench.solver.session import Session
 
@@ -54,7 +66,10 @@ class LiveBuildSource(EventSource):
         session = self.session if isinstance(self.session, Session) else Session()
         request = BuildRequest(context=self.context, dockerfile=self.dockerfile, build_args=dict(self.build_args),
                                target=self.target, no_cache=no_cache, root=self.root, session=session,
-                               cancel=cancel, cdi_spec_dirs=list(self.cdi_spec_dirs), config=self.config)
+                               cancel=cancel, cdi_spec_dirs=list(self.cdi_spec_dirs), config=self.config,
+                               debugger=debugger)
+        if debugger is not None:
+            debugger.bus = bus  # its pauses and shells go on the stream with the build's events
         try:
             run_build(request, bus)
         except BuildFailure:

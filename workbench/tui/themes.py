@@ -12,7 +12,8 @@ from textual.theme import Theme
 THEMES_DIR = Path(__file__).resolve().parents[2] / "themes"
 DEFAULT_THEME = "dark"
 VARIABLE_DEFAULTS = {"dag-cached": "#4FA3F7", "dag-running": "#FBBF24", "dag-pending": "#808080",
-                     "editor-step-background": "#2B3A1F", "editor-warning-background": "#3D2A12"}
+                     "editor-step-background": "#2B3A1F", "editor-warning-background": "#3D2A12",
+                     "editor-breakpoint-background": "#5A1E1E", "editor-pause-background": "#1E3A6E"}
 """The workbench's own theme variables (used in its CSS), for themes that leave them out."""
 _COLOURS = ("primary", "secondary", "accent", "success", "warning", "error", "foreground", "background",
             "surface", "panel", "boost")

@@ -20,6 +20,14 @@ HELP = """\
   t            next theme (remembered)
   tab          next panel;  1 graph  2 logs  3 cache  4 devices  5 editor
 
+[b]debugger[/] (live builds; break on error is on unless --no-break-on-error)
+  F9 / b       toggle a breakpoint: at the editor's cursor line (editor focused) or the selected step's
+               line; a breakpointed step runs again (not from the cache) and the build stops before it
+  F5 / c       continue to the next breakpoint          F10 / s   next: run this step, stop before the next
+  F4 / e       a shell (sh) inside the paused step; the app comes back when it exits (changes are thrown away)
+  d            diff two finished steps: added / changed / removed files with sizes, text diffs
+  A / F8       abort the build;  q quits (a paused build and its shells end cleanly)
+
 [b]graph[/]
   ↑ ↓ / k j    previous / next node      pgup pgdn home end
   ← / h        go to the node's first input;   → / l  to its first dependent

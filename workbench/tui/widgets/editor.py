@@ -74,6 +74,10 @@ class DockerfileEditor(TextArea):
         """0-based lines of the steps running now (or the selected step)."""
         self.problem_lines: dict[int, str] = {}
         """0-based line -> the warning or error shown there."""
+        self.breakpoint_lines: set[int] = set()
+        """0-based lines with a breakpoint."""
+        self.pause_lines: set[int] = set()
+        """0-based lines of the step the debugger holds the build at."""
 
     def _build_highlight_map(self) -> None:
         self._line_cache.clear()
@@ -83,7 +87,12 @@ class DockerfileEditor(TextArea):
 
     def get_line(self, line_index: int) -> Text:
         line = super().get_line(line_index)
-        if line_index in self.problem_lines:
+        if line_index in self.pause_lines:
+            line.stylize(Style(bold=True))
+            line.stylize(self._variable_style("editor-pause-background"))
+        elif line_index in self.breakpoint_lines:
+            line.stylize(self._variable_style("editor-breakpoint-background"))
+        elif line_index in self.problem_lines:
             line.stylize(Style(underline=True))
             line.stylize(self._variable_style("editor-warning-background"))
         elif line_index in self.step_lines:
@@ -98,6 +107,14 @@ class DockerfileEditor(TextArea):
         if step_lines == self.step_lines and problems == self.problem_lines:
             return
         self.step_lines, self.problem_lines = step_lines, problems
+        self._line_cache.clear()
+        self.refresh()
+
+    def set_debug_marks(self, breakpoints: set[int], paused: set[int]) -> None:
+        """Mark breakpoint lines and the paused step's lines (0-based)."""
+        if breakpoints == self.breakpoint_lines and paused == self.pause_lines:
+            return
+        self.breakpoint_lines, self.pause_lines = breakpoints, paused
         self._line_cache.clear()
         self.refresh()
 
