@@ -45,11 +45,17 @@ def test_killed_builds_leave_a_usable_cache_and_prune_leaves_no_orphans(
     (ctx / "b.txt").write_text("b\n")
     seed = int(os.environ.get("CRASH_SEED", time.time()))
     rng = random.Random(seed)
+    # Kills land within the time one whole build takes here (base pulled, every RUN re-run): a faster machine
+    # (or the build server) must not let the victims finish before they are killed.
+    wb("--build-arg", "N=-1", str(ctx), root=root)
+    started = time.monotonic()
+    wb("--build-arg", "N=-2", str(ctx), root=root)
+    build_time = time.monotonic() - started
     killed_mid_build = left_mounted = 0
     for n in range(20):
         cmd = WORKBENCH + ["build", "--root", str(root), "--progress", "plain", "--build-arg", f"N={n}", str(ctx)]
         victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 1.5))
+        time.sleep(rng.uniform(0.05, 0.9 * build_time))
         if victim.poll() is None:
             killed_mid_build += 1
         victim.send_signal(signal.SIGKILL)  # its runc containers and mounts stay behind, as in a real crash
@@ -60,7 +66,7 @@ def test_killed_builds_leave_a_usable_cache_and_prune_leaves_no_orphans(
         assert proc.returncode == 0, f"seed {seed}, build {n}:\n{proc.stderr[-3000:]}"
         _check_output(out, n)
     assert killed_mid_build >= 10, f"seed {seed}: only {killed_mid_build} builds were still running when killed"
-    print(f"seed {seed}: {killed_mid_build} killed mid-build, {left_mounted} left mounts behind")
+    print(f"seed {seed}: build {build_time:.2f} s, {killed_mid_build} killed mid-build, {left_mounted} left mounts behind")
 
     gc.prune(root)
     usage = gc.du(root)
