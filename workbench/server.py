@@ -22,6 +22,7 @@ import threading
 import time
 
 from workbench.client import code_stamp, recv_message, send_message
+from workbench.context_watch import ContextWatcher
 
 IDLE_EXIT_S = 15 * 60
 
@@ -43,7 +44,8 @@ def preload() -> None:
     for name in ("workbench.progress.recorder", "workbench.history.store", "workbench.cdi.context",
                  "workbench.image.store", "workbench.exporter.outputs", "workbench.solver.runners",
                  "workbench.executor.runc", "workbench.solver.mounts", "workbench.snapshot.layers",
-                 "workbench.inspect", "urllib.request", "http.client", "ssl", "tomllib", "encodings.idna"):
+                 "workbench.inspect", "workbench.solver.context_memo",
+                 "urllib.request", "http.client", "ssl", "tomllib", "encodings.idna"):
         try:
             __import__(name)
         except ImportError:  # an optional part: the child imports what it needs anyway
@@ -109,14 +111,26 @@ def serve(path: str) -> int:
     bound = os.stat(path).st_ino
     listener.listen(64)
     children: set[int] = set()
+    channels: dict[socket.socket, int] = {}  # a build's socket for context lookups -> its pid
+    watcher = ContextWatcher()
     last_active = time.monotonic()
     try:
         while True:
-            ready, _, _ = select.select([listener], [], [], 5.0)
+            watched = [watcher.fd] if watcher.fd is not None else []
+            waiting: list[socket.socket | int] = [listener, *channels, *watched]
+            ready, _, _ = select.select(waiting, [], [], 5.0)
             _reap(children)
             if not ready:
                 if not children and time.monotonic() - last_active > IDLE_EXIT_S:
                     return 0
+                continue
+            for channel in [r for r in ready if isinstance(r, socket.socket) and r in channels]:
+                if not _answer(channel, watcher):
+                    del channels[channel]
+                    channel.close()
+            if watched and watched[0] in ready:
+                watcher.drain()
+            if listener not in ready:
                 continue
             conn, _ = listener.accept()
             last_active = time.monotonic()
@@ -139,20 +153,46 @@ def serve(path: str) -> int:
                 send_message(conn, {"stale": True})
                 _close(conn, fds)
                 return 0
+            ours, theirs = socket.socketpair()
             pid = os.fork()
             if pid == 0:
                 listener.close()
                 os.close(lock)
-                _child(conn, fds, request)  # never returns
+                ours.close()
+                for channel in channels:
+                    channel.close()
+                if watcher.fd is not None:
+                    os.close(watcher.fd)
+                _child(conn, fds, request, theirs)  # never returns
+            theirs.close()
             children.add(pid)
+            channels[ours] = pid
             _close(conn, fds)
     finally:
+        watcher.close()
         listener.close()
         try:
             if os.stat(path).st_ino == bound:  # a newer server may already own the path
                 os.unlink(path)
         except OSError:
             pass
+
+
+def _answer(channel: socket.socket, watcher: ContextWatcher) -> bool:
+    """Serve one request of a build about its context; False when the build is gone."""
+    try:
+        message, _ = recv_message(channel)
+        if message is None:
+            return False
+        if "lookup" in message:
+            ident = message["ident"]
+            generation, memo = watcher.lookup(message["lookup"], (ident[0], ident[1]), message["sig"])
+            send_message(channel, {"gen": generation, "memo": memo})
+        elif "store" in message:
+            watcher.store(message["store"], message["sig"], message["gen"], message["memo"])
+        return True
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
 
 def _close(conn: socket.socket, fds: list[int]) -> None:
@@ -171,10 +211,13 @@ def _reap(children: set[int]) -> None:
             children.discard(pid)
 
 
-def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
+def _child(conn: socket.socket, fds: list[int], request: dict, channel: socket.socket) -> None:
     code = 1
     try:
         os.setpgid(0, 0)
+        from workbench.solver import context_memo
+
+        context_memo.attach(channel)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH,
                     signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)

@@ -91,10 +91,20 @@ def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tup
 
     Only what the copy takes counts: paths left out by .dockerignore, --exclude, or (with --parents) the
     include pattern do not change the key; kept parent dirs do. Raises FileActionError when a source is
-    missing, as the copy itself would.
+    missing, as the copy itself would. Under the build server, a context unchanged since an earlier build
+    is not walked again (workbench.solver.context_memo).
     """
+    from workbench.solver import context_memo
+
+    return context_memo.checksum(context, action, excluded, _walk_checksum)
+
+
+def _walk_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tuple[str, dict[str, str], bool]:
+    """copy_checksum's walk; the flag says whether a file it read has other links (which a change could
+    reach from outside the context)."""
     h = hashlib.sha256()
     files: dict[str, str] = {}
+    linked = False
     # a tight loop (a context of 20,000 files is common): local names, and the digest cache read directly
     sha256, lstat, file_digest, known = hashlib.sha256, os.lstat, _file_digest, _file_hashes
     for rel, host, st in read_entries(context, action, excluded):
@@ -105,10 +115,12 @@ def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tup
         if kind == stat.S_IFREG:
             digest = known.get((host, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
             header += f"{st.st_size}\0{digest or file_digest(host, st)}"
+            if st.st_nlink > 1:
+                linked = True
         elif kind == stat.S_IFLNK:
             header += os.readlink(host)
         encoded = header.encode()
         h.update(encoded)
         h.update(b"\n")
         files[rel] = sha256(encoded).hexdigest()[:16]
-    return "sha256:" + h.hexdigest(), files
+    return "sha256:" + h.hexdigest(), files, linked
