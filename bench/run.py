@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Benchmarks w1–w5 of the solver issue, cold and warm, as CLI processes; prints medians and BuildKit ratios.
 
-cold: a fresh state root (the base image is pulled from the local registry and extracted too);
+cold: a fresh state root and a freshly started build server (the base image is pulled from the local
+registry and extracted too, and nothing is known of the context);
 warm: the same build again on that root (everything cached). No image is exported, as `buildctl build`
 without --output. Needs the local registry (bash scripts/registry.sh).
 
-Usage: .venv/bin/python bench/run.py [--repeat N] [--only w1,w3] [--no-server]
+Usage: .venv/bin/python bench/run.py [--repeat N] [--only w1,w3] [--no-server] [--verbose]
+
+Run it on a quiet disk: see the note in main() on ext4 and deleted files.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -113,28 +115,36 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default=",".join(WORKLOADS))
     ap.add_argument("--no-server", action="store_true", help="every build imports the engine itself")
+    ap.add_argument("--verbose", action="store_true", help="print every run's time as well")
     args = ap.parse_args()
     if args.no_server:
         ENV["WORKBENCH_SERVER"] = "0"
     else:
         start_server()
     print(f"{'workload':<38}{'cold s':>8}{'warm s':>8}{'cold/BK':>9}{'warm/BK':>9}")
-    for key in args.only.split(","):
-        title, make = WORKLOADS[key]
-        cold, warm = [], []
-        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as td:
-            ctx = Path(td) / "ctx"
+    # Everything is removed only at the end: on ext4 without a journal (this VM's disk), creating files within
+    # a minute or so of deleting many (a previous root or context) scans every recently freed inode per new
+    # file (recently_deleted() in ext4's inode allocator): a deletion between runs would be timed, not the build.
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as top:
+        for key in args.only.split(","):
+            title, make = WORKLOADS[key]
+            cold, warm = [], []
+            ctx = Path(top) / key / "ctx"
             make(ctx)
             for n in range(args.repeat):
-                root = Path(td) / f"root{n}"
+                root = Path(top) / key / f"root{n}"
+                if not args.no_server:  # a fresh server too: nothing known of the context yet (a new buildkitd)
+                    subprocess.run([WORKBENCH, "server", "stop"], env=ENV, stdout=subprocess.DEVNULL)
+                    start_server()
                 os.sync()  # start from a disk with no writes pending (the context was just written)
                 cold.append(build(ctx, root))
                 os.sync()  # the cold build's writes are flushed before the warm builds are timed
                 warm += [build(ctx, root) for _ in range(3)]
-                shutil.rmtree(root, ignore_errors=True)
-        c, w = statistics.median(cold), statistics.median(warm)
-        bk_cold, bk_warm = BUILDKIT[key]
-        print(f"{key + ' ' + title:<38}{c:>8.2f}{w:>8.3f}{ratio(c, bk_cold):>9}{ratio(w, bk_warm):>9}", flush=True)
+            c, w = statistics.median(cold), statistics.median(warm)
+            if args.verbose:
+                print(f"  {key} cold: {' '.join(f'{t:.2f}' for t in cold)}; warm: {' '.join(f'{t:.3f}' for t in warm)}")
+            bk_cold, bk_warm = BUILDKIT[key]
+            print(f"{key + ' ' + title:<38}{c:>8.2f}{w:>8.3f}{ratio(c, bk_cold):>9}{ratio(w, bk_warm):>9}", flush=True)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _server(args: argparse.Namespace) -> int:
     """`workbench server stop|status` (builds start a server on their own; WORKBENCH_SERVER=0 disables it)."""
+    import os
+    import time
+
     from workbench import client
 
     path = client.socket_path()
@@ -131,7 +134,18 @@ def _server(args: argparse.Namespace) -> int:
         reply = None
     finally:
         sock.close()
-    print(f"stopped the build server (pid {reply['stopped']})" if reply else "the build server did not answer")
+    if not reply:
+        print("the build server did not answer")
+        return 0
+    pid = int(reply["stopped"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # gone, so that the next build starts a new one instead of meeting it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    print(f"stopped the build server (pid {pid})")
     return 0
 
 

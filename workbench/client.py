@@ -140,6 +140,7 @@ def run_via_server(argv: list[str]) -> int | None:
             send_message(sock, request, [0, 1, 2])
             reply, _ = recv_message(sock)
         except (OSError, ValueError):  # nothing has started yet: build in-process instead
+            _start_server(path)  # the one that was there may be leaving; a second one steps aside
             return None
         if reply is None or "pid" not in reply:
             if reply is not None and reply.get("stale"):
