@@ -7,7 +7,14 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from tests.test_cache_remote import _assert_all_cached, _run, _steps, project  # noqa: F401 - fixture
+import pytest
+
+from tests.test_cache_remote import _assert_all_cached, _run, _steps, make_project
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
 
 
 def _skopeo_raw(ref: str, config: bool = False) -> dict[str, object]:

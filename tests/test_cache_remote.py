@@ -76,13 +76,18 @@ def clean_faults(gha: GhaServer) -> Iterator[GhaServer]:
     gha.faults(throttle=0, fail_writes=False, truncate_downloads="", expire_urls=False)
 
 
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
+def make_project(tmp_path: Path) -> Path:
+    """A context with this file's Dockerfile and the file it copies."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE)
     (ctx / "a.txt").write_text("a\n")
     return ctx
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
 
 
 def _steps(stderr: str) -> dict[str, str]:

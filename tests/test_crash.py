@@ -66,7 +66,8 @@ def test_killed_builds_leave_a_usable_cache_and_prune_leaves_no_orphans(
         assert proc.returncode == 0, f"seed {seed}, build {n}:\n{proc.stderr[-3000:]}"
         _check_output(out, n)
     assert killed_mid_build >= 10, f"seed {seed}: only {killed_mid_build} builds were still running when killed"
-    print(f"seed {seed}: build {build_time:.2f} s, {killed_mid_build} killed mid-build, {left_mounted} left mounts behind")
+    print(f"seed {seed}: build {build_time:.2f} s, {killed_mid_build} killed mid-build, "
+          f"{left_mounted} left mounts behind")
 
     gc.prune(root)
     usage = gc.du(root)

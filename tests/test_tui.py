@@ -6,12 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.tui_events import DOCKERFILE, sample_events
+from tests.tui_pilot import until as _until
 from workbench.tui.app import WorkbenchApp, check_problems
 from workbench.tui.model import CACHED, DONE, FAILED, RUNNING, BuildModel, LogBuffer, stage_of
 from workbench.tui.source import LiveBuildSource, ReplaySource
@@ -34,14 +34,6 @@ def _replay_app(tmp_path: Path, theme: str = "dark") -> WorkbenchApp:
     dockerfile.write_text(DOCKERFILE)
     return WorkbenchApp(ReplaySource(sample_events(), dockerfile=dockerfile), theme=theme, devices=[],
                         clock=lambda: sample_events()[-1].ts, remember_theme=False)
-
-
-async def _until(pilot: object, cond: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.02)  # type: ignore[attr-defined]
 
 
 # -- the model, without Textual -----------------------------------------------------------------------
@@ -124,6 +116,7 @@ def test_devices_panel_shows_grants_denials_and_the_empty_state(tmp_path: Path) 
 def test_short_names_and_problems() -> None:
     assert short_name("[build 2/4] RUN make") == "[2/4] RUN make"
     assert short_name("[internal] load x") == "[internal] load x"
+    assert short_name("[1/3] FROM busybox") == "[1/3] FROM busybox"  # one unnamed stage: nothing to drop
     problems = check_problems("FROM busybox as Base\nRUN true\n")
     assert any("StageNameCasing" in m or "FromAsCasing" in m for m in problems.values()) and 0 in problems
     assert check_problems("FROM busybox\nRUN <<EOF\n") != {}

@@ -4,11 +4,11 @@ the diff screen, break on error."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.tui_pilot import until as _until
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.model import FAILED
 from workbench.tui.screens.diff import DiffScreen
@@ -28,14 +28,6 @@ RUN echo done
 @pytest.fixture(autouse=True)
 def _tui_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKBENCH_TUI_STATE", str(tmp_path / "tui-state.json"))
-
-
-async def _until(pilot: object, cond: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.02)  # type: ignore[attr-defined]
 
 
 def _paused_at(app: WorkbenchApp, line: int) -> bool:

@@ -1,5 +1,6 @@
-"""The TUI debugger in a real terminal (tmux 120x40): a breakpoint set by keys, the pause, continue, quit with 0,
-and no runc container left."""
+"""The TUI debugger in a real terminal (tmux 120x40): a breakpoint set by keys, the pause, a shell in the paused
+step (the app suspends, the terminal is the shell's, the app comes back), continue, quit with 0, and no runc
+container left; a terminal closed under the shell takes the shell's container with it."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_tui_tmux import _tmux, _wait_pane
+from tests.test_tui_tmux import SIZED, _tmux, _wait_pane
 
 DOCKERFILE = """\
 FROM localhost:5055/busybox
 RUN echo one > /one
 COPY a.txt /a.txt
 """
+
+
+def _shell_prompt(screen: str) -> bool:
+    """busybox sh's prompt in the root directory is on the pane (capture-pane drops its trailing space)."""
+    return any(line.rstrip() == "/ #" for line in screen.splitlines())
 
 
 def _runc_containers(root: Path) -> list[str]:
@@ -30,7 +36,17 @@ def _runc_containers(root: Path) -> list[str]:
     return found
 
 
-def test_tui_breakpoint_shell_continue_in_tmux(registry: str, tmp_path: Path) -> None:
+def _running_containers(root: Path) -> list[str]:
+    found = []
+    for state in root.glob("tmp/*/runc"):
+        proc = subprocess.run(["runc", "--root", str(state), "list", "--format", "json"], capture_output=True,
+                              text=True)
+        found += [c["id"] for c in json.loads(proc.stdout or "null") or [] if c.get("status") == "running"]
+    return found
+
+
+def _start_app(tmp_path: Path) -> tuple[str, Path, Path]:
+    """`workbench tui` on DOCKERFILE in a 120x40 tmux pane: (session, build root, exit-status file)."""
     if shutil.which("tmux") is None:
         pytest.skip("needs tmux")
     ctx = tmp_path / "ctx"
@@ -41,17 +57,60 @@ def test_tui_breakpoint_shell_continue_in_tmux(registry: str, tmp_path: Path) ->
     exe = Path(sys.executable).parent / "workbench"
     status = tmp_path / "exit-status"
     session = f"wbdbg{time.monotonic_ns()}"
-    command = (f"cd {ctx} && WORKBENCH_TUI_STATE={tmp_path}/state.json {exe} tui --root {root} --no-watch "
+    command = (f"{SIZED} cd {ctx} && WORKBENCH_TUI_STATE={tmp_path}/state.json {exe} tui --root {root} --no-watch "
                f"--theme dark; echo $? > {status}; sleep 5")
     _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    return session, root, status
+
+
+def _pause_at_line_3(session: str) -> None:
+    """After the first build: a breakpoint on line 3 (the COPY) from the editor, a rerun, the pause shown."""
+    _wait_pane(session, lambda s: "finished in" in s, 90)
+    for key in ("5", "Down", "Down", "F9", "Escape", "r"):  # one at a time: escape then r must not read as alt+r
+        _tmux("send-keys", "-t", session, key)
+        time.sleep(0.3)
+    screen = _wait_pane(session, lambda s: "paused before" in s, 30)
+    assert "COPY a.txt /a.txt · Dockerfile line 3 (breakpoint)" in screen, screen
+    assert "· paused at line 3" in screen, screen
+
+
+def _clean_after_kill(root: Path) -> None:
+    """A killed app (a failed run, the hang-up test) can leave its shell's container and the pause's mounts
+    behind: remove them as the next build in that root would (workbench cleans what dead processes left under
+    its tmp), and whatever a still-dying app holds after that, directly."""
+    from workbench.snapshot.manager import SnapshotManager, mounts_under
+    from workbench.snapshot.overlay import unmount
+
+    deadline = time.monotonic() + 10
+    while (mounts_under(root / "tmp") or _running_containers(root)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the app is still going (quitting cleanly, or dying of the hang-up)
+        SnapshotManager(root).cleanup()
+    for state in root.glob("tmp/*/runc"):
+        for cid in _runc_containers(root):
+            subprocess.run(["runc", "--root", str(state), "delete", "-f", cid], capture_output=True)
+    for target in mounts_under(root / "tmp"):
+        unmount(target)
+
+
+def test_tui_breakpoint_shell_continue_in_tmux(registry: str, tmp_path: Path) -> None:
+    session, root, status = _start_app(tmp_path)
     try:
-        _wait_pane(session, lambda s: "finished in" in s, 90)
-        for key in ("5", "Down", "F9", "Escape", "r"):  # one at a time: escape then r must not read as alt+r
-            _tmux("send-keys", "-t", session, key)
-            time.sleep(0.3)
-        screen = _wait_pane(session, lambda s: "paused before" in s, 30)
-        assert "RUN echo one > /one · Dockerfile line 2 (breakpoint)" in screen, screen
-        assert "· paused" in screen and "workdir /" in screen and "user root" in screen
+        _pause_at_line_3(session)
+
+        # the shell: the app steps aside, the pane is busybox's sh in the paused step's filesystem
+        _tmux("send-keys", "-t", session, "e")
+        screen = _wait_pane(session, _shell_prompt, 15)
+        assert "workbench: a shell in [3/3] COPY a.txt /a.txt" in screen, screen
+        assert "paused before" not in screen  # the app is suspended, not drawn under the shell
+        _tmux("send-keys", "-t", session, "-l", "cat /one; echo marker-$((6*7))")
+        _tmux("send-keys", "-t", session, "Enter")
+        screen = _wait_pane(session, lambda s: "marker-42" in s, 15)
+        lines = [ln.strip() for ln in screen.splitlines()]
+        assert lines[lines.index("marker-42") - 1] == "one", screen  # /one, written by the step before
+        _tmux("send-keys", "-t", session, "-l", "echo x > /leak; exit")
+        _tmux("send-keys", "-t", session, "Enter")
+        screen = _wait_pane(session, lambda s: "paused before" in s and "shell exited with code 0" in s, 15)
+        assert not _shell_prompt(screen) and "f4 Shell" in screen, screen  # the app is back, at the same pause
 
         _tmux("send-keys", "-t", session, "c")
         screen = _wait_pane(session, lambda s: "finished in" in s and "build #2" in s, 30)
@@ -63,5 +122,27 @@ def test_tui_breakpoint_shell_continue_in_tmux(registry: str, tmp_path: Path) ->
             time.sleep(0.05)
         assert status.read_text().strip() == "0"
         assert _runc_containers(root) == []
+        assert not list(root.glob("snapshots/*/fs/leak")), "the shell's change reached a snapshot"
     finally:
         _tmux("kill-session", "-t", session)
+        _clean_after_kill(root)
+
+
+def test_a_closed_terminal_ends_the_debug_shell_with_the_app(registry: str, tmp_path: Path) -> None:
+    """The terminal goes away (hang-up) while the user is in the shell: the shell's container ends with the app
+    (runc would keep it running after the app died)."""
+    session, root, _ = _start_app(tmp_path)
+    try:
+        _pause_at_line_3(session)
+        _tmux("send-keys", "-t", session, "e")
+        _wait_pane(session, _shell_prompt, 15)
+        assert len(_running_containers(root)) == 1  # the shell's
+    finally:
+        _tmux("kill-session", "-t", session)
+    try:
+        deadline = time.monotonic() + 10
+        while _running_containers(root):
+            assert time.monotonic() < deadline, f"still running after the hang-up: {_running_containers(root)}"
+            time.sleep(0.1)
+    finally:
+        _clean_after_kill(root)

@@ -17,6 +17,12 @@ COPY a.txt /a.txt
 RUN cat /a.txt
 """
 
+SIZED = "unset COLUMNS LINES; until [ \"$(stty size)\" = '40 120' ]; do sleep 0.05; done;"
+"""A prefix for a 120x40 pane's command, so the app lays out for the pane's real size: the pytest process has
+GNU readline loaded, which puts COLUMNS=80 LINES=24 into the C environment its children (tmux's server, the
+app) inherit, and Textual prefers those to the tty's size; a detached pane may also get its -x/-y size a moment
+after its command starts."""
+
 
 def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=10).stdout
@@ -43,7 +49,7 @@ def test_tui_in_tmux_builds_reruns_on_edit_and_quits(registry: str, tmp_path: Pa
     exe = Path(sys.executable).parent / "workbench"
     status = tmp_path / "exit-status"
     session = f"wbtui{time.monotonic_ns()}"
-    command = (f"cd {ctx} && WORKBENCH_TUI_STATE={tmp_path}/state.json {exe} tui --root {tmp_path}/root "
+    command = (f"{SIZED} cd {ctx} && WORKBENCH_TUI_STATE={tmp_path}/state.json {exe} tui --root {tmp_path}/root "
                f"--theme dark; echo $? > {status}; sleep 5")
     _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
     try:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from workbench.snapshot.rootpath import resolve_in_root
 
 if TYPE_CHECKING:
+    from workbench.snapshot.manager import SnapshotManager
     from workbench.solver.solver import Solver
 
 TEXT_DIFF_LIMIT = 64 * 1024  # files larger than this get no line diff
@@ -27,31 +28,64 @@ class ViewError(Exception):
 @contextmanager
 def mounted(solver: Solver, chain: list[str]) -> Iterator[Path]:
     """A read-only view of a snapshot chain (an empty directory for `scratch`)."""
-    if not chain:
-        empty = solver.snapshots.tmp / "empty-view"
-        empty.mkdir(parents=True, exist_ok=True)
-        yield empty
-        return
-    with solver.snapshots.mount_readonly(chain) as root:
+    with mounted_snapshots(solver.snapshots, chain) as root:
         yield root
 
 
-def list_dir(root: Path, path: str) -> list[str]:
-    """`ls -l`-like lines for `path` inside `root` (symlinks resolved inside `root` only)."""
+@contextmanager
+def mounted_snapshots(snapshots: SnapshotManager, chain: list[str]) -> Iterator[Path]:
+    """`mounted` with any snapshot manager of the build root (a solver's, or one opened after its build)."""
+    if not chain:
+        empty = snapshots.tmp / "empty-view"
+        empty.mkdir(parents=True, exist_ok=True)
+        yield empty
+        return
+    with snapshots.mount_readonly(chain) as root:
+        yield root
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory entry as `ls -l` shows it (`target`: where a symlink points, else None)."""
+
+    name: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    target: str | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    def line(self) -> str:
+        shown = self.name + ("/" if self.is_dir else "")
+        if self.target is not None:
+            shown += f" -> {self.target}"
+        return f"{stat.filemode(self.mode)} {self.uid:>5} {self.gid:>5} {self.size:>10}  {shown}"
+
+
+def entries(root: Path, path: str) -> list[Entry]:
+    """The entries of directory `path` inside `root`, by name (the path itself when it is not a directory;
+    symlinks resolved inside `root` only)."""
     host = resolve_in_root(root, path)
     if not os.path.lexists(host):
         raise ViewError(f"{path}: no such file or directory")
     if not host.is_dir():
-        return [_line(host, path)]
-    return [_line(host / name, name) for name in sorted(os.listdir(host))]
+        return [_entry(host, path)]
+    return [_entry(host / name, name) for name in sorted(os.listdir(host))]
 
 
-def _line(host: Path, name: str) -> str:
+def list_dir(root: Path, path: str) -> list[str]:
+    """`ls -l`-like lines for `path` inside `root` (symlinks resolved inside `root` only)."""
+    return [e.line() for e in entries(root, path)]
+
+
+def _entry(host: Path, name: str) -> Entry:
     st = os.lstat(host)
-    shown = name + ("/" if stat.S_ISDIR(st.st_mode) else "")
-    if stat.S_ISLNK(st.st_mode):
-        shown += f" -> {os.readlink(host)}"
-    return f"{stat.filemode(st.st_mode)} {st.st_uid:>5} {st.st_gid:>5} {st.st_size:>10}  {shown}"
+    target = os.readlink(host) if stat.S_ISLNK(st.st_mode) else None
+    return Entry(name, st.st_mode, st.st_uid, st.st_gid, st.st_size, target)
 
 
 def read_file(root: Path, path: str, limit: int = 1 << 20) -> bytes:

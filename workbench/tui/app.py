@@ -21,9 +21,10 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from workbench.debug.controller import Debugger, Pause
 from workbench.progress.events import Event, VertexStarted
 from workbench.tui import themes
-from workbench.tui.debug_session import DebugSession
+from workbench.tui.debug_session import DebugSession, run_shell
 from workbench.tui.model import CACHED, DONE, FAILED, RUNNING, BuildModel, VertexState
 from workbench.tui.screens.diff import DiffScreen
+from workbench.tui.screens.files import FilesScreen, ViewOpener
 from workbench.tui.screens.help import HelpScreen
 from workbench.tui.source import EventSource
 from workbench.tui.widgets.cache_panel import CachePanel
@@ -82,6 +83,7 @@ class WorkbenchApp(App[int]):
         Binding("f10,s", "debug_resume('next')", "Next"),
         Binding("f4,e", "debug_shell", "Shell"),
         Binding("d", "debug_diff", "Diff"),
+        Binding("f", "browse_files", "Files"),
         Binding("A,f8", "debug_abort", "Abort"),
     ]
 
@@ -117,6 +119,7 @@ class WorkbenchApp(App[int]):
         self._grants_shown = -1
         self._status_text = ""
         self._problems_text = "\0"
+        self._files_offered = False
         self._graph_dirty = False
         self._views_pending = False
         self._views_shown = 0.0
@@ -285,6 +288,7 @@ class WorkbenchApp(App[int]):
             self.query_one(DagView).refresh_rows()
             self._show_selected()
             self._update_status()
+            self._offer_files()
         if self.query_one(TabbedContent).active == "tab-logs":
             self.query_one(LogPane).refresh_log()
         if len(self.model.grants) != self._grants_shown:
@@ -333,6 +337,7 @@ class WorkbenchApp(App[int]):
     @on(DagView.NodeSelected)
     def _node_selected(self, event: DagView.NodeSelected) -> None:
         self._show_selected()
+        self._offer_files()
 
     def _show_selected(self) -> None:
         """Show the selected step in the visible panel (the others catch up when their tab is opened)."""
@@ -485,6 +490,10 @@ class WorkbenchApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in DEBUG_ACTIONS:
             return self.pause is not None
+        if action == "browse_files":  # offered for a step with a filesystem to show
+            if self._main_screen_hidden() or not self.query(DagView):
+                return False
+            return self.files_target() is not None
         return True
 
     @on(PauseReady)
@@ -548,7 +557,7 @@ class WorkbenchApp(App[int]):
             with self.suspend():
                 print(f"workbench: a shell in {pause.vertex.name} (changes are thrown away); exit to go back",
                       flush=True)
-                code = dbg.exec(pause, ["sh"])
+                code = run_shell(dbg, pause, ["sh"])
         except SuspendNotSupported:
             self.notify("this terminal cannot hand itself to a shell", severity="error")
             return
@@ -556,6 +565,42 @@ class WorkbenchApp(App[int]):
             self.notify(f"shell: {e}", severity="error")
             return
         self.notify(f"shell exited with code {code}", timeout=3)
+
+    def files_target(self) -> tuple[str, ViewOpener] | None:
+        """What `f` shows (a title and how to open it), or None: at a pause the paused step's input (with the
+        paused step selected) or a step this build has finished; otherwise the selected finished step's
+        filesystem, as the cache store keeps it."""
+        from workbench.tui.debug_session import chain_view, stored_view
+
+        v = self._selected()
+        pause = self.pause
+        if pause is not None:
+            root, results = pause.solver.root, pause.solver.results
+            if v is None or v.id == pause.vertex.digest:
+                chain = list(pause.chain)
+                return f"the input of {pause.vertex.name}", lambda: chain_view(root, chain)
+            if v.id in results:
+                chain = list(results[v.id].chain)
+                return f"#{v.number} {v.name}", lambda: chain_view(root, chain)
+        store_root = self.source.root
+        if v is None or v.internal or store_root is None or v.state not in (DONE, CACHED) or not v.cache_key:
+            return None
+        key = v.cache_key
+        return f"#{v.number} {v.name}", lambda: stored_view(store_root, key)
+
+    def _offer_files(self) -> None:
+        """Show or hide `f` in the footer as the selected step gets (or loses) a filesystem to show."""
+        offered = self.files_target() is not None
+        if offered != self._files_offered:
+            self._files_offered = offered
+            self.refresh_bindings()
+
+    def action_browse_files(self) -> None:
+        target = self.files_target()
+        if target is None:
+            self.notify("select a finished step to see its files", timeout=2)
+            return
+        self.push_screen(FilesScreen(*target))
 
     def diffable_steps(self) -> list[tuple[str, str]]:
         """(digest, label) of the steps whose filesystem can be compared now (those finished at this pause)."""

@@ -3,10 +3,15 @@ and a thread that waits for that build's pauses and hands them to the app. No Te
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from workbench.debug.controller import Breakpoint, Debugger, Pause
+from workbench.debug.fsview import ViewError
 
 
 class DebugSession:
@@ -71,3 +76,80 @@ class DebugSession:
         thread = threading.Thread(target=run, name="debug-watch", daemon=True)
         thread.start()
         return thread
+
+
+def run_shell(dbg: Debugger, pause: Pause, argv: list[str]) -> int:
+    """`dbg.exec(pause, argv)` on this process's terminal, from the main thread, returning the exit code.
+
+    If the terminal goes away meanwhile (SIGHUP), the shell's container is killed and then this process ends as
+    the hang-up would have ended it: runc would otherwise keep the container running after the app died.
+    `exec` runs in a thread of its own while the main thread wakes every 0.1 s, so the handler runs whichever
+    thread the kernel hands the signal to (a main thread blocked in waitpid would never see it).
+    """
+    outcome: list[int | BaseException] = []
+    hung_up = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append(dbg.exec(pause, argv))
+        except BaseException as e:  # handed to the caller below
+            outcome.append(e)
+
+    def hang_up(signum: int, frame: object) -> None:
+        hung_up.set()
+        dbg.kill_shells()
+
+    previous = signal.signal(signal.SIGHUP, hang_up)
+    try:
+        shell = threading.Thread(target=run, name="debug-shell", daemon=True)
+        shell.start()
+        while shell.is_alive():
+            shell.join(0.1)
+            if hung_up.is_set():
+                shell.join(5)  # the killed shell's container is deleted; nobody is left to wait longer for
+                break
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    if hung_up.is_set():
+        DebugSession.abort(dbg)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGHUP)
+    result = outcome[0] if outcome else RuntimeError("the shell did not end")
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@contextmanager
+def chain_view(root: Path, chain: list[str]) -> Iterator[Path]:
+    """A read-only view of snapshot chain `chain` of build root `root`, through a snapshot manager of its own:
+    it holds the root's build lock (a prune waits) and does not depend on any build's solver staying alive."""
+    from workbench.debug.fsview import mounted_snapshots
+    from workbench.snapshot.manager import SnapshotManager
+
+    snapshots = SnapshotManager(root)
+    try:
+        missing = [s for s in chain if not snapshots.exists(s)]
+        if missing:
+            raise ViewError(f"snapshot {missing[0]} is gone from {root} (pruned?)")
+        with mounted_snapshots(snapshots, chain) as view:
+            yield view
+    finally:
+        snapshots.cleanup()
+
+
+@contextmanager
+def stored_view(root: Path, cache_key: str) -> Iterator[Path]:
+    """A read-only view of a finished step's filesystem after its build: the chain the cache store keeps for
+    the step's cache key."""
+    from workbench.cache.store import CacheStore
+
+    store = CacheStore(root / "cache.db")
+    try:
+        chain = store.lookup(cache_key)
+    finally:
+        store.close()
+    if chain is None:
+        raise ViewError(f"the step's result ({cache_key[:19]}) is no longer in the cache of {root}")
+    with chain_view(root, chain) as view:
+        yield view

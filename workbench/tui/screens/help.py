@@ -26,6 +26,8 @@ HELP = """\
   F5 / c       continue to the next breakpoint          F10 / s   next: run this step, stop before the next
   F4 / e       a shell (sh) inside the paused step; the app comes back when it exits (changes are thrown away)
   d            diff two finished steps: added / changed / removed files with sizes, text diffs
+  f            the files of the selected finished step (at a pause with the paused step selected: its
+               input) as a tree; enter opens a directory or shows a file, esc closes
   A / F8       abort the build;  q quits (a paused build and its shells end cleanly)
 
 [b]graph[/]

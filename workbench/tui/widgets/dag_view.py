@@ -31,7 +31,7 @@ def short_name(name: str) -> str:
     """The name without its stage (the stage header shows it): `[build 2/4] RUN x` -> `[2/4] RUN x`."""
     if name.startswith("[") and not name.startswith("[internal]"):
         label, sep, rest = name.partition("]")
-        return "[" + label.rsplit(" ", 1)[-1] + sep + rest if sep else name
+        return "[" + label.rsplit(" ", 1)[-1].lstrip("[") + sep + rest if sep else name
     return name
 
 

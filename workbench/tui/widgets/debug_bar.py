@@ -7,7 +7,7 @@ from typing import Any
 from rich.markup import escape
 from textual.widgets import Static
 
-KEYS = "F5/c continue · F10/s next · F4/e shell · d diff · A abort"
+KEYS = "F5/c continue · F10/s next · F4/e shell · d diff · f files · A abort"
 
 
 def describe(info: dict[str, Any]) -> str:
