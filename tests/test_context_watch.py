@@ -229,3 +229,22 @@ def test_builds_through_the_server_see_every_change(registry: str, tmp_path: Pat
     (ctx / "d" / "new" / "g.txt").write_text("g2\n")
     log, seen = build(5)
     assert "d/new/g.txt changed" in log, log
+
+
+def test_a_context_too_large_to_watch_is_not_tried_again_for_a_while(
+    watcher: ContextWatcher, ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench import context_watch
+
+    monkeypatch.setattr(context_watch, "MAX_DIRS", 1)  # ctx has three directories
+    tries: list[str] = []
+    add_tree = ContextWatcher._add_tree
+
+    def counting(self: ContextWatcher, c: object, top: str) -> bool:
+        tries.append(top)
+        return add_tree(self, c, top)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ContextWatcher, "_add_tree", counting)
+    assert watcher.lookup(str(ctx), _ident(ctx), "s") == (None, None)
+    assert watcher.lookup(str(ctx), _ident(ctx), "s") == (None, None)
+    assert tries == [str(ctx)]  # the server did not walk it a second time

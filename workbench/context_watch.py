@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from workbench import inotify
 LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "bcachefs", "jfs",
                                "reiserfs", "nilfs2"})
 MAX_DIRS = 50_000  # a larger context is walked by every build (watches are a limited resource)
+MAX_SETUP_S = 2.0  # watching takes longer than this: the server would keep other builds waiting
+RETRY_AFTER_S = 600.0  # a context that could not be watched is not tried again for this long
 MAX_CONTEXTS = 8
 MAX_MEMOS = 64
 MAX_MEMO_PATHS = 400_000  # paths over all remembered checksums (each holds a digest per path it read)
@@ -82,6 +85,7 @@ class ContextWatcher:
         self._owners: dict[int, set[str]] = {}  # watch descriptor -> roots it serves
         self._paths: dict[int, str] = {}  # watch descriptor -> a path of its directory
         self._memos: OrderedDict[tuple[str, str], tuple[int, Any]] = OrderedDict()
+        self._refused: dict[tuple[str, tuple[int, int]], float] = {}  # (root, ident) -> when to try again
 
     @property
     def fd(self) -> int | None:
@@ -98,8 +102,13 @@ class ContextWatcher:
                 self._forget(ctx)
                 ctx = None
         if ctx is None:
+            if self._refused.get((root, ident), 0.0) > time.monotonic():
+                return None, None
             ctx = self._watch(root, ident)
             if ctx is None:
+                if len(self._refused) > 256:
+                    self._refused.clear()
+                self._refused[(root, ident)] = time.monotonic() + RETRY_AFTER_S
                 return None, None
         self._contexts.move_to_end(root)
         memo = self._memos.get((root, signature))
@@ -184,7 +193,10 @@ class ContextWatcher:
         meanwhile is either listed or reported); False if the context is too large or cannot be watched."""
         assert self._inotify is not None
         pending = [top]
+        give_up = time.monotonic() + MAX_SETUP_S
         while pending:
+            if time.monotonic() > give_up:
+                return False
             directory = pending.pop()
             try:
                 wd = self._inotify.add_watch(directory, _WATCH_MASK)
