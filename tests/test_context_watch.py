@@ -207,8 +207,8 @@ def test_builds_through_the_server_see_every_change(registry: str, tmp_path: Pat
     (ctx / "d").mkdir(parents=True)
     (ctx / "d" / "f.txt").write_text("v1\n")
     (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nCOPY . /c\nRUN cat /c/d/f.txt > /seen\n")
-    env_server = os.environ.get("WORKBENCH_SERVER", "1") != "0"
-    assert env_server, "this test is about builds through the build server"
+    if os.environ.get("WORKBENCH_SERVER", "1") == "0":
+        pytest.skip("this test is about builds through the build server")
 
     def build(n: int) -> tuple[str, str]:
         out = tmp_path / f"out{n}"
