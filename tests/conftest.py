@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,3 +56,15 @@ def wb(*args: str, root: Path, check: bool = True) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"workbench build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def runc_containers(root: Path, running_only: bool = False) -> list[str]:
+    """Ids of the runc containers the builds on `root` left (each build process keeps its runc state under
+    ROOT/tmp/<pid>-…/runc); `running_only`: only those still running."""
+    found = []
+    for state in root.glob("tmp/*/runc"):
+        proc = subprocess.run(["runc", "--root", str(state), "list", "--format", "json"], capture_output=True,
+                              text=True)
+        found += [c["id"] for c in json.loads(proc.stdout or "null") or []
+                  if not running_only or c.get("status") == "running"]
+    return found

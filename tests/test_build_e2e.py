@@ -21,16 +21,17 @@ RUN cat /a.txt /b.txt > /both
 
 
 def _steps(stderr: str) -> dict[str, str]:
-    """step name → 'CACHED' or 'RUN' from plain progress output."""
+    """step name → 'CACHED' or 'RUN' from plain progress output (vertices that are not steps, such as cache
+    imports, are left out)."""
     names: dict[str, str] = {}
     state: dict[str, str] = {}
     for line in stderr.splitlines():
         num, _, rest = line.partition(" ")
         if rest.startswith("["):
             names[num] = rest
-        elif rest == "CACHED":
+        elif rest == "CACHED" and num in names:
             state[names[num]] = "CACHED"
-        elif rest.startswith("CACHE MISS"):
+        elif rest.startswith("CACHE MISS") and num in names:
             state[names[num]] = "RUN"
     return state
 

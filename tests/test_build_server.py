@@ -81,7 +81,10 @@ def test_failure_exit_status_and_usage_errors_pass_through(tmp_path: Path, regis
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
 
 
-def test_killing_the_client_kills_the_build(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+def _long_build_started(
+    tmp_path: Path, registry: str, server_env: dict[str, str]
+) -> tuple[Path, Path, subprocess.Popen[str]]:
+    """(context, root, CLI process) of a build through a running server whose step has started (sleep 30)."""
     ctx = _project(tmp_path, registry, "FROM BASE\nRUN echo started; sleep 30\n")
     root = tmp_path / "root"
     _build(ctx, tmp_path / "warmup", server_env, "--target", "nonexistent-to-start-server-only")
@@ -92,6 +95,11 @@ def test_killing_the_client_kills_the_build(tmp_path: Path, registry: str, serve
     for line in proc.stdout:
         if "started" in line:
             break
+    return ctx, root, proc
+
+
+def test_killing_the_client_kills_the_build(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+    ctx, root, proc = _long_build_started(tmp_path, registry, server_env)
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 10
@@ -108,16 +116,8 @@ def test_killing_the_client_kills_the_build(tmp_path: Path, registry: str, serve
 
 
 def test_sigint_cancels_like_in_process(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
-    ctx = _project(tmp_path, registry, "FROM BASE\nRUN echo started; sleep 30\n")
-    root = tmp_path / "root"
-    _build(ctx, tmp_path / "warmup", server_env, "--target", "nonexistent-to-start-server-only")
-    _wait_for_server(server_env)
-    proc = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)],
-                            env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _, _, proc = _long_build_started(tmp_path, registry, server_env)
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if "started" in line:
-            break
     proc.send_signal(signal.SIGINT)
     rest = proc.stdout.read()
     assert proc.wait(timeout=30) == 130

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKBENCH
+from tests.test_build_e2e import _steps
 
 DOCKERFILE = """FROM localhost:5055/busybox
 COPY a.txt /a.txt
@@ -88,21 +89,6 @@ def make_project(tmp_path: Path) -> Path:
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path)
-
-
-def _steps(stderr: str) -> dict[str, str]:
-    """step name → 'CACHED' or 'RUN' from plain progress output."""
-    names: dict[str, str] = {}
-    state: dict[str, str] = {}
-    for line in stderr.splitlines():
-        num, _, rest = line.partition(" ")
-        if rest.startswith("["):
-            names[num] = rest
-        elif rest == "CACHED" and num in names:
-            state[names[num]] = "CACHED"
-        elif rest.startswith("CACHE MISS") and num in names:
-            state[names[num]] = "RUN"
-    return state
 
 
 def _run(project: Path, root: Path, *args: str, env: dict[str, str] | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WORKBENCH, wb
+from tests.conftest import WORKBENCH, runc_containers, wb
 
 pexpect = pytest.importorskip("pexpect")
 pytestmark = pytest.mark.real
@@ -120,15 +119,6 @@ def test_break_on_error_sees_what_the_failed_command_wrote(tmp_path: Path, regis
     assert child.exitstatus == 1
 
 
-def _runc_containers(root: Path) -> list[str]:
-    found = []
-    for state in root.glob("tmp/*/runc"):
-        proc = subprocess.run(["runc", "--root", str(state), "list", "--format", "json"], capture_output=True,
-                              text=True)
-        found += [c["id"] for c in json.loads(proc.stdout or "null") or []]
-    return found
-
-
 def test_a_running_shell_does_not_block_abort_or_quit(tmp_path: Path, registry: str) -> None:
     ctx = _project(tmp_path, f"FROM {BASE}\nRUN echo one > /one\n")
     root = tmp_path / "root"
@@ -138,7 +128,7 @@ def test_a_running_shell_does_not_block_abort_or_quit(tmp_path: Path, registry: 
     child.sendline("exec sh")
     child.sendline("echo inside-$((6*7)); sleep 1000")
     child.expect("inside-42")
-    assert _runc_containers(root), "the shell's container should be running"
+    assert runc_containers(root), "the shell's container should be running"
     child.kill(signal.SIGHUP)  # the terminal goes away while the shell runs
     child.expect(pexpect.EOF, timeout=30)
     child.close()
@@ -147,7 +137,7 @@ def test_a_running_shell_does_not_block_abort_or_quit(tmp_path: Path, registry: 
             ["ps", "-eo", "args"], capture_output=True, text=True).stdout:
         time.sleep(0.2)
     assert "sleep 1000" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert _runc_containers(root) == []
+    assert runc_containers(root) == []
     # the root is intact: a normal build afterwards works and the aborted step runs then
     built = wb(str(ctx), root=root)
     assert "RUN echo one" in built.stderr

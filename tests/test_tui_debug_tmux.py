@@ -4,7 +4,6 @@ container left; a terminal closed under the shell takes the shell's container wi
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import runc_containers
 from tests.test_tui_tmux import SIZED, _tmux, _wait_pane
 
 DOCKERFILE = """\
@@ -25,24 +25,6 @@ COPY a.txt /a.txt
 def _shell_prompt(screen: str) -> bool:
     """busybox sh's prompt in the root directory is on the pane (capture-pane drops its trailing space)."""
     return any(line.rstrip() == "/ #" for line in screen.splitlines())
-
-
-def _runc_containers(root: Path) -> list[str]:
-    found = []
-    for state in root.glob("tmp/*/runc"):
-        proc = subprocess.run(["runc", "--root", str(state), "list", "--format", "json"], capture_output=True,
-                              text=True)
-        found += [c["id"] for c in json.loads(proc.stdout or "null") or []]
-    return found
-
-
-def _running_containers(root: Path) -> list[str]:
-    found = []
-    for state in root.glob("tmp/*/runc"):
-        proc = subprocess.run(["runc", "--root", str(state), "list", "--format", "json"], capture_output=True,
-                              text=True)
-        found += [c["id"] for c in json.loads(proc.stdout or "null") or [] if c.get("status") == "running"]
-    return found
 
 
 def _start_app(tmp_path: Path) -> tuple[str, Path, Path]:
@@ -82,11 +64,11 @@ def _clean_after_kill(root: Path) -> None:
     from workbench.snapshot.overlay import unmount
 
     deadline = time.monotonic() + 10
-    while (mounts_under(root / "tmp") or _running_containers(root)) and time.monotonic() < deadline:
+    while (mounts_under(root / "tmp") or runc_containers(root, running_only=True)) and time.monotonic() < deadline:
         time.sleep(0.2)  # the app is still going (quitting cleanly, or dying of the hang-up)
         SnapshotManager(root).cleanup()
     for state in root.glob("tmp/*/runc"):
-        for cid in _runc_containers(root):
+        for cid in runc_containers(root):
             subprocess.run(["runc", "--root", str(state), "delete", "-f", cid], capture_output=True)
     for target in mounts_under(root / "tmp"):
         unmount(target)
@@ -121,7 +103,7 @@ def test_tui_breakpoint_shell_continue_in_tmux(registry: str, tmp_path: Path) ->
             assert time.monotonic() < deadline, "the app did not exit after q"
             time.sleep(0.05)
         assert status.read_text().strip() == "0"
-        assert _runc_containers(root) == []
+        assert runc_containers(root) == []
         assert not list(root.glob("snapshots/*/fs/leak")), "the shell's change reached a snapshot"
     finally:
         _tmux("kill-session", "-t", session)
@@ -136,13 +118,13 @@ def test_a_closed_terminal_ends_the_debug_shell_with_the_app(registry: str, tmp_
         _pause_at_line_3(session)
         _tmux("send-keys", "-t", session, "e")
         _wait_pane(session, _shell_prompt, 15)
-        assert len(_running_containers(root)) == 1  # the shell's
+        assert len(runc_containers(root, running_only=True)) == 1  # the shell's
     finally:
         _tmux("kill-session", "-t", session)
     try:
         deadline = time.monotonic() + 10
-        while _running_containers(root):
-            assert time.monotonic() < deadline, f"still running after the hang-up: {_running_containers(root)}"
+        while running := runc_containers(root, running_only=True):
+            assert time.monotonic() < deadline, f"still running after the hang-up: {running}"
             time.sleep(0.1)
     finally:
         _clean_after_kill(root)
