@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench import inotify
+from workbench.mountinfo import Mount, mounts
 
 # filesystems whose changes always reach inotify (no remote writers)
 LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "bcachefs", "jfs",
@@ -49,26 +50,16 @@ class _Context:
     wds: set[int] = field(default_factory=set)
 
 
-def _unescape(field_text: str) -> str:
-    return field_text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-
-
-def mounts_of(root: str) -> tuple[str, tuple[str, ...]] | None:
-    """(filesystem type holding `root`, mount points strictly below it), from /proc/self/mountinfo."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
+def mounts_of(root: str, table: list[Mount] | None = None) -> tuple[str, tuple[str, ...]] | None:
+    """(filesystem type holding `root`, mount points strictly below it), from `table` or this namespace's."""
+    if table is None:
+        try:
+            table = mounts()
+        except OSError:
+            return None
     best, best_type, below = "", "", []
     prefix = root.rstrip("/") + "/"
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if not sep or len(fields) < 5:
-            continue
-        point = _unescape(fields[4])
-        fstype = right.split(" ", 1)[0]
+    for point, fstype in table:
         if point.startswith(prefix):
             below.append(point)
         elif (root == point or root.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
@@ -166,11 +157,15 @@ class ContextWatcher:
     # -- watches ------------------------------------------------------------------------------------
 
     def _watch(self, root: str, ident: tuple[int, int]) -> _Context | None:
-        where = mounts_of(root)
+        try:
+            table = mounts()
+        except OSError:
+            return None
+        where = mounts_of(root, table)
         if where is None or where[0] not in LOCAL_FILESYSTEMS:
             return None
         for point in where[1]:
-            below = mounts_of(point)
+            below = mounts_of(point, table)
             if below is None or below[0] not in LOCAL_FILESYSTEMS:
                 return None
         if self._inotify is None:

@@ -11,7 +11,6 @@ runc containers included) are cleaned when the next build starts, and by prune.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from workbench.mountinfo import mounts
 from workbench.snapshot.overlay import mount_overlay, unmount
 
 
@@ -137,14 +137,9 @@ def stale_entry(entry: Path) -> bool:
 
 def mounts_under(path: Path) -> list[Path]:
     """Mount points at or below `path` in this mount namespace, deepest first."""
-    base = os.fsencode(os.path.realpath(path))
-    found: list[bytes] = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), line.split(b" ", 5)[4])
-            if point == base or point.startswith(base + b"/"):
-                found.append(point)
-    return [Path(os.fsdecode(p)) for p in sorted(set(found), key=len, reverse=True)]
+    base = os.path.realpath(path)
+    found = {m.point for m in mounts() if m.point == base or m.point.startswith(base + "/")}
+    return [Path(p) for p in sorted(found, key=len, reverse=True)]
 
 
 def _kill_containers(entry: Path) -> None:

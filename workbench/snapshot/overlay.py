@@ -11,9 +11,10 @@ import ctypes
 import errno
 import functools
 import os
-import re
 import subprocess
 from pathlib import Path
+
+from workbench.mountinfo import mounts
 
 _MAX_OPTIONS = 4095  # mount data is one page, NUL included
 _MS_RDONLY, _MS_REMOUNT, _MS_BIND = 1, 32, 4096
@@ -91,13 +92,8 @@ def mount_overlay(lowers: list[Path], upper: Path | None, work: Path | None, tar
 
 def is_mounted(target: Path) -> bool:
     """Whether `target` is a mount point (bind mounts of a dir on the same filesystem included)."""
-    want = os.fsencode(os.path.realpath(target))
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), line.split(b" ", 5)[4])
-            if point == want:
-                return True
-    return False
+    want = os.path.realpath(target)
+    return any(m.point == want for m in mounts())
 
 
 def unmount(target: Path) -> None:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from workbench.llb.ops import Copy
+from workbench.solver import context_memo
 from workbench.solver.fileops import Excluded, read_entries
 
 _file_hashes: dict[tuple[str, int, int, int, int], str] = {}
@@ -94,8 +95,6 @@ def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tup
     missing, as the copy itself would. Under the build server, a context unchanged since an earlier build
     is not walked again (workbench.solver.context_memo).
     """
-    from workbench.solver import context_memo
-
     return context_memo.checksum(context, action, excluded, _walk_checksum)
 
 
