@@ -162,7 +162,9 @@ def test_writable_scope_is_written_and_readable_scopes_are_read(registry: str, g
 
 def test_existing_blobs_listed_through_the_rest_api(registry: str, gha: GhaServer, project: Path,
                                                     tmp_path: Path) -> None:
-    spec = f"type=gha,url_v2={gha.url},token={gha.token},scope=rest,mode=max,repository=o/r,ghtoken=ghp_x"
+    # the emulator's REST API takes its own tokens (GitHub's takes a GitHub token)
+    spec = (f"type=gha,url_v2={gha.url},token={gha.token},scope=rest,mode=max,repository=o/r,"
+            f"ghtoken={gha.token}")
     env = {"GITHUB_API_URL": gha.url.rstrip("/")}
     _run(project, tmp_path / "r1", "--cache-to", spec, env=env)
     before = gha.stats()

@@ -5,6 +5,14 @@ Entries live in memory, blob bytes in files under the data dir. Keys are matched
 key first, then the newest entry whose key starts with a restore key, within the token's readable scopes
 (its writable scope first) and only with the same version. New entries go to the token's writable scope.
 
+Every endpoint checks its credentials: the runtime token (signature, expiry, scopes) on the APIs and the
+REST list (which lists only the scopes the token may read), the signature and expiry of a signed blob URL
+on the blob endpoint; `/_wb/*` wants the token printed at start. Every parameter is checked (400 naming
+it), and an upload never goes past its entry's size: v1's reserved `cacheSize`, else MAX_ENTRY.
+
+A reservation whose upload stopped (no write for `--reservation-timeout` seconds, e.g. its build was
+killed) can be taken over by a new reservation of the same key, as GitHub's service lets one expire.
+
 With `--azurite URL` the signed URLs point at a real azurite blob service (the emulator signs Azure SAS
 for it) instead of this server's own endpoint; the blob faults then do not apply.
 
@@ -13,6 +21,7 @@ Faults (`--fault`, or `POST /_wb/faults` with the token):
   fail-writes                       reserve/create/upload calls answer 500
   truncate-downloads[=KEY-PREFIX]   blobs (of entries whose key starts with the prefix) are served half
   expire-urls                       the first download URL of each entry has already expired
+  slow-uploads=SECONDS              every upload call (v1 PATCH, blob PUT) waits this long first
 """
 
 from __future__ import annotations
@@ -21,124 +30,53 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import os
-import re
-import secrets
+import shutil
 import signal
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, web
 
+from workbench.gha import params
 from workbench.gha import token as tokens
 from workbench.gha.azurite import Azurite
+from workbench.gha.bodies import TooLarge, read_json, read_small, receive
+from workbench.gha.entries import (
+    AZURE_VERSION,
+    MAX_ENTRY,
+    RESERVATION_TIMEOUT,
+    URL_TTL,
+    Entry,
+    State,
+    covered,
+    parse_fault,
+)
+from workbench.gha.params import BadParam
 
-AZURE_VERSION = "2024-11-04"
 ACCOUNT, CONTAINER = "devstoreaccount1", "actions-cache"
 TWIRP_PREFIX = "/twirp/github.actions.results.api.v1.CacheService/"
-URL_TTL = 3600.0
+TWIRP_METHODS = ("CreateCacheEntry", "FinalizeCacheEntryUpload", "GetCacheEntryDownloadURL")
+MAX_BLOCKS = 50_000  # Azure's limit on the blocks of a blob
+SORTS = {"created_at": lambda e: e.created, "last_accessed_at": lambda e: e.accessed or e.created,
+         "size_in_bytes": lambda e: e.size}
 
 
-@dataclass
-class Entry:
-    id: int
-    key: str
-    version: str
-    scope: str
-    blob: str
-    created: float
-    size: int = -1
-    committed: bool = False
-    accessed: float = 0.0
+class Refused(Exception):
+    """A request the emulator answers with an error (in the form of the API it came to)."""
 
-
-@dataclass
-class Faults:
-    throttle: int = 0
-    fail_writes: bool = False
-    truncate_downloads: str = ""
-    """Entries whose key starts with this are served half ("" off, "*" all)."""
-    expire_urls: bool = False
-
-    def update(self, spec: dict[str, Any]) -> None:
-        for k, v in spec.items():
-            name = k.replace("-", "_")
-            if name == "throttle":
-                self.throttle = int(v)
-            elif name == "truncate_downloads":
-                self.truncate_downloads = "*" if v is True else str(v or "")
-            elif name in ("fail_writes", "expire_urls"):
-                setattr(self, name, bool(v))
-            else:
-                raise ValueError(f"unknown fault {k!r} (throttle, fail-writes, truncate-downloads, expire-urls)")
-
-
-def parse_fault(text: str) -> dict[str, Any]:
-    """`throttle=3`, `fail-writes`, `truncate-downloads`, `expire-urls` → a Faults.update() dict."""
-    name, eq, value = text.partition("=")
-    if name == "throttle":
-        if not eq or not value.isdigit():
-            raise ValueError(f"--fault {text!r}: want throttle=N")
-        return {"throttle": int(value)}
-    if name == "truncate-downloads":
-        return {name: value if eq else "*"}
-    if name in ("fail-writes", "expire-urls") and not eq:
-        return {name: True}
-    raise ValueError(f"--fault {text!r}: unknown fault "
-                     "(throttle=N, fail-writes, truncate-downloads[=KEY-PREFIX], expire-urls)")
-
-
-@dataclass
-class State:
-    data: Path
-    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    entries: list[Entry] = field(default_factory=list)
-    faults: Faults = field(default_factory=Faults)
-    stats: dict[str, int] = field(default_factory=dict)
-    expired_once: set[int] = field(default_factory=set)
-    next_id: int = 1
-
-    def count(self, what: str) -> None:
-        self.stats[what] = self.stats.get(what, 0) + 1
-
-    def blob_path(self, name: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise web.HTTPBadRequest(text="bad blob name")
-        return self.data / "blobs" / name
-
-    def sign(self, name: str, perms: str, ttl: float = URL_TTL) -> str:
-        expiry = int(time.time() + ttl)
-        sig = hmac.new(self.secret, f"{name}\n{perms}\n{expiry}".encode(), hashlib.sha256).hexdigest()
-        return f"sv={AZURE_VERSION}&sr=b&sp={perms}&se={expiry}&sig={sig}"
-
-    def find(self, scopes: list[str], keys: list[str], version: str) -> Entry | None:
-        """GitHub's lookup: exact key, then newest prefix match, scope by scope."""
-        for scope in scopes:
-            live = [e for e in self.entries if e.committed and e.scope == scope and e.version == version]
-            for key in keys:
-                for e in live:
-                    if e.key == key:
-                        return e
-            for key in keys:
-                hits = [e for e in live if e.key.startswith(key)]
-                if hits:
-                    return max(hits, key=lambda e: (e.created, e.id))
-        return None
-
-    def reserve(self, scope: str, key: str, version: str) -> Entry | None:
-        """A new, uncommitted entry; None if the key (and version) exists in the scope, done or in progress."""
-        if any(e.scope == scope and e.key == key and e.version == version for e in self.entries):
-            return None
-        entry = Entry(self.next_id, key, version, scope, uuid.uuid4().hex, time.time())
-        self.next_id += 1
-        self.entries.append(entry)
-        return entry
+    def __init__(self, status: int, message: str, twirp_code: str = "", azure_code: str = "") -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+        self.twirp_code = twirp_code or {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied",
+                                         404: "not_found", 409: "already_exists"}.get(status, "internal")
+        self.azure_code = azure_code or {403: "AuthenticationFailed", 404: "BlobNotFound"}.get(status, "InvalidInput")
 
 
 def _azure_headers(extra: dict[str, str] | None = None, etag: str = "", modified: float = 0.0) -> dict[str, str]:
@@ -158,19 +96,31 @@ def _azure_error(status: int, code: str, message: str) -> web.Response:
                         headers=_azure_headers({"x-ms-error-code": code}))
 
 
+@dataclass
+class Grant:
+    """What the request's token allows."""
+
+    readable: list[str]
+    write: str
+    admin: bool
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 class Emulator:
     def __init__(self, state: State, azurite: Azurite | None = None) -> None:
         self.state = state
         self.azurite = azurite  # blobs in a real azurite instead of this server's own endpoint
-        state.data.mkdir(parents=True, exist_ok=True)
-        (state.data / "blobs").mkdir(exist_ok=True)
-        (state.data / "blocks").mkdir(exist_ok=True)
+        for d in (state.data, state.data / "blobs", state.data / "blocks"):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def issue_token(self, scopes: list[tuple[str, int]], ttl: float = 6 * 3600) -> str:
-        return tokens.issue(self.state.secret, scopes, ttl)
+    def issue_token(self, scopes: list[tuple[str, int]], ttl: float = 6 * 3600, admin: bool = False) -> str:
+        return tokens.issue(self.state.secret, scopes, ttl, admin)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1 << 30)
+        # bodies are streamed to files (bodies.receive), so nothing needs aiohttp to buffer a large one
+        app = web.Application(client_max_size=1 << 20, middlewares=[self._errors])
         r = app.router
         r.add_get("/_apis/artifactcache/cache", self.v1_query)
         r.add_post("/_apis/artifactcache/caches", self.v1_reserve)
@@ -184,29 +134,66 @@ class Emulator:
         r.add_post("/_wb/token", self.new_token)
         return app
 
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refusals in the form of the API they came to: Twirp errors, Azure XML, else `{"message"}`."""
+        try:
+            return await handler(request)
+        except BadParam as e:
+            refused = Refused(400, str(e), "invalid_argument", "InvalidInput")
+        except TooLarge as e:
+            refused = Refused(413, str(e), "invalid_argument", "RequestBodyTooLarge")
+        except Refused as e:
+            refused = e
+        if request.path.startswith(TWIRP_PREFIX):
+            return web.json_response({"code": refused.twirp_code, "msg": refused.message}, status=refused.status)
+        if request.path.startswith(f"/{ACCOUNT}/"):
+            return _azure_error(refused.status, refused.azure_code, refused.message)
+        return web.json_response({"message": refused.message}, status=refused.status)
+
     # -- auth and faults ----------------------------------------------------------------------------
 
-    def _scopes(self, request: web.Request) -> tuple[list[str], str]:
-        """(readable scopes, writable scope) of the request's token; 401 without a valid one."""
+    def _grant(self, request: web.Request) -> Grant:
+        """What the request's token allows; 401 without a valid one (bad signature, expired, malformed)."""
         auth = request.headers.get("Authorization", "")
+        if not auth:
+            raise Refused(401, "Requires authentication: no Authorization header")
         found = tokens.verify(self.state.secret, auth[7:]) if auth.startswith("Bearer ") else None
         if found is None:
-            raise web.HTTPUnauthorized(text=json.dumps({"message": "invalid or missing runtime token"}),
-                                       content_type="application/json")
+            raise Refused(401, "Bad credentials: invalid, expired or missing runtime token")
         write = ""
-        for scope, perm in found:
-            if perm & 2:
+        for scope, perm in found.scopes:
+            if perm & tokens.PERM_WRITE:
                 write = scope
-        readable = [s for s, p in found if p & 1]
+        readable = [s for s, p in found.scopes if p & tokens.PERM_READ]
         readable.sort(key=lambda s: s != write)  # own scope first
-        return readable, write
+        return Grant(readable, write, found.admin)
 
-    def _throttled(self) -> web.Response | None:
+    def _writer(self, request: web.Request) -> str:
+        """The writable scope of the request's token; 403 for a read-only token."""
+        scope = self._grant(request).write
+        if not scope:
+            raise Refused(403, "the token has no writable cache scope")
+        return scope
+
+    def _admin(self, request: web.Request) -> None:
+        if not self._grant(request).admin:
+            raise Refused(403, "only the token gha-server printed at start may do this")
+
+    def _throttle(self) -> None:
         if self.state.faults.throttle > 0:
             self.state.faults.throttle -= 1
             self.state.count("throttled")
-            return web.json_response({"message": "too many requests"}, status=429, headers={"Retry-After": "1"})
-        return None
+            raise web.HTTPTooManyRequests(text='{"message": "too many requests"}', content_type="application/json",
+                                          headers={"Retry-After": "1"})
+
+    def _fail_writes(self) -> None:
+        if self.state.faults.fail_writes:
+            raise Refused(500, "internal error (injected fault)", "internal", "InternalError")
+
+    async def _slow(self) -> None:
+        if self.state.faults.slow_uploads:
+            await asyncio.sleep(self.state.faults.slow_uploads)
 
     def _base(self, request: web.Request) -> str:
         return f"{request.scheme}://{request.host}"
@@ -224,13 +211,10 @@ class Emulator:
 
     async def v1_query(self, request: web.Request) -> web.StreamResponse:
         self.state.count("v1.query")
-        readable, _ = self._scopes(request)
-        if (t := self._throttled()) is not None:
-            return t
-        keys = [k for k in request.query.get("keys", "").split(",") if k]
-        version = request.query.get("version", "")
-        if not keys or not version:
-            return web.json_response({"message": "keys and version are required"}, status=400)
+        readable = self._grant(request).readable
+        self._throttle()
+        keys = params.keys("keys", request.query.get("keys", "").split(","))
+        version = params.version("version", request.query.get("version", ""))
         entry = self.state.find(readable, keys, version)
         if entry is None:
             return web.Response(status=204)
@@ -241,16 +225,14 @@ class Emulator:
 
     async def v1_reserve(self, request: web.Request) -> web.StreamResponse:
         self.state.count("v1.reserve")
-        _, write = self._scopes(request)
-        if (t := self._throttled()) is not None:
-            return t
-        if self.state.faults.fail_writes:
-            return web.json_response({"message": "internal error (injected fault)"}, status=500)
-        body = await request.json()
-        key, version = body.get("key", ""), body.get("version", "")
-        if not key or not version:
-            return web.json_response({"message": "key and version are required"}, status=400)
-        entry = self.state.reserve(write, key, version)
+        write = self._writer(request)
+        self._throttle()
+        self._fail_writes()
+        body = params.json_object(await read_json(request))
+        key, version = params.key("key", body.get("key")), params.version("version", body.get("version"))
+        size = body.get("cacheSize")
+        limit = MAX_ENTRY if size is None else params.json_integer("cacheSize", size, 0, MAX_ENTRY)
+        entry = self.state.reserve(write, key, version, limit)
         if entry is None:
             return web.json_response({"$id": "1", "message": f"Cache already exists. Scope: {write}, Key: {key}",
                                       "typeName": "Microsoft.TeamFoundation.Build.WebApi."
@@ -259,58 +241,50 @@ class Emulator:
                                      status=409)
         return web.json_response({"cacheId": entry.id}, status=201)
 
-    def _entry(self, request: web.Request, write: str) -> Entry:
-        try:
-            wanted = int(request.match_info["id"])
-        except ValueError:
-            raise web.HTTPBadRequest(text="bad cache id") from None
+    def _reservation(self, request: web.Request, write: str) -> Entry:
+        wanted = params.integer("cache id", request.match_info["id"], 0, 1, 1 << 62)
         for e in self.state.entries:
-            if e.id == wanted and e.scope == write and not e.committed:
+            if e.id == wanted and not e.committed:
+                if e.scope != write:
+                    raise Refused(403, f"cache reservation {wanted} belongs to another scope")
                 return e
-        raise web.HTTPNotFound(text=json.dumps({"message": f"no cache reservation {wanted}"}),
-                               content_type="application/json")
+        raise Refused(404, f"no cache reservation {wanted}")
 
     async def v1_upload(self, request: web.Request) -> web.StreamResponse:
         self.state.count("v1.upload")
-        _, write = self._scopes(request)
-        if (t := self._throttled()) is not None:
-            return t
-        if self.state.faults.fail_writes:
-            return web.json_response({"message": "internal error (injected fault)"}, status=500)
-        entry = self._entry(request, write)
-        m = re.fullmatch(r"bytes (\d+)-(\d+)/(\*|\d+)", request.headers.get("Content-Range", ""))
-        if m is None:
-            return web.json_response({"message": "Content-Range: bytes START-END/* is required"}, status=400)
-        data = await request.read()
-        start, end = int(m[1]), int(m[2])
-        if end - start + 1 != len(data):
-            return web.json_response({"message": "Content-Range does not match the body"}, status=400)
-        path = self.state.data / "blocks" / f"v1-{entry.blob}"
-        with open(path, "r+b" if path.exists() else "wb") as f:
-            f.seek(start)
-            f.write(data)
+        write = self._writer(request)
+        self._throttle()
+        self._fail_writes()
+        entry = self._reservation(request, write)
+        start, end = params.content_range(request.headers.get("Content-Range", ""), entry.limit)
+        await self._slow()
+        if not self.state.live(entry):
+            raise Refused(404, f"cache reservation {entry.id} was taken over or committed meanwhile")
+        await receive(request, self.state.data / "blocks" / f"v1-{entry.blob}", offset=start,
+                      limit=end - start + 1, exact=end - start + 1, touch=lambda: self.state.live(entry))
+        entry.ranges.append((start, end + 1))
         return web.Response(status=204)
 
     async def v1_commit(self, request: web.Request) -> web.StreamResponse:
         self.state.count("v1.commit")
-        _, write = self._scopes(request)
-        if (t := self._throttled()) is not None:
-            return t
-        entry = self._entry(request, write)
-        size = (await request.json()).get("size")
+        write = self._writer(request)
+        self._throttle()
+        entry = self._reservation(request, write)
+        size = params.json_integer("size", params.json_object(await read_json(request)).get("size"), 0, entry.limit)
         path = self.state.data / "blocks" / f"v1-{entry.blob}"
         actual = path.stat().st_size if path.exists() else 0
-        if not isinstance(size, int) or size != actual:
-            return web.json_response({"message": f"size {size} does not match the {actual} bytes uploaded"},
-                                     status=400)
+        if size != actual:
+            raise BadParam("size", f"{size} does not match the {actual} bytes uploaded")
+        if (gap := covered(entry.ranges, size)) < size:
+            raise BadParam("size", f"bytes from {gap} on were never uploaded")
         if not path.exists():
-            path.write_bytes(b"")
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         if self.azurite is not None:
             async with ClientSession() as http:
                 async with http.put(self.azurite.blob_url(entry.blob, "cw", 600), data=path.read_bytes(),
                                     headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": AZURE_VERSION}) as r:
                     if r.status != 201:
-                        return web.json_response({"message": f"azurite answered {r.status}"}, status=502)
+                        raise Refused(502, f"azurite answered {r.status}")
             path.unlink()
         else:
             os.replace(path, self.state.blob_path(entry.blob))
@@ -319,57 +293,46 @@ class Emulator:
 
     # -- v2 ----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _twirp_error(status: int, code: str, msg: str) -> web.Response:
-        return web.json_response({"code": code, "msg": msg}, status=status)
-
     async def twirp(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
+        grant = self._grant(request)
+        if method not in TWIRP_METHODS:
+            raise Refused(404, f"no method {method[:80]!r}", "bad_route")
         self.state.count("v2." + method)
-        try:
-            readable, write = self._scopes(request)
-        except web.HTTPUnauthorized:
-            return self._twirp_error(401, "unauthenticated", "invalid or missing runtime token")
-        if (t := self._throttled()) is not None:
-            return t
-        try:
-            body = await request.json()
-        except ValueError:
-            return self._twirp_error(400, "malformed", "the body is not JSON")
-        key, version = str(body.get("key", "")), str(body.get("version", ""))
+        self._throttle()
+        body = params.json_object(await read_json(request))
+        key, version = params.key("key", body.get("key")), params.version("version", body.get("version"))
         if method == "CreateCacheEntry":
-            if self.state.faults.fail_writes:
-                return self._twirp_error(500, "internal", "internal error (injected fault)")
-            if not key or not version:
-                return self._twirp_error(400, "invalid_argument", "key and version are required")
+            write = self._writer(request)
+            self._fail_writes()
             entry = self.state.reserve(write, key, version)
             if entry is None:
-                return self._twirp_error(409, "already_exists",
-                                         "cache entry with the same key, version, and scope already exists")
+                raise Refused(409, "cache entry with the same key, version, and scope already exists")
             return web.json_response({"ok": True, "signed_upload_url": self._blob_url(request, entry, "cw")})
         if method == "FinalizeCacheEntryUpload":
-            size = body.get("size_bytes", body.get("sizeBytes"))
-            try:
-                size = int(size)  # a JSON number from BuildKit, a string from @actions/cache (int64 in proto JSON)
-            except (TypeError, ValueError):
-                return self._twirp_error(400, "invalid_argument", f"size_bytes {size!r} is not an integer")
+            write = self._writer(request)
             for e in self.state.entries:
                 if e.scope == write and e.key == key and e.version == version and not e.committed:
+                    # a JSON number from BuildKit, a string from @actions/cache (int64 in proto JSON)
+                    size = params.json_integer("size_bytes", body.get("size_bytes", body.get("sizeBytes")), 0,
+                                               e.limit)
                     if await self._blob_size(e.blob) != size:
                         return web.json_response({"ok": False, "entry_id": "0",
                                                   "message": "uploaded blob size does not match size_bytes"})
                     e.size, e.committed = size, True
+                    shutil.rmtree(self.state.data / "blocks" / e.blob, ignore_errors=True)
                     return web.json_response({"ok": True, "entry_id": str(e.id)})
-            return self._twirp_error(404, "not_found", f"no pending cache entry {key!r}")
-        if method == "GetCacheEntryDownloadURL":
-            keys = [key] + [k for k in body.get("restore_keys", body.get("restoreKeys", [])) or [] if k != key]
-            entry = self.state.find(readable, [k for k in keys if k], version)
-            if entry is None:
-                return web.json_response({"ok": False, "signed_download_url": "", "matched_key": ""})
-            entry.accessed = time.time()
-            return web.json_response({"ok": True, "signed_download_url": self._blob_url(request, entry, "r"),
-                                      "matched_key": entry.key})
-        return self._twirp_error(404, "bad_route", f"no method {method}")
+            raise Refused(404, f"no pending cache entry {key!r}")
+        restore = body.get("restore_keys", body.get("restoreKeys")) or []
+        if not isinstance(restore, list):
+            raise BadParam("restore_keys", "want a list of keys")
+        keys = params.keys("restore_keys", [key] + [k for k in restore if k != key])
+        entry = self.state.find(grant.readable, keys, version)
+        if entry is None:
+            return web.json_response({"ok": False, "signed_download_url": "", "matched_key": ""})
+        entry.accessed = time.time()
+        return web.json_response({"ok": True, "signed_download_url": self._blob_url(request, entry, "r"),
+                                  "matched_key": entry.key})
 
     async def _blob_size(self, blob: str) -> int:
         """The stored size of a blob (-1 if absent), here or in azurite."""
@@ -392,104 +355,106 @@ class Emulator:
 
     # -- the blob endpoint ---------------------------------------------------------------------------
 
-    def _check_sig(self, request: web.Request, name: str, need: str) -> web.Response | None:
+    def _check_sig(self, request: web.Request, name: str, need: str) -> None:
+        """The signed URL's signature (of the blob, its permissions and expiry), permission and expiry."""
         q = request.query
         perms, expiry, sig = q.get("sp", ""), q.get("se", ""), q.get("sig", "")
-        want = hmac.new(self.state.secret, f"{name}\n{perms}\n{expiry}".encode(), hashlib.sha256).hexdigest()
+        want = self.state.signature(name, perms, expiry)
         if not sig or not hmac.compare_digest(want, sig) or need not in perms:
-            return _azure_error(403, "AuthenticationFailed", "Signature did not match or permission missing.")
+            raise Refused(403, "Signature did not match or permission missing.", azure_code="AuthenticationFailed")
         if not expiry.isdigit() or int(expiry) < time.time():
-            return _azure_error(403, "AuthenticationFailed", "Signed expiry time has passed.")
-        return None
+            raise Refused(403, "Signed expiry time has passed.", azure_code="AuthenticationFailed")
 
     async def blob(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        self.state.count(f"blob.{request.method}")
-        if request.method in ("GET", "HEAD"):
-            if (err := self._check_sig(request, name, "r")) is not None:
-                return err
-            return await self._blob_get(request, name)
-        if request.method != "PUT":
+        if request.method not in ("GET", "HEAD", "PUT"):
             return _azure_error(405, "UnsupportedHttpVerb", "The resource doesn't support the verb.")
-        if (err := self._check_sig(request, name, "w")) is not None:
-            return err
-        if self.state.faults.fail_writes:
-            return _azure_error(500, "InternalError", "The server encountered an internal error (injected fault).")
+        self.state.count(f"blob.{request.method}")
+        self._check_sig(request, name, "r" if request.method in ("GET", "HEAD") else "w")
+        path = self.state.blob_path(name)
+        if request.method in ("GET", "HEAD"):
+            return await self._blob_get(request, name, path)
+        self._fail_writes()
+        entry = self.state.uploading(name)
+        if entry is None:
+            raise Refused(409, "The blob's cache entry is committed or gone: it takes no more writes.",
+                          azure_code="BlobImmutable")
+        await self._slow()
+        if not self.state.live(entry):
+            raise Refused(409, "The blob's cache entry was taken over or committed meanwhile.",
+                          azure_code="BlobImmutable")
         comp = request.query.get("comp", "")
-        data = await request.read()
         blocks = self.state.data / "blocks" / name
+        tmp = self.state.data / "blocks" / f"{name}.tmp"
         if comp == "block":
-            block_id = request.query.get("blockid", "")
-            try:
-                raw_id = base64.b64decode(block_id, validate=True)
-            except ValueError:
-                return _azure_error(400, "InvalidQueryParameterValue", "blockid is not base64")
-            blocks.mkdir(exist_ok=True)
-            (blocks / raw_id.hex()).write_bytes(data)
+            raw_id = params.block_id(request.query.get("blockid", ""))
+            blocks.mkdir(mode=0o700, exist_ok=True)
+            staged = {p.name: p.stat().st_size for p in blocks.iterdir()}
+            if raw_id.hex() not in staged and len(staged) >= MAX_BLOCKS:
+                raise BadParam("blockid", f"the blob has {MAX_BLOCKS} uncommitted blocks already")
+            room = entry.limit - sum(staged.values()) + staged.get(raw_id.hex(), 0)
+            await receive(request, blocks / raw_id.hex(), offset=0, limit=room, truncate=True,
+                          touch=lambda: self.state.live(entry))
             return web.Response(status=201, headers=_azure_headers({"x-ms-request-server-encrypted": "true",
                                                                     "Content-Length": "0"}))
         if comp == "blocklist":
             try:
-                ids = [el.text or "" for el in ET.fromstring(data) if el.tag in ("Latest", "Uncommitted", "Committed")]
-                parts = [blocks / base64.b64decode(i, validate=True).hex() for i in ids]
-            except (ET.ParseError, ValueError):
-                return _azure_error(400, "InvalidXmlDocument", "the block list is not valid")
+                doc = ET.fromstring(await read_small(request, 8 << 20))
+                ids = [el.text or "" for el in doc if el.tag in ("Latest", "Uncommitted", "Committed")]
+                parts = [blocks / params.block_id(i).hex() for i in ids]
+            except ET.ParseError:
+                raise BadParam("block list", "not a valid XML block list") from None
             if not all(p.is_file() for p in parts):
-                return _azure_error(400, "InvalidBlockList", "The specified block list is invalid.")
-            tmp = self.state.data / "blocks" / f"{name}.tmp"
-            with open(tmp, "wb") as out:
+                raise Refused(400, "The specified block list is invalid.", azure_code="InvalidBlockList")
+            if sum(p.stat().st_size for p in parts) > entry.limit:
+                raise TooLarge(f"the blocks add up to more than the {entry.limit} bytes allowed")
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "wb") as out:
                 for p in parts:
-                    out.write(p.read_bytes())
+                    with open(p, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
             return self._stored(tmp, name)
         if comp:
-            return _azure_error(400, "InvalidQueryParameterValue", f"comp={comp} is not supported")
+            raise BadParam("comp", f"{comp[:40]!r} is not supported (block, blocklist)")
         if request.headers.get("x-ms-blob-type") != "BlockBlob":
-            return _azure_error(400, "MissingRequiredHeader", "x-ms-blob-type: BlockBlob is required.")
-        tmp = self.state.data / "blocks" / f"{name}.tmp"
-        tmp.write_bytes(data)
+            raise Refused(400, "x-ms-blob-type: BlockBlob is required.", azure_code="MissingRequiredHeader")
+        await receive(request, tmp, offset=0, limit=entry.limit, truncate=True, touch=lambda: self.state.live(entry))
         return self._stored(tmp, name)
 
     def _stored(self, tmp: Path, name: str) -> web.Response:
         path = self.state.blob_path(name)
         os.replace(tmp, path)
-        blocks = self.state.data / "blocks" / name
-        if blocks.is_dir():
-            for p in blocks.iterdir():
-                p.unlink()
-            blocks.rmdir()
+        shutil.rmtree(self.state.data / "blocks" / name, ignore_errors=True)
         st = path.stat()
-        md5 = base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()
+        md5 = hashlib.md5()
+        with open(path, "rb") as f:
+            while piece := f.read(1 << 20):
+                md5.update(piece)
         return web.Response(status=201, headers=_azure_headers(
-            {"Content-MD5": md5, "x-ms-request-server-encrypted": "true", "Content-Length": "0"},
-            etag=f"0x{st.st_mtime_ns:X}", modified=st.st_mtime))
+            {"Content-MD5": base64.b64encode(md5.digest()).decode(), "x-ms-request-server-encrypted": "true",
+             "Content-Length": "0"}, etag=f"0x{st.st_mtime_ns:X}", modified=st.st_mtime))
 
-    async def _blob_get(self, request: web.Request, name: str) -> web.StreamResponse:
-        path = self.state.blob_path(name)
-        if not path.is_file():
-            return _azure_error(404, "BlobNotFound", "The specified blob does not exist.")
+    async def _blob_get(self, request: web.Request, name: str, path: Path) -> web.StreamResponse:
+        entry = next((e for e in self.state.entries if e.blob == name and e.committed), None)
+        if entry is None or not path.is_file():
+            raise Refused(404, "The specified blob does not exist.", azure_code="BlobNotFound")
         st = path.stat()
         total = st.st_size
-        start, end = 0, total - 1
-        rng = request.headers.get("x-ms-range") or request.headers.get("Range") or ""
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng)
-        if m is not None:
-            start = int(m[1])
-            end = min(int(m[2]), total - 1) if m[2] else total - 1
-            if start >= total and total > 0:
-                return _azure_error(416, "InvalidRange", "The range specified is invalid for the current size.")
+        header = "x-ms-range" if "x-ms-range" in request.headers else "Range"
+        rng = params.byte_range(header, request.headers.get(header, ""), total)
+        start, end = rng if rng is not None else (0, total - 1)
+        if rng is not None and start >= total and total > 0:
+            raise Refused(416, "The range specified is invalid for the current size.", azure_code="InvalidRange")
         length = max(0, end - start + 1)
         cut = self.state.faults.truncate_downloads
-        if cut and request.method == "GET":
-            entry = next((e for e in self.state.entries if e.blob == name), None)
-            if cut == "*" or (entry is not None and entry.key.startswith(cut)):
-                length //= 2
+        if cut and request.method == "GET" and (cut == "*" or entry.key.startswith(cut)):
+            length //= 2
         headers = _azure_headers({"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
                                   "x-ms-blob-type": "BlockBlob", "x-ms-server-encrypted": "true",
                                   "x-ms-creation-time": formatdate(st.st_mtime, usegmt=True),
                                   "x-ms-lease-state": "available", "x-ms-lease-status": "unlocked"},
                                  etag=f"0x{st.st_mtime_ns:X}", modified=st.st_mtime)
         status = 200
-        if m is not None:
+        if rng is not None:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{total}"
         headers["Content-Length"] = str(length)
@@ -511,15 +476,25 @@ class Emulator:
     # -- REST list and admin ---------------------------------------------------------------------------
 
     async def rest_list(self, request: web.Request) -> web.StreamResponse:
+        """GitHub's `GET /repos/{owner}/{repo}/actions/caches`, over the scopes the token may read."""
         self.state.count("rest.list")
-        if not request.headers.get("Authorization", "").startswith("Bearer "):
-            return web.json_response({"message": "Requires authentication"}, status=401)
-        prefix, ref = request.query.get("key", ""), request.query.get("ref", "")
-        per_page = max(1, min(100, int(request.query.get("per_page", "30") or 30)))
-        page = max(1, int(request.query.get("page", "1") or 1))
-        hits = [e for e in self.state.entries
-                if e.committed and e.key.startswith(prefix) and (not ref or e.scope == ref)]
-        hits.sort(key=lambda e: -e.created)
+        readable = self._grant(request).readable
+        q = request.query
+        per_page = params.integer("per_page", q.get("per_page"), 30, 1, 100)
+        page = params.integer("page", q.get("page"), 1, 1, 1_000_000)
+        prefix = q.get("key", "")
+        if len(prefix) > params.MAX_KEY:
+            raise BadParam("key", f"longer than {params.MAX_KEY} characters")
+        ref = q.get("ref", "")
+        sort = q.get("sort", "last_accessed_at")
+        if sort not in SORTS:
+            raise BadParam("sort", f"{sort[:40]!r} is not one of {', '.join(SORTS)}")
+        direction = q.get("direction", "desc")
+        if direction not in ("asc", "desc"):
+            raise BadParam("direction", f"{direction[:40]!r} is not asc or desc")
+        hits = [e for e in self.state.entries if e.committed and e.scope in readable
+                and e.key.startswith(prefix) and (not ref or e.scope == ref)]
+        hits.sort(key=lambda e: (SORTS[sort](e), e.id), reverse=direction == "desc")
         chunk = hits[(page - 1) * per_page: page * per_page]
         return web.json_response({"total_count": len(hits), "actions_caches": [
             {"id": e.id, "ref": e.scope, "key": e.key, "version": e.version, "size_in_bytes": e.size,
@@ -528,25 +503,25 @@ class Emulator:
             for e in chunk]})
 
     async def set_faults(self, request: web.Request) -> web.StreamResponse:
-        self._scopes(request)
-        try:
-            self.state.faults.update(await request.json())
-        except (ValueError, TypeError) as e:
-            return web.json_response({"message": str(e)}, status=400)
+        self._admin(request)
+        self.state.faults.update(params.json_object(await read_json(request)))
         return web.json_response(vars(self.state.faults))
 
     async def new_token(self, request: web.Request) -> web.StreamResponse:
-        """Another token, for other scopes: `{"scopes": [["refs/heads/x", 3], ["refs/heads/main", 1]]}`."""
-        self._scopes(request)
-        try:
-            scopes = [(str(s), int(p)) for s, p in (await request.json())["scopes"]]
-        except (ValueError, TypeError, KeyError) as e:
-            return web.json_response({"message": f"want {{\"scopes\": [[scope, permission], ...]}}: {e}"},
-                                     status=400)
-        return web.json_response({"token": self.issue_token(scopes)})
+        """Another token, for other scopes: `{"scopes": [["refs/heads/x", 3], ["refs/heads/main", 1]]}`
+        (and `"ttl": SECONDS`, negative for one that has expired already)."""
+        self._admin(request)
+        body = params.json_object(await read_json(request))
+        raw = body.get("scopes")
+        if not isinstance(raw, list) or not all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str)
+                                                for s in raw):
+            raise BadParam("scopes", 'want [[scope, permission], ...]')
+        scopes = [(s, params.json_integer("permission", p, 1, 3)) for s, p in raw]
+        ttl = params.json_integer("ttl", body.get("ttl", 6 * 3600), -86400, 30 * 86400)
+        return web.json_response({"token": self.issue_token(scopes, ttl)})
 
     async def get_stats(self, request: web.Request) -> web.StreamResponse:
-        self._scopes(request)
+        self._admin(request)
         return web.json_response({"stats": self.state.stats, "faults": vars(self.state.faults),
                                   "entries": [{"key": e.key, "scope": e.scope, "size": e.size,
                                                "committed": e.committed} for e in self.state.entries]})
@@ -568,7 +543,7 @@ async def serve(emulator: Emulator, host: str, port: int, on_ready: Any) -> None
 
 
 def main(host: str, port: int, data: Path | None, scope: str, read_scopes: list[str], faults: list[str],
-         token_ttl: float, azurite: str = "") -> int:
+         token_ttl: float, azurite: str = "", reservation_timeout: float = RESERVATION_TIMEOUT) -> int:
     """Run until interrupted; prints the environment lines to use it."""
     import sys
     import tempfile
@@ -580,14 +555,17 @@ def main(host: str, port: int, data: Path | None, scope: str, read_scopes: list[
     except ValueError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
+    if reservation_timeout < 0:
+        print("workbench: error: --reservation-timeout must be 0 or more seconds", file=sys.stderr)
+        return 2
     tmp = None
     if data is None:
         tmp = tempfile.TemporaryDirectory(prefix="gha-server-")
         data = Path(tmp.name)
-    state = State(data)
+    state = State(data, reservation_timeout=reservation_timeout)
     state.faults.update(fault_spec)
     emulator = Emulator(state, Azurite(azurite, CONTAINER) if azurite else None)
-    token = emulator.issue_token([(scope, 3)] + [(s, 1) for s in read_scopes], token_ttl)
+    token = emulator.issue_token([(scope, 3)] + [(s, 1) for s in read_scopes], token_ttl, admin=True)
 
     def ready(bound: int) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host

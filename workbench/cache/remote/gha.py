@@ -193,7 +193,7 @@ class V1(_Service):
         return Entry(doc["cacheKey"], doc.get("archiveLocation", ""))
 
     def save(self, key: str, path: Path, size: int, progress: Progress) -> None:
-        body = json.dumps({"key": key, "version": VERSION}).encode()
+        body = json.dumps({"key": key, "version": VERSION, "cacheSize": size}).encode()
         try:
             resp = request("POST", self._api("caches"), headers=self._headers("application/json"), body=body,
                            deadline=self.deadline())
@@ -369,10 +369,28 @@ class GhaBackend:
             page += 1
 
     def put_blob(self, digest: str, path: Path, size: int, progress: Progress) -> None:
-        try:
-            self.service.save(blob_key(digest), path, size, progress)
-        except AlreadyExists:
-            progress(size, size)
+        """Upload a blob, unless the service has it already. A key that exists but is not committed (another
+        upload is on it, or was until its build was killed) is waited for: until it is committed, or until
+        the service lets us reserve it again (it takes over a stale reservation) and we upload it ourselves;
+        never past the timeout, and never reported done before the entry is really there."""
+        key = blob_key(digest)
+        deadline = self.service.deadline()
+        wait = 0.5
+        while True:
+            try:
+                self.service.save(key, path, size, progress)
+                return
+            except AlreadyExists:
+                if self.service.load(key) is not None:
+                    progress(size, size)
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RemoteCacheError(f"cache entry {key} is reserved by another upload that was not committed "
+                                       f"within the {self.cfg.timeout:g}s timeout (a build killed while uploading "
+                                       "it? the service lets a reservation be taken over once it has gone stale)")
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, 5.0)
 
     def get_blob(self, digest: str, out: BinaryIO, progress: Progress) -> None:
         entry = self.service.load(blob_key(digest))
