@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.exporter.destination import DestinationError
+from workbench.image.content import CorruptBlob
 from workbench.progress.events import EventBus, VertexCompleted, VertexFailed, VertexStarted, VertexStatus
 
 if TYPE_CHECKING:
@@ -63,16 +65,21 @@ def local_image(ref: Reference, content: ContentStore, platform: str) -> tuple[s
     images = ImageStore.for_content(content)
     try:
         found = images.get(str(ref))
-        if found is None or not images.content.has(found.digest):
+        if found is None:
             return None
         digest = images.manifest_for(found.digest, platform)
         if digest is None:
             return None
         manifest = json.loads(content.read(digest))
         config = json.loads(content.read(manifest["config"]["digest"]))
+        for layer in manifest.get("layers") or []:
+            if not content.has(layer["digest"]):
+                if (corrupt := content.corrupt(layer["digest"])) is not None:
+                    raise corrupt
+                return None  # pruned: a pull fetches it again
+    except CorruptBlob as e:  # found now or by an earlier read: a build on must not quietly use another image
+        raise e.for_image(str(ref)) from None
     except (ImageStoreError, OSError, ValueError, KeyError):
-        return None
-    if not all(content.has(d["digest"]) for d in manifest.get("layers") or []):
         return None
     return digest, config
 
@@ -89,6 +96,11 @@ def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], solv
     except ExportError as e:
         bus.emit(VertexFailed(vid, name, error=str(e)))
         raise
+    except (DestinationError, CorruptBlob) as e:
+        if isinstance(e, CorruptBlob) and not e.image:
+            e.for_image(_owner(e.digest, solver.content, out))
+        bus.emit(VertexFailed(vid, name, error=str(e)))
+        raise ExportError(str(e)) from None
     except OSError as e:
         bus.emit(VertexFailed(vid, name, error=str(e)))
         raise ExportError(f"export failed: {e}") from None
@@ -109,11 +121,12 @@ def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: An
         from workbench.image.archive import write_tar_rootfs
 
         dest = Path(out.dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if not chain:
             import tarfile
 
-            with tarfile.open(dest, "w"):
+            from workbench.exporter.destination import atomic_file
+
+            with atomic_file(dest, "--output type=tar") as f, tarfile.open(fileobj=f, mode="w"):
                 pass
             return manifest
         with solver.snapshots.mount_readonly(chain) as root:
@@ -133,16 +146,12 @@ def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: An
     if out.type == "oci":
         from workbench.image.oci_layout import write_oci_archive
 
-        dest = Path(out.dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        write_oci_archive(dest, content, manifest, names[0] if names else None)
+        write_oci_archive(Path(out.dest), content, manifest, names[0] if names else None)
     elif out.type == "docker":
         from workbench.image.archive import ArchiveError, write_docker_archive
 
-        dest = Path(out.dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            write_docker_archive(dest, content, [(manifest, names)])
+            write_docker_archive(Path(out.dest), content, [(manifest, names)])
         except ArchiveError as e:
             raise ExportError(f"--output type=docker: {e}") from None
     else:
@@ -161,6 +170,21 @@ def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: An
             known += [str(parse_reference(n)) for n in names if str(parse_reference(n)) not in known]
             metadata["image.name"] = ",".join(known)
     return manifest
+
+
+def _owner(blob: str, content: ContentStore, out: OutputSpec) -> str:
+    """The image to name in an error about `blob`: a stored image that has it, else the output's name."""
+    from workbench.image.store import ImageStore, ImageStoreError
+
+    try:
+        images = ImageStore.for_content(content)
+        for image in images.entries():
+            if blob in images.blobs(image.digest):
+                return image.name
+    except (ImageStoreError, OSError, ValueError):
+        pass
+    names = [n.strip() for n in out.attrs.get("name", "").split(",") if n.strip()]
+    return names[0] if names else "the image being exported"
 
 
 def _store_and_push(out: OutputSpec, names: list[str], manifest: str, content: ContentStore, bus: EventBus,
@@ -195,10 +219,15 @@ def _store_and_push(out: OutputSpec, names: list[str], manifest: str, content: C
 
 
 def write_metadata_file(path: Path, result: BuildResult) -> None:
-    """`--metadata-file`: the build's metadata as JSON (buildctl's keys); BuildFailure if it cannot be written."""
+    """`--metadata-file`: the build's metadata as JSON (buildctl's keys), written as archives are (a symlink
+    at `path` is replaced, not followed); BuildFailure if it cannot be written."""
     from workbench.build import BuildFailure
+    from workbench.exporter.destination import atomic_file
 
     try:
-        path.write_text(json.dumps(result.metadata, indent=2, sort_keys=True) + "\n")
+        with atomic_file(path, "--metadata-file") as f:
+            f.write((json.dumps(result.metadata, indent=2, sort_keys=True) + "\n").encode())
+    except DestinationError as e:
+        raise BuildFailure(str(e)) from None
     except OSError as e:
         raise BuildFailure(f"--metadata-file {path}: {e.strerror}") from None

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from workbench.image.config import CONFIG, INDEX, LAYER_GZIP, LAYER_TAR, MANIFEST, build_manifest, dumps
-from workbench.image.content import ContentStore, DigestMismatch
-from workbench.image.oci_layout import REF_NAME, tar_entry
+from workbench.image.content import ContentStore, CorruptBlob, DigestMismatch
+from workbench.image.oci_layout import REF_NAME, add_blob, new_archive, tar_entry
 from workbench.image.reference import parse_reference
 from workbench.image.store import ImageStore, ImageStoreError
 
@@ -32,29 +32,41 @@ class ArchiveError(Exception):
     """A malformed archive or one that refers to blobs it does not hold; the message names the file."""
 
 
-def _manifest(store: ContentStore, digest: str) -> dict[str, Any]:
-    doc = json.loads(store.read(digest))
+def _manifest(store: ContentStore, digest: str, names: list[str]) -> dict[str, Any]:
+    try:
+        doc = json.loads(store.read(digest))
+    except CorruptBlob as e:
+        raise e.for_image(_image_name(names)) from None
     if "manifests" in doc:
         raise ArchiveError(f"image {digest} is an index; a docker archive holds single-platform images")
     return dict(doc)
 
 
-def write_docker_archive(dest: Path, store: ContentStore, images: list[tuple[str, list[str]]]) -> None:
-    """Write a docker-archive tar of `images` ([(manifest digest, [names])]) to `dest` (atomically).
+def write_docker_archive(dest: Path, store: ContentStore, images: list[tuple[str, list[str]]],
+                         what: str = "--output type=docker") -> None:
+    """Write a docker-archive tar of `images` ([(manifest digest, [names])]) to `dest` (atomically, through
+    `atomic_file`: a symlink at `dest` is replaced, never followed).
 
-    Names are written as docker shows them ("busybox:latest", "localhost:5000/app:1.0").
+    Names are written as docker shows them ("busybox:latest", "localhost:5000/app:1.0"). Blobs are verified
+    as they are copied: a corrupt one is CorruptBlob (naming its image when the image has a name), and
+    nothing is written.
     """
+    from workbench.exporter.destination import atomic_file
+
     dest = Path(dest)
     entries: list[dict[str, Any]] = []
     index_descs: list[dict[str, Any]] = []
     repositories: dict[str, dict[str, str]] = {}
     blobs: list[str] = []
+    owner: dict[str, str] = {}  # blob → the name of the image named in errors about it ("" if it has none)
+    image_of: dict[str, str] = {}  # blob → the manifest digest of that image
     for digest, names in images:
-        manifest = _manifest(store, digest)
+        manifest = _manifest(store, digest, names)
         layers = [str(d["digest"]) for d in manifest.get("layers") or []]
         config = str(manifest["config"]["digest"])
         tags = [_familiar(n) for n in names]
-        entries.append({"Config": _blob_name(config), "RepoTags": tags, "Layers": [_blob_name(d) for d in layers]})
+        entries.append({"Config": _blob_name(config), "RepoTags": tags,
+                        "Layers": [_blob_name(d) for d in layers]})
         raw = store.read(digest)
         for tag in tags or [""]:
             desc: dict[str, Any] = {"mediaType": manifest.get("mediaType") or MANIFEST, "digest": digest,
@@ -68,32 +80,38 @@ def write_docker_archive(dest: Path, store: ContentStore, images: list[tuple[str
             if layers:
                 repositories.setdefault(repo, {})[t] = layers[-1].split(":", 1)[1]
         for d in [digest, config, *layers]:
+            owner.setdefault(d, _image_name(names))
+            image_of.setdefault(d, digest)
             if d not in blobs:
                 blobs.append(d)
     for d in blobs:
         if not store.has(d):
-            raise ArchiveError(f"blob {d} is not in the content store {store.root}")
+            if (corrupt := store.corrupt(d)) is not None:
+                raise corrupt.for_image(owner[d])
+            raise ArchiveError(f"blob {d} of image {owner[d] or image_of[d]} is not in the content store "
+                               f"{store.root}")
     index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": index_descs}
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            def add(name: str, data: bytes) -> None:
-                tar.addfile(tar_entry(name, len(data)), io.BytesIO(data))
+    with atomic_file(dest, what) as out, new_archive(out) as tar:
 
-            tar.addfile(tar_entry("blobs/", directory=True))
-            tar.addfile(tar_entry("blobs/sha256/", directory=True))
-            for d in blobs:
-                with open(store.path(d), "rb") as f:
-                    tar.addfile(tar_entry(_blob_name(d), os.fstat(f.fileno()).st_size), f)
-            add("index.json", dumps(index))
-            add("manifest.json", dumps(entries))
-            add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            if repositories:
-                add("repositories", dumps(repositories))
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        def add(name: str, data: bytes) -> None:
+            tar.addfile(tar_entry(name, len(data)), io.BytesIO(data))
+
+        tar.addfile(tar_entry("blobs/", directory=True))
+        tar.addfile(tar_entry("blobs/sha256/", directory=True))
+        for d in blobs:
+            try:
+                add_blob(tar, store, d)
+            except CorruptBlob as e:
+                raise e.for_image(owner[d]) from None
+        add("index.json", dumps(index))
+        add("manifest.json", dumps(entries))
+        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        if repositories:
+            add("repositories", dumps(repositories))
+
+
+def _image_name(names: list[str]) -> str:
+    return str(parse_reference(names[0])) if names else ""
 
 
 def _blob_name(digest: str) -> str:
@@ -361,15 +379,16 @@ def _apply_change(cfg: dict[str, Any], change: str) -> None:
                            "(ENV, CMD, ENTRYPOINT, WORKDIR, USER, LABEL, EXPOSE)")
 
 
-def write_tar_rootfs(dest: Path, root: Path) -> None:
-    """`--output type=tar`: the filesystem under `root` as one tar (owners, modes, links kept), atomically."""
+def write_tar_rootfs(dest: Path, root: Path, what: str = "--output type=tar") -> None:
+    """`--output type=tar`: the filesystem under `root` as one tar (owners, modes, links kept), atomically
+    (through `atomic_file`: a symlink at `dest` is replaced, never followed)."""
     import subprocess
 
-    tmp = dest.with_name(dest.name + ".tmp")
-    proc = subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tmp), "."],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"writing {dest} failed: {proc.stderr.strip()}")
-    os.replace(tmp, dest)
+    from workbench.exporter.destination import atomic_file
 
+    with atomic_file(dest, what) as out:
+        out.flush()
+        proc = subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", "-", "."],
+                              stdout=out.fileno(), stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise OSError(f"writing {dest} failed: {proc.stderr.strip()}")

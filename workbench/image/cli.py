@@ -71,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
     """Run `workbench image ...`; returns the exit status."""
     from workbench.build import default_root
     from workbench.image.archive import ArchiveError
+    from workbench.image.content import CorruptBlob
     from workbench.image.registry import RegistryError
     from workbench.image.store import ImageStore, ImageStoreError
 
     images = ImageStore(Path(args.root) if args.root else default_root())
     try:
         return _COMMANDS[args.image_command](images, args)
-    except (ImageStoreError, ArchiveError, RegistryError) as e:
+    except (ImageStoreError, ArchiveError, RegistryError, CorruptBlob) as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": "))
@@ -132,7 +133,9 @@ def _load(images, args) -> int:  # type: ignore[no-untyped-def]
 
 
 def _save(images, args) -> int:  # type: ignore[no-untyped-def]
+    from workbench.exporter.destination import DestinationError
     from workbench.image.archive import write_docker_archive
+    from workbench.image.content import CorruptBlob
 
     chosen: dict[str, list[str]] = {}
     for name in args.images:
@@ -141,7 +144,11 @@ def _save(images, args) -> int:  # type: ignore[no-untyped-def]
         if not found.name.startswith("sha256:") and found.name not in names:
             names.append(found.name)
     try:
-        write_docker_archive(Path(args.output), images.content, list(chosen.items()))
+        write_docker_archive(Path(args.output), images.content, list(chosen.items()), "image save")
+    except DestinationError as e:
+        return _fail(str(e))
+    except CorruptBlob as e:
+        return _fail(str(e.for_image(args.images[0])))
     except OSError as e:
         return _fail(f"writing {args.output}: {e.strerror or e}")
     return 0
@@ -155,11 +162,17 @@ def _import(images, args) -> int:  # type: ignore[no-untyped-def]
 
 
 def _pull(images, args) -> int:  # type: ignore[no-untyped-def]
-    from workbench.image.registry import pull
+    from workbench.image.content import CorruptBlob
+    from workbench.image.registry import RegistryError, pull
     from workbench.image.store import normalise
 
     ref = normalise(args.reference)
-    image = pull(ref, images.content, args.platform)
+    try:
+        image = pull(ref, images.content, args.platform)
+    except (CorruptBlob, RegistryError) as e:
+        if not isinstance(e, CorruptBlob) and not isinstance(e.__context__, CorruptBlob):
+            raise
+        image = pull(ref, images.content, args.platform)  # the bad blob left the store: fetch it again
     images.tag(str(ref), image.manifest_digest)
     print(f"Digest: {image.manifest_digest}")
     print(f"Status: downloaded image for {ref}")

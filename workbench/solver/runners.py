@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from workbench.cache.store import LayerBlob
 from workbench.llb.ops import Copy, ExecOp, FileOp, ImageSource, LocalSource, Mkdir, Mkfile, Rm, Vertex
@@ -23,11 +23,12 @@ def _error(message: str, v: Vertex) -> Exception:
 
 def pull_image(solver: Solver, v: Vertex, op: ImageSource) -> list[str]:
     """Fetch the image's blobs (skipping those present) and extract each layer once, shared by chain id."""
+    from workbench.image.content import CorruptBlob
     from workbench.image.reference import parse_reference
     from workbench.image.registry import RegistryError, pull
     from workbench.snapshot.layers import extract_layer
 
-    ref = parse_reference(op.ref)
+    ref = named = parse_reference(op.ref)
     if op.manifest_digest:
         ref = type(ref)(ref.registry, ref.repository, ref.tag, op.manifest_digest)
 
@@ -39,6 +40,8 @@ def pull_image(solver: Solver, v: Vertex, op: ImageSource) -> list[str]:
         image = pull(ref, solver.content, op.platform, progress=progress)
     except RegistryError as e:
         raise _error(str(e), v) from None
+    except CorruptBlob as e:
+        raise _error(str(e.for_image(str(named))), v) from None
     diff_ids: list[str] = image.config.get("rootfs", {}).get("diff_ids", [])
     chain: list[str] = []
     chain_id = ""
@@ -51,8 +54,12 @@ def pull_image(solver: Solver, v: Vertex, op: ImageSource) -> list[str]:
             continue
         solver.bus.emit(VertexStatus(v.digest, v.name, status_id=f"extracting {layer['digest'][:19]}"))
         with solver.snapshots.prepare() as prepared:
-            with open(solver.content.path(layer["digest"]), "rb") as f:
-                extract_layer(f, prepared / "fs", layer.get("mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"))
+            try:
+                with solver.content.open(layer["digest"]) as f:  # verified as it is read
+                    extract_layer(cast(BinaryIO, f), prepared / "fs",
+                                  layer.get("mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"))
+            except CorruptBlob as e:
+                raise _error(str(e.for_image(str(named))), v) from None
             snapshot = solver.snapshots.commit(prepared)
         solver.store.record_layer_blob(
             snapshot, LayerBlob(diff_id, layer["digest"], int(layer["size"]), layer["mediaType"])
