@@ -16,10 +16,12 @@ class InspectError(Exception):
 
 
 def _read(path: Path) -> str:
+    from workbench.frontend.dockerfile.source import DockerfileReadError, read_dockerfile
+
     try:
-        return path.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as e:
-        raise InspectError(f"ERROR: failed to read dockerfile: {path}: {e.strerror}") from None
+        return read_dockerfile(path)
+    except DockerfileReadError as e:
+        raise InspectError(f"ERROR: {e}") from None
 
 
 def print_ast(path: Path) -> str:
@@ -33,7 +35,8 @@ def print_ast(path: Path) -> str:
         return parse(text).dump()
     except DockerfileParseError as e:
         loc = SourceLocation(path.name, e.line, e.line) if e.line else None
-        raise InspectError(format_failure(e.message, loc, "", text)) from None
+        message = e.message if e.line else f"{path.name}: {e.message}"  # about the whole file: name it
+        raise InspectError(format_failure(message, loc, "", text)) from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -83,32 +86,54 @@ def check_text(context: Path, dockerfile: Path, build_args: dict[str, str], targ
     class _Content:
         content = ContentStore(root / "content")
 
-    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
-        return _resolve_image(ref, _Content(), EventBus(), platform)
+    resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
 
-    matcher = IgnoreMatcher(load_dockerignore(context, dockerfile)) if context.is_dir() else None
+    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
+        if (ref, platform) not in resolved:
+            resolved[(ref, platform)] = _resolve_image(ref, _Content(), EventBus(), platform)
+        return resolved[(ref, platform)]
+
+    patterns = load_dockerignore(context, dockerfile) if context.is_dir() else []
+    matcher = IgnoreMatcher(patterns)
     try:
         report = lint(text, build_args=build_args, target=target, ignore=matcher.excluded if matcher else None,
                       resolve=resolve, all_stages=target is None)
-    except CheckConfigError as e:
-        raise InspectError(f"ERROR: {e}") from None
+    except CheckConfigError as e:  # the `# check=` directive (or BUILDKIT_DOCKERFILE_CHECK): name the file
+        raise InspectError(f"ERROR: {dockerfile.name}: {e}") from None
     except DockerfileParseError as e:
         loc = SourceLocation(dockerfile.name, e.line, e.line) if e.line else None
-        raise InspectError(format_failure(e.message, loc, "", text)) from None
+        message = e.message if e.line else f"{dockerfile.name}: {e.message}"
+        raise InspectError(format_failure(message, loc, "", text)) from None
     except ShellExpansionError as e:
+        _convert(text, dockerfile, build_args, target, patterns, resolve)  # the same error, with its line
         raise InspectError(f"ERROR: {e}") from None
+    # as `docker build --check`, instructions a build would refuse are errors too (the checks skip them)
+    _convert(text, dockerfile, build_args, target, patterns, resolve)
     return format_check_report(report, dockerfile.name, text), bool(report.warnings)
+
+
+def _convert(text: str, dockerfile: Path, build_args: dict[str, str], target: str | None, patterns: list[str],
+             resolve: Any) -> Any:
+    """The conversion's result; InspectError, formatted as a build shows it, when it fails."""
+    from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
+    from workbench.progress.errors import format_failure
+    from workbench.progress.events import SourceLocation
+
+    try:
+        return convert(text, ConvertOptions(build_args=build_args, target=target, filename=dockerfile.name,
+                                            excludes=tuple(patterns)), resolve)
+    except DockerfileError as e:
+        loc = SourceLocation(dockerfile.name, e.start_line, e.end_line or e.start_line) if e.start_line else None
+        raise InspectError(format_failure(e.message, loc, "", text)) from None
 
 
 def llb_lines(context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
               root: Path) -> list[str]:
     """Convert the Dockerfile (resolving base images through the registry) and list its ops, inputs first."""
     from workbench.build import _resolve_image
-    from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
     from workbench.frontend.dockerfile.dockerignore import load_dockerignore
     from workbench.image.content import ContentStore
-    from workbench.progress.errors import format_failure
-    from workbench.progress.events import EventBus, SourceLocation
+    from workbench.progress.events import EventBus
 
     text = _read(dockerfile)
     root.mkdir(parents=True, exist_ok=True)
@@ -120,11 +145,6 @@ def llb_lines(context: Path, dockerfile: Path, build_args: dict[str, str], targe
         return _resolve_image(ref, _Content(), EventBus(), platform)
 
     patterns = load_dockerignore(context, dockerfile) if context.is_dir() else []
-    try:
-        result = convert(text, ConvertOptions(build_args=build_args, target=target, filename=dockerfile.name,
-                                              excludes=tuple(patterns)), resolve)
-    except DockerfileError as e:
-        loc = SourceLocation(dockerfile.name, e.start_line, e.end_line or e.start_line) if e.start_line else None
-        raise InspectError(format_failure(e.message, loc, "", text)) from None
+    result = _convert(text, dockerfile, build_args, target, patterns, resolve)
     lines = text.splitlines()
     return [vertex_json(v, lines) for v in result.vertex.walk()]

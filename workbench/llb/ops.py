@@ -198,6 +198,9 @@ class Vertex:
 
     @cached_property
     def digest(self) -> str:
+        # inputs first, without recursion: a chain of a few hundred steps is deeper than Python's stack
+        for v in self._unhashed_below():
+            v.digest  # noqa: B018
         body = {
             "type": type(self.op).__name__,
             "op": _canonical(asdict(self.op)),
@@ -206,16 +209,34 @@ class Vertex:
         data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
+    def _unhashed_below(self) -> list[Vertex]:
+        """The vertices below this one whose digest is not known yet, inputs before dependents."""
+        out: list[Vertex] = []
+        seen: set[int] = set()
+        stack: list[tuple[Vertex, bool]] = [(i, False) for i in reversed(self.inputs)]
+        while stack:
+            v, expanded = stack.pop()
+            if expanded:
+                out.append(v)
+                continue
+            if id(v) in seen or "digest" in v.__dict__:
+                continue
+            seen.add(id(v))
+            stack.append((v, True))
+            stack.extend((i, False) for i in reversed(v.inputs))
+        return out
+
     def walk(self) -> list[Vertex]:
         """Every vertex reachable from this one, inputs before dependents, each once."""
         seen: dict[str, Vertex] = {}
-
-        def visit(v: Vertex) -> None:
+        stack: list[tuple[Vertex, bool]] = [(self, False)]
+        while stack:  # a depth-first post-order without recursion (chains can be thousands of steps deep)
+            v, expanded = stack.pop()
             if v.digest in seen:
-                return
-            for i in v.inputs:
-                visit(i)
-            seen[v.digest] = v
-
-        visit(self)
+                continue
+            if expanded:
+                seen[v.digest] = v
+                continue
+            stack.append((v, True))
+            stack.extend((i, False) for i in reversed(v.inputs))
         return list(seen.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workbench.progress.events import SourceLocation
+from workbench.progress.text import printable, shorten
 
 
 def format_failure(message: str, location: SourceLocation | None, step: str, dockerfile_text: str) -> str:
@@ -17,7 +18,9 @@ def format_failure(message: str, location: SourceLocation | None, step: str, doc
         lines.append("-" * 20)
         for n in range(lo, hi + 1):
             mark = ">>>" if start <= n <= end else "   "
-            lines.append(f"{n:>4} | {mark} {src[n - 1]}".rstrip())
+            lines.append(f"{n:>4} | {mark} {shorten(printable(src[n - 1], keep=chr(9)), 300)}".rstrip())
         lines.append("-" * 20)
-    lines.append(f"ERROR: failed to solve: {message}")
+    elif location is not None:  # no line to show (an empty file): still say which file
+        message = f"{location.filename}: {message}"
+    lines.append(f"ERROR: failed to solve: {printable(message, keep=chr(9) + chr(10))}")
     return "\n".join(lines)

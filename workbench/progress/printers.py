@@ -34,6 +34,7 @@ from workbench.progress.events import (
     VertexStarted,
     VertexStatus,
 )
+from workbench.progress.text import printable
 
 DEFAULT_LOG_LIMIT = 2 * 1024 * 1024
 """BUILDKIT_STEP_LOG_MAX_SIZE's default: a step's stdout (and, apart, its stderr) is clipped past 2 MiB."""
@@ -375,7 +376,7 @@ class PlainPrinter:
             if v is not None:
                 body = [f"#{v.index} {line}\n" for line in lines]
                 if isinstance(ev, VertexStarted) and ev.miss_reason:
-                    body.insert(0, f"#{v.index} CACHE MISS: {ev.miss_reason}\n")
+                    body.insert(0, f"#{v.index} CACHE MISS: {printable(ev.miss_reason)}\n")
                 elif isinstance(ev, VertexStatus):
                     body += self._status(v, ev)
                 body += [f"#{v.index} {line}\n" for line, _ in self.pending_devices.pop(v.digest, [])]

@@ -12,7 +12,6 @@ import bz2
 import enum
 import errno
 import fnmatch
-import functools
 import gzip
 import lzma
 import os
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
-from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, _to_regex
+from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, compile_pattern
 from workbench.llb.ops import Copy, Mkdir, Mkfile, Rm
 from workbench.snapshot.layers import UnsafeLayerError, _remove_leaf, _Root
 from workbench.snapshot.rootpath import resolve_in_root
@@ -60,10 +59,16 @@ def _mkdir_all(root: Path, path: str, mode: int, owner: tuple[int, int] | None) 
         current = posixpath.join(current, part)
         host = resolve_in_root(root, current)
         if not os.path.lexists(host):
-            os.mkdir(host)
-            os.chmod(host, mode)
-            if owner is not None:
-                os.lchown(host, *owner)
+            # A symlink on the way (`/x -> /a/b`) can name a dir whose parents are missing too: made inside
+            # the root, as BuildKit's MkdirAll on the resolved path (missing components are never links).
+            missing = [host]
+            while not os.path.lexists(missing[-1].parent) and missing[-1].parent != Path(root):
+                missing.append(missing[-1].parent)
+            for new in reversed(missing):
+                os.mkdir(new)
+                os.chmod(new, mode)
+                if owner is not None:
+                    os.lchown(new, *owner)
         elif not host.is_dir():
             raise FileActionError(f"cannot create directory {current}: a file exists there")
     return host
@@ -299,11 +304,6 @@ def _join(base: str, name: str) -> str:
     return f"{base}/{name}" if base else name
 
 
-@functools.lru_cache(maxsize=1024)
-def _component_regex(part: str) -> re.Pattern[str]:
-    return _to_regex(part)
-
-
 def _pattern_may_match_below(pattern: str, directory: str) -> bool:
     """Whether some path strictly below `directory` could match `pattern` (component-wise prefix match)."""
     pparts, dparts = pattern.split("/"), directory.split("/")
@@ -312,7 +312,7 @@ def _pattern_may_match_below(pattern: str, directory: str) -> bool:
             return False
         if "**" in pparts[i]:
             return True
-        if not _component_regex(pparts[i]).match(part):
+        if not compile_pattern(pparts[i]).match(part):
             return False
     return len(pparts) > len(dparts)
 

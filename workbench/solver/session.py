@@ -7,6 +7,8 @@ or a layer.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,21 +94,48 @@ def parse_secret(value: str) -> SecretSource:
     return SecretSource(sid, src, env)
 
 
+_SSH_ID = re.compile(r"[a-zA-Z0-9_.-]+")
+
+
 def parse_ssh(value: str) -> tuple[str, tuple[str, ...]]:
-    """`--ssh default|ID[=SOCKET|KEY[,…]]`; `default` alone means $SSH_AUTH_SOCK."""
-    sid, eq, paths = value.partition("=")
-    if not sid:
-        raise SessionError(f"--ssh {value}: an id is required")
-    if not eq:
+    """`--ssh ID[=PATH[,PATH…]]` as docker buildx reads it: PATH is one agent socket or private key files;
+    none means $SSH_AUTH_SOCK; ID (`default` when empty) is made of letters, digits, `_`, `.` and `-`."""
+    sid, _, paths = value.partition("=")
+    sid = sid or "default"
+    if not _SSH_ID.fullmatch(sid):
+        raise SessionError(f"--ssh {value}: invalid id {sid!r}: use letters, digits, '_', '.' and '-'")
+    found = tuple(p for p in paths.split(",") if p)
+    if not found:
         sock = os.environ.get("SSH_AUTH_SOCK", "")
         if not sock:
             raise SessionError(f"--ssh {value}: SSH_AUTH_SOCK is not set; give a socket or key path")
-        return sid, (sock,)
-    found = tuple(p for p in paths.split(",") if p)
+        found = (sock,)
+    sockets = 0
     for p in found:
-        if not os.path.exists(p):
-            raise SessionError(f"--ssh {value}: {p} does not exist")
+        try:
+            mode = os.stat(p).st_mode
+        except OSError as e:
+            raise SessionError(f"--ssh {value}: {p}: {e.strerror}") from None
+        if stat.S_ISSOCK(mode):
+            sockets += 1
+        elif not stat.S_ISREG(mode):
+            raise SessionError(f"--ssh {value}: {p} is neither an agent socket nor a key file")
+    if sockets > 1:
+        raise SessionError(f"--ssh {value}: only one agent socket is allowed")
+    if sockets and len(found) > 1:
+        raise SessionError(f"--ssh {value}: give either one agent socket or key files, not both")
     return sid, found
+
+
+def parse_ssh_flags(values: list[str]) -> dict[str, tuple[str, ...]]:
+    """Every `--ssh` value by id; an id given twice is an error (as in buildx)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for value in values:
+        sid, paths = parse_ssh(value)
+        if sid in out:
+            raise SessionError(f"--ssh {value}: invalid duplicate id {sid!r}")
+        out[sid] = paths
+    return out
 
 
 def parse_allow(value: str) -> str:

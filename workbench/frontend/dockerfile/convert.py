@@ -33,6 +33,7 @@ from workbench.llb.ops import (
     Vertex,
 )
 from workbench.progress.events import SourceLocation
+from workbench.progress.text import shorten
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -54,6 +55,11 @@ class DockerfileError(Exception):
     def at(cls, node: Node, message: str) -> DockerfileError:
         """An error found while parsing `node`'s instruction, worded as BuildKit's parse errors."""
         return cls(f"dockerfile parse error on line {node.start_line}: {message}", node.start_line, node.end_line)
+
+
+# instructions.Parse's argument counts (the parser itself takes an instruction without arguments)
+_AT_LEAST_ONE = frozenset({"arg", "expose", "volume", "healthcheck"})
+_EXACTLY_ONE = frozenset({"user", "workdir", "stopsignal", "maintainer"})
 
 
 @dataclass
@@ -98,6 +104,16 @@ def _empty_image(platform: str) -> dict[str, Any]:
             "history": []}
 
 
+def _copy_image(image: dict[str, Any]) -> dict[str, Any]:
+    """A copy to change: history entries are only ever appended, so they are shared, not copied (a chain of
+    thousands of stages would otherwise copy a growing history at every stage)."""
+    history = image.get("history")
+    out = _copy.deepcopy({k: v for k, v in image.items() if k != "history"})
+    if history is not None:
+        out["history"] = list(history)
+    return out
+
+
 def _env_map(image: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for kv in image.get("config", {}).get("Env") or []:
@@ -135,14 +151,15 @@ class _Converter:
         self.resolve_image = resolve_image
         try:
             self.ast = parse(text)
-        except DockerfileParseError as e:
-            raise DockerfileError(e.message, e.line) from None
+        except DockerfileParseError as e:  # without a line, it is about the whole file: name it
+            raise DockerfileError(e.message if e.line else f"{opts.filename}: {e.message}", e.line) from None
         self.lex = ShellLex(self.ast.escape_token)
         self.warnings: list[str] = list(self.ast.warnings)
         self.meta_args: dict[str, str] = platform_args(opts.platform)
         self.stages: list[_Stage] = []
         self.context = Vertex(LocalSource(opts.context_name, opts.excludes), name="[internal] load build context")
         self.images: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
+        self._names: dict[str, _Stage] = {}
 
     def _loc(self, node: Node) -> SourceLocation:
         return SourceLocation(self.opts.filename, node.start_line, node.end_line)
@@ -182,10 +199,14 @@ class _Converter:
             elif current is None:
                 if node.keyword != "arg":
                     raise DockerfileError(
-                        f"{node.keyword.upper()} before the first FROM: only ARG may come before FROM",
+                        f"{shorten(node.keyword.upper())} before the first FROM: only ARG may come before FROM",
                         node.start_line, node.end_line)
+                if not node.args:
+                    raise DockerfileError.at(node, "ARG requires at least one argument")
                 for word in node.args:
                     k, eq, v = word.partition("=")
+                    if not k:
+                        raise DockerfileError.at(node, "ARG names can not be blank")
                     default = self._expand(v, self.meta_args, node) if eq else None
                     value = self.opts.build_args.get(k, default)
                     if value is not None:
@@ -193,13 +214,17 @@ class _Converter:
             else:
                 current.commands.append(node)
         if not self.stages:
-            raise DockerfileError("the Dockerfile has no FROM instruction (no build stage)")
+            raise DockerfileError(f"{self.opts.filename} has no FROM instruction (no build stage)")
 
     def _stage_by_name(self, name: str) -> _Stage | None:
-        lname = name.lower()
-        for s in self.stages:
-            if s.name and s.name == lname:
-                return s
+        if len(self._names) != len(self.stages):  # the first stage of each name (rebuilt after a split)
+            self._names = {}
+            for s in self.stages:
+                if s.name:
+                    self._names.setdefault(s.name, s)
+        found = self._names.get(name.lower())
+        if found is not None:
+            return found
         if name.isdigit() and int(name) < len(self.stages):
             return self.stages[int(name)]
         return None
@@ -213,6 +238,42 @@ class _Converter:
         return self.stages[-1]
 
     def convert_stage(self, stage: _Stage) -> None:
+        """Convert `stage`, after the earlier stages it uses (each once)."""
+        if stage.done:
+            return
+        for s in self._dependency_order(stage):  # without recursion: chains can be thousands of stages long
+            self._convert_one(s)
+
+    def _dependency_order(self, stage: _Stage) -> list[_Stage]:
+        """`stage` and the stages it names literally (its FROM base, `--from=`), dependencies first.
+
+        A stage only uses stages before it; a `--from` that needs expanding is converted when it is met.
+        """
+        order: list[_Stage] = []
+        placed: set[int] = set()
+        stack: list[tuple[_Stage, bool]] = [(stage, False)]
+        while stack:
+            s, expanded = stack.pop()
+            if s.done or s.index in placed:
+                continue
+            if expanded:
+                placed.add(s.index)
+                order.append(s)
+                continue
+            stack.append((s, True))
+            stack.extend((d, False) for d in reversed(self._literal_deps(s)))
+        return order
+
+    def _literal_deps(self, stage: _Stage) -> list[_Stage]:
+        refs = [stage.base] + [ref for node in stage.commands for ref in _from_refs(node) if "$" not in ref]
+        deps = []
+        for ref in refs:
+            other = self._stage_by_name(ref)
+            if other is not None and other.index < stage.index and not other.done:
+                deps.append(other)
+        return deps
+
+    def _convert_one(self, stage: _Stage) -> None:
         if stage.done:
             return
         prefix_name = stage.name or (f"stage-{stage.index}" if len(self.stages) > 1 else "")
@@ -226,9 +287,8 @@ class _Converter:
         parent = self._stage_by_name(stage.base)
         if parent is not None and parent.index < stage.index:
             self.convert_stage(parent)
-            assert parent.vertex is not None
-            stage.vertex = parent.vertex
-            stage.image = _copy.deepcopy(parent.image)
+            stage.vertex = parent.vertex  # None when the parent is FROM scratch with no layer yet
+            stage.image = _copy_image(parent.image)
             stage.shell = list(parent.shell)
         elif stage.base.lower() == "scratch":
             stage.vertex = None
@@ -307,8 +367,12 @@ class _Converter:
         if handler is None:
             known = [k[4:].upper() for k in dir(self) if k.startswith("_do_")]
             close = difflib.get_close_matches(node.keyword.upper(), known, n=1, cutoff=0.6)
-            raise DockerfileError.at(node, f"unknown instruction: {node.keyword.upper()}"
+            raise DockerfileError.at(node, f"unknown instruction: {shorten(node.keyword.upper())}"
                                      + (f" (did you mean {close[0]}?)" if close else ""))
+        if not node.args and node.keyword in _AT_LEAST_ONE:
+            raise DockerfileError.at(node, f"{node.keyword.upper()} requires at least one argument")
+        if not node.args and node.keyword in _EXACTLY_ONE:
+            raise DockerfileError.at(node, f"{node.keyword.upper()} requires exactly one argument")
         handler(stage, node, name)
 
     def _do_env(self, stage: _Stage, node: Node, name: str) -> None:
@@ -324,6 +388,8 @@ class _Converter:
     def _do_arg(self, stage: _Stage, node: Node, name: str) -> None:
         for word in node.args:
             k, eq, v = word.partition("=")
+            if not k:
+                raise DockerfileError.at(node, "ARG names can not be blank")
             if k in self.opts.build_args:
                 value: str | None = self.opts.build_args[k]
             elif eq:
@@ -694,6 +760,18 @@ class _Converter:
             return other.vertex if other.vertex is not None else Vertex(ScratchSource(), name="scratch")
         canon, digest, _ = self._resolve(ref, node)
         return Vertex(ImageSource(canon, digest, self.opts.platform), name=f"[internal] load {canon}")
+
+
+def _from_refs(node: Node) -> list[str]:
+    """The stage names in a command's `--from=` and `--mount=…,from=…` flags, as written."""
+    refs = []
+    for flag in node.flags:
+        name, _, value = flag.partition("=")
+        if name == "--from":
+            refs.append(value)
+        elif name == "--mount":
+            refs += [part[5:] for part in value.split(",") if part.startswith("from=")]
+    return refs
 
 
 def platform_args(platform: str, build_platform: str = "linux/amd64") -> dict[str, str]:

@@ -2,54 +2,101 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from workbench.frontend.dockerfile.wildcard import (
+    CLASS,
+    DIRENTRY,
+    DIRLOOP,
+    LIT,
+    ONE,
+    STAR,
+    Glob,
+    Token,
+    merge_stars,
+)
+
+_WILDCARDS = frozenset("*?[\\")
 
 
 @dataclass(frozen=True)
 class _Pattern:
     text: str
-    regex: re.Pattern[str]
+    glob: Glob | None
+    """None for a pattern without wildcards (compared as a string)."""
     exclusion: bool
 
+    def match_path_or_parent(self, path: str) -> bool:
+        if self.glob is None:
+            return path == self.text or path.startswith(self.text + "/")
+        return self.glob.match_path_or_parent(path)
 
-def _to_regex(pattern: str) -> re.Pattern[str]:
-    out = ["^"]
-    i = 0
-    while i < len(pattern):
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> Glob:
+    """A cleaned `.dockerignore` pattern as a `Glob`: `*` and `?` stop at `/`, `**/` is zero or more
+    directories, any other `**` is anything; `[...]` / `[^...]` (or `[!...]`) classes; `\\` escapes the next
+    character; an unclosed `[` is literal. Like the regexp BuildKit builds, `**` never matches a newline."""
+    tokens: list[Token] = []
+    i, n = 0, len(pattern)
+    while i < n:
         c = pattern[i]
-        if c == "*":
-            if pattern[i : i + 2] == "**":
-                i += 2
-                if pattern[i : i + 1] == "/":  # "**/" matches zero or more directories
-                    out.append("(.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("^") or body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        elif c == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
         i += 1
-    out.append("$")
-    return re.compile("".join(out))
+        if c == "*":
+            if pattern[i:i + 1] == "*":
+                i += 1
+                if pattern[i:i + 1] == "/":
+                    i += 1
+                    tokens += [Token(DIRENTRY), Token(DIRLOOP, "\n")]
+                else:
+                    tokens.append(Token(STAR, "\n"))
+            else:
+                tokens.append(Token(STAR, "/"))
+        elif c == "?":
+            tokens.append(Token(ONE, "/"))
+        elif c == "[":
+            cls, end = _parse_class(pattern, i)
+            if cls is None:
+                tokens.append(Token(LIT, "["))
+            else:
+                tokens.append(cls)
+                i = end
+        elif c == "\\" and i < n:
+            tokens.append(Token(LIT, pattern[i]))
+            i += 1
+        else:
+            tokens.append(Token(LIT, c))
+    return Glob(tuple(merge_stars(tokens)))
+
+
+def _parse_class(pattern: str, i: int) -> tuple[Token | None, int]:
+    """The class whose body starts at `i` (after `[`) and the index after its `]`; None when unclosed."""
+    negated = pattern[i:i + 1] in ("^", "!")
+    if negated:
+        i += 1
+    items: list[str] = []
+    n = len(pattern)
+    while i < n and pattern[i] != "]":
+        if pattern[i] == "\\" and i + 1 < n:
+            i += 1
+        items.append(pattern[i])
+        i += 1
+    if i >= n:
+        return None, i
+    chars: set[str] = set()
+    ranges: list[tuple[str, str]] = []
+    k = 0
+    while k < len(items):
+        if k + 2 < len(items) and items[k + 1] == "-":
+            ranges.append((items[k], items[k + 2]))
+            k += 3
+        else:
+            chars.add(items[k])
+            k += 1
+    return Token(CLASS, chars=frozenset(chars), ranges=tuple(ranges), negated=negated), i + 1
 
 
 class IgnoreMatcher:
@@ -67,7 +114,8 @@ class IgnoreMatcher:
             text = posixpath.normpath(text).lstrip("/")
             if text in ("", "."):
                 continue
-            self.patterns.append(_Pattern(text, _to_regex(text), exclusion))
+            glob = compile_pattern(text) if _WILDCARDS.intersection(text) else None
+            self.patterns.append(_Pattern(text, glob, exclusion))
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -75,15 +123,9 @@ class IgnoreMatcher:
     def excluded(self, path: str) -> bool:
         """True if `path` (relative, `/`-separated) or one of its parent dirs matches last as an exclude."""
         path = posixpath.normpath(path).lstrip("/")
-        parents = []
-        p = posixpath.dirname(path)
-        while p:
-            parents.append(p)
-            p = posixpath.dirname(p)
         matched = False
         for pat in self.patterns:
-            hit = pat.regex.match(path) is not None or any(pat.regex.match(q) for q in parents)
-            if hit:
+            if matched != (not pat.exclusion) and pat.match_path_or_parent(path):
                 matched = not pat.exclusion
         return matched
 
@@ -101,5 +143,6 @@ def load_dockerignore(context: Path, dockerfile: Path | None = None) -> list[str
     candidates.append(context / ".dockerignore")
     for c in candidates:
         if c.is_file():
-            return c.read_text().splitlines()
+            # bytes that are not UTF-8 stay as surrogate escapes, as the context's own file names do
+            return c.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     return []

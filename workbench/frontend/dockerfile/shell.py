@@ -6,9 +6,13 @@ modifiers ``- + ?`` (optionally with ``:``), ``# ## % %%`` and ``/ //``.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from workbench.frontend.dockerfile.wildcard import LIT, ONE, STAR, Glob, Token, merge_stars
+from workbench.progress.text import shorten
 
 __all__ = ["GO_SPACES", "ProcessWordResult", "ShellExpansionError", "ShellLex", "go_quote", "is_go_space"]
 
@@ -16,8 +20,10 @@ __all__ = ["GO_SPACES", "ProcessWordResult", "ShellExpansionError", "ShellLex", 
 GO_SPACES = ("\t\n\v\f\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B))
              + "\u2028\u2029\u202f\u205f\u3000")
 _GO_SPACE_SET = frozenset(GO_SPACES)
+_GO_SPACE_RUN = re.compile("[" + re.escape(GO_SPACES) + "]+")
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
-_REGEX_SPECIALS = frozenset("[]{}.+()|^$")
+MAX_EXPANSION = 16 << 20
+"""Most characters that variables (and `${x//a/b}` replacements) may add to one word."""
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -100,8 +106,16 @@ class _Words:
         self.in_word = True
 
     def add_string(self, s: str) -> None:
-        for ch in s:
-            self.add_char(ch)
+        """`add_char` for each character of `s` (a variable's value: it can be megabytes long)."""
+        pos = 0
+        for m in _GO_SPACE_RUN.finditer(s):
+            if m.start() > pos:
+                self.add_raw(s[pos:m.start()])
+            if self.in_word and self.size:
+                self._flush()
+            pos = m.end()
+        if pos < len(s):
+            self.add_raw(s[pos:])
 
     def get(self) -> list[str]:
         if self.size:
@@ -121,6 +135,8 @@ class _Word:
         self.raw_escapes = lex.raw_escapes
         self.matched: set[str] = set()
         self.unmatched: set[str] = set()
+        self.expanded = 0
+        """Characters substituted so far (values of variables)."""
 
     # -- scanner ------------------------------------------------------------------------------
     def peek(self) -> str:
@@ -136,7 +152,11 @@ class _Word:
     def get_env(self, name: str) -> tuple[str, bool]:
         if name in self.env:
             self.matched.add(name)
-            return self.env[name], True
+            value = self.env[name]
+            self.expanded += len(value)
+            if self.expanded > MAX_EXPANSION:  # `ARG b=$a$a$a…` a few times over would fill the memory
+                raise _Error(f"the expansion is too large (over {MAX_EXPANSION >> 20} MiB)")
+            return value, True
         self.unmatched.add(name)
         return "", False
 
@@ -333,52 +353,55 @@ class _Word:
         if self.lex.skip_unset_env and not found:
             return "${" + name + "/" + pattern + "/" + replacement + "}"
         try:
-            rx = _shell_pattern_to_regex(pattern, greedy=True, anchored=False)
+            glob = _shell_pattern(pattern)
         except _Error as e:
             raise _Error(f"invalid pattern ({pattern}) in substitution: {e}") from None
         if replace_all:
-            return _go_replace_all(rx, value, replacement)
-        m = rx.search(value)
-        if m is not None:
-            value = value[: m.start()] + replacement + value[m.end():]
+            return _go_replace_all(glob, value, replacement)
+        starts = glob.match_starts(value)
+        if starts:  # the leftmost match, as long as it goes (Go's leftmost-first with greedy stars)
+            start = starts[0]
+            value = value[:start] + replacement + value[glob.ends(value, start)[-1]:]
         return value
 
 
-def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    """``convertShellPatternToRegex``: ``*``, ``?`` and ``\\`` escapes; no bracket expressions."""
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
+def _shell_pattern(pattern: str) -> Glob:
+    """``convertShellPatternToRegex``: ``*``, ``?`` and ``\\`` escapes; no bracket expressions.
+
+    BuildKit builds a Go regexp; this is the same language as a linear-time `Glob` (``*`` and ``?`` stop
+    at a newline, as Go's ``.`` does). Greedy stars give the longest match, lazy ones the shortest.
+    """
+    tokens: list[Token] = []
     i, n = (1 if pattern.startswith("\ufeff") else 0), len(pattern)  # text/scanner skips a leading BOM
     while i < n:
         tok = pattern[i]
         i += 1
         if tok == "*":
-            out.append(star)
+            tokens.append(Token(STAR, "\n"))
             continue
         if tok == "?":
-            out.append(".")
+            tokens.append(Token(ONE, "\n"))
             continue
         if tok == "\\":
             if i < n and pattern[i] in "}/":
                 continue  # escaped } and / inside ${} are not part of the pattern
-            out.append("\\")
             tok = pattern[i] if i < n else ""
             i += 1
             if tok not in ("*", "?", "\\") or not tok:
                 raise _Error(f"invalid escape '\\{tok or chr(0xFFFD)}'")
-        elif tok in _REGEX_SPECIALS:
-            out.append("\\")
-        out.append(tok)
-    return re.compile("".join(out))
+        tokens.append(Token(LIT, tok))
+    return Glob(tuple(merge_stars(tokens)))
 
 
 def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
     try:
-        rx = _shell_pattern_to_regex(pattern, greedy, anchored=True)
+        glob = _shell_pattern(pattern)
     except _Error as e:
         raise _Error(f"invalid pattern ({pattern}) in substitution: {e}") from None
-    m = rx.match(value)
-    return value[m.end():] if m is not None else value
+    ends = glob.ends(value)
+    if not ends:
+        return value
+    return value[ends[-1] if greedy else ends[0]:]
 
 
 def _reverse_pattern(pattern: str) -> str:
@@ -399,7 +422,7 @@ def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
     return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
 
 
-def _go_expand(template: str, m: re.Match[str]) -> str:
+def _go_expand(template: str, matched: str) -> str:
     """Go's ``Regexp.Expand`` for a pattern without groups: ``$0`` is the match, other names are empty."""
     out: list[str] = []
     while template:
@@ -425,25 +448,32 @@ def _go_expand(template: str, m: re.Match[str]) -> str:
         name = rest[:i]
         template = rest[i + 1:] if brace else rest[i:]
         if name == "0":
-            out.append(m.group(0))
+            out.append(matched)
     out.append(template)
     return "".join(out)
 
 
-def _go_replace_all(rx: re.Pattern[str], src: str, repl: str) -> str:
+def _go_replace_all(glob: Glob, src: str, repl: str) -> str:
     """Go's ``ReplaceAllString`` (an empty match right after a match is not replaced)."""
     out: list[str] = []
+    starts = glob.match_starts(src)
+    size = 0
     last_end = 0
     search = 0
     while search <= len(src):
-        m = rx.search(src, search)
-        if m is None:
+        k = bisect.bisect_left(starts, search)
+        if k == len(starts):
             break
-        out.append(src[last_end: m.start()])
-        if m.end() > last_end or m.start() == 0:
-            out.append(_go_expand(repl, m))
-        last_end = m.end()
-        search = search + 1 if search + 1 > m.end() else m.end()
+        start = starts[k]
+        end = glob.ends(src, start)[-1]
+        out.append(src[last_end:start])
+        if end > last_end or start == 0:
+            out.append(_go_expand(repl, src[start:end]))
+            size += len(out[-1])
+            if size > MAX_EXPANSION:
+                raise _Error(f"the expansion is too large (over {MAX_EXPANSION >> 20} MiB)")
+        last_end = end
+        search = search + 1 if search + 1 > end else end
     out.append(src[last_end:])
     return "".join(out)
 
@@ -472,9 +502,10 @@ class ShellLex:
         try:
             result, words = sw.process_stop_on("", sw.raw_escapes)
         except _Error as e:
-            raise ShellExpansionError(f"failed to process {go_quote(word)}: {e}") from None
+            raise ShellExpansionError(f"failed to process {shorten(go_quote(word))}: {e}") from None
         except RecursionError:  # Go's growable stack has no such limit; Python's nests a few hundred levels
-            raise ShellExpansionError(f"failed to process {go_quote(word)}: expansion nested too deeply") from None
+            raise ShellExpansionError(f"failed to process {shorten(go_quote(word))}: expansion nested too deeply"
+                                      ) from None
         return ProcessWordResult(result, words, sw.matched, sw.unmatched)
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:

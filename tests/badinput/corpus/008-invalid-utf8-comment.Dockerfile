@@ -1,0 +1,4 @@
+# café
+FROM scratch
+Ã
+BOGUS instruction at the end

@@ -1,0 +1,3 @@
+FROM scratch
+LABEL a=ÿþý
+BOGUS instruction at the end

@@ -1,0 +1,4 @@
+FROM scratch
+LABEL a=â‚
+BOGUS instruction at the end
+â

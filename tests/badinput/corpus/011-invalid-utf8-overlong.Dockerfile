@@ -1,0 +1,3 @@
+FROM scratch
+COPY À¯À® /x
+BOGUS instruction at the end

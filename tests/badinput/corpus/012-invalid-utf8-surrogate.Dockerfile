@@ -1,0 +1,3 @@
+FROM scratch
+ENV a=í €
+BOGUS instruction at the end

@@ -1,0 +1,2 @@
+﻿FROM scratch
+BOGUS instruction at the end

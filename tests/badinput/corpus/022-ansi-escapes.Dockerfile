@@ -1,0 +1,2 @@
+FROM scratch
+[2J[31mRUN[0m x

@@ -1,0 +1,3 @@
+FROM scratch
+LABEL a=]0;title
+BOGUS instruction at the end

@@ -1,0 +1,1 @@
+FROM scratchCOPY a bBOGUS x

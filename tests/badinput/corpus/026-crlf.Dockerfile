@@ -1,0 +1,3 @@
+FROM scratch
+COPY a /a
+BOGUS x

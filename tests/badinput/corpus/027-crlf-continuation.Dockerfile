@@ -1,0 +1,6 @@
+FROM scratch
+RUN a \
+  b \
+
+  c
+BOGUS

@@ -1,0 +1,3 @@
+FROM scratch
+RUN x
+BOGUS

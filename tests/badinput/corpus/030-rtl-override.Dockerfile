@@ -1,0 +1,3 @@
+FROM scratch
+LABEL a=‮evil‬
+BOGUS

@@ -1,0 +1,5 @@
+# syntax=docker/dockerfile:1
+FROM scratch
+RUN <<EOF
+line
+BOGUS

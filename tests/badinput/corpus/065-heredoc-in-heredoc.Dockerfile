@@ -1,0 +1,6 @@
+FROM scratch
+COPY <<A /a
+<<B
+B
+A
+BOGUS

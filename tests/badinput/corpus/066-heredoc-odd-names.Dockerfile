@@ -1,0 +1,6 @@
+FROM scratch
+RUN <<'E O F' <<"" <<-\x
+E O F
+
+x
+BOGUS

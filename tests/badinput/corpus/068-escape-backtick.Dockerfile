@@ -1,0 +1,6 @@
+# escape=`
+FROM scratch
+RUN a ``````` `
+`
+x
+BOGUS

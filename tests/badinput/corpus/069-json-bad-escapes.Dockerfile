@@ -1,0 +1,3 @@
+FROM scratch
+CMD ["\ud800", "\uZZZZ", "\x00"]
+BOGUS

@@ -1,0 +1,3 @@
+FROM scratch
+ENTRYPOINT ["a\u0000b"]
+BOGUS

@@ -1,0 +1,2 @@
+FROM scratch
+ENV a=${UNSET:?this variable is required}

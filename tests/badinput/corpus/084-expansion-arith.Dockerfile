@@ -1,0 +1,3 @@
+FROM scratch
+ENV a=$((1+1))
+BOGUS

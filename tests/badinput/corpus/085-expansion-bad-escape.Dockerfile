@@ -1,0 +1,3 @@
+FROM scratch
+ARG x=abc
+ENV a=${x/\q/z}

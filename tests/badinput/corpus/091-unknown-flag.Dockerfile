@@ -1,0 +1,2 @@
+FROM scratch
+COPY --bogus=1 a b

@@ -1,0 +1,2 @@
+FROM scratch
+RUN --mount=type=cache,target=/x,sharing=everyone true

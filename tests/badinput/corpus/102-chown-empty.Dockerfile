@@ -1,0 +1,3 @@
+FROM scratch
+COPY --chown= a /b
+BOGUS

@@ -1,0 +1,2 @@
+FROM --platform=bogus/arch/x/y scratch
+BOGUS

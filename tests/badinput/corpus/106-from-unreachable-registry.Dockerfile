@@ -1,0 +1,1 @@
+FROM 127.0.0.1:9/nope:latest

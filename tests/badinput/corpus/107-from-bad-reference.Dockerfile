@@ -1,0 +1,1 @@
+FROM UPPER/Case:Tag@sha256:zz

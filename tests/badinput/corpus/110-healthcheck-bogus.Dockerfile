@@ -1,0 +1,2 @@
+FROM scratch
+HEALTHCHECK --interval=bogus CMD x

@@ -1,0 +1,3 @@
+FROM scratch
+EXPOSE 99999999/xyz
+BOGUS

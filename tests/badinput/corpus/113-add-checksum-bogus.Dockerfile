@@ -1,0 +1,2 @@
+FROM scratch
+ADD --checksum=sha256:zz https://example.invalid/x /x

@@ -1,0 +1,2 @@
+# escape=XX
+FROM scratch

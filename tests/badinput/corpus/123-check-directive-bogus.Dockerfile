@@ -1,0 +1,2 @@
+# check=error=maybe;skip=
+FROM scratch

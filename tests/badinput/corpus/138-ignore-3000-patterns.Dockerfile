@@ -1,0 +1,3 @@
+FROM scratch
+COPY . /
+COPY missing-file-xyz /
