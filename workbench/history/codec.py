@@ -2,6 +2,8 @@
 
 A line is the event's fields plus a `type` tag (the class name). `bytes` are written as text when they are
 valid UTF-8, else as `{"base64": …}`; nested dataclasses (SourceLocation) become objects and tuples lists.
+Text holding file names that are not UTF-8 (surrogate-escaped, as Python reads them) keeps them as `\\udcXX`
+escapes, so every line is valid UTF-8 and reads back to the same names.
 Decoding follows the dataclass's type hints, so a field's Python type comes back exactly.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 import types
 import typing
 from functools import cache
@@ -46,9 +49,14 @@ def encode_event(event: Event) -> dict[str, Any]:
     return doc
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def dumps_event(event: Event) -> str:
-    """One compact JSON line (no newline) for `event`."""
-    return json.dumps(encode_event(event), ensure_ascii=False, separators=(",", ":"))
+    """One compact JSON line (no newline) for `event`; valid UTF-8 whatever names it holds."""
+    text = json.dumps(encode_event(event), ensure_ascii=False, separators=(",", ":"))
+    # Lone surrogates only occur inside JSON strings, where their \u escape reads back as the same character.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @cache

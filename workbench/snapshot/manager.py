@@ -6,20 +6,29 @@ renamed into `snapshots/` only once complete: a crash leaves at most a temp dir 
 A manager holds the root's build lock (shared) from creation to `cleanup`, so `workbench prune` waits for
 running builds; the kernel drops the lock of a killed build. Temp dirs of dead builds (their mounts and
 runc containers included) are cleaned when the next build starts, and by prune.
+
+A chain too deep for one overlay mount (the kernel stacks at most 500 lower dirs in one page of options)
+is mounted over a flattened copy of its bottom: every `FLATTEN_EVERY` layers are merged, with the copy of
+the layers below them, into one plain dir in the build's temp dir. It is the bottom of the stack, so it
+needs no whiteouts; the layers a step writes are the same as over the full stack.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.mountinfo import mounts
-from workbench.snapshot.overlay import mount_overlay, unmount
+from workbench.snapshot.overlay import OverlayError, fits, mount_overlay, unmount
+
+FLATTEN_EVERY = 128
 
 
 class SnapshotManager:
@@ -34,9 +43,11 @@ class SnapshotManager:
             self.dir.mkdir(parents=True, exist_ok=True)
             _clean_stale(root / "tmp")
             self.tmp = root / "tmp" / f"{os.getpid()}-{secrets.token_hex(3)}"
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._empty = self.dir / "empty"
             self._empty.mkdir(exist_ok=True)
+            self._flat: dict[str, Path] = {}
+            self._flat_lock = threading.RLock()  # _flattened recurses
         except BaseException:
             release_shared(root)
             raise
@@ -47,8 +58,44 @@ class SnapshotManager:
     def exists(self, snapshot: str) -> bool:
         return self.path(snapshot).is_dir()
 
-    def _lowers(self, chain: list[str]) -> list[Path]:
-        return self.lowers(chain) or [self._empty]
+    def _lowers(self, chain: list[str], upper: Path | None = None, work: Path | None = None) -> list[Path]:
+        """The lower dirs to mount `chain` with: its layers, or over a flattened bottom when too deep."""
+        lowers = self.lowers(chain) or [self._empty]
+        cut = len(chain) - len(chain) % FLATTEN_EVERY
+        if not cut or fits(lowers, upper, work):
+            return lowers  # (a short chain that still does not fit fails to mount, with the reason)
+        return self.lowers(chain[cut:]) + [self._flattened(chain[:cut])]
+
+    def _flattened(self, chain: list[str]) -> Path:
+        """A plain dir holding the merged view of `chain` (a multiple of `FLATTEN_EVERY` long), made once
+        per build from the flattened copy of all but its top `FLATTEN_EVERY` layers."""
+        name = f"{len(chain)}-{hashlib.sha256(':'.join(chain).encode()).hexdigest()[:16]}"
+        with self._flat_lock:  # steps run in parallel; each flattened copy is made once
+            done = self._flat.get(name)
+            if done is not None:
+                return done
+            cut = len(chain) - FLATTEN_EVERY
+            lowers = self.lowers(chain[cut:]) + ([self._flattened(chain[:cut])] if cut else [])
+            dest = self.tmp / "flat" / name
+            view = self.tmp / f"flat-view-{secrets.token_hex(6)}"
+            (dest / "fs").mkdir(parents=True)
+            view.mkdir()
+            try:
+                mount_overlay(lowers, None, None, view)
+                try:
+                    proc = subprocess.run(["cp", "-a", "--", f"{view}/.", str(dest / "fs")], capture_output=True,
+                                          text=True, errors="replace")
+                finally:
+                    unmount(view)
+                if proc.returncode != 0:
+                    raise OverlayError(f"flattening {len(chain)} layers: {proc.stderr.strip()}")
+            except BaseException:
+                _remove_tree(dest)
+                raise
+            finally:
+                view.rmdir()
+            self._flat[name] = dest / "fs"
+            return dest / "fs"
 
     def lowers(self, chain: list[str]) -> list[Path]:
         """The snapshot dirs of `chain`, top first (as overlay's lowerdir lists them)."""
@@ -58,7 +105,8 @@ class SnapshotManager:
     def prepare(self) -> Iterator[Path]:
         """A fresh, empty snapshot dir to fill; use `commit` to keep it. Removed if not committed."""
         work = Path(self.tmp / f"new-{secrets.token_hex(6)}")
-        (work / "fs").mkdir(parents=True)
+        work.mkdir(mode=0o700)  # becomes snapshots/<id>: private; fs below keeps the mode a layer's root has
+        (work / "fs").mkdir()
         try:
             yield work
         finally:
@@ -80,7 +128,8 @@ class SnapshotManager:
         target = prepared / "merged"
         target.mkdir(exist_ok=True)
         (prepared / "work").mkdir(exist_ok=True)
-        mount_overlay(self._lowers(chain), prepared / "fs", prepared / "work", target)
+        mount_overlay(self._lowers(chain, prepared / "fs", prepared / "work"), prepared / "fs", prepared / "work",
+                      target)
         try:
             yield target
         finally:

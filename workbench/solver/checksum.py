@@ -41,12 +41,12 @@ def save_hash_cache(path: Path, limit: int = 500_000) -> None:
             return
         items = list(_file_hashes.items())[-limit:]
         _dirty = False
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    from workbench.state_root import write_private
+
     try:
-        tmp.write_bytes(marshal.dumps(dict(items)))
-        os.replace(tmp, path)
+        write_private(path, marshal.dumps(dict(items)))
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass  # the digests are only a speed-up: the next build hashes again
 
 
 _buffers = threading.local()
@@ -86,6 +86,31 @@ def _file_digest(path: str, st: os.stat_result) -> str:
     return digest
 
 
+_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+            "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+def quote_name(name: str) -> str:
+    """A context path as messages print it: as it is when plain printable text, else quoted as Go's %q
+    quotes the name's bytes (`"caf\\xe9"`, `"new\\nline"`; names are read with surrogateescape)."""
+    if name.isprintable() and '"' not in name and "\\" not in name:
+        return name
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF or code < 0x80 and ch not in _ESCAPES and not ch.isprintable():
+            out.append(f"\\x{code & 0xFF:02x}")  # a control byte, or one that is not UTF-8
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
 def copy_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tuple[str, dict[str, str]]:
     """Checksum of everything `action` reads from `context`, and a short digest per path it read (for
     telling which file changed since the last build).
@@ -118,7 +143,7 @@ def _walk_checksum(context: Path, action: Copy, excluded: Excluded | None) -> tu
                 linked = True
         elif kind == stat.S_IFLNK:
             header += os.readlink(host)
-        encoded = header.encode()
+        encoded = header.encode("utf-8", "surrogateescape")  # names are bytes; not all are UTF-8
         h.update(encoded)
         h.update(b"\n")
         files[rel] = sha256(encoded).hexdigest()[:16]

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from workbench.llb.ops import ExecOp, FileOp, GitSource, HttpSource, ImageSource, Vertex
+from workbench.solver.checksum import quote_name
 
 _STEP = re.compile(r"^\[(?:(?P<stage>.+?) )?(?P<index>\d+)/\d+\] (?P<text>.*)$", re.S)
 
@@ -84,12 +85,13 @@ def _file_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
         a, b = old.get(path), new.get(path)
         if a == b:
             continue
+        name = quote_name(path)  # names are bytes: not all are UTF-8 or printable
         if a is None:
-            out.append(f"{path} added")
+            out.append(f"{name} added")
         elif b is None:
-            out.append(f"{path} removed")
+            out.append(f"{name} removed")
         else:
-            out.append(f"{path} changed ({a[:12]} → {b[:12]})")
+            out.append(f"{name} changed ({a[:12]} → {b[:12]})")
     return out
 
 
