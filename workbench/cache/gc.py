@@ -47,6 +47,7 @@ from pathlib import Path
 from workbench.cache.store import CacheStore
 from workbench.snapshot.manager import _remove_tree, mounts_under, remove_scratch, stale_entry
 from workbench.snapshot.overlay import unmount
+from workbench.state_root import write_private
 
 DEFAULT_CAP_FALLBACK = 2_000_000_000
 _MAX_METADATA = 4 << 20  # manifests, indexes and configs are small JSON blobs
@@ -92,8 +93,8 @@ def acquire_shared(root: Path) -> None:
             os.close(fd)
             return
         lease = root / _LEASES / f"{os.getpid()}-{secrets.token_hex(4)}"
-        lease.parent.mkdir(exist_ok=True)
-        lease.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
+        lease.parent.mkdir(mode=0o700, exist_ok=True)
+        write_private(lease, json.dumps({"pid": os.getpid(), "started": time.time()}))
         _held[key] = _Hold(fd, 1, lease)
 
 
@@ -504,8 +505,9 @@ def _mtime(p: Path) -> float:
         return time.time()
 
 
-def _scan(root: Path, store: CacheStore, exclusive: bool) -> Usage:
-    """Everything `du` reports; `exclusive`: no build can be running (we hold the lock)."""
+def _scan(root: Path, store: CacheStore, exclusive: bool, remember: bool = True) -> Usage:
+    """Everything `du` reports; `exclusive`: no build can be running (we hold the lock); `remember`: store the
+    sizes of newly measured snapshots (off when the disk is full: then nothing may be written)."""
     since = None if exclusive else _running_since(root)
     snapdir = root / "snapshots"
     on_disk = {p.name for p in snapdir.iterdir() if p.name != "empty"} if snapdir.is_dir() else set()
@@ -521,7 +523,8 @@ def _scan(root: Path, store: CacheStore, exclusive: bool) -> Usage:
     known = store.snapshot_sizes()
     sizes = {s: known[s] for s in complete if s in known}
     new = {s: disk_usage(snapdir / s) for s in on_disk if s not in sizes}
-    store.record_snapshot_sizes({s: n for s, n in new.items() if s in complete})
+    if remember and new:
+        store.record_snapshot_sizes({s: n for s, n in new.items() if s in complete})
     sizes.update(new)
 
     # Content: layer blobs go with their snapshot, manifests/configs with their top layer's snapshot.
@@ -583,9 +586,17 @@ def _scan(root: Path, store: CacheStore, exclusive: bool) -> Usage:
             orphans.size += sizes.get(s, 0)
     orphans.scratch = _scratch(root, exclusive)
     orphans.size += sum(disk_usage(p) for p in orphans.scratch)
-    live = [] if exclusive else [p for p in (root / "tmp").glob("*") if not stale_entry(p)]
-    orphans.mounts = [m for m in mounts_under(root) if not any(m == p or p in m.parents for p in live)]
+    orphans.mounts = stale_mounts(root, exclusive)
     return Usage(records, orphans, since is not None, unit, refs, blob_owner, stale_rows)
+
+
+def stale_mounts(root: Path, exclusive: bool = False) -> list[Path]:
+    """Mounts builds left below ROOT/tmp (where every mount of a build is made) that no running build owns,
+    deepest first (`exclusive`: no build runs). Never ROOT or ROOT/tmp themselves, nor anything outside
+    ROOT/tmp: a filesystem the user mounted there (a bigger disk for snapshots, a tmpfs root) is not ours."""
+    tmp = Path(os.path.realpath(root / "tmp"))
+    live = [] if exclusive else [tmp / p.name for p in tmp.glob("*") if not stale_entry(p)]
+    return [m for m in mounts_under(tmp) if m != tmp and not any(m == p or p in m.parents for p in live)]
 
 
 def du(root: Path) -> Usage:
@@ -598,6 +609,25 @@ def du(root: Path) -> Usage:
         return _scan(root, store, exclusive=False)
     finally:
         store.close()
+
+
+def prunable(root: Path) -> int:
+    """Bytes a plain `workbench prune` would free now (unused records but base-image layers, and orphans);
+    writes nothing, so it can be asked on a full disk."""
+    root = Path(root)
+    if not (root / "cache.db").exists():
+        return 0
+    import sqlite3
+
+    try:
+        store = CacheStore(root / "cache.db")
+    except sqlite3.OperationalError:  # a full disk leaves no room for the -wal/-shm of a new connection
+        store = CacheStore(root / "cache.db", snapshot_read=True)
+    try:
+        usage = _scan(root, store, exclusive=False, remember=False)
+    finally:
+        store.close()
+    return sum(r.size for r in usage.records if r.reclaimable and not r.internal) + usage.orphans.size
 
 
 # -- removal ----------------------------------------------------------------------------------------------
@@ -773,6 +803,23 @@ def maybe_gc(root: Path, cap_bytes: int | None = None) -> PruneResult:
             sel.take([r for r in usage.records if not r.internal], cap)
             sel.take([r for r in usage.records if r.internal], cap)
             return _delete(root, store, usage, sel.chosen)
+        finally:
+            store.close()
+
+
+def remove_orphans(root: Path) -> PruneResult:
+    """Remove only the orphans of `root` (what `prune` always removes: snapshot dirs without a record, stale
+    temp dirs with their mounts and containers, unreferenced blobs, records with missing snapshots), keeping
+    every record; skipped (result.skipped) while builds run."""
+    root = Path(root)
+    if not (root / "cache.db").exists():
+        return PruneResult()
+    with exclusive_lock(root, wait=False) as got:
+        if not got:
+            return PruneResult(skipped=True)
+        store = CacheStore(root / "cache.db")
+        try:
+            return _delete(root, store, _scan(root, store, exclusive=True), [])
         finally:
             store.close()
 

@@ -1,0 +1,346 @@
+"""`workbench doctor [--root DIR] [--fix]`: is this build root healthy, and if not, how to fix it.
+
+One line per check -- `OK`, `WARN` or `FAIL`, what was found and the fix: the root's permissions, the
+cache index's integrity, orphans (snapshot dirs without a record and the rest `workbench.cache.gc` calls
+orphans), stale mounts, leftover runc containers of dead builds, the runc version and kernel overlayfs
+support. Exit 0 when nothing FAILs. `--fix` repairs what is safe: modes, a corrupt index (moved aside),
+orphans with their mounts and dead containers (as `workbench prune` removes them, keeping every record).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_RUNC = (1, 2, 5)
+_SHOWN = 3  # offenders named per line
+_WALK_LIMIT = 50_000  # entries looked at for loose modes (a huge root is sampled, not walked to the end)
+
+
+@dataclass
+class Check:
+    """One check's verdict."""
+
+    status: str  # OK | WARN | FAIL
+    name: str
+    text: str
+    fix: Callable[[], None] | None = None
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.name}: {self.text}"
+
+
+def _mode(path: Path) -> str:
+    return f"{stat.S_IMODE(os.lstat(path).st_mode):04o}"
+
+
+# -- permissions --------------------------------------------------------------------------------------------
+
+
+def _private_walk(root: Path) -> Iterator[Path]:
+    """Entries below `root` that must be private: workbench's own state, not the contents of layers
+    (`snapshots/<id>/…`) or cache mounts (`cachemounts/<key>/<n>/…`), which keep the modes builds gave them,
+    nor deeper than a step's bundle files in `tmp`; mount points are not crossed."""
+    dev = os.lstat(root).st_dev
+    stack = [root]
+    seen = 0
+    while stack and seen < _WALK_LIMIT:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            seen += 1
+            p = Path(e.path)
+            rel = p.relative_to(root).parts
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or st.st_dev != dev or rel == ("snapshots", "empty"):
+                continue  # the empty lower dir is a layer's root: its mode is the image's, as fs/ below <id>
+            yield p
+            deep = {"snapshots": 2, "cachemounts": 3, "tmp": 3}.get(rel[0])
+            if stat.S_ISDIR(st.st_mode) and (deep is None or len(rel) < deep):
+                stack.append(p)
+
+
+def check_permissions(root: Path) -> Check:
+    st = os.lstat(root)
+    me = os.geteuid()
+    if stat.S_ISLNK(st.st_mode):
+        st = os.stat(root)
+    if st.st_uid != me:
+        return Check("FAIL", "permissions", f"{root} belongs to uid {st.st_uid}, not to you (uid {me}): use a "
+                                            "root of your own (--root DIR) or chown it")
+    loose_root = stat.S_IMODE(st.st_mode) & 0o077
+    loose = [p for p in _private_walk(root) if stat.S_IMODE(os.lstat(p).st_mode) & 0o066]
+
+    def fix() -> None:
+        os.chmod(root, 0o700)
+        for p in loose:
+            m = stat.S_IMODE(os.lstat(p).st_mode)
+            os.chmod(p, m & ~0o077)
+
+    shown = ", ".join(f"{p.relative_to(root)} ({_mode(p)})" for p in loose[:_SHOWN])
+    more = f" and {len(loose) - _SHOWN} more" if len(loose) > _SHOWN else ""
+    if loose_root:
+        return Check("FAIL", "permissions",
+                     f"{root} is mode {stat.S_IMODE(st.st_mode):04o}: other users can read it (and run files from "
+                     f"snapshots, see step secrets); fix: chmod 700 {root} (or workbench doctor --fix)", fix)
+    top = [p for p in loose if len(p.relative_to(root).parts) == 1]
+    if top:
+        return Check("FAIL", "permissions",
+                     f"open to other users below {root}: {shown}{more}; fix: chmod go-rwx on them "
+                     "(or workbench doctor --fix)", fix)
+    if loose:
+        return Check("WARN", "permissions",
+                     f"{root} is 0700 but entries below it are readable or writable by others: {shown}{more}; "
+                     "fix: chmod go-rwx on them (or workbench doctor --fix)", fix)
+    return Check("OK", "permissions", f"{root} is 0700 and yours; nothing below it is open to others")
+
+
+# -- the cache index ----------------------------------------------------------------------------------------
+
+
+def check_database(root: Path) -> Check:
+    import sqlite3
+
+    from workbench.cache.store import integrity_problem, quarantine
+
+    db = root / "cache.db"
+    if not db.exists():
+        return Check("OK", "database", "no cache index yet (the first build creates it)")
+    try:
+        problem = integrity_problem(db)
+    except (OSError, sqlite3.Error) as e:
+        return Check("FAIL", "database", f"{db} cannot be read ({e}); fix: check its owner and mode, and the "
+                                         "disk")
+    if problem is None:
+        return Check("OK", "database", f"{db}: quick_check ok")
+
+    def fix() -> None:
+        quarantine(db)
+
+    return Check("FAIL", "database",
+                 f"{db} is corrupt ({problem}); fix: workbench doctor --fix (or the next build) moves it aside "
+                 "and starts an empty index", fix)
+
+
+# -- orphans, mounts, containers ----------------------------------------------------------------------------
+
+
+def scan(root: Path) -> object | None:
+    """`du` of the root, None while its index is corrupt (reading the cache would repair the index on the
+    way: that is for --fix or the next build to do, with its warning)."""
+    from workbench.cache.gc import du
+    from workbench.cache.store import integrity_problem
+
+    if (root / "cache.db").exists() and integrity_problem(root / "cache.db") is not None:
+        return None
+    return du(root)
+
+
+_UNCHECKED = "not checked: the cache index is corrupt (see database)"
+
+
+def check_orphans(root: Path, usage: object) -> Check:
+    from workbench.cache.gc import Usage, human_size
+
+    if usage is None:
+        return Check("WARN", "orphans", _UNCHECKED)
+    assert isinstance(usage, Usage)
+    o = usage.orphans
+    parts = [(len(o.snapshots), "snapshot dirs without a record"), (len(o.scratch), "stale temp files"),
+             (len(o.blobs), "unreferenced blobs"), (len(o.records), "records with missing snapshots")]
+    found = [f"{n} {what}" for n, what in parts if n]
+    if not found:
+        return Check("OK", "orphans", "every snapshot, blob and temp dir belongs to a record or a running build")
+    named = f" ({', '.join(o.snapshots[:_SHOWN])}{', …' if len(o.snapshots) > _SHOWN else ''})" \
+        if o.snapshots else ""
+    return Check("WARN", "orphans", f"{', '.join(found)}{named}, {human_size(o.size)}; fix: workbench prune "
+                                    "(or workbench doctor --fix)", lambda: _remove_orphans(root))
+
+
+def check_mounts(root: Path, usage: object) -> Check:
+    from workbench.cache.gc import Usage, stale_mounts
+
+    if usage is None:
+        stale = stale_mounts(root)
+    else:
+        assert isinstance(usage, Usage)
+        stale = usage.orphans.mounts
+    if not stale:
+        return Check("OK", "mounts", "no stale mounts under the root")
+    shown = ", ".join(str(m) for m in stale[:_SHOWN]) + (", …" if len(stale) > _SHOWN else "")
+    return Check("WARN", "mounts", f"{len(stale)} stale mounts of dead builds: {shown}; fix: workbench prune "
+                                   "(or workbench doctor --fix)", lambda: _remove_orphans(root))
+
+
+def _remove_orphans(root: Path) -> None:
+    from workbench.cache.gc import remove_orphans
+
+    if remove_orphans(root).skipped:
+        raise OSError("builds are running: try again when they are done")
+
+
+def dead_containers(root: Path) -> list[tuple[Path, str]]:
+    """(runc state dir, container id) of the containers left by builds whose process is gone."""
+    from workbench.snapshot.manager import stale_entry
+
+    runc = shutil.which("runc")
+    found: list[tuple[Path, str]] = []
+    for state in sorted((root / "tmp").glob("*/runc")):
+        if not stale_entry(state.parent):
+            continue
+        ids: list[str] = []
+        if runc is not None:
+            proc = subprocess.run([runc, "--root", str(state), "list", "--format", "json"], capture_output=True,
+                                  text=True, timeout=30)
+            try:
+                ids = [str(c["id"]) for c in json.loads(proc.stdout or "null") or []]
+            except (ValueError, KeyError, TypeError):
+                ids = []
+        ids = ids or [p.name for p in state.iterdir() if p.is_dir()]
+        found += [(state, i) for i in ids]
+    return found
+
+
+def check_containers(root: Path) -> Check:
+    dead = dead_containers(root)
+    if not dead:
+        return Check("OK", "containers", "no runc containers left by dead builds")
+
+    def fix() -> None:
+        from workbench.snapshot.manager import remove_scratch
+
+        for state in dict.fromkeys(s for s, _ in dead):
+            remove_scratch(state.parent)
+
+    shown = ", ".join(f"{i} ({s.parent.name})" for s, i in dead[:_SHOWN]) + (", …" if len(dead) > _SHOWN else "")
+    return Check("WARN", "containers", f"{len(dead)} runc containers of dead builds: {shown}; fix: workbench prune "
+                                       "(or workbench doctor --fix)", fix)
+
+
+# -- the host -----------------------------------------------------------------------------------------------
+
+
+def runc_verdict(version_text: str) -> tuple[str, str]:
+    """(status, text) for `runc --version` output."""
+    first = version_text.splitlines()[0] if version_text else ""
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", first)
+    if not m:
+        return "WARN", f"cannot read the runc version ({first or 'no output'}); runc >= 1.2.5 is expected"
+    version = tuple(int(x) for x in m.groups())
+    full = first.split("version", 1)[-1].strip()
+    commit = re.search(r"commit:\s*(\S+)", version_text)
+    build = commit[1] if commit else full
+    if version >= MIN_RUNC:
+        return "OK", f"runc {full}"
+    deb = re.search(r"\+deb(\d+)u(\d+)", build)
+    if deb and int(deb[1]) >= 12 and int(deb[2]) >= 1:
+        return "WARN", (f"runc {full} is older than 1.2.5; Debian's build {build} is patched for CVE-2024-21626 "
+                        "(container escape through a leaked fd); upgrade runc for the fixes since")
+    if version < (1, 1, 12):
+        return "FAIL", (f"runc {full} is vulnerable to CVE-2024-21626 (container escape, fixed in 1.1.12); "
+                        "fix: install runc >= 1.2.5")
+    return "WARN", f"runc {full} is older than 1.2.5; fix: install runc >= 1.2.5"
+
+
+def check_runc() -> Check:
+    runc = shutil.which("runc")
+    if runc is None:
+        return Check("FAIL", "runc", "runc is not on PATH: RUN steps cannot run; fix: install runc >= 1.2.5")
+    try:
+        proc = subprocess.run([runc, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        return Check("FAIL", "runc", f"{runc} cannot be run ({e.strerror}); fix: reinstall runc")
+    status, text = runc_verdict(proc.stdout)
+    return Check(status, "runc", text)
+
+
+def check_overlay(root: Path) -> Check:
+    from workbench.snapshot.overlay import mount_overlay, unmount
+
+    try:
+        with open("/proc/filesystems") as f:
+            listed = any(line.split()[-1:] == ["overlay"] for line in f)
+    except OSError:
+        listed = False
+    base = root / "tmp" if root.is_dir() else Path("/tmp")
+    test = base / f"{os.getpid()}-doctor-{secrets.token_hex(3)}"  # a dead doctor's dir is stale scratch
+    try:
+        os.makedirs(base, 0o700, exist_ok=True)
+        os.mkdir(test, 0o700)
+        for d in ("lower", "upper", "work", "merged"):
+            (test / d).mkdir()
+        (test / "lower" / "f").write_text("lower\n")
+        mount_overlay([test / "lower"], test / "upper", test / "work", test / "merged")
+        try:
+            (test / "merged" / "f").write_text("upper\n")
+            ok = (test / "upper" / "f").read_text() == "upper\n" and (test / "lower" / "f").read_text() == "lower\n"
+        finally:
+            unmount(test / "merged")
+    except Exception as e:  # noqa: BLE001 - any failure of the test mount is the finding
+        hint = "" if listed else " (overlay is not in /proc/filesystems: modprobe overlay)"
+        return Check("FAIL", "overlayfs", f"a test overlay mount under {base} failed: {e}{hint}; fix: a kernel with "
+                                          "overlayfs, run as root, and a root on a filesystem overlayfs accepts as "
+                                          "upper dir (not NFS or another overlay)")
+    finally:
+        shutil.rmtree(test, ignore_errors=True)
+    if not ok:
+        return Check("FAIL", "overlayfs", f"a test overlay mount under {base} did not write to its upper dir")
+    return Check("OK", "overlayfs", f"the kernel mounts overlayfs (test mount under {base} worked)")
+
+
+# -- all ----------------------------------------------------------------------------------------------------
+
+
+def checks(root: Path) -> list[Callable[[], Check]]:
+    """The checks, in order; a root that does not exist gets the host checks only."""
+    if not root.exists():
+        return [lambda: Check("OK", "root", f"{root} does not exist yet (the first build creates it 0700)"),
+                check_runc, lambda: check_overlay(root)]
+    return [lambda: check_permissions(root), lambda: check_database(root), lambda: check_orphans(root, scan(root)),
+            lambda: check_mounts(root, scan(root)), lambda: check_containers(root), check_runc,
+            lambda: check_overlay(root)]
+
+
+def run(root: Path, fix: bool = False) -> tuple[list[str], int]:
+    """The report lines and the exit code (1 if anything FAILs, after fixing when `fix`)."""
+    import sqlite3
+
+    lines: list[str] = []
+    failed = False
+    for make in checks(root):
+        try:
+            result = make()
+            if fix and result.status != "OK" and result.fix is not None:
+                try:
+                    result.fix()
+                except OSError as e:
+                    result.text += f" (--fix failed: {e})"
+                else:
+                    result = make()
+                    result.text += " (fixed)" if result.status == "OK" else ""
+        except (OSError, sqlite3.Error, subprocess.SubprocessError) as e:
+            result = Check("FAIL", "check", f"a check could not run: {e}")
+        lines.append(result.line())
+        failed = failed or result.status == "FAIL"
+    return lines, 1 if failed else 0
+
+
+def main(root: Path, fix: bool = False) -> int:
+    """`workbench doctor`: print the report, return the exit code."""
+    lines, code = run(Path(os.path.abspath(root)), fix)
+    print("\n".join(lines), flush=True)
+    return code
