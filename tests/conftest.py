@@ -45,9 +45,38 @@ def registry() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
+_ROOTS: list[Path] = []
+"""The state roots the `root` fixture handed out, checked by `workbench doctor` when the run ends."""
+
+
 @pytest.fixture()
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "root"
+def root(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    path = tmp_path / "root"
+    if request.node.get_closest_marker("breaks_root") is None:
+        _ROOTS.append(path)
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "breaks_root: the test damages its `root` on purpose (doctor skips it)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the run, every root the tests built in must be healthy: private, a sound index, and no mount or
+    container left behind by the builds that were killed, canceled or failed along the way."""
+    from workbench import doctor
+
+    unhealthy = []
+    for path in _ROOTS:
+        if not path.is_dir():
+            continue
+        for check in (doctor.check_permissions(path), doctor.check_database(path),
+                      doctor.check_mounts(path, doctor.scan(path)), doctor.check_containers(path)):
+            if check.status != "OK":
+                unhealthy.append(f"{path}: {check.line()}")
+    if unhealthy:
+        print("\nworkbench doctor after the test run:\n" + "\n".join(unhealthy))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def wb(*args: str, root: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -53,6 +53,8 @@ def parse_output(text: str) -> OutputSpec:
     `type=local,dest=PATH` as in buildx."""
     import csv
 
+    if not text.strip():  # not "export into the current directory": an empty value is a mistake
+        raise OutputSpecError(f"--output {text!r}: empty output spec (give type=...,dest=... or a directory)")
     if "=" not in text.split(",")[0]:
         return OutputSpec("local", {"dest": text})
     attrs: dict[str, str] = {}
@@ -105,6 +107,13 @@ class BuildRequest:
     config: Path | None = None
     """The config file (`--config`, else $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present)."""
 
+    def __post_init__(self) -> None:
+        # Resolved once, at the start: every host path handed on (to runc above all, which resolves a
+        # relative bind source against its bundle dir) is then absolute and names what the user meant.
+        self.context = Path(os.path.realpath(self.context))
+        self.dockerfile = Path(os.path.abspath(self.dockerfile))
+        self.root = Path(os.path.abspath(self.root))
+
 
 @dataclass
 class BuildResult:
@@ -138,7 +147,12 @@ def _internal(bus: EventBus, name: str) -> tuple[str, float]:
 def run_build(req: BuildRequest, bus: EventBus) -> BuildResult:
     """Build `req`, reporting on `bus` (secret values redacted) and recording the session; raises BuildFailure."""
     from workbench.progress.recorder import Recording
+    from workbench.state_root import RootError, prepare_root
 
+    try:
+        prepare_root(req.root)
+    except RootError as e:
+        raise BuildFailure(str(e)) from None
     recording = Recording.start(req, bus)  # ROOT/history/<id>/, read by `workbench history` and `replay`
     bus = recording.bus
     started = time.time()
@@ -172,15 +186,16 @@ def _collect_garbage(root: Path, bus: EventBus) -> None:
 def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResult:
     from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
     from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
+    from workbench.frontend.dockerfile.source import DockerfileReadError, read_dockerfile
     from workbench.solver.solver import LocalContext, SolveError, Solver
 
     filename = req.dockerfile.name
     vid, t0 = _internal(bus, f"[internal] load build definition from {filename}")
     try:
-        text = req.dockerfile.read_text()
-    except OSError as e:
+        text = read_dockerfile(req.dockerfile)
+    except DockerfileReadError as e:
         bus.emit(VertexFailed(vid, vid[9:], error=str(e)))
-        raise BuildFailure(f"failed to read dockerfile: {req.dockerfile}: {e.strerror}") from None
+        raise BuildFailure(str(e)) from None
     bus.emit(VertexCompleted(vid, vid[9:], duration=time.time() - t0))
     context = req.context
     if not context.exists():
@@ -193,7 +208,6 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
     patterns = load_dockerignore(context, req.dockerfile)
     matcher = IgnoreMatcher(patterns)
 
-    req.root.mkdir(parents=True, exist_ok=True)
     solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                     no_cache=req.no_cache, session=req.session)
     solver.lineage_scope = str(req.dockerfile.resolve())

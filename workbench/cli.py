@@ -63,6 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="only records unused for longer than DURATION (e.g. 24h)")
     pr.add_argument("--verbose", action="store_true")
     pr.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    dr = sub.add_parser("doctor", help="check the state root, runc and the kernel; say how to fix each problem")
+    dr.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    dr.add_argument("--fix", action="store_true", help="repair what is safe (modes, a corrupt index, orphans)")
 
     g = sub.add_parser("gha-server", help="a local emulator of the GitHub Actions cache service (v1 and v2)")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -74,7 +77,11 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--azurite", default="", metavar="URL",
                    help="keep blobs in azurite's blob service at URL (e.g. http://127.0.0.1:10000) instead of here")
     g.add_argument("--fault", action="append", default=[],
-                   metavar="throttle=N|fail-writes|truncate-downloads|expire-urls", help="inject faults (for tests)")
+                   metavar="throttle=N|fail-writes|truncate-downloads|expire-urls|slow-uploads=SECONDS",
+                   help="inject faults (for tests)")
+    g.add_argument("--reservation-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="an upload reservation idle this long (e.g. its build was killed) can be taken over "
+                        "by a new reservation of its key (default: 60)")
 
     c = sub.add_parser("check", help="run the Dockerfile build checks only (like docker build --check)")
     c.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
@@ -166,15 +173,17 @@ def _build(args: argparse.Namespace) -> int:
     from workbench.progress.errors import format_failure
     from workbench.progress.events import EventBus
     from workbench.progress.printers import make_printer
-    from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
+    from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh_flags
 
     try:
         build_args = _build_args(args.build_arg)
         secrets = [parse_secret(v) for v in args.secret]
-        session = Session(secrets={s.id: s for s in secrets}, ssh=dict(parse_ssh(v) for v in args.ssh),
+        session = Session(secrets={s.id: s for s in secrets}, ssh=parse_ssh_flags(args.ssh),
                           entitlements=frozenset(parse_allow(v) for v in args.allow))
     except (ValueError, SessionError) as e:
         return _usage_error(str(e))
+    if bad := _spec_dir_error(args.cdi_spec_dir):
+        return _usage_error(bad)
     try:
         outputs = [parse_output(o) for o in args.output]
         if args.tag or args.push:
@@ -206,8 +215,12 @@ def _build(args: argparse.Namespace) -> int:
         from workbench.watch import run_watch
 
         return run_watch(lambda cancel: replace(request, cancel=cancel), context, dockerfile)
+    from workbench.diskfull import DiskFullWatch
+
     bus = EventBus()
     bus.subscribe(make_printer(args.progress))
+    disk = DiskFullWatch(request.root)  # a full disk under the root is told in one line, whatever hit it
+    bus.subscribe(disk)
     try:
         result = run_build(request, bus)
         if args.metadata_file:
@@ -215,11 +228,19 @@ def _build(args: argparse.Namespace) -> int:
 
             write_metadata_file(Path(args.metadata_file), result)
     except BuildFailure as e:
-        print(format_failure(e.message, e.location, "", e.dockerfile_text), file=sys.stderr)
+        full = disk.message_for(e)
+        print(f"ERROR: {full}" if full else format_failure(e.message, e.location, "", e.dockerfile_text),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ERROR: build canceled", file=sys.stderr)
         return 130
+    except Exception as e:
+        full = disk.message_for(e)
+        if full is None:
+            raise
+        print(f"ERROR: {full}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -228,6 +249,8 @@ def _devices(args: argparse.Namespace) -> int:
     from workbench.cdi import ConfigError, config_path, load_cdi_config
     from workbench.cdi.listing import format_devices
 
+    if bad := _spec_dir_error(args.cdi_spec_dir):
+        return _usage_error(bad)
     try:
         config = load_cdi_config(Path(args.config) if args.config else config_path(), args.cdi_spec_dir)
     except ConfigError as e:
@@ -237,6 +260,14 @@ def _devices(args: argparse.Namespace) -> int:
         print(f"WARNING: {line}", file=sys.stderr)
     sys.stdout.write(text)
     return 0
+
+
+def _spec_dir_error(dirs: list[str]) -> str:
+    """What is wrong with a `--cdi-spec-dir` value (a missing dir is fine: it may be created later)."""
+    for d in dirs:
+        if Path(d).exists() and not Path(d).is_dir():
+            return f"--cdi-spec-dir {d}: not a directory"
+    return ""
 
 
 def _build_args(items: list[str]) -> dict[str, str]:
@@ -308,8 +339,9 @@ def _check(args: argparse.Namespace) -> int:
 def _disk(args: argparse.Namespace) -> int:
     from workbench.build import default_root
     from workbench.cache.gc import main_du, main_prune
+    from workbench.state_root import prepare_root
 
-    root = Path(args.root) if args.root else default_root()
+    root = prepare_root(Path(args.root) if args.root else default_root())
     if args.command == "du":
         sys.stdout.write(main_du(root, args.verbose))
         return 0
@@ -343,6 +375,16 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
             if code is not None:
                 return code
     args = (PARSER or _build_parser()).parse_args(argv)
+    from workbench.state_root import RootError
+
+    try:
+        return _dispatch(args)
+    except RootError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "server":
         return _server(args)
     if args.command == "debug":
@@ -370,6 +412,11 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
         return run_history(args)
     if args.command in ("du", "prune"):
         return _disk(args)
+    if args.command == "doctor":
+        from workbench.build import default_root
+        from workbench.doctor import main as doctor_main
+
+        return doctor_main(Path(args.root) if args.root else default_root(), args.fix)
     if args.command == "image":
         from workbench.image.cli import run as run_image
 
@@ -378,7 +425,7 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
         from workbench.gha.server import main as gha_main
 
         return gha_main(args.host, args.port, Path(args.data) if args.data else None, args.scope,
-                        args.read_scope, args.fault, args.token_ttl, args.azurite)
+                        args.read_scope, args.fault, args.token_ttl, args.azurite, args.reservation_timeout)
     return 2
 
 

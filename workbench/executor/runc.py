@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec
 from workbench.executor.user import UserError, resolve_user
+from workbench.reaper import ensure_reaper
 from workbench.snapshot.rootpath import resolve_in_root
 
 OutputFn = Callable[[int, bytes], None]
@@ -260,10 +261,12 @@ def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
     except UserError as e:
         raise ExecError(str(e)) from None
     state = Path(os.path.realpath(state_dir))
+    ensure_reaper(state.parent)  # a killed build's containers die with it (workbench.reaper)
     runc_root = state / "runc"
     cid = "wb-" + secrets.token_hex(8)
     bundle = state / f"bundle-{cid}"
-    bundle.mkdir(parents=True)
+    bundle.mkdir(mode=0o700, parents=True)
+    os.chmod(bundle, 0o700)  # config.json holds the step's environment, secrets passed as env included
     stubs: _Stubs | None = None
     base = [runc, "--root", str(runc_root)]
     try:
@@ -275,7 +278,7 @@ def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
             raise ExecError(str(e)) from None
         if edit is not None:
             edit(config)
-        (bundle / "config.json").write_text(json.dumps(config))
+        _write_private(bundle / "config.json", json.dumps(config))
         stubs = _Stubs(rootfs, _BASE_MOUNT_POINTS + [posixpath.normpath("/" + m.destination) for m in spec.mounts])
         _make_cwd(rootfs, config["process"]["cwd"], uid, gid)
         yield base, bundle, cid
@@ -285,6 +288,13 @@ def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
         shutil.rmtree(bundle, ignore_errors=True)
         if stubs is not None:
             stubs.remove()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (created so: never world-readable, not even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def run_interactive(rootfs: Path, spec: ExecSpec, state_dir: Path,

@@ -105,6 +105,9 @@ class Mount:
     options: list[str] = field(default_factory=list)
 
     def to_oci(self) -> dict[str, Any]:
+        if self.type == "bind" and not self.source.startswith("/"):
+            # runc resolves a relative source against the bundle dir: it would mount the bundle itself
+            raise ValueError(f"bind mount source {self.source!r} for {self.destination} is not an absolute path")
         return {"destination": self.destination, "type": self.type, "source": self.source,
                 "options": list(self.options)}
 

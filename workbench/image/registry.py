@@ -559,7 +559,7 @@ def record_source(store: ContentStore, digests: list[str], ref: Reference) -> No
     registry can mount them instead of uploading)."""
     line = f"{ref.registry}/{ref.repository}\n"
     d = _sources_dir(store)
-    d.mkdir(exist_ok=True)
+    d.mkdir(mode=0o700, exist_ok=True)
     for digest in digests:
         path = d / digest.split(":", 1)[1]
         try:
@@ -567,7 +567,8 @@ def record_source(store: ContentStore, digests: list[str], ref: Reference) -> No
                 continue
         except OSError:
             pass
-        with open(path, "a") as f:  # one short append: atomic enough between processes
+        # one short append: atomic enough between processes
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "a") as f:
             f.write(line)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from workbench.image.content import ContentStore, check_digest
 from workbench.image.reference import InvalidReference, Reference, parse_reference
+from workbench.state_root import prepare_root, write_private
 
 _INDEX_KEYS = ("manifests",)
 
@@ -57,8 +58,7 @@ class ImageStore:
     """Named images in a build root."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = prepare_root(Path(root))
         self.content = ContentStore(self.root / "content")
         self.file = self.root / "images.json"
 
@@ -81,13 +81,11 @@ class ImageStore:
 
     @contextmanager
     def _update(self) -> Iterator[dict[str, dict[str, Any]]]:
-        with open(self.root / "images.lock", "a") as lock:
+        with open(os.open(self.root / "images.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             images = self._read()
             yield images
-            tmp = self.file.with_name(f"images.json.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"images": images}, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, self.file)
+            write_private(self.file, json.dumps({"images": images}, indent=1, sort_keys=True) + "\n")
 
     # -- the public operations ------------------------------------------------------------------------------
 

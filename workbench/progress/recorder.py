@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.frontend.dockerfile.source import DockerfileReadError, read_dockerfile
 from workbench.history.codec import dumps_event
 from workbench.history.redact import RedactingBus, Redactor, secret_values
 from workbench.progress.events import (
@@ -32,6 +33,7 @@ from workbench.progress.events import (
     VertexFailed,
     VertexStarted,
 )
+from workbench.state_root import make_private_dir, write_private
 
 if TYPE_CHECKING:
     from workbench.build import BuildRequest, BuildResult
@@ -53,9 +55,8 @@ def new_id() -> str:
 
 def write_json(path: Path, doc: Any) -> None:
     """Write atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    # a Dockerfile's bytes that are not UTF-8 are lone surrogates here: written as JSON's \udcXX escapes
+    write_private(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
 
 
 class Recorder:
@@ -65,7 +66,7 @@ class Recorder:
         self.dir = directory
         self.id = directory.name
         self.redactor = redactor
-        self._fd: int | None = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd: int | None = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.states: dict[str, str] = {}
         """Each vertex's last state, for the step counts in result.json."""
 
@@ -88,7 +89,7 @@ class Recorder:
         lines = dockerfile_text.splitlines()
         text = "".join(vertex_json(v, lines) + "\n" for v in target.walk())
         try:
-            (self.dir / "llb.jsonl").write_text(self.redactor.text(text))
+            write_private(self.dir / "llb.jsonl", self.redactor.text(text).encode("utf-8", "backslashreplace"))
         except OSError:
             pass
 
@@ -162,11 +163,13 @@ class Recording:
             return cls(wrapped, None)
         try:
             directory = history_dir(req.root) / new_id()
-            directory.mkdir(parents=True)
+            make_private_dir(directory.parent)
+            directory.mkdir(mode=0o700)
             write_json(directory / "meta.json", _request_meta(req, directory.name, redactor))
             try:
-                (directory / "Dockerfile").write_bytes(redactor.data(req.dockerfile.read_bytes()))
-            except OSError:
+                text = read_dockerfile(req.dockerfile)  # not a FIFO: that would block here forever
+                write_private(directory / "Dockerfile", redactor.data(text.encode("utf-8", "surrogateescape")))
+            except (OSError, DockerfileReadError):
                 pass  # the build reports an unreadable Dockerfile itself
             recorder = Recorder(directory, redactor)
         except OSError as e:

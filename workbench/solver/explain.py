@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ def _record_path(root: Path, dockerfile: Path) -> Path:
 def save_last_build(root: Path, dockerfile: Path, steps: list[dict[str, Any]]) -> None:
     """Keep `steps` as the last build of `dockerfile` (atomically: a reader never sees half a record)."""
     path = _record_path(root, dockerfile)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"dockerfile": str(dockerfile.resolve()), "time": time.time(), "steps": steps}))
-    os.replace(tmp, path)
+    from workbench.state_root import make_private_dir, write_private
+
+    make_private_dir(path.parent)
+    write_private(path, json.dumps({"dockerfile": str(dockerfile.resolve()), "time": time.time(), "steps": steps}))
 
 
 def load_last_build(root: Path, dockerfile: Path) -> dict[str, Any] | None:

@@ -127,8 +127,9 @@ class Solver:
         session: Session | None = None,
     ) -> None:
         from workbench.image.content import ContentStore
+        from workbench.state_root import prepare_root
 
-        self.root = root
+        self.root = prepare_root(root)
         self.bus = bus
         self.contexts = contexts or {}
         self.no_cache = no_cache
@@ -259,30 +260,36 @@ class Solver:
                     leads_to_break(i) for i in v.inputs)
             return breaks_below[v.digest]
 
-        def plan(v: Vertex) -> None:
-            if v.digest in seen:
-                return
-            seen.add(v.digest)
+        def cached(v: Vertex) -> bool:
+            """Whether `v` needs no run (its result, if any, is put in `results`)."""
             info = self._keys[v.digest]
             if isinstance(v.op, LocalSource):
                 results[v.digest] = Result([], info.key)
-                return
+                return True
             fresh = self.debugger is not None and leads_to_break(v)
             if not (self.no_cache or v.ignore_cache or fresh):
                 chain = self.store.lookup(info.key)
                 if chain is not None and all(self.snapshots.exists(s) for s in chain):
                     results[v.digest] = Result(chain, info.key)
-                    return
+                    return True
                 if self.remote_cache is not None and self.remote_cache.has(info.key):
                     chain = self.remote_cache.materialize(self, v, info.key)
                     if chain is not None:
                         results[v.digest] = Result(chain, info.key)
-                        return
-            for i in v.inputs:
-                plan(i)
-            to_run.append(v)
+                        return True
+            return False
 
-        plan(target)
+        # depth first, inputs before dependents, without recursion (a chain can be thousands of steps)
+        stack: list[tuple[Vertex, bool]] = [(target, False)]
+        while stack:
+            v, inputs_planned = stack.pop()
+            if inputs_planned:
+                to_run.append(v)
+            elif v.digest not in seen:
+                seen.add(v.digest)
+                if not cached(v):
+                    stack.append((v, True))
+                    stack.extend((i, False) for i in reversed(v.inputs))
         self._missed = {self._keys[v.digest].key: v.name for v in to_run}
         # Everything not run is reported as cached, inputs first (as BuildKit shows them).
         run_set = {v.digest for v in to_run}
@@ -302,32 +309,41 @@ class Solver:
         return results[target.digest]
 
     def _run(self, to_run: list[Vertex], by_digest: dict[str, Vertex], results: dict[str, Result]) -> None:
-        pending = list(to_run)
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="solve") as pool:
+            try:
+                self._schedule(pool, list(to_run), results)
+            except BaseException:
+                # Ctrl-C (KeyboardInterrupt) or any other way out: kill the running steps now, so that
+                # leaving the pool does not wait for them to run to their end
+                self.cancel.set()
+                raise
+
+    def _schedule(self, pool: ThreadPoolExecutor, pending: list[Vertex], results: dict[str, Result]) -> None:
+        """Run each pending vertex once its inputs are done; the first failure cancels the rest."""
         running: dict[Future[Result], Vertex] = {}
         error: SolveError | None = None
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="solve") as pool:
-            while pending or running:
-                if error is None:
-                    for v in list(pending):
-                        if all(i.digest in results for i in v.inputs):
-                            pending.remove(v)
-                            inputs = [results[i.digest] for i in v.inputs]
-                            running[pool.submit(self._execute, v, inputs)] = v
-                if not running:
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    v = running.pop(fut)
-                    try:
-                        results[v.digest] = fut.result()
-                    except SolveError as e:
-                        if error is None:
-                            error = e
-                            self.cancel.set()
-                    except Exception as e:  # an unexpected failure still fails just this build, clearly
-                        if error is None:
-                            error = SolveError(f"{type(e).__name__}: {e}", v)
-                            self.cancel.set()
+        while pending or running:
+            if error is None:
+                for v in list(pending):
+                    if all(i.digest in results for i in v.inputs):
+                        pending.remove(v)
+                        inputs = [results[i.digest] for i in v.inputs]
+                        running[pool.submit(self._execute, v, inputs)] = v
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                v = running.pop(fut)
+                try:
+                    results[v.digest] = fut.result()
+                except SolveError as e:
+                    if error is None:
+                        error = e
+                        self.cancel.set()
+                except Exception as e:  # an unexpected failure still fails just this build, clearly
+                    if error is None:
+                        error = SolveError(f"{type(e).__name__}: {e}", v)
+                        self.cancel.set()
         if error is not None:
             raise error
 

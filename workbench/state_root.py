@@ -1,0 +1,140 @@
+"""The state root (`--root`) is its owner's alone: mode 0700, owned by the user running workbench.
+
+Snapshots hold files a Dockerfile chose (set-uid binaries, device nodes from layers) and a running step's
+bundle holds its environment (secrets passed with `RUN --mount=type=secret,env=…`), so no other user may
+reach anything below the root: the root itself is the boundary, as BuildKit keeps its own root 0700.
+`prepare_root` creates a root that way, tightens an existing root left readable by others (saying so in one
+line), and refuses a root that belongs to another user (a directory someone else made could hold links
+that send our writes anywhere).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
+
+_STATE_DIRS = ("snapshots", "tmp", "history", "content", "leases", "locks", "why")
+
+_prepared: set[str] = set()
+_lock = threading.Lock()
+
+
+class RootError(Exception):
+    """The state root cannot be used safely (another user's directory, not a directory, not creatable)."""
+
+
+def _notice(message: str) -> None:
+    print(f"workbench: {message}", file=sys.stderr)
+
+
+def prepare_root(root: Path, notice: Callable[[str], None] = _notice) -> Path:
+    """Create `root` private (0700), or check and tighten an existing one; returns it as an absolute path.
+
+    Done once per process and root. Raises RootError when the root is not ours to use.
+    """
+    root = Path(os.path.abspath(root))
+    key = str(root)
+    with _lock:
+        if key in _prepared:
+            return root
+        _prepare(root, notice)
+        _prepared.add(key)
+    return root
+
+
+def _prepare(root: Path, notice: Callable[[str], None]) -> None:
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(root, _PRIVATE_DIR)
+        os.chmod(root, _PRIVATE_DIR)  # mkdir's mode passes through the umask
+        _create_entries(root)
+        return
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise RootError(f"cannot create the state root {root}: {e.strerror}") from None
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode):
+        # A link is fine only when it points at a directory of ours (checked below through the link).
+        st = os.stat(root)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RootError(f"the state root {root} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise RootError(f"the state root {root} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}): "
+                        "use a root of your own (--root DIR or $WORKBENCH_ROOT)")
+    loose = stat.S_IMODE(st.st_mode) & 0o077
+    tightened = _tighten_entries(root)
+    if loose:
+        os.chmod(root, _PRIVATE_DIR)
+        notice(f"state root {root} was open to other users (mode {stat.S_IMODE(st.st_mode):04o}): "
+               f"made it 0700{f' and {tightened} entries below it private' if tightened else ''}")
+    _create_entries(root)
+
+
+def _create_entries(root: Path) -> None:
+    """Create the root's usual entries private from the start (SQLite gives cache.db's -wal and -shm files
+    the database file's mode)."""
+    for name in _STATE_DIRS:
+        try:
+            os.mkdir(root / name, _PRIVATE_DIR)
+        except FileExistsError:
+            pass
+    try:
+        os.close(os.open(root / "cache.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _PRIVATE_FILE))
+    except FileExistsError:
+        pass
+
+
+def _tighten_entries(root: Path) -> int:
+    """Make the entries directly under the root (all workbench's own state) private; returns how many changed.
+
+    Nothing deeper is touched: snapshot contents keep the modes the image gives them."""
+    changed = 0
+    for name in os.listdir(root):
+        try:
+            st = os.lstat(root / name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
+            continue
+        os.chmod(root / name, _PRIVATE_DIR if stat.S_ISDIR(st.st_mode) else _PRIVATE_FILE)
+        changed += 1
+    return changed
+
+
+def is_private(root: Path) -> bool:
+    """Whether `root` is a directory of ours that no other user can enter."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not stat.S_IMODE(st.st_mode) & 0o077
+
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Write `path` whole and atomically (a temp file renamed over it), readable by its owner only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, _PRIVATE_FILE)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) with mode 0700; an existing one is left as it is."""
+    path.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
