@@ -382,6 +382,21 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
     except RootError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        # a full disk under the root, whichever command hit it (pull, import, prune …), is one line
+        from workbench.diskfull import is_disk_full, message
+
+        root = Path(getattr(args, "root", None) or _default_root())
+        if not is_disk_full(e, root):
+            raise
+        print(f"ERROR: {message(root)}", file=sys.stderr)
+        return 1
+
+
+def _default_root() -> Path:
+    from workbench.build import default_root
+
+    return default_root()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

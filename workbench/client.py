@@ -201,7 +201,9 @@ def _start_server(path: str) -> None:
     import subprocess
 
     try:
-        subprocess.Popen([sys.executable, "-m", "workbench.server", "--socket", path],
+        # -P and cwd=/: a `workbench/` folder in the current directory (a cloned repository's) must never be
+        # imported in place of ours, in a process that runs as root and gets every build's environment
+        subprocess.Popen([sys.executable, "-P", "-m", "workbench.server", "--socket", path], cwd="/",
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True, close_fds=True)
     except OSError:

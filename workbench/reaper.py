@@ -30,8 +30,9 @@ def ensure_reaper(tmp: Path) -> None:
             return
         read_end, write_end = os.pipe()  # both close-on-exec: containers and runc never hold them
         try:
-            subprocess.Popen([sys.executable, "-m", "workbench.reaper", str(read_end), key, str(os.getpid())],
-                             pass_fds=(read_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            # -P and cwd=/: never import a `workbench/` folder of the build's current directory
+            subprocess.Popen([sys.executable, "-P", "-m", "workbench.reaper", str(read_end), key, str(os.getpid())],
+                             pass_fds=(read_end,), cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError:
             os.close(write_end)

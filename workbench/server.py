@@ -84,6 +84,7 @@ def _warm_up() -> None:
 
 
 def serve(path: str) -> int:
+    os.umask(0o077)  # the server's own files are private; each build child takes its client's umask
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     lock = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
     deadline = time.monotonic() + 5  # an old server that was just told it is stale may still be leaving

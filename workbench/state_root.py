@@ -21,6 +21,8 @@ _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
 
 _STATE_DIRS = ("snapshots", "tmp", "history", "content", "leases", "locks", "why")
+_STATE_NAMES = frozenset(_STATE_DIRS) | {"cachemounts", "context-hashes", "debug-history", "empty-context",
+                                         "images.json", "images.lock", "lock", "git", "http", "urls"}
 
 _prepared: set[str] = set()
 _lock = threading.Lock()
@@ -62,7 +64,11 @@ def _prepare(root: Path, notice: Callable[[str], None]) -> None:
         raise RootError(f"cannot create the state root {root}: {e.strerror}") from None
     st = os.lstat(root)
     if stat.S_ISLNK(st.st_mode):
-        # A link is fine only when it points at a directory of ours (checked below through the link).
+        # A link is fine only when it is ours and points at a directory of ours (another user's link in /tmp
+        # could send us to /etc, whose files we would then make private).
+        if st.st_uid != os.geteuid():
+            raise RootError(f"the state root {root} is a symbolic link owned by uid {st.st_uid}, not by you: "
+                            "use a root of your own (--root DIR or $WORKBENCH_ROOT)")
         st = os.stat(root)
     if not stat.S_ISDIR(st.st_mode):
         raise RootError(f"the state root {root} is not a directory")
@@ -70,6 +76,7 @@ def _prepare(root: Path, notice: Callable[[str], None]) -> None:
         raise RootError(f"the state root {root} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}): "
                         "use a root of your own (--root DIR or $WORKBENCH_ROOT)")
     loose = stat.S_IMODE(st.st_mode) & 0o077
+    _check_entries(root, opened=bool(loose))
     tightened = _tighten_entries(root)
     if loose:
         os.chmod(root, _PRIVATE_DIR)
@@ -92,12 +99,33 @@ def _create_entries(root: Path) -> None:
         pass
 
 
+def _check_entries(root: Path, opened: bool) -> None:
+    """Refuse a root whose own entries someone else could have planted: a link or another user's entry in
+    place of `snapshots`, `tmp`, … would send snapshots and secrets there. A root that was open to others
+    must hold nothing but workbench's own entries before it is made private (`--root ~` must not chmod ~)."""
+    for name in os.listdir(root):
+        st = os.lstat(root / name)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else f"owned by uid {st.st_uid}"
+            raise RootError(f"the state root {root} holds {name!r}, {what}: someone else may have put it there; "
+                            "remove it or use a new root (--root DIR)")
+        if opened and not _is_state_entry(name):
+            raise RootError(f"the state root {root} is open to other users and holds {name!r}, which workbench "
+                            "did not make: use an empty directory or a workbench root (--root DIR)")
+
+
+def _is_state_entry(name: str) -> bool:
+    return name in _STATE_NAMES or name.startswith("cache.db") or name.startswith(".") and name.endswith(".tmp")
+
+
 def _tighten_entries(root: Path) -> int:
-    """Make the entries directly under the root (all workbench's own state) private; returns how many changed.
+    """Make workbench's own entries directly under the root private; returns how many changed.
 
     Nothing deeper is touched: snapshot contents keep the modes the image gives them."""
     changed = 0
     for name in os.listdir(root):
+        if not _is_state_entry(name):
+            continue  # not ours to change (a root in a folder that holds other things too)
         try:
             st = os.lstat(root / name)
         except FileNotFoundError:

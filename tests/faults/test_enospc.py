@@ -145,3 +145,19 @@ def test_what_counts_as_a_full_disk(tmp_path: Path) -> None:
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path)
     assert not is_disk_full(sqlite3.OperationalError("disk I/O error"), tmp_path)  # plenty of room here
     assert not is_disk_full(ValueError("bad value"), tmp_path)
+
+
+def test_full_disk_in_other_commands_is_one_line(small_root: Path, tmp_path: Path) -> None:
+    """Not only builds: `image import` of a rootfs bigger than the disk ends with the same one line."""
+    rootfs = tmp_path / "rootfs.tar"
+    import tarfile
+
+    with tarfile.open(rootfs, "w") as tf:
+        for n in range(3):
+            blob = tmp_path / f"big{n}"
+            blob.write_bytes(os.urandom(24 * 1024 * 1024))
+            tf.add(blob, arcname=f"big{n}")
+    proc = subprocess.run(WORKBENCH + ["image", "import", "--root", str(small_root), str(rootfs), "big:1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    _line(small_root, proc.stderr)

@@ -123,3 +123,36 @@ def test_kills_at_random_points_leave_a_consistent_root(tmp_path: Path, registry
                            timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
     assert (out / "ab").read_text() == "a\nb\n"
+
+
+@pytest.mark.parametrize("server", [True, False], ids=["server", "in-process"])
+def test_a_build_killed_before_any_container_leaves_no_mount(tmp_path: Path, registry: str, server: bool) -> None:
+    """Killed while exporting (a read-only overlay of the image mounted, no container ever started)."""
+    ctx = tmp_path / "ctx"
+    (ctx / "many").mkdir(parents=True)
+    for n in range(6000):
+        (ctx / "many" / f"f{n}").write_text(str(n))
+    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nCOPY many /many\n")
+    root = tmp_path / "root"
+    assert subprocess.run(WORKBENCH + ["build", "--root", str(root), str(ctx)], capture_output=True,
+                          timeout=120).returncode == 0
+    env = dict(os.environ, WORKBENCH_SERVER="1" if server else "0")
+    real = os.path.realpath(root)
+    for attempt in range(5):
+        out = tmp_path / f"out{attempt}"
+        proc = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--output", f"type=local,dest={out}",
+                                             str(ctx)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            table = Path("/proc/self/mountinfo").read_text().splitlines()
+            if any(f"{real}/tmp/" in ln and "/ro-" in ln for ln in table):
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            break
+    else:
+        pytest.fail("the export never ran long enough to be killed while mounted")
+    left = wait_clean(root, "no-such-process-marker", within=2.0)
+    assert not left, left

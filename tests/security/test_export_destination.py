@@ -258,3 +258,24 @@ def test_symlink_swapped_in_during_a_local_export_is_never_followed(tmp_path: Pa
             stop.set()
             thread.join()
     assert [p for p in victim.rglob("*") if p.is_file()] == []
+
+
+def test_a_device_or_fifo_dest_is_written_into_not_replaced(tmp_path: Path, root: Path) -> None:
+    """`dest=/dev/null`, `/dev/stdout` (a link to the process's pipe) or a FIFO: the archive is streamed into
+    it; the device node, link and FIFO stay what they were (a regular file renamed over /dev/null would break
+    the host)."""
+    ctx = _context(tmp_path, "FROM scratch\nCOPY a.txt /a.txt\n", {"a.txt": "a\n"})
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+    link = tmp_path / "stdout"
+    link.symlink_to(null)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    wb(str(ctx), "--output", f"type=tar,dest={null}", "--output", f"type=oci,dest={link}",
+       "--output", f"type=tar,dest={fifo}", root=root)
+    reader.join(timeout=60)
+    assert stat.S_ISCHR(null.stat().st_mode) and link.is_symlink() and stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert received and b"a.txt" in received[0]

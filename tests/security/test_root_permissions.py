@@ -162,3 +162,48 @@ def test_the_step_config_with_secret_env_is_private_while_it_runs(open_dir: Path
     # After the build the value is nowhere under the root: not in layers, the cache index or the history.
     leaked = subprocess.run(["grep", "-rlaF", secret_value, str(root)], capture_output=True, text=True)
     assert leaked.stdout == "", leaked.stdout
+
+
+def test_a_root_reached_through_another_users_link_is_refused(open_dir: Path) -> None:
+    """`/tmp/wbroot -> /etc`, planted by another user: workbench must not make /etc's files private."""
+    victim = open_dir / "victim"
+    victim.mkdir()
+    (victim / "passwd").write_text("x\n")
+    victim.chmod(0o755)
+    (victim / "passwd").chmod(0o644)
+    link = open_dir / "wbroot"
+    link.symlink_to(victim)
+    os.lchown(link, NOBODY.pw_uid, NOBODY.pw_gid)
+    proc = subprocess.run(WORKBENCH + ["du", "--root", str(link)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "symbolic link owned by uid" in proc.stderr, proc.stderr
+    assert victim.stat().st_mode & 0o777 == 0o755 and (victim / "passwd").stat().st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(victim)) == ["passwd"]
+
+
+def test_an_open_folder_that_is_not_a_root_is_not_taken_over(tmp_path: Path) -> None:
+    """`--root ~` (or any folder of other things open to others) is refused, not chmod-ed."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine\n")
+    home.chmod(0o755)
+    proc = subprocess.run(WORKBENCH + ["du", "--root", str(home)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "did not make" in proc.stderr, proc.stderr
+    assert home.stat().st_mode & 0o777 == 0o755 and sorted(os.listdir(home)) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("planted", ["link", "foreign-dir"])
+def test_entries_planted_in_a_once_open_root_are_refused(tmp_path: Path, planted: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    root.chmod(0o1777)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if planted == "link":
+        (root / "snapshots").symlink_to(elsewhere)
+        os.lchown(root / "snapshots", NOBODY.pw_uid, NOBODY.pw_gid)
+    else:
+        (root / "history").mkdir()
+        os.chown(root / "history", NOBODY.pw_uid, NOBODY.pw_gid)
+    proc = subprocess.run(WORKBENCH + ["du", "--root", str(root)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "someone else may have put it there" in proc.stderr, proc.stderr
+    assert os.listdir(elsewhere) == []

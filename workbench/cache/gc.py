@@ -625,6 +625,10 @@ def prunable(root: Path) -> int:
         store = CacheStore(root / "cache.db", snapshot_read=True)
     try:
         usage = _scan(root, store, exclusive=False, remember=False)
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # an index never written to (a new root on a full disk): nothing cached
+            return 0
+        raise
     finally:
         store.close()
     return sum(r.size for r in usage.records if r.reclaimable and not r.internal) + usage.orphans.size

@@ -52,6 +52,11 @@ def atomic_file(dest: Path, what: str) -> Iterator[BinaryIO]:
     dest = Path(dest)
     if dest.name in ("", ".", ".."):
         raise DestinationError(f"{what}: {dest} is not a file name")
+    stream = _stream_target(dest)
+    if stream is not None:  # /dev/null, /dev/stdout, a FIFO: written into, never replaced
+        with _open_stream(stream, dest, what) as f:
+            yield f
+        return
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -87,6 +92,35 @@ def atomic_file(dest: Path, what: str) -> Iterator[BinaryIO]:
             f.close()  # releases the lock: the file is DEST now, or gone
     finally:
         os.close(dir_fd)
+
+
+def _stream_target(dest: Path) -> Path | None:
+    """`dest` when it is (or is a link to) a character device or a FIFO: a stream to write into, not a file to
+    replace (`dest=/dev/null`, `/dev/stdout`, a pipe). Regular files and links to them are replaced."""
+    try:
+        st = os.stat(dest)
+    except OSError:
+        return None
+    return dest if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) else None
+
+
+@contextmanager
+def _open_stream(path: Path, dest: Path, what: str) -> Iterator[BinaryIO]:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise DestinationError(f"{what}: cannot write {dest}: {reason(e)}") from None
+    if not (stat.S_ISCHR(os.fstat(fd).st_mode) or stat.S_ISFIFO(os.fstat(fd).st_mode)):
+        os.close(fd)  # it changed under us: refuse rather than write into a file through a link
+        raise DestinationError(f"{what}: cannot write {dest}: it changed while it was opened")
+    with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+        try:
+            yield f
+            f.flush()
+        except OSError as e:
+            if isinstance(e, DestinationError) or e.errno not in _WRITE_ERRORS:
+                raise
+            raise DestinationError(f"{what}: cannot write {dest}: {reason(e)}") from None
 
 
 def _create_temp(dir_fd: int, name: str) -> tuple[int, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -181,16 +182,28 @@ def _import(history: Path, archive: Path) -> int:
     import shutil
 
     from workbench.history.store import load_session
-    from workbench.progress.recorder import new_id
+    from workbench.progress.recorder import RECORD_ID, new_id
+    from workbench.state_root import make_private_dir
 
     if not archive.is_file():
         return _fail(f"{archive}: no such file")
     s = load_session(archive)
-    dest = history / (s.id if not (history / s.id).exists() else new_id())
-    history.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(s.path, dest)
+    # The id comes from the archive's meta.json: only a record id of our own form names a folder here (an
+    # id like `../../root/.ssh` or `/etc` must never become a path), else the record gets a new one.
+    ident = s.id if isinstance(s.id, str) and RECORD_ID.fullmatch(s.id) else new_id()
+    dest = history / (ident if not (history / ident).exists() else new_id())
+    make_private_dir(history)
+    shutil.copytree(s.path, dest, symlinks=True, copy_function=_copy_private)
+    os.chmod(dest, 0o700)
     print(dest.name)
     return 0
+
+
+def _copy_private(src: str, dst: str) -> None:
+    import shutil
+
+    shutil.copyfile(src, dst, follow_symlinks=False)
+    os.chmod(dst, 0o600)
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -118,6 +119,7 @@ def load_session(path: Path, with_events: bool = True) -> RecordedSession:
 
 def _unpack(archive: Path) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="workbench-session-"))
+    atexit.register(shutil.rmtree, dest, True)  # the unpacked copy lives as long as this process needs it
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")
     entries = [p for p in dest.iterdir()]

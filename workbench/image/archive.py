@@ -194,6 +194,13 @@ def load_archive(path: Path, images: ImageStore, name: str | None = None) -> lis
             loaded = _load_oci(archive, images.content)
         else:
             raise ArchiveError(f"{path}: neither a docker archive (manifest.json) nor an OCI layout (index.json)")
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as e:
+        # The archive's JSON documents are not of the shapes the formats define (a number where a list
+        # goes, a descriptor without a digest, indexes nested past reason): say so, without a traceback.
+        if isinstance(e, ArchiveError):
+            raise
+        what = "indexes nested too deep" if isinstance(e, RecursionError) else f"{type(e).__name__}: {e}"
+        raise ArchiveError(f"{path}: not a valid image archive ({what})") from None
     finally:
         archive.tar.close()
     out = []

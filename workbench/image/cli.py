@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     except (ImageStoreError, ArchiveError, RegistryError, CorruptBlob) as e:
         return _fail(str(e))
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the CLI says it in its one disk-full line
         return _fail(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": "))
 
 

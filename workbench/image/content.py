@@ -249,6 +249,9 @@ class ContentStore:
             os.replace(w.tmp, self.path(w.digest))
             self._note(w.digest).unlink(missing_ok=True)  # a good copy again
         finally:
-            if not w.closed:
-                w.close()
+            try:
+                if not w.closed:
+                    w.close()  # flushes: on a full disk that fails again, and the temp file must still go
+            except OSError:
+                pass
             w.tmp.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 _STATES = {VertexStarted: "running", VertexCached: "cached", VertexCompleted: "done", VertexFailed: "error"}
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+RECORD_ID = re.compile(r"[0-9a-z]{25}")
+"""What `new_id` makes; an id of any other form (an imported record's, say) is never used as a path."""
 
 
 def history_dir(root: Path) -> Path:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.mountinfo import mounts
+from workbench.reaper import ensure_reaper
 from workbench.snapshot.overlay import OverlayError, fits, mount_overlay, unmount
 
 FLATTEN_EVERY = 128
@@ -101,9 +102,15 @@ class SnapshotManager:
         """The snapshot dirs of `chain`, top first (as overlay's lowerdir lists them)."""
         return [self.path(s) for s in reversed(chain)]
 
+    def guard(self) -> None:
+        """Before this build mounts or starts anything: make sure a reaper will unmount and kill what it
+        leaves if it dies (workbench.reaper). A fully cached build never gets this far, nor pays for it."""
+        ensure_reaper(self.tmp.parent)
+
     @contextmanager
     def prepare(self) -> Iterator[Path]:
         """A fresh, empty snapshot dir to fill; use `commit` to keep it. Removed if not committed."""
+        self.guard()
         work = Path(self.tmp / f"new-{secrets.token_hex(6)}")
         work.mkdir(mode=0o700)  # becomes snapshots/<id>: private; fs below keeps the mode a layer's root has
         (work / "fs").mkdir()
@@ -125,6 +132,7 @@ class SnapshotManager:
     @contextmanager
     def mount_writable(self, chain: list[str], prepared: Path) -> Iterator[Path]:
         """Mount `chain` with `prepared/fs` as the upper dir; yields the merged root."""
+        self.guard()
         target = prepared / "merged"
         target.mkdir(exist_ok=True)
         (prepared / "work").mkdir(exist_ok=True)
@@ -142,6 +150,7 @@ class SnapshotManager:
         if len(chain) == 1:
             yield self.path(chain[0])
             return
+        self.guard()
         target = self.tmp / f"ro-{secrets.token_hex(6)}"
         target.mkdir()
         lowers = self._lowers(chain)

@@ -154,6 +154,7 @@ class _Mounter:
         self._secret_dir: Path | None = None
 
     def tmpdir(self, prefix: str) -> Path:
+        self.solver.snapshots.guard()  # what is made here may be mounted: a dying build must not leave it
         path = self.solver.snapshots.tmp / f"{prefix}-{secrets.token_hex(6)}"
         path.mkdir(mode=0o700)
         self.stack.callback(shutil.rmtree, path, True)

@@ -8,6 +8,7 @@ GitHub Actions environment fills in missing URLs and the token, as buildctl does
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +80,17 @@ BACKENDS: dict[str, Callable[[CacheSpec], Backend]] = {
 }
 
 
+_SECRET_ATTRS = re.compile(r"((?:^|,)\s*(?:token|ghtoken|secret)\s*=)[^,]*")
+
+
+def _without_secrets(text: str) -> str:
+    return _SECRET_ATTRS.sub(r"\1****", text)
+
+
 def parse_cache_spec(text: str, export: bool, env: Mapping[str, str] | None = None) -> CacheSpec:
     """Parse one flag value; CacheSpecError says what is wrong (flag and attribute)."""
     flag = "--cache-to" if export else "--cache-from"
+    shown = _without_secrets(text)  # errors quote the flag, never its token= / ghtoken= values
     env = os.environ if env is None else env
     attrs: dict[str, str] = {}
     for part in text.split(","):
@@ -90,25 +99,25 @@ def parse_cache_spec(text: str, export: bool, env: Mapping[str, str] | None = No
             if "," not in text and export is False and k:  # `--cache-from REF` is a registry ref in buildx
                 attrs = {"type": "registry", "ref": k}
                 break
-            raise CacheSpecError(f"{flag} {text!r}: {part!r} is not key=value")
+            raise CacheSpecError(f"{flag} {shown!r}: {part!r} is not key=value")
         attrs[k.strip()] = v.strip()
     kind = attrs.pop("type", "")
     if not kind:
-        raise CacheSpecError(f"{flag} {text!r}: type= is required (one of {', '.join(sorted(BACKENDS))})")
+        raise CacheSpecError(f"{flag} {shown!r}: type= is required (one of {', '.join(sorted(BACKENDS))})")
     if kind not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))
-        raise CacheSpecError(f"{flag} {text!r}: unsupported cache type {kind!r} (supported: {known})")
+        raise CacheSpecError(f"{flag} {shown!r}: unsupported cache type {kind!r} (supported: {known})")
     if "ignore-error" in attrs and _parse_bool(attrs["ignore-error"]) is None:
-        raise CacheSpecError(f"{flag} {text!r}: ignore-error={attrs['ignore-error']!r} is not a boolean")
+        raise CacheSpecError(f"{flag} {shown!r}: ignore-error={attrs['ignore-error']!r} is not a boolean")
     if kind == "inline" and not export:
-        raise CacheSpecError(f"{flag} {text!r}: type=inline is for --cache-to; import it with "
+        raise CacheSpecError(f"{flag} {shown!r}: type=inline is for --cache-to; import it with "
                              "--cache-from type=registry,ref=IMAGE")
     if kind == "registry" and not attrs.get("ref"):
-        raise CacheSpecError(f"{flag} {text!r}: ref= is required for type=registry")
+        raise CacheSpecError(f"{flag} {shown!r}: ref= is required for type=registry")
     if kind == "local":
         need = "dest" if export else "src"
         if not attrs.get(need):
-            raise CacheSpecError(f"{flag} {text!r}: {need}= is required for type=local")
+            raise CacheSpecError(f"{flag} {shown!r}: {need}= is required for type=local")
     if kind == "gha":
         try:
             _github_env(attrs, env)
@@ -116,7 +125,7 @@ def parse_cache_spec(text: str, export: bool, env: Mapping[str, str] | None = No
 
             GhaConfig.from_attrs(attrs)  # URL/version/timeout/token errors now, not after the build
         except RemoteCacheError as e:
-            raise CacheSpecError(f"{flag} {text!r}: {e}") from None
+            raise CacheSpecError(f"{flag} {shown!r}: {e}") from None
     return CacheSpec(kind, attrs, export)
 
 
