@@ -20,8 +20,8 @@ from pathlib import Path
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
 
-_STATE_DIRS = ("snapshots", "tmp", "history", "content", "leases", "locks", "why")
-_STATE_NAMES = frozenset(_STATE_DIRS) | {"cachemounts", "context-hashes", "debug-history", "empty-context",
+_STATE_DIRS = ("snapshots", "tmp", "history", "content", "leases", "locks", "why", "cachemounts")
+_STATE_NAMES = frozenset(_STATE_DIRS) | {"context-hashes", "debug-history", "empty-context",
                                          "images.json", "images.lock", "lock", "git", "http", "urls"}
 
 _prepared: set[str] = set()

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from workbench.state_root import make_private_dir, write_private
+
 SHARINGS = ("shared", "private", "locked")
 _POLL_S = 0.1
 
@@ -93,8 +95,9 @@ class CacheMounts:
         if sharing not in SHARINGS:
             raise CacheMountError(f"invalid cache sharing option: {sharing!r} (shared, private or locked)")
         base = self.dir / cache_dir_key(cache_id, seed)
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "id").write_text(cache_id + "\n")
+        make_private_dir(base)  # its instance dirs below take the mount's own mode
+        if not (base / "id").exists():
+            write_private(base / "id", cache_id + "\n")
         flags = (fcntl.LOCK_SH if sharing == "shared" else fcntl.LOCK_EX) | fcntl.LOCK_NB
         held: int | None = None
         chosen = -1
