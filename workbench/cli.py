@@ -89,6 +89,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", help="check only the stages this target needs")
     c.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--root", help="state directory, for the image metadata cache")
+    c.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text, or BuildKit's JSON (as docker build --call=check,format=json)")
 
     i = sub.add_parser("inspect", help="show how workbench sees a Dockerfile (for learning and debugging)")
     isub = i.add_subparsers(dest="what", required=True)
@@ -327,12 +329,13 @@ def _check(args: argparse.Namespace) -> int:
     context = Path(args.context)
     dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
     try:
-        text, failed = check_text(context, dockerfile, _build_args(args.build_arg), args.target,
-                                  Path(args.root) if args.root else default_root())
+        out, err, failed = check_text(context, dockerfile, _build_args(args.build_arg), args.target,
+                                      Path(args.root) if args.root else default_root(), args.format)
     except (InspectError, ValueError) as e:
         print(str(e), file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
     return 1 if failed else 0
 
 

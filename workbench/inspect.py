@@ -68,17 +68,17 @@ def vertex_json(v: Vertex, lines: list[str]) -> str:
 
 
 def check_text(context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
-               root: Path) -> tuple[str, bool]:
-    """`workbench check`: the report text, and whether any check found something (exit status 1)."""
+               root: Path, fmt: str = "text") -> tuple[str, str, bool]:
+    """`workbench check`: (stdout, stderr, whether it fails): the warnings, and the error BuildKit's
+    conversion stops at (with the warnings found before it), as `docker build --call=check[,format=json]`."""
     from workbench.build import _resolve_image
-    from workbench.frontend.dockerfile.checks import CheckConfigError
+    from workbench.frontend.dockerfile.checks import CheckConfig, CheckConfigError, CheckError, CheckReport
+    from workbench.frontend.dockerfile.convert import DockerfileError
     from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
     from workbench.frontend.dockerfile.parser import DockerfileParseError
-    from workbench.frontend.dockerfile.shell import ShellExpansionError
     from workbench.image.content import ContentStore
-    from workbench.lint import format_check_report, lint
-    from workbench.progress.errors import format_failure
-    from workbench.progress.events import EventBus, SourceLocation
+    from workbench.lint import format_check_json, format_check_text, lint
+    from workbench.progress.events import EventBus
 
     text = _read(dockerfile)
     root.mkdir(parents=True, exist_ok=True)
@@ -95,26 +95,28 @@ def check_text(context: Path, dockerfile: Path, build_args: dict[str, str], targ
 
     patterns = load_dockerignore(context, dockerfile) if context.is_dir() else []
     matcher = IgnoreMatcher(patterns)
+    error = None
+    try:  # the conversion first: the checks stop where it fails, as BuildKit's ride on it
+        _convert(text, dockerfile, build_args, target, patterns, resolve, raw=True)
+    except DockerfileError as e:
+        error = CheckError(e.message, e.start_line or 0, e.end_line or e.start_line or 0)
     try:
         report = lint(text, build_args=build_args, target=target, ignore=matcher.excluded if matcher else None,
-                      resolve=resolve, all_stages=target is None)
+                      resolve=resolve, all_stages=target is None, error=error)
     except CheckConfigError as e:  # the `# check=` directive (or BUILDKIT_DOCKERFILE_CHECK): name the file
         raise InspectError(f"ERROR: {dockerfile.name}: {e}") from None
-    except DockerfileParseError as e:
-        loc = SourceLocation(dockerfile.name, e.line, e.line) if e.line else None
-        message = e.message if e.line else f"{dockerfile.name}: {e.message}"
-        raise InspectError(format_failure(message, loc, "", text)) from None
-    except ShellExpansionError as e:
-        _convert(text, dockerfile, build_args, target, patterns, resolve)  # the same error, with its line
-        raise InspectError(f"ERROR: {e}") from None
-    # as `docker build --check`, instructions a build would refuse are errors too (the checks skip them)
-    _convert(text, dockerfile, build_args, target, patterns, resolve)
-    return format_check_report(report, dockerfile.name, text), bool(report.warnings)
+    except DockerfileParseError as e:  # the parser failed: no check ran
+        report = CheckReport([], CheckConfig(), error or CheckError(e.message, e.line or 0, e.line or 0))
+    out, err = format_check_text(report, dockerfile.name, text)
+    if fmt == "json":
+        out = format_check_json(report, dockerfile.name, text)
+    return out, err, bool(report.warnings or err)
 
 
 def _convert(text: str, dockerfile: Path, build_args: dict[str, str], target: str | None, patterns: list[str],
-             resolve: Any) -> Any:
-    """The conversion's result; InspectError, formatted as a build shows it, when it fails."""
+             resolve: Any, raw: bool = False) -> Any:
+    """The conversion's result; InspectError, formatted as a build shows it, when it fails (DockerfileError
+    itself when `raw`)."""
     from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
     from workbench.progress.errors import format_failure
     from workbench.progress.events import SourceLocation
@@ -123,6 +125,8 @@ def _convert(text: str, dockerfile: Path, build_args: dict[str, str], target: st
         return convert(text, ConvertOptions(build_args=build_args, target=target, filename=dockerfile.name,
                                             excludes=tuple(patterns)), resolve)
     except DockerfileError as e:
+        if raw:
+            raise
         loc = SourceLocation(dockerfile.name, e.start_line, e.end_line or e.start_line) if e.start_line else None
         raise InspectError(format_failure(e.message, loc, "", text)) from None
 

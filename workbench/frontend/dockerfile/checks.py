@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from workbench.frontend.dockerfile.parser import Node, ParseResult, must_parse_heredoc, parse
 from workbench.frontend.dockerfile.shell import GO_SPACES, ShellExpansionError, ShellLex, go_quote
 
-__all__ = ["RULES", "CheckConfig", "CheckConfigError", "CheckReport", "CheckWarning", "Rule", "parse_check_config",
-           "parse_lint_options", "run_checks"]
+__all__ = ["RULES", "CheckConfig", "CheckConfigError", "CheckError", "CheckReport", "CheckWarning", "Rule",
+           "parse_check_config", "parse_lint_options", "run_checks"]
 
 BUILD_ARG_KEY = "BUILDKIT_DOCKERFILE_CHECK"
 _URL = "https://docs.docker.com/go/dockerfile/rule/"
@@ -117,12 +117,27 @@ class CheckConfigError(ValueError):
     """An invalid ``check`` directive or ``BUILDKIT_DOCKERFILE_CHECK`` value."""
 
 
+@dataclass(frozen=True)
+class CheckError:
+    """The error that ended the checks, as BuildKit's ``lint.BuildError``: its text and lines (0 when it has none)."""
+
+    message: str
+    start_line: int = 0
+    end_line: int = 0
+
+    @property
+    def parse_phase(self) -> bool:
+        """Whether the error is one of ``instructions.Parse`` (the checks of later lines never ran)."""
+        return self.message.startswith("dockerfile parse error on line ")
+
+
 @dataclass
 class CheckReport:
-    """Warnings in emission order and the configuration that produced them."""
+    """Warnings in emission order, the configuration that produced them, and the error that stopped them (if any)."""
 
     warnings: list[CheckWarning]
     config: CheckConfig
+    error: CheckError | None = None
 
     @property
     def failed(self) -> bool:
@@ -337,6 +352,46 @@ def _is_casing_consistent(s: str) -> bool:
 class _Abort(Exception):
     """An instruction BuildKit rejects while parsing: checking stops, keeping the warnings so far."""
 
+    def __init__(self, error: CheckError | None = None) -> None:
+        super().__init__(error.message if error else "")
+        self.error = error
+
+
+class _Stop(Exception):
+    """The conversion failed here (or the checks found its error first): the checks of later steps never run."""
+
+
+def _parse_error(node: Node, message: str) -> _Abort:
+    return _Abort(CheckError(f"dockerfile parse error on line {node.start_line}: {message}", node.start_line,
+                             node.end_line))
+
+
+# instructions.allInstructionNames, for the suggestion after an unknown instruction
+_INSTRUCTIONS = sorted(k.upper() for k in _COMMANDS | {"add", "copy", "from"})
+# the flags instructions.Parse knows (BuildKit built with its dfrunsecurity, dfparents, dfexcludepatterns and
+# dfrundevice tags); ARG, STOPSIGNAL and HEALTHCHECK are left out: their flags are not checked there
+_FLAGS: dict[str, frozenset[str]] = {
+    "add": frozenset({"chown", "chmod", "link", "keep-git-dir", "checksum", "exclude"}),
+    "copy": frozenset({"from", "chown", "chmod", "link", "parents", "exclude"}),
+    "run": frozenset({"mount", "network", "security", "device"}),
+    "from": frozenset({"platform"}),
+    **{k: frozenset() for k in ("cmd", "entrypoint", "env", "expose", "label", "maintainer", "onbuild", "shell",
+                                "user", "volume", "workdir")},
+}
+
+
+def _check_flags(node: Node) -> None:
+    """``BFlags.Parse``'s unknown flag error (``unknown flag: --name``, with a suggestion)."""
+    known = _FLAGS.get(node.keyword)
+    if known is None:
+        return
+    for flag in node.flags:
+        name = flag.partition("=")[0][2:]
+        if name not in known:
+            suggestion = _suggest(name, sorted(known))
+            raise _parse_error(node, f"unknown flag: --{name}" + (f" (did you mean {suggestion}?)" if suggestion
+                                                                   else ""))
+
 
 @dataclass
 class _Cmd:
@@ -430,8 +485,12 @@ class _Checker:
                  target: str | None, all_stages: bool, ignore: Callable[[str], bool] | None,
                  base_platform: Callable[[str], str | None] | None,
                  base_env: Callable[[str], Mapping[str, str] | None] | None,
-                 target_platform: _Platform, build_platform: _Platform) -> None:
+                 target_platform: _Platform, build_platform: _Platform,
+                 base_shell: Callable[[str], bool] | None = None, stop: CheckError | None = None) -> None:
         self.result = result
+        self.base_shell = base_shell
+        self.stop = stop
+        self.error: CheckError | None = None
         self.text = text
         self.config = config
         self.build_args = build_args
@@ -456,6 +515,11 @@ class _Checker:
     def warn_node(self, rule_name: str, message: str, node: Node) -> None:
         self.warn(rule_name, message, node.start_line, node.end_line)
 
+    def fail(self, message: str, start: int, end: int) -> None:
+        """The checks found an error BuildKit stops at (an expansion error): keep it and stop."""
+        self.error = CheckError(message, start, end)
+        raise _Stop
+
     # -- phase 1: parser warnings and instruction parsing -------------------------------------
     def empty_continuations(self) -> None:
         pending = list(self.result.warnings)
@@ -467,32 +531,44 @@ class _Checker:
 
     def parse_instructions(self) -> None:
         comments = _prev_comments(self.text, self.result.children)
+        stop = self.stop if self.stop is not None and self.stop.parse_phase else None
         for node in self.result.children:
             kw = node.keyword
             name = _cmd_name(node.original)
+            if stop is not None and stop.start_line == node.start_line and kw != "from":
+                raise _Abort(stop)
             if kw == "maintainer":
                 self.warn_node("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label",
                                node)
             if kw == "from":
                 self.parse_from(node, name, comments.get(node.start_line, []))
+                if stop is not None and stop.start_line == node.start_line:
+                    raise _Abort(stop)
                 continue
             if kw == "arg":
                 keys = [a.partition("=")[0] for a in node.args]
                 if not keys:
-                    raise _Abort
+                    raise _parse_error(node, "ARG requires at least one argument")
                 self.definition_description("ARG", keys, comments.get(node.start_line, []), node)
                 if not self.stages:
                     self.meta_args.append(node)
                     continue
-            if not self.stages or not self.valid_command(node):
-                raise _Abort
+            self.validate_command(node)
             self.stages[-1].commands.append(_Cmd(node, name, node.start_line, node.end_line))
 
-    @staticmethod
-    def valid_command(node: Node) -> bool:
-        if node.keyword in ("add", "copy"):
-            return len(node.args) >= 2
-        return node.keyword in _COMMANDS
+    def validate_command(self, node: Node) -> None:
+        """The errors of ``instructions.Parse`` the checks must stop at (the conversion may not reach the stage)."""
+        kw = node.keyword
+        if kw not in _COMMANDS and kw not in ("add", "copy"):
+            suggestion = _suggest(kw.upper(), _INSTRUCTIONS)
+            raise _parse_error(node, f"unknown instruction: {_cmd_name(node.original).upper()}"
+                               + (f" (did you mean {suggestion}?)" if suggestion else ""))
+        if not self.stages:
+            raise _Abort(CheckError("no build stage in current context", node.start_line, node.end_line))
+        if kw in ("add", "copy") and len(node.args) < 2:
+            raise _parse_error(node, f"{kw.upper()} requires at least two arguments, but only one was provided. "
+                               "Destination could not be determined.")
+        _check_flags(node)
 
     def parse_from(self, node: Node, name: str, comments: list[str]) -> None:
         args = node.args
@@ -506,12 +582,14 @@ class _Checker:
         if len(args) == 3 and args[1].lower() == "as":
             stage_name = args[2].lower()
             if not _STAGE_NAME.fullmatch(stage_name):
-                raise _Abort
+                raise _parse_error(node, f"invalid name for build stage: {go_quote(args[2])}, name can't start "
+                                   "with a number or contain symbols")
         elif len(args) != 1:
-            raise _Abort
+            raise _parse_error(node, "FROM requires either one or three arguments")
         platforms = _flag_values(node, "platform")
+        _check_flags(node)
         if any(not f.startswith("--platform=") for f in node.flags):
-            raise _Abort
+            raise _parse_error(node, "missing a value on flag: platform")
         if stage_name:
             self.definition_description("FROM", [stage_name], comments, node)
         self.stages.append(_Stage(len(self.stages), node, name, args[0], stage_name,
@@ -601,31 +679,42 @@ class _Checker:
         arg_keys = sorted(declared)
         by_name: dict[str, _Stage] = {}
         for st in self.stages:
-            res = self.shlex.process(st.base_name, global_args)
-            self.undefined_from_args(res.unmatched, declared, arg_keys, st.node)
-            st.expanded_base = res.result
-            st.base = by_name.get(res.result)
-            platform = st.base.os if st.base is not None else self.target_platform.os
-            if st.platform is not None:
-                pres = self.shlex.process(st.platform, global_args)
-                self.undefined_from_args(pres.unmatched, declared, arg_keys, st.node)
-                if (len(pres.matched) == 1 and not pres.unmatched and "TARGETPLATFORM" in pres.matched
-                        and pres.result == global_args.get("TARGETPLATFORM")):
-                    self.warn_node("RedundantTargetPlatform",
-                                   f"Setting platform to predefined {st.platform} in FROM is redundant as this is the "
-                                   "default behavior", st.node)
-                if not pres.matched and not pres.unmatched:
-                    p = _parse_platform(pres.result, self.target_platform)
-                    if p is not None and p.os not in st.name and p.arch not in st.name:
-                        self.warn_node("FromPlatformFlagConstDisallowed",
-                                       f"FROM --platform flag should not use constant value {go_quote(pres.result)}",
-                                       st.node)
-                parsed = _parse_platform(pres.result, self.target_platform) if pres.result else None
-                if parsed is not None:
-                    platform = parsed.os
-            st.os = platform
-            if st.name:
-                by_name[st.name] = st
+            try:
+                self.from_stage(st, global_args, declared, arg_keys, by_name)
+            except ShellExpansionError as e:
+                self.fail(str(e), st.node.start_line, st.node.end_line)
+            if (self.stop is not None and self.stop.start_line == st.node.start_line
+                    and not self.stop.message.startswith("failed to resolve source metadata")):
+                raise _Stop
+
+    def from_stage(self, st: _Stage, global_args: dict[str, str], declared: set[str], arg_keys: list[str],
+                   by_name: dict[str, _Stage]) -> None:
+        """One stage's FROM: its base and platform expanded with the global args (``toDispatchState``'s loop)."""
+        res = self.shlex.process(st.base_name, global_args)
+        self.undefined_from_args(res.unmatched, declared, arg_keys, st.node)
+        st.expanded_base = res.result
+        st.base = by_name.get(res.result)
+        platform = st.base.os if st.base is not None else self.target_platform.os
+        if st.platform is not None:
+            pres = self.shlex.process(st.platform, global_args)
+            self.undefined_from_args(pres.unmatched, declared, arg_keys, st.node)
+            if (len(pres.matched) == 1 and not pres.unmatched and "TARGETPLATFORM" in pres.matched
+                    and pres.result == global_args.get("TARGETPLATFORM")):
+                self.warn_node("RedundantTargetPlatform",
+                               f"Setting platform to predefined {st.platform} in FROM is redundant as this is the "
+                               "default behavior", st.node)
+            if not pres.matched and not pres.unmatched:
+                p = _parse_platform(pres.result, self.target_platform)
+                if p is not None and p.os not in st.name and p.arch not in st.name:
+                    self.warn_node("FromPlatformFlagConstDisallowed",
+                                   f"FROM --platform flag should not use constant value {go_quote(pres.result)}",
+                                   st.node)
+            parsed = _parse_platform(pres.result, self.target_platform) if pres.result else None
+            if parsed is not None:
+                platform = parsed.os
+        st.os = platform
+        if st.name:
+            by_name[st.name] = st
 
     def undefined_from_args(self, unmatched: set[str], declared: set[str], keys: list[str], node: Node) -> None:
         for arg in sorted(unmatched):
@@ -638,38 +727,37 @@ class _Checker:
             self.warn_node("UndefinedArgInFrom", msg, node)
 
     # -- phase 4: reachability and base images ------------------------------------------------
-    def stage_ref(self, ref: str, before: int) -> _Stage | None:
-        if ref.isdigit():
-            i = int(ref)
-            return self.stages[i] if i < len(self.stages) else None
-        for st in self.stages[:before]:
-            if st.name and st.name == ref.lower():
-                return st
-        return None
+    def stage_by_name(self, ref: str) -> _Stage | None:
+        """``dispatchStates.findStateByName``: the last stage of that name, wherever it is."""
+        found = [st for st in self.stages if st.name and st.name == ref.lower()]
+        return found[-1] if found else None
 
     def collect_deps(self) -> None:
+        """Each stage's ``COPY --from`` (a name, else a stage index) and ``RUN --mount=from=`` (a name) stages."""
         for st in self.stages:
             for cmd in st.commands:
                 node = cmd.node
-                refs = _flag_values(node, "from") if node.keyword == "copy" else []
+                deps: list[_Stage | None] = []
+                if node.keyword == "copy":
+                    for ref in _flag_values(node, "from")[-1:]:
+                        if ref.isdigit():
+                            deps.append(self.stages[int(ref)] if int(ref) < len(self.stages) else None)
+                        else:
+                            deps.append(self.stage_by_name(ref))
                 if node.keyword == "run":
                     for spec in _flag_values(node, "mount"):
                         for fld in _csv_fields(spec):
                             k, sep, v = fld.partition("=")
                             if sep and k.strip().lower() == "from":
-                                refs.append(v)
-                for ref in refs:
-                    dep = self.stage_ref(ref, len(self.stages))
-                    if dep is not None and dep is not st:
-                        st.deps.add(dep.index)
+                                deps.append(self.stage_by_name(v))
+                st.deps.update(dep.index for dep in deps if dep is not None and dep is not st)
 
     def reachable(self) -> set[int]:
         if self.all_stages:
             return {st.index for st in self.stages}
         target = self.stages[-1]
         if self.target is not None:
-            found = [st for st in self.stages if st.name and st.name == self.target.lower()]
-            target = found[-1] if found else target
+            target = self.stage_by_name(self.target) or target
         seen: set[int] = set()
         todo = [target]
         while todo:
@@ -721,6 +809,8 @@ class _Checker:
         env: dict[str, str] = {}
         if self.base_env is not None and st.expanded_base != "scratch":
             env.update(self.base_env(st.expanded_base) or {})
+        if self.base_shell is not None and st.expanded_base != "scratch":
+            st.shell_set = self.base_shell(st.expanded_base)  # CMD/ENTRYPOINT use the image's SHELL
         if "PATH" not in env:
             env["PATH"] = _DEFAULT_PATH.get(st.os, _DEFAULT_PATH["linux"])
         st.env = env
@@ -744,6 +834,8 @@ class _Checker:
         self.init_stage(st)
         trackers: dict[str, _Cmd] = {}
         for cmd in st.commands:
+            if self.stop is not None and self.stop.start_line == cmd.start and not cmd.onbuild:
+                raise _Stop
             kw = cmd.node.keyword
             handler = getattr(self, "do_" + kw, None)
             if kw in ("cmd", "entrypoint", "healthcheck"):
@@ -754,7 +846,10 @@ class _Checker:
                               "the last one will be used", prev.start, prev.end)
                 trackers[kw] = cmd
             if handler is not None:
-                handler(st, cmd, global_args)
+                try:
+                    handler(st, cmd, global_args)
+                except ShellExpansionError as e:
+                    self.fail(str(e), cmd.start, cmd.end)
         st.dispatched = True
 
     def do_env(self, st: _Stage, cmd: _Cmd, _: dict[str, str]) -> None:
@@ -878,25 +973,36 @@ class _Checker:
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self) -> None:
+        """Every phase in BuildKit's order, up to the first error (the checks' own, or the conversion's)."""
         self.empty_continuations()
         try:
             self.parse_instructions()
-        except _Abort:
+        except _Abort as e:
+            self.error = e.error
             return
         if not self.stages:
             return
-        self.validate_stage_names()
-        self.validate_casing()
-        defaults = self.default_args()
-        self.validate_default_base_images(defaults)
-        global_args = self.build_meta_args(defaults, self.build_args)
-        self.from_args(global_args)
-        self.collect_deps()
-        reachable = self.reachable()
-        self.base_platforms(reachable, global_args)
-        for st in self.stages:
-            if st.index in reachable:
-                self.dispatch(st, global_args)
+        try:
+            self.validate_stage_names()
+            self.validate_casing()
+            defaults = self.default_args()
+            self.validate_default_base_images(defaults)
+            try:
+                global_args = self.build_meta_args(defaults, self.build_args)
+            except ShellExpansionError as e:
+                self.fail(str(e), 0, 0)
+            self.from_args(global_args)
+            if self.stop is not None and (not self.stop.start_line
+                                          or self.stop.message.startswith("failed to resolve source metadata")):
+                return  # the target or a base image: BuildKit fails before any step is dispatched
+            self.collect_deps()
+            reachable = self.reachable()
+            self.base_platforms(reachable, global_args)
+            for st in self.stages:
+                if st.index in reachable:
+                    self.dispatch(st, global_args)
+        except _Stop:
+            return
 
 
 def _csv_fields(spec: str) -> list[str]:
@@ -919,13 +1025,16 @@ def run_checks(text: str, *, build_args: dict[str, str] | None = None, target: s
                target_platform: str = "linux/amd64",
                build_platform: str | None = None,
                base_env: Callable[[str], Mapping[str, str] | None] | None = None,
-               all_stages: bool | None = None) -> CheckReport:
+               all_stages: bool | None = None, base_shell: Callable[[str], bool] | None = None,
+               error: CheckError | None = None) -> CheckReport:
     """Lint ``text`` as BuildKit v0.20 does; parser and lexer errors propagate, a bad config raises CheckConfigError.
 
     ``ignore(path)`` answers whether a context path is excluded by .dockerignore (CopyIgnoredFile);
     ``base_platform(image)`` gives an image's ``os/arch[/variant]`` (InvalidBaseImagePlatform);
-    ``base_env(image)`` gives its config env (UndefinedVar). ``all_stages`` defaults to
-    ``target is None`` (``docker build --check`` lints every stage; a build only reachable ones).
+    ``base_env(image)`` gives its config env (UndefinedVar), ``base_shell(image)`` whether its config sets a
+    SHELL (JSONArgsRecommended). ``all_stages`` defaults to ``target is None`` (``docker build --check`` lints
+    every stage; a build only reachable ones). ``error`` is the conversion's error, if it failed: the checks
+    stop where BuildKit's would and the report carries it (or an earlier error the checks found themselves).
     """
     build_args = dict(build_args or {})
     result = parse(text)
@@ -933,6 +1042,9 @@ def run_checks(text: str, *, build_args: dict[str, str] | None = None, target: s
     tp = _parse_platform(target_platform) or _Platform("linux", "amd64")
     bp = _parse_platform(build_platform, tp) if build_platform else None
     checker = _Checker(result, text, config, build_args, target, target is None if all_stages is None else all_stages,
-                       ignore, base_platform, base_env, tp, bp or tp)
+                       ignore, base_platform, base_env, tp, bp or tp, base_shell, error)
     checker.run()
-    return CheckReport(checker.warnings, config)
+    found = checker.error
+    if found is not None and error is not None and (found.start_line == error.start_line or not found.start_line):
+        found = error  # the same failure: the conversion's words for it
+    return CheckReport(checker.warnings, config, found or error)
