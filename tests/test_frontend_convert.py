@@ -227,15 +227,13 @@ def test_add_sources() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     (BASE + "ADD --checksum=sha256:" + "a" * 64 + " a.txt /a\n", "checksum can't be specified for non-HTTP(S) sources"),
     (BASE + "ADD --checksum=md5:x https://e.com/a /a\n", "invalid checksum digest format: md5:x"),
-    (BASE + "COPY --checksum=sha256:x a /a\n", "dockerfile parse error on line 2: unknown flag: checksum"),
-    (BASE + "COPY --form=x a /a\n", "dockerfile parse error on line 2: unknown flag: form (did you mean from?)"),
-    (BASE + "ADD --from=x a /a\n", "dockerfile parse error on line 2: unknown flag: from"),
+    (BASE + "COPY --checksum=sha256:x a /a\n", "dockerfile parse error on line 2: unknown flag: --checksum"),
+    (BASE + "COPY --form=x a /a\n", "dockerfile parse error on line 2: unknown flag: --form (did you mean from?)"),
+    (BASE + "ADD --from=x a /a\n", "dockerfile parse error on line 2: unknown flag: --from"),
     (BASE + "RUN --mout=type=cache true\n",
-     "dockerfile parse error on line 2: unknown flag: mout (did you mean mount?)"),
+     "dockerfile parse error on line 2: unknown flag: --mout (did you mean mount?)"),
     (BASE + "COPY a\n", "dockerfile parse error on line 2: COPY requires at least two arguments, but only one was "
                         "provided. Destination could not be determined."),
-    (BASE + "COPY a b c\n", "dockerfile parse error on line 2: When using COPY with more than one source file, the "
-                            "destination must be a directory and end with a /"),
     (BASE + "COPY --link=perhaps a /a\n", "dockerfile parse error on line 2: expecting boolean value for flag link, "
                                          "not: perhaps"),
     (BASE + "RUNN true\n", "dockerfile parse error on line 2: unknown instruction: RUNN (did you mean RUN?)"),

@@ -103,19 +103,19 @@ def test_ls_and_show_read_the_recorded_builds(builds: dict) -> None:
     ls = hist("ls", root=root).stdout.splitlines()
     assert ls[0].split()[:7] == ["BUILD", "ID", "CREATED", "AT", "STATUS", "DURATION", "STEPS"]
     assert [line.split()[0] for line in ls[1:]] == [b, w, a]
-    assert ls[2].split()[5:8] == ["6", "4", "0"]  # the warm build: FROM, COPY and both RUNs cached
+    assert ls[2].split()[5:8] == ["8", "4", "0"]  # the warm build: FROM, COPY and both RUNs cached
     row = ls[1].split()
     assert row[3] == "completed" and row[-1].endswith("ctx/Dockerfile")
     total, cached, failed = map(int, row[5:8])
-    assert (total, cached, failed) == (6, 1, 0)  # FROM cached; COPY and both RUNs ran again
+    assert (total, cached, failed) == (8, 1, 0)  # FROM cached; COPY and both RUNs ran again
     show = hist("show", b[:8], root=root).stdout
     assert f"ID:           {b}" in show and "Status:       completed" in show
     assert "Secrets:      token (ids only" in show
     assert "Build args:   UNUSED=1" in show
     assert "Slowest steps:" in show
     misses = show.split("Cache misses:")[1]
-    assert "#4 [2/4] COPY a.txt /a.txt" in misses and "a.txt changed" in misses
-    assert "parent step missed: [2/4] COPY a.txt /a.txt" in misses
+    assert "#6 [stage-0 2/4] COPY a.txt /a.txt" in misses and "a.txt changed" in misses
+    assert "parent step missed: [stage-0 2/4] COPY a.txt /a.txt" in misses
 
 
 def test_replay_reproduces_the_live_plain_output_exactly(builds: dict) -> None:
@@ -126,7 +126,7 @@ def test_replay_reproduces_the_live_plain_output_exactly(builds: dict) -> None:
         assert replay.returncode == 0, replay.stderr
         assert replay.stdout == live
         assert hist("logs", ref, root=root).stdout == live
-    step = hist("logs", "^0", "#6", root=root).stdout
+    step = hist("logs", "^0", "#8", root=root).stdout
     assert step == "two\nbuilt\n"
 
 
@@ -134,10 +134,10 @@ def test_diff_says_which_steps_changed_cache_state_and_why(builds: dict) -> None
     cold, warm, changed = builds["ids"]
     out = hist("diff", warm, changed, root=builds["root"]).stdout
     rows = {line.split("  ")[0]: line.split() for line in out.splitlines()}
-    assert not any(name.startswith("[1/4] FROM") for name in rows)  # cached in both: no change
-    assert rows["[2/4] COPY a.txt /a.txt"][4:7] == ["CACHED", "RAN", "a.txt"]
+    assert not any(name.startswith("[stage-0 1/4] FROM") for name in rows)  # cached in both: no change
+    assert rows["[stage-0 2/4] COPY a.txt /a.txt"][5:8] == ["CACHED", "RAN", "a.txt"]
     assert "a.txt changed" in out
-    assert "parent step missed: [2/4] COPY a.txt /a.txt" in out
+    assert "parent step missed: [stage-0 2/4] COPY a.txt /a.txt" in out
     assert "3 step(s) changed cache state, 1 the same." in out
     back = hist("diff", cold, warm, root=builds["root"]).stdout
     assert "A missed (never built before); B found A's result in the cache" in back
@@ -155,7 +155,7 @@ def test_trace_is_valid_otlp_json(builds: dict) -> None:
     assert root_span["name"] == "build" and "parentSpanId" not in root_span
     assert all(s["parentSpanId"] == root_span["spanId"] for s in spans[1:])
     names = [s["name"] for s in spans]
-    assert "[2/4] COPY a.txt /a.txt" in names
+    assert "[stage-0 2/4] COPY a.txt /a.txt" in names
     for s in spans:
         assert int(s["endTimeUnixNano"]) >= int(s["startTimeUnixNano"]) > 1_600_000_000 * 10**9
     with pytest.raises(jsonschema.ValidationError):  # the schema does reject a malformed trace
@@ -182,8 +182,8 @@ def test_no_trace_of_the_secret_in_recorded_sessions(builds: dict) -> None:
     for live in builds["stderr"]:
         assert SECRET not in live
     cold, _, changed = builds["stderr"]
-    assert "#5 0." in cold and "****" in cold and "len=31" in cold
-    assert "#5 CACHE MISS" in changed and "****" in changed
+    assert "#7 0." in cold and "****" in cold and "len=31" in cold
+    assert "#7 CACHE MISS" in changed and "****" in changed
 
 
 def test_export_import_and_rm(builds: dict, tmp_path: Path) -> None:

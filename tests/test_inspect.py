@@ -72,4 +72,4 @@ def test_inspect_llb_reports_dockerfile_errors(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY --nope a /a\n")
     proc = inspect("llb", str(tmp_path), "--root", str(tmp_path / "root"))
     assert proc.returncode == 1
-    assert "unknown flag: nope" in proc.stderr.decode() and ">>> COPY --nope a /a" in proc.stderr.decode()
+    assert "unknown flag: --nope" in proc.stderr.decode() and ">>> COPY --nope a /a" in proc.stderr.decode()

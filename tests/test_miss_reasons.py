@@ -52,20 +52,20 @@ def build(ctx: Path, *args: str) -> dict[str, str]:
 
 def test_file_changes_name_the_files(registry: str, ctx: Path) -> None:
     first = build(ctx)
-    assert first["[3/5] COPY src/ /src/"] == "never built before"
+    assert first["[2/4] COPY src/ /src/"] == "never built before"
     assert set(build(ctx).values()) == {""}
     (ctx / "src" / "app.py").touch()
     assert set(build(ctx).values()) == {""}  # a touch is not a change
     (ctx / "src" / "app.py").write_text("print(2)\n")
     r = build(ctx)
-    assert re.fullmatch(r"src/app.py changed \([0-9a-f]{12} → [0-9a-f]{12}\)", r["[3/5] COPY src/ /src/"])
-    assert r["[4/5] RUN echo $GREETING > /greeting && ls /src > /listing"] == \
-        "parent step missed: [3/5] COPY src/ /src/"
-    assert r["[5/5] COPY README /README"] == "parent step missed: [4/5] RUN echo $GREETING > /greeting && " \
+    assert re.fullmatch(r"src/app.py changed \([0-9a-f]{12} → [0-9a-f]{12}\)", r["[2/4] COPY src/ /src/"])
+    assert r["[3/4] RUN echo hello > /greeting && ls /src > /listing"] == \
+        "parent step missed: [2/4] COPY src/ /src/"
+    assert r["[4/4] COPY README /README"] == "parent step missed: [3/4] RUN echo hello > /greeting && " \
                                              "ls /src > /listing"
     (ctx / "src" / "new.py").write_text("n\n")
     (ctx / "src" / "util.py").unlink()
-    assert build(ctx)["[3/5] COPY src/ /src/"] == "src/new.py added; src/util.py removed"
+    assert build(ctx)["[2/4] COPY src/ /src/"] == "src/new.py added; src/util.py removed"
     (ctx / "unrelated.txt").write_text("x\n")  # a file no step reads
     assert set(build(ctx).values()) == {""}
 
@@ -73,12 +73,12 @@ def test_file_changes_name_the_files(registry: str, ctx: Path) -> None:
 def test_build_arg_and_instruction_and_no_cache(registry: str, ctx: Path) -> None:
     build(ctx)
     r = build(ctx, "--build-arg", "GREETING=bonjour")
-    assert r["[4/5] RUN echo $GREETING > /greeting && ls /src > /listing"] == \
+    assert r["[3/4] RUN echo bonjour > /greeting && ls /src > /listing"] == \
         "build arg GREETING changed: 'hello' → 'bonjour'"
-    assert r["[3/5] COPY src/ /src/"] == ""
+    assert r["[2/4] COPY src/ /src/"] == ""
     (ctx / "Dockerfile").write_text(DOCKERFILE.replace("ls /src", "ls -a /src"))
     r = build(ctx, "--build-arg", "GREETING=bonjour")
-    assert r["[4/5] RUN echo $GREETING > /greeting && ls -a /src > /listing"] == (
+    assert r["[3/4] RUN echo bonjour > /greeting && ls -a /src > /listing"] == (
         "instruction changed: RUN echo $GREETING > /greeting && ls /src > /listing → "
         "RUN echo $GREETING > /greeting && ls -a /src > /listing")
     r = build(ctx, "--no-cache", "--build-arg", "GREETING=bonjour")
@@ -116,8 +116,8 @@ def test_inspect_why_explains_the_last_build(registry: str, ctx: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "4 missed the cache" not in out and "1 missed the cache" in out
-    assert "[3/5] COPY src/ /src/\n    CACHED" in out
-    assert re.search(r"\[5/5\] COPY README /README\n    CACHE MISS: README changed \(", out)
+    assert "[2/4] COPY src/ /src/\n    CACHED" in out
+    assert re.search(r"\[4/4\] COPY README /README\n    CACHE MISS: README changed \(", out)
     proc = subprocess.run(WORKBENCH + ["inspect", "why", str(ctx.parent), "--root", str(ctx.parent / "root")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "no build of" in proc.stderr
@@ -132,4 +132,4 @@ def test_same_size_same_mtime_edit_is_still_seen(registry: str, ctx: Path) -> No
     st = app.stat()
     app.write_text("print(9)\n")  # same size
     os.utime(app, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert build(ctx)["[3/5] COPY src/ /src/"].startswith("src/app.py changed")
+    assert build(ctx)["[2/4] COPY src/ /src/"].startswith("src/app.py changed")

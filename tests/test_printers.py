@@ -79,7 +79,7 @@ def build_events() -> list[Event]:
 
 def test_byte_and_time_formats_are_gos() -> None:
     assert [format_bytes(n) for n in (0, 2, 999, 1000, 3_350_000, 113_260_000)] == [
-        "00B", "02B", "999B", "1.00kB", "3.35MB", "113.26MB"]
+        "0B", "2B", "999B", "1.00kB", "3.35MB", "113.26MB"]
     assert [format_binary_size(n) for n in (2 * 1024 * 1024, 200 * 1024, 100)] == ["2MiB", "200KiB", "100B"]
     assert rfc3339(1700000000.0) == "2023-11-14T22:13:20Z"
     assert rfc3339(1700000000.5) == "2023-11-14T22:13:20.5Z"
@@ -128,7 +128,7 @@ def test_plain_whole_build_text() -> None:
 #2 [2/3] RUN echo hi
 #2 CACHE MISS: the instruction changed
 #2 0.500 hi
-#2 sha256:abc 00B / 3.40MB
+#2 sha256:abc 0B / 3.40MB
 #2 sha256:abc 1.20MB / 3.40MB 0.2s
 #2 0.500 partial
 #2 sha256:abc 3.40MB / 3.40MB 0.4s done

@@ -75,8 +75,8 @@ def test_breakpoint_next_continue_and_diff_in_the_tui(registry: str, tmp_path: P
             await _until(pilot, lambda: isinstance(app.screen, DiffScreen) and bool(app.screen.lines))
             screen = app.screen
             assert isinstance(screen, DiffScreen)
-            assert [label for _, label in screen.steps][-2:] == ["#4 [2/4] RUN echo one > /one",
-                                                                 "#5 [3/4] COPY a.txt /a.txt"], screen.steps
+            assert [label for _, label in screen.steps][-2:] == ["#6 [2/4] RUN echo one > /one",
+                                                                 "#7 [3/4] COPY a.txt /a.txt"], screen.steps
             assert screen.lines == ["A /a.txt (6 B)"], screen.lines  # the step before the COPY → the COPY
             await pilot.press("up", "enter")  # A: the FROM step instead
             await _until(pilot, lambda: "A /one (4 B)" in screen.lines)

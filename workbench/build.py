@@ -17,6 +17,7 @@ from workbench.progress.events import (
     VertexCompleted,
     VertexFailed,
     VertexStarted,
+    VertexStatus,
 )
 from workbench.solver.explain import save_last_build
 from workbench.solver.session import Session
@@ -144,6 +145,25 @@ def _internal(bus: EventBus, name: str) -> tuple[str, float]:
     return vid, start
 
 
+def _internal_done(bus: EventBus, vid: str, t0: float, transferring: str = "", size: int = 0) -> None:
+    """End an internal vertex; `transferring`: what it sent (`context`, `dockerfile`) and how many bytes."""
+    if transferring:
+        bus.emit(VertexStatus(vid, vid[9:], status_id=f"transferring {transferring}:", current=size, done=True))
+    bus.emit(VertexCompleted(vid, vid[9:], duration=time.time() - t0))
+
+
+def _load_context(bus: EventBus, target: Any, context: Path, excluded: Any) -> None:
+    """`[internal] load build context`, when the graph reads the context: the bytes its copies and bind
+    mounts take (as BuildKit's transfer, .dockerignore applied)."""
+    from workbench.solver.transfer import context_bytes, context_reads
+
+    reads = context_reads(target)
+    if not reads:
+        return
+    vid, t0 = _internal(bus, "[internal] load build context")
+    _internal_done(bus, vid, t0, "context", context_bytes(context, reads, excluded))
+
+
 def run_build(req: BuildRequest, bus: EventBus) -> BuildResult:
     """Build `req`, reporting on `bus` (secret values redacted) and recording the session; raises BuildFailure."""
     from workbench.progress.recorder import Recording
@@ -196,7 +216,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
     except DockerfileReadError as e:
         bus.emit(VertexFailed(vid, vid[9:], error=str(e)))
         raise BuildFailure(str(e)) from None
-    bus.emit(VertexCompleted(vid, vid[9:], duration=time.time() - t0))
+    _internal_done(bus, vid, t0, "dockerfile", len(text.encode("utf-8", "surrogateescape")))
     context = req.context
     if not context.exists():
         # An empty context is legitimate (nothing is copied from it); say so, a typo is more likely.
@@ -230,6 +250,8 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
         except DockerfileError as e:
             loc = SourceLocation(filename, e.start_line, e.end_line or e.start_line) if e.start_line else None
             raise BuildFailure(e.message, loc, dockerfile_text=text) from None
+        vid, t0 = _internal(bus, "[internal] load .dockerignore")
+        _internal_done(bus, vid, t0, "context", sum(len(p.encode("utf-8", "surrogateescape")) + 1 for p in patterns))
         if recording is not None:
             recording.record_llb(conv.vertex, text)
         _check_entitlements(conv.vertex, req.session, text)
@@ -240,6 +262,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
             from workbench.cache.remote.importer import ImportedCache
 
             solver.remote_cache = ImportedCache.load(req.cache_from, bus)
+        _load_context(bus, conv.vertex, context, matcher.excluded if matcher else None)
         try:
             result = solver.solve(conv.vertex)
         except SolveError as e:

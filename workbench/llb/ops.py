@@ -195,6 +195,10 @@ class Vertex:
     ignore_cache: bool = field(default=False, compare=False)
     arg_names: frozenset[str] = field(default=frozenset(), compare=False)
     """Names of the env entries that are build args (so a miss can say "build arg X changed")."""
+    instruction: str = field(default="", compare=False)
+    """The Dockerfile instruction as written (the name shows values substituted): what a miss compares."""
+    hidden: bool = field(default=False, compare=False)
+    """Not shown in the progress (the merge half of a `COPY --link`, shown by its copy)."""
 
     @cached_property
     def digest(self) -> str:

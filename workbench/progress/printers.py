@@ -54,9 +54,10 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 
 def format_bytes(n: int) -> str:
-    """`fmt.Sprintf("%.2f", units.Bytes(n))`: decimal units; under 1000 an integer of at least two digits."""
+    """`fmt.Sprintf("%.2f", units.Bytes(n))`: decimal units; under 1000 the plain integer (BuildKit v0.20's
+    units drops the precision there: `2B`, not `02B`)."""
     if -1000 < n < 1000:
-        return ("-" if n < 0 else "") + f"{abs(n):02d}B"
+        return f"{n}B"
     value, i = float(n), 0
     while abs(value) >= 1000 and i < 5:
         value, i = value / 1000, i + 1

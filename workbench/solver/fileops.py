@@ -478,10 +478,13 @@ def _parents_bases(src_root: Path, action: Copy, excluded: Excluded | None) -> l
     return [(b, pattern) for b in bases]
 
 
-def _parents_items(src_root: Path, action: Copy, excluded: Excluded | None) -> list[_Item]:
-    """What a --parents copy copies, relative to its pivot dir(s)."""
+def _parents_items(src_root: Path, action: Copy, excluded: Excluded | None,
+                   bases: list[tuple[str, str]] | None = None) -> list[_Item]:
+    """What a --parents copy copies, relative to its pivot dir(s) (`bases`, found when not given)."""
     items: list[_Item] = []
-    for base, pattern in _parents_bases(src_root, action, excluded):
+    if bases is None:
+        bases = _parents_bases(src_root, action, excluded)
+    for base, pattern in bases:
         filt = _Filter(action, excluded, extra_include=pattern)
         items += filt.walk(resolve_in_root(src_root, base), base.lstrip("/"))
     if not items and has_glob(action.src) and not action.allow_empty_wildcard:
@@ -528,12 +531,16 @@ def copy(
     owner = (0, 0) if chown is None and reset_owner else chown
     dest = posixpath.normpath("/" + action.dest)
     if action.parents:
-        items = _parents_items(src_root, action, excluded)
+        bases = _parents_bases(src_root, action, excluded)
+        if not bases:
+            return  # a wildcard pivot that matched nothing (allowed empty): no destination either
+        items = _parents_items(src_root, action, excluded, bases)
         _copy_items(items, _mkdir_all(dest_root, dest, 0o755, owner), action, mode_set, owner)
         return
     sources = source_paths(src_root, action, excluded)
     filt = _Filter(action, excluded)
-    dest_is_dir = action.dest_is_dir or len(sources) > 1 or action.dest.endswith("/")
+    # several matches and a dest without a slash: each is copied to dest in turn, as BuildKit's copier does
+    dest_is_dir = action.dest_is_dir or action.dest.endswith("/")
     for src in sources:
         src_host = resolve_in_root(src_root, src, follow_final=action.follow_symlinks)
         if action.attempt_unpack and is_archive(src_host):

@@ -52,6 +52,9 @@ class SolveError(Exception):
     """A build failure, attributed to the vertex that failed (if any)."""
 
     def __init__(self, message: str, vertex: Vertex | None = None) -> None:
+        from workbench.progress.text import printable
+
+        message = printable(message, keep="\n\t")  # names from a Dockerfile may hold escape sequences
         super().__init__(message)
         self.message = message
         self.vertex = vertex
@@ -235,6 +238,11 @@ class Solver:
     def solve(self, target: Vertex) -> Result:
         vertices = target.walk()
         by_digest = {v.digest: v for v in vertices}
+        quiet = {v.digest for v in vertices if v.hidden or isinstance(v.op, ScratchSource)}
+        if quiet:  # BuildKit has no vertex for scratch, and shows a `COPY --link` by its copy alone
+            from workbench.progress.quiet import QuietBus
+
+            self.bus = QuietBus(self.bus, quiet)
         self._order = {v.digest: n for n, v in enumerate(vertices)}
         for v in vertices:
             try:

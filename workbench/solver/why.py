@@ -2,7 +2,8 @@
 
 Each solved step leaves a record of what went into its key (the instruction, the op's fields, its
 inputs' keys, the context files it read). A miss compares the new parts with the record of the same
-step in the same Dockerfile — found by stage and instruction text, else by stage and position — and
+step in the same Dockerfile — found by stage and instruction text as written (the step's name shows ARG
+and ENV values substituted), else by stage and position — and
 names what changed: a file (with old and new digests), a build arg or env (old and new values), the base
 image digest, a parent step that missed, the instruction itself, `--no-cache`, or "never built".
 """
@@ -16,7 +17,7 @@ from typing import Any
 from workbench.llb.ops import ExecOp, FileOp, GitSource, HttpSource, ImageSource, Vertex
 from workbench.solver.checksum import quote_name
 
-_STEP = re.compile(r"^\[(?:(?P<stage>.+?) )?(?P<index>\d+)/\d+\] (?P<text>.*)$", re.S)
+_STEP = re.compile(r"^\[(?:(?P<stage>[^\]]+?) )? *(?P<index>\d+)/\d+\] (?:ONBUILD )?(?P<text>.*)$", re.S)
 
 
 _PINNED = re.compile(r"@sha256:[0-9a-f]{64}")
@@ -26,13 +27,18 @@ def lineages(scope: str, v: Vertex) -> tuple[str, str]:
     """(by instruction text, by position) identities of `v`'s step within `scope` (the Dockerfile path)."""
     m = _STEP.match(v.name)
     if m is None:
-        return f"{scope}|{v.name}", f"{scope}|{v.name}"
+        return f"{scope}|{instruction_text(v)}", f"{scope}|{instruction_text(v)}"
     stage = m.group("stage") or ""
-    return f"{scope}|{stage}|{instruction_text(v)}", f"{scope}|{stage}|#{m.group('index')}"
+    by_text = f"{scope}|{stage}|{instruction_text(v)}"
+    # a hidden vertex shares its step's number (a `COPY --link`'s merge): it is found by its text alone
+    return by_text, by_text if v.hidden else f"{scope}|{stage}|#{m.group('index')}"
 
 
 def instruction_text(v: Vertex) -> str:
-    """The instruction as written (a FROM's resolved digest left out: that change is told apart)."""
+    """The instruction as written, variables not substituted (a FROM's resolved digest left out: that change
+    is told apart), so that a changed build arg reads as such and not as a changed instruction."""
+    if v.instruction:
+        return _PINNED.sub("", v.instruction)
     m = _STEP.match(v.name)
     return _PINNED.sub("", m.group("text") if m else v.name)
 

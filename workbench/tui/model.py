@@ -27,7 +27,7 @@ PENDING, RUNNING, CACHED, DONE, FAILED, CANCELED = "pending", "running", "cached
 SYMBOLS = {PENDING: "·", RUNNING: "▶", CACHED: "≡", DONE: "✔", FAILED: "✘", CANCELED: "⊘"}
 """A symbol per state, so a node reads without colour too."""
 
-_STAGE = re.compile(r"^\[(?:(?P<stage>[^\]\s]+) )?\d+/\d+\]")
+_STAGE = re.compile(r"^\[(?:(?P<stage>[^\]\s]+) )? *\d+/\d+\]")  # `[ 1/10]`: padded as BuildKit
 
 
 def stage_of(name: str) -> str:

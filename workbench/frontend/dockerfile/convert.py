@@ -16,6 +16,16 @@ from workbench.frontend.dockerfile.addsource import is_http_source, parse_git_re
 from workbench.frontend.dockerfile.parser import DockerfileParseError, Node, must_parse_heredoc, parse
 from workbench.frontend.dockerfile.runmount import MountSpecError, parse_device, parse_mount
 from workbench.frontend.dockerfile.shell import ShellExpansionError, ShellLex
+from workbench.frontend.dockerfile.stepnames import (
+    NUMBERED,
+    StepCounter,
+    extra_states,
+    instruction_text,
+    link_name,
+    secret_envs,
+    step_text,
+    step_total,
+)
 from workbench.llb.ops import (
     Copy,
     Device,
@@ -37,6 +47,8 @@ from workbench.progress.text import shorten
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+# Build args BuildKit consumes itself and never puts into a step's environment (dockerfile2llb's nonEnvArgs)
+NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
 
 # (ref as written, platform "os/arch[/variant]") -> (canonical ref string, manifest digest, image config dict)
 ImageResolver = Callable[[str, str], tuple[str, str, dict[str, Any]]]
@@ -94,14 +106,21 @@ class _Stage:
     args: dict[str, str] = field(default_factory=dict)
     cmd_set: bool = False
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
+    env: dict[str, str] = field(default_factory=dict)
+    """The stage's environment as BuildKit's LLB state holds it (image env, then ENV and ARG values): what
+    words expand against and what a RUN gets. A key set again moves to the end, as in BuildKit's EnvList."""
+    arg_env: set[str] = field(default_factory=set)
+    """The keys of `env` whose value an ARG set last."""
+    declared_args: list[tuple[str, str | None]] = field(default_factory=list)
+    """Every ARG of the stage and of the stages it is based on, with its value, for RUN's history entries."""
     done: bool = False
 
 
 def _empty_image(platform: str) -> dict[str, Any]:
     os_, _, arch = platform.partition("/")
     return {"architecture": arch or "amd64", "os": os_ or "linux",
-            "config": {"Env": [f"PATH={DEFAULT_PATH}"]}, "rootfs": {"type": "layers", "diff_ids": []},
-            "history": []}
+            "config": {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
 
 
 def _copy_image(image: dict[str, Any]) -> dict[str, Any]:
@@ -134,13 +153,52 @@ def _set_env(image: dict[str, Any], key: str, value: str) -> None:
     cfg["Env"] = env
 
 
+def _env_add(stage: _Stage, key: str, value: str, from_arg: bool = False) -> None:
+    """Set `key` in the stage's environment, moved to the end (BuildKit's EnvList.AddOrReplace)."""
+    stage.env.pop(key, None)
+    stage.env[key] = value
+    if from_arg:
+        stage.arg_env.add(key)
+    else:
+        stage.arg_env.discard(key)
+
+
+def _run_history(args: list[str], stage: _Stage) -> str:
+    """BuildKit's runCommandString: `|N K=V …` (each declared ARG once, with its value in the step's env, else
+    its own) before the command."""
+    pairs: dict[str, str] = {}
+    for key, value in stage.declared_args:
+        pairs[key] = stage.env[key] if key in stage.env else (value or "")
+    prefix = [f"|{len(pairs)}", *(f"{k}={v}" for k, v in pairs.items())] if pairs else []
+    return " ".join(prefix + args)
+
+
+def _clean(path: str) -> str:
+    """Go's path.Clean (posixpath.normpath keeps a leading `//`)."""
+    out = posixpath.normpath(path)
+    return "/" + out.lstrip("/") if out.startswith("//") else out
+
+
+def normalize_workdir(current: str, new: str) -> str:
+    """BuildKit's system.NormalizeWorkdir on Linux: a relative WORKDIR joins the current one (cleaned); an
+    absolute one is kept as written (`/usr/src/` keeps its slash)."""
+    parent = current or "/"
+    if not parent.startswith("/"):
+        parent = _clean("/" + parent)
+    if not new:
+        new = parent
+    return new if new.startswith("/") else _clean(parent + "/" + new)
+
+
 def _parse_flags(node: Node, allowed: set[str]) -> dict[str, list[str]]:
     flags: dict[str, list[str]] = {}
     for raw in node.flags:
         name, eq, value = raw[2:].partition("=")
         if name not in allowed:
             close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.6)
-            raise DockerfileError.at(node, f"unknown flag: {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+            # BuildKit v0.20's words: the flag with its dashes, the suggestion without
+            raise DockerfileError.at(node, f"unknown flag: --{name}"
+                                     + (f" (did you mean {close[0]}?)" if close else ""))
         flags.setdefault(name, []).append(value if eq else "true")
     return flags
 
@@ -276,15 +334,9 @@ class _Converter:
     def _convert_one(self, stage: _Stage) -> None:
         if stage.done:
             return
-        prefix_name = stage.name or (f"stage-{stage.index}" if len(self.stages) > 1 else "")
-        total = len(stage.commands) + 1
-        step = 1
-
-        def label(text: str) -> str:
-            head = f"{prefix_name} {step}/{total}" if prefix_name else f"{step}/{total}"
-            return f"[{head}] {text}"
-
         parent = self._stage_by_name(stage.base)
+        from_image = not (parent is not None and parent.index < stage.index) and stage.base.lower() != "scratch"
+        steps = StepCounter(self._stage_label(stage), step_total(stage.commands, from_image, 0))
         if parent is not None and parent.index < stage.index:
             self.convert_stage(parent)
             stage.vertex = parent.vertex  # None when the parent is FROM scratch with no layer yet
@@ -297,20 +349,18 @@ class _Converter:
             platform = stage.platform or self.opts.platform
             ref, digest, image = self._resolve(stage.base, stage.node, platform)
             stage.vertex = Vertex(ImageSource(ref, digest, platform),
-                                  name=label(f"FROM {ref}@{digest}"), source=self._loc(stage.node))
+                                  name=steps.label(f"FROM {ref}@{digest}"), source=self._loc(stage.node))
             stage.image = _copy.deepcopy(image)
             stage.image.setdefault("config", {})
-            if not stage.image["config"].get("Env"):
-                stage.image["config"]["Env"] = [f"PATH={DEFAULT_PATH}"]
             shell = stage.image["config"].get("Shell")
             if shell:
                 stage.shell = list(shell)
         stage.image.setdefault("history", [])
+        self._init_env(stage, parent if parent is not None and parent.index < stage.index else None)
         triggers = self._onbuild_triggers(stage)
-        total += len(triggers)
-        for node in [*triggers, *stage.commands]:
-            step += 1
-            self.dispatch(stage, node, label(self._display(node)))
+        steps.total += len(triggers)  # after the FROM is named, as BuildKit counts them
+        for i, node in enumerate([*triggers, *stage.commands]):
+            self._dispatch_step(stage, node, steps, onbuild=i < len(triggers))
         stage.done = True
 
     def _onbuild_triggers(self, stage: _Stage) -> list[Node]:
@@ -345,10 +395,28 @@ class _Converter:
                                       node.end_line) from None
         return self.images[(ref, platform)]
 
-    def _display(self, node: Node) -> str:
-        text = " ".join(line.strip() for line in node.original.splitlines()).strip()
-        kw, _, rest = text.partition(" ")
-        return f"{kw.upper()} {rest.strip()}".strip()
+    def _stage_label(self, stage: _Stage) -> str:
+        """The stage in its steps' names: its name, else `stage-N`; none when BuildKit's list of states holds
+        just this stage (a `COPY --from` image or a `RUN --mount` adds one)."""
+        if len(self.stages) == 1:
+            names = {s.name for s in self.stages if s.name}
+            if not extra_states(names, (n for s in self.stages for n in s.commands)):
+                return ""
+        return stage.name or f"stage-{stage.index}"
+
+    def _dispatch_step(self, stage: _Stage, node: Node, steps: StepCounter, onbuild: bool) -> None:
+        """Dispatch `node`; a RUN/COPY/ADD/WORKDIR is named as BuildKit names it, numbered if it makes a vertex."""
+        if node.keyword not in NUMBERED:
+            self.dispatch(stage, node, "")
+            return
+        before = stage.vertex
+        masked = secret_envs(node) if node.keyword == "run" else []
+        text = step_text(node, self._env_for_expansion(stage), self.ast.escape_token, masked)
+        self.dispatch(stage, node, steps.label(text, onbuild))
+        if stage.vertex is before:
+            steps.unlabel()
+        elif stage.vertex is not None and not stage.vertex.instruction:
+            stage.vertex = replace(stage.vertex, instruction=instruction_text(node))
 
     # -- instructions -------------------------------------------------------------------------------
 
@@ -359,8 +427,20 @@ class _Converter:
             entry["empty_layer"] = True
         stage.image["history"].append(entry)
 
+    def _init_env(self, stage: _Stage, parent: _Stage | None) -> None:
+        """The stage's environment at its FROM, as BuildKit builds its state: the parent stage's (ARG values
+        included), then the image config's entries, PATH added to the config when it has none."""
+        cfg = stage.image.setdefault("config", {})
+        if "PATH" not in _env_map(stage.image):
+            cfg["Env"] = [*(cfg.get("Env") or []), f"PATH={DEFAULT_PATH}"]
+        if parent is not None:
+            stage.env, stage.arg_env = dict(parent.env), set(parent.arg_env)
+            stage.declared_args = list(parent.declared_args)
+        for key, value in _env_map(stage.image).items():
+            _env_add(stage, key, value)
+
     def _env_for_expansion(self, stage: _Stage) -> dict[str, str]:
-        return {**stage.args, **_env_map(stage.image)}
+        return dict(stage.env)
 
     def dispatch(self, stage: _Stage, node: Node, name: str) -> None:
         handler = getattr(self, f"_do_{node.keyword}", None)
@@ -377,15 +457,18 @@ class _Converter:
 
     def _do_env(self, stage: _Stage, node: Node, name: str) -> None:
         args = node.args
+        env = self._env_for_expansion(stage)  # every key and value expands against the env before the ENV
+        pairs = [(self._expand(args[i], env, node), self._expand(args[i + 1], env, node))
+                 for i in range(0, len(args) - 2, 3)]
         parts = []
-        for i in range(0, len(args) - 2, 3):
-            key = args[i]
-            value = self._expand(args[i + 1], self._env_for_expansion(stage), node)
+        for key, value in pairs:
             _set_env(stage.image, key, value)
+            _env_add(stage, key, value)
             parts.append(f"{key}={value}")
         self._history(stage, "ENV " + " ".join(parts), True)
 
     def _do_arg(self, stage: _Stage, node: Node, name: str) -> None:
+        committed = []
         for word in node.args:
             k, eq, v = word.partition("=")
             if not k:
@@ -398,8 +481,12 @@ class _Converter:
                 value = self.meta_args.get(k)
             if value is not None:
                 stage.args[k] = value
+                if k not in NON_ENV_ARGS:
+                    _env_add(stage, k, value, from_arg=True)
             # declared again without a value: an earlier value in this stage stays (BuildKit keeps it)
-        self._history(stage, "ARG " + " ".join(node.args), True)
+            stage.declared_args.append((k, value))
+            committed.append(k if value is None else f"{k}={value}")
+        self._history(stage, "ARG " + " ".join(committed), True)
 
     def _do_label(self, stage: _Stage, node: Node, name: str) -> None:
         cfg = stage.image.setdefault("config", {})
@@ -510,11 +597,12 @@ class _Converter:
     def _do_workdir(self, stage: _Stage, node: Node, name: str) -> None:
         cfg = stage.image.setdefault("config", {})
         wd = self._expand(node.args[0], self._env_for_expansion(stage), node)
-        wd = posixpath.normpath(posixpath.join(cfg.get("WorkingDir") or "/", wd))
+        wd = normalize_workdir(cfg.get("WorkingDir") or "/", wd)
         cfg["WorkingDir"] = wd
-        stage.vertex = Vertex(FileOp((Mkdir(wd, 0o755, True, cfg.get("User") or ""),)),
-                              inputs=self._base_inputs(stage), name=name, source=self._loc(node))
-        self._history(stage, "WORKDIR " + wd, False)
+        if wd != "/":  # BuildKit makes no mkdir (and no layer) for `WORKDIR /`
+            stage.vertex = Vertex(FileOp((Mkdir(_clean(wd), 0o755, True, cfg.get("User") or ""),)),
+                                  inputs=self._base_inputs(stage), name=name, source=self._loc(node))
+        self._history(stage, "WORKDIR " + wd, wd == "/")
 
     def _base_inputs(self, stage: _Stage) -> tuple[Vertex, ...]:
         return (stage.vertex,) if stage.vertex is not None else (Vertex(ScratchSource(), name="scratch"),)
@@ -529,7 +617,7 @@ class _Converter:
             raise DockerfileError(f"unsupported security mode {security!r}", node.start_line, node.end_line)
         env_map = self._env_for_expansion(stage)
         cfg = stage.image.setdefault("config", {})
-        workdir = cfg.get("WorkingDir") or "/"
+        workdir = normalize_workdir("/", cfg.get("WorkingDir") or "/")
         inputs: list[Vertex] = [self._base_inputs(stage)[0]]
         mounts: list[Mount] = []
         ssh_count = 0
@@ -555,14 +643,12 @@ class _Converter:
         if heredoc_mount is not None:
             inputs.append(heredoc_mount[1])
             mounts.append(replace(heredoc_mount[0], input=len(inputs) - 1))
-        env = list(cfg.get("Env") or [])
-        env_keys = {e.partition("=")[0] for e in env}
-        env += [f"{k}={v}" for k, v in stage.args.items() if k not in env_keys]
-        op = ExecOp(tuple(args), tuple(env), workdir, cfg.get("User") or "", network, tuple(mounts), security,
+        env = tuple(f"{k}={v}" for k, v in stage.env.items())
+        op = ExecOp(tuple(args), env, workdir, cfg.get("User") or "", network, tuple(mounts), security,
                     tuple(devices))
         stage.vertex = Vertex(op, inputs=tuple(inputs), name=name, source=self._loc(node),
-                              arg_names=frozenset(k for k in stage.args if k not in env_keys))
-        self._history(stage, "RUN " + " ".join(args), False)
+                              arg_names=frozenset(stage.arg_env))
+        self._history(stage, "RUN " + _run_history(args, stage) + " # buildkit", False)
 
     def _run_args(self, stage: _Stage, node: Node) -> tuple[list[str], tuple[Mount, Vertex] | None]:
         """RUN's process args, heredocs applied as BuildKit does; and the /dev/pipes mount of a `#!` heredoc."""
@@ -608,9 +694,7 @@ class _Converter:
             target = posixpath.normpath(posixpath.join(workdir, target))
             return Mount("ssh", target, id=spec.id or "default", required=spec.required, mode=spec.mode,
                          uid=spec.uid, gid=spec.gid), None
-        if not target:
-            raise DockerfileError(f"invalid mount target \"{target}\"", node.start_line, node.end_line)
-        target = posixpath.normpath(posixpath.join(workdir, target))
+        target = posixpath.normpath(posixpath.join(workdir, target))  # no target: the working directory
         if target == "/":
             raise DockerfileError('invalid mount target "/"', node.start_line, node.end_line)
         source = posixpath.normpath(posixpath.join("/", spec.source))
@@ -625,7 +709,7 @@ class _Converter:
         else:
             source_vertex = None
         if spec.type == "cache":
-            cache_id = spec.id or target
+            cache_id = spec.id or _clean(spec.target)  # BuildKit: the target as written, cleaned
             return Mount("cache", target, source=source, readonly=spec.readonly, id=cache_id,
                          sharing=spec.sharing or "shared", mode=spec.mode, uid=spec.uid, gid=spec.gid), source_vertex
         return Mount("bind", target, source=source, readonly=spec.readonly), source_vertex
@@ -650,11 +734,10 @@ class _Converter:
             raise DockerfileError.at(node, f"{command} requires at least two arguments, but only one was provided. "
                                      "Destination could not be determined.")
         sources, dest = words[:-1], words[-1]
+        written_dest = dest
         if must_parse_heredoc(dest) is not None:
             raise DockerfileError.at(node, f"{command} cannot accept a heredoc as a destination")
-        if len(sources) > 1 and not dest.endswith("/"):
-            raise DockerfileError.at(node, f"When using {command} with more than one source file, the destination "
-                                     "must be a directory and end with a /")
+        # several sources and a dest without a slash: no error in BuildKit, each source is copied to dest in turn
         cfg = stage.image.setdefault("config", {})
         dest_is_dir = dest.endswith("/") or dest.endswith("/.") or dest == "."
         dest = posixpath.join(cfg.get("WorkingDir") or "/", dest)
@@ -680,6 +763,7 @@ class _Converter:
         actions: list[Copy] = []
         docs = iter(node.heredocs)
         shown: list[str] = []
+        shown_docs: list[str] = []
 
         def input_index(vertex: Vertex) -> int:
             for i, existing in enumerate(inputs):
@@ -703,19 +787,19 @@ class _Converter:
                 inline = Vertex(FileOp((Mkfile("/" + doc.name, content.encode(), 0o644),)),
                                 inputs=(Vertex(ScratchSource(), name="scratch"),),
                                 name="[internal] preparing inline document", source=self._loc(node))
-                actions.append(Copy(input_index(inline), "/" + doc.name, dest, **common))
-                shown.append("<<" + doc.name)
+                actions.append(Copy(input_index(inline), "/" + doc.name, dest, allow_wildcard=False, **common))
+                shown_docs.append("<<" + doc.name)
                 continue
             git = parse_git_ref(src) if add else None
             if git is not None:
                 vertex = Vertex(GitSource(git.remote, git.ref, git.subdir, keep_git_dir),
                                 name=f"[internal] load git source {src}", source=self._loc(node))
-                actions.append(Copy(input_index(vertex), "/", dest, **common))
+                actions.append(Copy(input_index(vertex), "/", dest, allow_wildcard=False, **common))
             elif add and is_http_source(src):
                 filename = url_filename(src)
                 vertex = Vertex(HttpSource(src, checksum, filename), name=f"[internal] load remote file {src}",
                                 source=self._loc(node))
-                actions.append(Copy(input_index(vertex), "/" + filename, dest, **common))
+                actions.append(Copy(input_index(vertex), "/" + filename, dest, allow_wildcard=False, **common))
             else:
                 if keep_git_dir and add:
                     raise DockerfileError("--keep-git-dir is only allowed with git sources", node.start_line)
@@ -724,16 +808,24 @@ class _Converter:
                                                                 node), stage, node, f"{command} --from")
                 else:
                     src_vertex = self.context
-                actions.append(Copy(input_index(src_vertex), src, dest, parents=parents,
+                # a wildcard matching nothing copies nothing (BuildKit's AllowEmptyWildcard)
+                actions.append(Copy(input_index(src_vertex), src, dest, parents=parents, allow_empty_wildcard=True,
                                     attempt_unpack=add and "from" not in flags, **common))
             shown.append(src)
         if link and stage.vertex is not None:
             # --link: the copy is a layer of its own on scratch, stacked on the base (so its cache ignores the base)
-            layer = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name + " (link)", source=self._loc(node))
-            stage.vertex = Vertex(MergeOp(), inputs=(base, layer), name=name, source=self._loc(node))
+            text = instruction_text(node)
+            layer = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name, source=self._loc(node),
+                           instruction=text)
+            stage.vertex = Vertex(MergeOp(), inputs=(base, layer), name=link_name(name), source=self._loc(node),
+                                  instruction="LINK " + text, hidden=True)
         else:
             stage.vertex = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name, source=self._loc(node))
-        self._history(stage, f"{command} {' '.join(shown)} {dest}", False)
+        chmod = self._expand(flags["chmod"][-1], env, node) if "chmod" in flags else ""
+        flag_text = [f for f, on in (("--parents", parents), (f"--chown={chown}", chown), (f"--chmod={chmod}", chmod))
+                     if on]
+        self._history(stage, " ".join([command, *flag_text, *shown, *shown_docs, written_dest]) + " # buildkit",
+                      False)
 
     def _chmod(self, flags: dict[str, list[str]], env: dict[str, str], node: Node) -> tuple[int | None, str]:
         """--chmod: an octal mode (<= 07777) or a symbolic one (`u+x,g=r`), checked as BuildKit's parser does."""
@@ -759,7 +851,7 @@ class _Converter:
             self.convert_stage(other)
             return other.vertex if other.vertex is not None else Vertex(ScratchSource(), name="scratch")
         canon, digest, _ = self._resolve(ref, node)
-        return Vertex(ImageSource(canon, digest, self.opts.platform), name=f"[internal] load {canon}")
+        return Vertex(ImageSource(canon, digest, self.opts.platform), name=f"FROM {canon}@{digest}")
 
 
 def _from_refs(node: Node) -> list[str]:

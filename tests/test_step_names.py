@@ -1,0 +1,128 @@
+"""Step names exactly as BuildKit v0.20 prints them (issue 16, item 12): the `[stage n/N]` count, padding,
+ARG/ENV values substituted, heredoc summaries, one vertex for `COPY --link`, and the internal vertices."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wb
+
+# The Dockerfile of issue 16 and the names BuildKit v0.20 printed for it, sorted.
+ISSUE_DOCKERFILE = """FROM localhost:5055/busybox AS base
+ARG VERSION=1.2.3
+ENV APP=/opt/app
+LABEL a=b
+WORKDIR $APP
+RUN echo $VERSION > v
+COPY f.txt .
+RUN <<EOF
+echo hi
+EOF
+FROM base
+COPY --link --from=base /opt/app/v /v
+ADD f.txt /f
+EXPOSE 80
+USER nobody
+RUN --mount=type=cache,target=/c echo ${VERSION:-none} $APP
+CMD ["sh"]
+"""
+ISSUE_NAMES = """\
+[base 1/5] FROM localhost:5055/busybox:latest@sha256:…
+[base 2/5] WORKDIR /opt/app
+[base 3/5] RUN echo 1.2.3 > v
+[base 4/5] COPY f.txt .
+[base 5/5] RUN <<EOF (echo hi)
+[stage-1 1/3] COPY --link --from=base /opt/app/v /v
+[stage-1 2/3] ADD f.txt /f
+[stage-1 3/3] RUN --mount=type=cache,target=/c echo 1.2.3 /opt/app
+[internal] load .dockerignore
+[internal] load build context
+[internal] load build definition from Dockerfile
+[internal] load metadata for localhost:5055/busybox:latest
+""".splitlines()
+
+
+def _vertices(plain: str) -> dict[str, list[str]]:
+    """Each vertex of a plain progress output: its name (a FROM's digest as `…`) → its other lines."""
+    names: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
+    for line in plain.splitlines():
+        m = re.match(r"#(\d+) (.*)$", line)
+        if m is None:
+            continue
+        num, rest = m.groups()
+        if num not in names:
+            names[num] = re.sub(r"@sha256:[0-9a-f]{64}", "@sha256:…", rest)
+            out.setdefault(names[num], [])
+        else:
+            out[names[num]].append(rest)
+    return out
+
+
+def _build(ctx: Path, dockerfile: str, root: Path, *args: str) -> dict[str, list[str]]:
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return _vertices(wb(*args, str(ctx), root=root).stderr)
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path) -> Path:
+    path = tmp_path / "ctx"
+    path.mkdir()
+    (path / "f.txt").write_text("hello\n")
+    return path
+
+
+def test_the_issue_dockerfile_gets_buildkits_names_exactly(registry: str, ctx: Path, root: Path) -> None:
+    vertices = _build(ctx, ISSUE_DOCKERFILE, root)
+    assert sorted(vertices) == sorted(ISSUE_NAMES)
+    # the internal vertices say what they transferred, as BuildKit's do
+    assert any(re.fullmatch(r"transferring context: \d+(\.\d\d[kMG])?B done", s)
+               for s in vertices["[internal] load build context"])
+    assert any(s.startswith("transferring context:") and s.endswith(" done")
+               for s in vertices["[internal] load .dockerignore"])
+    assert any(re.fullmatch(r"transferring dockerfile: \d+B done", s)
+               for s in vertices["[internal] load build definition from Dockerfile"])
+
+
+def test_numbers_are_padded_from_ten_steps_and_a_single_stage_has_no_prefix(
+        registry: str, ctx: Path, root: Path) -> None:
+    runs = "".join(f"RUN echo {i}\n" for i in range(2, 10))
+    names = sorted(n for n in _build(ctx, f"FROM localhost:5055/busybox AS only\nENV A=1\n{runs}COPY f.txt /\n",
+                                     root) if not n.startswith("[internal]"))
+    assert names == ["[ 1/10] FROM localhost:5055/busybox:latest@sha256:…",
+                     *(f"[ {i}/10] RUN echo {i}" for i in range(2, 10)), "[10/10] COPY f.txt /"]
+
+
+def test_a_run_mount_gives_a_single_stage_its_stage_prefix(registry: str, ctx: Path, root: Path) -> None:
+    # BuildKit adds a source state for each RUN --mount (scratch when it has no `from`): two states, so the
+    # stage is named in its steps
+    names = _build(ctx, "FROM localhost:5055/busybox\nRUN --mount=type=tmpfs,target=/t true\n", root)
+    assert "[stage-0 2/2] RUN --mount=type=tmpfs,target=/t true" in names
+
+
+def test_substitution_follows_buildkit_per_instruction(registry: str, ctx: Path, root: Path) -> None:
+    dockerfile = ("FROM localhost:5055/busybox\n"
+                  "ARG V=7\n"
+                  "ENV D=/srv\n"
+                  'COPY "f.txt" $D/\n'                       # COPY: quotes removed, values substituted
+                  'RUN echo "$V" $UNSET \\\n'                # RUN: quotes and unset variables kept as written
+                  "    done\n"
+                  "RUN --mount=type=secret,id=tok,env=TOK echo $TOK\n"  # a secret's variable is masked
+                  "WORKDIR ${D}/app\n")
+    names = set(_build(ctx, dockerfile, root))  # (the mount makes the stage `stage-0`, as above)
+    assert {"[stage-0 2/5] COPY f.txt /srv/", '[stage-0 3/5] RUN echo "7" $UNSET     done',
+            "[stage-0 4/5] RUN --mount=type=secret,id=tok,env=TOK echo ****",
+            "[stage-0 5/5] WORKDIR /srv/app"} <= names
+
+
+def test_a_changed_build_arg_is_told_as_such_though_the_name_shows_its_value(
+        registry: str, ctx: Path, root: Path) -> None:
+    dockerfile = "FROM localhost:5055/busybox\nARG V=1\nRUN echo $V > /v\n"
+    assert "[2/2] RUN echo 1 > /v" in _build(ctx, dockerfile, root)
+    second = _build(ctx, dockerfile, root, "--build-arg", "V=2")
+    lines = second["[2/2] RUN echo 2 > /v"]
+    assert "CACHE MISS: build arg V changed: '1' → '2'" in lines
+    assert not any("instruction changed" in line for line in lines)
