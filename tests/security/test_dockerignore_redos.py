@@ -7,11 +7,12 @@ Each test has a pytest timeout instead of a timing assertion; each also checks t
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wb
+from tests.conftest import WORKBENCH, wb
 from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher
 from workbench.frontend.dockerfile.shell import ShellLex
 from workbench.llb.ops import Copy
@@ -103,3 +104,15 @@ def test_build_with_a_pathological_dockerignore(tmp_path: Path, root: Path) -> N
     wb(str(ctx), "--output", f"type=local,dest={out}", root=root)
     assert sorted(p.name for p in out.iterdir()) == sorted(["Dockerfile", ".dockerignore", "a" * 40 + "1",
                                                             "a" * 40 + "2"])
+
+
+@pytest.mark.timeout(60)
+def test_expansions_have_a_budget_for_the_whole_dockerfile(tmp_path: Path) -> None:
+    """Each expansion is capped, but forty of them at the cap would take minutes and gigabytes: the whole
+    Dockerfile has a budget too, and going over it is an error naming the expansion."""
+    lines = ["FROM scratch", "ENV A=" + "a" * 15000]
+    lines += [f"ENV B{i}=${{A//a/{'b' * 1000}}}" for i in range(40)]
+    (tmp_path / "Dockerfile").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(WORKBENCH + ["check", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "expansions are too large" in proc.stderr, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr

@@ -23,6 +23,7 @@ _GO_SPACE_SET = frozenset(GO_SPACES)
 _GO_SPACE_RUN = re.compile("[" + re.escape(GO_SPACES) + "]+")
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 MAX_EXPANSION = 16 << 20
+MAX_TOTAL_EXPANSION = 128 << 20
 """Most characters that variables (and `${x//a/b}` replacements) may add to one word."""
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -495,12 +496,19 @@ class ShellLex:
         self.raw_escapes = raw_escapes
         self.skip_unset_env = skip_unset_env
         self.skip_process_quotes = skip_process_quotes
+        self.produced = 0
+        """Characters all the expansions of this lexer substituted: one lexer serves a whole Dockerfile."""
 
     def process(self, word: str, env: Mapping[str, str]) -> ProcessWordResult:
         """Process ``word`` once: the joined result, the split words and the variables looked up."""
         sw = _Word(self, word, env)
         try:
             result, words = sw.process_stop_on("", sw.raw_escapes)
+            self.produced += sw.expanded + (len(result) if sw.expanded else 0)
+            if self.produced > MAX_TOTAL_EXPANSION:
+                # each word is capped, but forty lines of `ENV Bn=${A//a/…}` would still take minutes and GBs
+                raise _Error(f"the Dockerfile's expansions are too large (over {MAX_TOTAL_EXPANSION >> 20} MiB "
+                             "in all)")
         except _Error as e:
             raise ShellExpansionError(f"failed to process {shorten(go_quote(word))}: {e}") from None
         except RecursionError:  # Go's growable stack has no such limit; Python's nests a few hundred levels
