@@ -48,6 +48,18 @@ if TYPE_CHECKING:
     from workbench.debug.controller import Debugger
 
 
+def _failure_text(e: Exception) -> str:
+    """What a step's unexpected failure says: the OS's words and the path for a system error, the message of
+    a refused layer; the exception's type only where nothing better is known (a bug)."""
+    from workbench.snapshot.layers import UnsafeLayerError
+
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    if isinstance(e, UnsafeLayerError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
 class SolveError(Exception):
     """A build failure, attributed to the vertex that failed (if any)."""
 
@@ -350,7 +362,7 @@ class Solver:
                         self.cancel.set()
                 except Exception as e:  # an unexpected failure still fails just this build, clearly
                     if error is None:
-                        error = SolveError(f"{type(e).__name__}: {e}", v)
+                        error = SolveError(_failure_text(e), v)
                         self.cancel.set()
         if error is not None:
             raise error
