@@ -180,3 +180,48 @@ def test_history_entries_as_buildkit_writes_them(registry: str, ctx: Path) -> No
         "COPY --chown=1:1 --chmod=644 a.txt d/ <<EOF2 dest/ # buildkit", "COPY --parents d/f /p/ # buildkit",
         # every ARG of the stage and its base, with its value in the step's environment, else its own
         "RUN |5 A=9 B= BUILDKIT_SBOM_SCAN_STAGE=true C=2 D= /bin/sh -c true # buildkit"]
+
+
+def test_file_ops_read_a_missing_user_or_group_as_id_0(registry: str, ctx: Path) -> None:
+    """BuildKit's readUser (solver/llbsolver/ops/user_linux.go): a name the destination's /etc/passwd or
+    /etc/group lacks leaves the id as it was (0 for a user); a user name alone takes its primary gid."""
+    (ctx / "f").write_text("f\n")
+    out, _ = build(ctx, BASE + "RUN echo 'app:x:1000:2000::/:/bin/sh' >> /etc/passwd\n"
+                   "RUN echo 'grp:x:3000:' >> /etc/group\n"
+                   "COPY --chown=nosuch:nogroup f /a\nCOPY --chown=1000:nosuchgroup f /b\n"
+                   "ADD --chown=app f /c\nCOPY --chown=app:grp f /d\nCOPY --chown=app:nosuch f /e\n"
+                   "COPY --chown=nosuch f /g\nCOPY --chown=+7:-0 f /h\n"
+                   "USER app\nWORKDIR /app-dir\nUSER ghost\nWORKDIR /ghost-dir\nUSER ghost:grp\nWORKDIR /ghost-grp\n")
+    owners = {name: (st.st_uid, st.st_gid) for name in ("a", "b", "c", "d", "e", "g", "h", "app-dir", "ghost-dir",
+                                                          "ghost-grp") for st in [(out / name).lstat()]}
+    assert owners == {"a": (0, 65534), "b": (1000, 1000), "c": (1000, 2000), "d": (1000, 3000), "e": (1000, 2000),
+                      "g": (0, 0), "h": (7, 0), "app-dir": (1000, 2000), "ghost-dir": (0, 0), "ghost-grp": (0, 3000)}
+    # a step run as a user the image lacks still fails
+    _, proc = build(ctx, BASE + "USER ghost\nWORKDIR /w\nRUN true\n", check=False)
+    assert proc.returncode == 1
+    assert "unable to find user ghost: no matching entries in passwd file" in proc.stderr
+
+
+@pytest.mark.parametrize(("dockerfile", "error", "line"), [
+    # only ARG may come before the first FROM: instructions.Parse finds no stage to add the command to
+    ('CMD ["sh"]\n' + BASE, "no build stage in current context", 1),
+    ("ARG X=1\n\nRUN a \\\n  b\n" + BASE, "no build stage in current context", 3),
+    ("CMD x\nfoo bar\n" + BASE, "no build stage in current context", 1),
+    # an instruction is read before its stage is looked for: an unknown one before FROM is reported as such
+    ("{{ template }}\n" + BASE, "dockerfile parse error on line 1: unknown instruction: {{", 1),
+    ("Frm x\n", "dockerfile parse error on line 1: unknown instruction: Frm (did you mean from?)", 1),
+    # quoted as written, the suggestion in its case when the name is all lower or all upper case
+    (BASE + "image foo\n", "dockerfile parse error on line 2: unknown instruction: image", 2),
+    (BASE + "runn foo\n", "dockerfile parse error on line 2: unknown instruction: runn (did you mean run?)", 2),
+    (BASE + "RUNN foo\n", "dockerfile parse error on line 2: unknown instruction: RUNN (did you mean RUN?)", 2),
+    (BASE + "Runn foo\n", "dockerfile parse error on line 2: unknown instruction: Runn (did you mean run?)", 2),
+])
+def test_instruction_errors_before_and_after_from_as_buildkit_words_them(ctx: Path, dockerfile: str, error: str,
+                                                                         line: int) -> None:
+    _, proc = build(ctx, dockerfile, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"ERROR: failed to solve: {error}\n" in proc.stderr
+    assert f"Dockerfile:{line}" in proc.stderr and "only ARG may come before FROM" not in proc.stderr
+    checked = subprocess.run(WORKBENCH + ["check", ctx.name], cwd=ctx.parent, capture_output=True, text=True,
+                             timeout=120)
+    assert checked.returncode == 1 and f"ERROR: {error}\n" in checked.stderr, checked.stderr

@@ -3,7 +3,9 @@ ARG/ENV values substituted, heredoc summaries, one vertex for `COPY --link`, and
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,70 @@ def test_a_changed_build_arg_is_told_as_such_though_the_name_shows_its_value(
     lines = second["[2/2] RUN echo 2 > /v"]
     assert "CACHE MISS: build arg V changed: '1' → '2'" in lines
     assert not any("instruction changed" in line for line in lines)
+
+
+# -- names in the LLB definition and the order of the internal vertices, read from `--progress rawjson` -----
+
+def _rawjson_names(ctx: Path, dockerfile: str, root: Path, *args: str) -> list[str]:
+    """Every vertex name of a build's rawjson stream, each once, in the order first seen (digests as `…`)."""
+    (ctx / "Dockerfile").write_text(dockerfile)
+    proc = wb("--progress", "rawjson", *args, str(ctx), root=root, check=False)
+    names: list[str] = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("{"):
+            continue
+        for vertex in json.loads(line).get("vertexes") or []:
+            name = re.sub(r"@sha256:[0-9a-f]{64}", "@sha256:…", vertex["name"])
+            if name not in names:
+                names.append(name)
+    return names
+
+
+FROM_BUSYBOX = "FROM localhost:5055/busybox:latest@sha256:…"
+
+
+def test_a_base_shared_by_stages_is_named_by_the_stage_buildkit_marshals_last(
+        registry: str, ctx: Path, root: Path) -> None:
+    # the report's example: one FROM vertex, named after `b` (BuildKit's `[b 1/2] FROM …`)
+    names = _rawjson_names(ctx, "FROM localhost:5055/busybox AS a\nRUN echo a > /a\n"
+                                "FROM localhost:5055/busybox AS b\nRUN echo b > /b\n"
+                                "FROM localhost:5055/busybox\nCOPY --from=a /a /\nCOPY --from=b /b /\n", root)
+    assert sorted(n for n in names if not n.startswith("[internal]")) == [
+        "[a 2/2] RUN echo a > /a", f"[b 1/2] {FROM_BUSYBOX}", "[b 2/2] RUN echo b > /b",
+        "[stage-2 2/3] COPY --from=a /a /", "[stage-2 3/3] COPY --from=b /b /"]
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("v05-multistage", f"[other 1/2] {FROM_BUSYBOX}"),  # the copies' sources in order: build, other, build
+    ("v13-mount-bind", f"[data 1/2] {FROM_BUSYBOX}"),   # an exec's mounts in target order: / then /mnt
+])
+def test_the_conformance_cases_name_their_shared_base_as_buildkit(
+        registry: str, root: Path, tmp_path: Path, case: str, expected: str) -> None:
+    ctx = tmp_path / case
+    shutil.copytree(Path(__file__).parent / "conformance" / "cases" / case, ctx)
+    context = ctx / "context"
+    if context.is_dir():  # the case's build context, next to its Dockerfile
+        for item in context.iterdir():
+            shutil.move(str(item), ctx / item.name)
+    names = _rawjson_names(ctx, (ctx / "Dockerfile").read_text(), root)
+    assert [n for n in names if "FROM " in n] == [expected]
+
+
+def test_a_dockerfile_that_does_not_parse_resolves_no_base(registry: str, ctx: Path, root: Path) -> None:
+    # BuildKit parses every instruction, of every stage, before it looks a base image up
+    assert _rawjson_names(ctx, "FROM localhost:5055/busybox\nWRONG x\n", root) == [
+        "[internal] load build definition from Dockerfile"]
+    assert _rawjson_names(ctx, "FROM localhost:5055/busybox AS x\nFOO\nFROM localhost:5055/busybox\nRUN true\n",
+                          root) == ["[internal] load build definition from Dockerfile"]
+
+
+def test_a_conversion_error_comes_after_the_dockerignore_is_loaded(registry: str, ctx: Path, root: Path) -> None:
+    # the base resolves, .dockerignore loads, then the ENV fails to expand (BuildKit's order)
+    assert _rawjson_names(ctx, "FROM localhost:5055/busybox\nENV a='a\\'b'\n", root) == [
+        "[internal] load build definition from Dockerfile",
+        "[internal] load metadata for localhost:5055/busybox:latest",
+        "[internal] load .dockerignore"]
+    # a base that does not resolve stops the build before it
+    assert _rawjson_names(ctx, "FROM localhost:5055/nosuch-image\nRUN true\n", root) == [
+        "[internal] load build definition from Dockerfile",
+        "[internal] load metadata for localhost:5055/nosuch-image:latest"]

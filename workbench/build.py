@@ -236,22 +236,42 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
     solver.debugger = req.debugger
     try:
         resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
+        unresolved: set[tuple[str, str]] = set()
 
         def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
             if (ref, platform) not in resolved:
-                resolved[(ref, platform)] = _resolve_image(ref, solver, bus, platform)
+                try:
+                    resolved[(ref, platform)] = _resolve_image(ref, solver, bus, platform)
+                except Exception:
+                    unresolved.add((ref, platform))
+                    raise
+                unresolved.discard((ref, platform))
             return resolved[(ref, platform)]
 
         _run_checks(text, filename, req, matcher.excluded if matcher else None, resolve, bus)
 
+        ignore_loaded = False
+
+        def load_dockerignore_vertex() -> None:
+            # BuildKit loads .dockerignore once every base image resolved, before it converts any stage: a
+            # conversion error shows it, a failed resolve (the checks resolved the bases already) does not
+            nonlocal ignore_loaded
+            if ignore_loaded or unresolved:
+                return
+            ignore_loaded = True
+            vid, t0 = _internal(bus, "[internal] load .dockerignore")
+            _internal_done(bus, vid, t0, "context",
+                           sum(len(p.encode("utf-8", "surrogateescape")) + 1 for p in patterns))
+
         try:
             conv = convert(text, ConvertOptions(build_args=req.build_args, target=req.target, filename=filename,
-                                                excludes=tuple(patterns)), resolve)
+                                                excludes=tuple(patterns), on_dispatch=load_dockerignore_vertex),
+                           resolve)
         except DockerfileError as e:
             loc = SourceLocation(filename, e.start_line, e.end_line or e.start_line) if e.start_line else None
             raise BuildFailure(e.message, loc, dockerfile_text=text) from None
-        vid, t0 = _internal(bus, "[internal] load .dockerignore")
-        _internal_done(bus, vid, t0, "context", sum(len(p.encode("utf-8", "surrogateescape")) + 1 for p in patterns))
+        unresolved.clear()  # the conversion got every image it needed
+        load_dockerignore_vertex()
         if recording is not None:
             recording.record_llb(conv.vertex, text)
         _check_entitlements(conv.vertex, req.session, text)
@@ -309,6 +329,12 @@ def _run_checks(text: str, filename: str, req: BuildRequest, ignore: Any, resolv
         return  # the conversion reports these, located
     for w in report.warnings:
         bus.emit(as_event(w, filename))
+    error = report.error
+    if error is not None and error.parse_phase:
+        # BuildKit parses every instruction (of every stage) before it resolves a base image
+        loc = SourceLocation(filename, error.start_line, error.end_line or error.start_line) if error.start_line \
+            else None
+        raise BuildFailure(error.message, loc, dockerfile_text=text)
     if report.failed:
         first = report.warnings[0]
         raise BuildFailure(report.error_message(), SourceLocation(filename, first.start_line, first.end_line),

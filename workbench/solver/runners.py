@@ -9,7 +9,6 @@ from workbench.cache.store import LayerBlob
 from workbench.llb.ops import Copy, ExecOp, FileOp, ImageSource, LocalSource, Mkdir, Mkfile, Rm, Vertex
 from workbench.progress.events import VertexLog, VertexStatus
 from workbench.solver import fileops
-from workbench.solver.owner import OwnerError
 
 if TYPE_CHECKING:
     from workbench.solver.solver import Result, Solver
@@ -168,7 +167,7 @@ def run_file(solver: Solver, v: Vertex, op: FileOp, inputs: list[Result]) -> lis
                     fileops.mkfile(dest, action)
                 elif isinstance(action, Rm):
                     fileops.rm(dest, action)
-            except (fileops.FileActionError, OwnerError) as e:
+            except fileops.FileActionError as e:
                 raise _error(str(e), v) from None
         stack.close()
         snapshot = solver.snapshots.commit(prepared)

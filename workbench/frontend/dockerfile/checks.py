@@ -15,8 +15,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from workbench.frontend.dockerfile.parser import Node, ParseResult, must_parse_heredoc, parse
+from workbench.frontend.dockerfile.parser import Node, ParseResult, must_parse_heredoc, parse, unknown_instruction
 from workbench.frontend.dockerfile.shell import GO_SPACES, ShellExpansionError, ShellLex, go_quote
+from workbench.frontend.dockerfile.suggest import search
 
 __all__ = ["RULES", "CheckConfig", "CheckConfigError", "CheckError", "CheckReport", "CheckWarning", "Rule",
            "parse_check_config", "parse_lint_options", "run_checks"]
@@ -302,26 +303,9 @@ def _valid_reference(name: str) -> bool:
     return True
 
 
-def _levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def _suggest(value: str, options: list[str]) -> str:
     """``suggest.Search`` (case-sensitive): the closest option within distance 2, "" on an exact match."""
-    match, best = "", 3
-    for opt in options:
-        if opt == value:
-            return ""
-        d = _levenshtein(value, opt)
-        if d < best:
-            match, best = opt, d
-    return match
+    return search(value, options)
 
 
 _SECRETS = re.compile(r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)"
@@ -366,8 +350,6 @@ def _parse_error(node: Node, message: str) -> _Abort:
                              node.end_line))
 
 
-# instructions.allInstructionNames, for the suggestion after an unknown instruction
-_INSTRUCTIONS = sorted(k.upper() for k in _COMMANDS | {"add", "copy", "from"})
 # the flags instructions.Parse knows (BuildKit built with its dfrunsecurity, dfparents, dfexcludepatterns and
 # dfrundevice tags); ARG, STOPSIGNAL and HEALTHCHECK are left out: their flags are not checked there
 _FLAGS: dict[str, frozenset[str]] = {
@@ -559,10 +541,9 @@ class _Checker:
     def validate_command(self, node: Node) -> None:
         """The errors of ``instructions.Parse`` the checks must stop at (the conversion may not reach the stage)."""
         kw = node.keyword
-        if kw not in _COMMANDS and kw not in ("add", "copy"):
-            suggestion = _suggest(kw.upper(), _INSTRUCTIONS)
-            raise _parse_error(node, f"unknown instruction: {_cmd_name(node.original).upper()}"
-                               + (f" (did you mean {suggestion}?)" if suggestion else ""))
+        unknown = unknown_instruction(node)
+        if unknown is not None:
+            raise _parse_error(node, unknown)
         if not self.stages:
             raise _Abort(CheckError("no build stage in current context", node.start_line, node.end_line))
         if kw in ("add", "copy") and len(node.args) < 2:

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.frontend.dockerfile.addsource import is_http_source, parse_git_ref, url_filename
-from workbench.frontend.dockerfile.parser import DockerfileParseError, Node, must_parse_heredoc, parse
+from workbench.frontend.dockerfile.parser import (
+    DockerfileParseError,
+    Node,
+    must_parse_heredoc,
+    parse,
+    unknown_instruction,
+)
 from workbench.frontend.dockerfile.runmount import MountSpecError, parse_device, parse_mount
 from workbench.frontend.dockerfile.shell import ShellExpansionError, ShellLex
 from workbench.frontend.dockerfile.stepnames import (
@@ -26,6 +32,7 @@ from workbench.frontend.dockerfile.stepnames import (
     step_text,
     step_total,
 )
+from workbench.llb.marshal import with_marshalled_names
 from workbench.llb.ops import (
     Copy,
     Device,
@@ -82,6 +89,9 @@ class ConvertOptions:
     context_name: str = "context"
     excludes: tuple[str, ...] = ()
     platform: str = "linux/amd64"
+    on_dispatch: Callable[[], None] | None = None
+    """Called once the stages are parsed and the target found, before any stage is converted (where
+    BuildKit, its base images resolved, loads .dockerignore)."""
 
 
 @dataclass
@@ -255,10 +265,11 @@ class _Converter:
                 current = _Stage(len(self.stages), name, base, node, [], platform)
                 self.stages.append(current)
             elif current is None:
+                unknown = unknown_instruction(node)
+                if unknown is not None:  # instructions.Parse reads the instruction before it looks for a stage
+                    raise DockerfileError.at(node, shorten(unknown))
                 if node.keyword != "arg":
-                    raise DockerfileError(
-                        f"{shorten(node.keyword.upper())} before the first FROM: only ARG may come before FROM",
-                        node.start_line, node.end_line)
+                    raise DockerfileError("no build stage in current context", node.start_line, node.end_line)
                 if not node.args:
                     raise DockerfileError.at(node, "ARG requires at least one argument")
                 for word in node.args:
@@ -443,12 +454,10 @@ class _Converter:
         return dict(stage.env)
 
     def dispatch(self, stage: _Stage, node: Node, name: str) -> None:
-        handler = getattr(self, f"_do_{node.keyword}", None)
-        if handler is None:
-            known = [k[4:].upper() for k in dir(self) if k.startswith("_do_")]
-            close = difflib.get_close_matches(node.keyword.upper(), known, n=1, cutoff=0.6)
-            raise DockerfileError.at(node, f"unknown instruction: {shorten(node.keyword.upper())}"
-                                     + (f" (did you mean {close[0]}?)" if close else ""))
+        unknown = unknown_instruction(node)
+        if unknown is not None:
+            raise DockerfileError.at(node, shorten(unknown))
+        handler = getattr(self, f"_do_{node.keyword}")
         if not node.args and node.keyword in _AT_LEAST_ONE:
             raise DockerfileError.at(node, f"{node.keyword.upper()} requires at least one argument")
         if not node.args and node.keyword in _EXACTLY_ONE:
@@ -906,6 +915,9 @@ def convert(text: str, opts: ConvertOptions, resolve_image: ImageResolver) -> Co
     conv = _Converter(text, opts, resolve_image)
     conv.split_stages()
     target = conv.target_stage()
+    if opts.on_dispatch is not None:
+        opts.on_dispatch()
     conv.convert_stage(target)
     vertex = target.vertex if target.vertex is not None else Vertex(ScratchSource(), name="scratch")
+    vertex = with_marshalled_names(vertex)  # stages sharing a base show it under one name, as in BuildKit
     return ConvertResult(vertex, target.image, target.name or f"stage-{target.index}", conv.warnings)

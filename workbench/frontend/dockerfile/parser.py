@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 
 from workbench.frontend.dockerfile.shell import GO_SPACES, ShellExpansionError, ShellLex, go_quote
+from workbench.frontend.dockerfile.suggest import search
 
 __all__ = ["DockerfileParseError", "Heredoc", "HeredocError", "Node", "ParseResult", "chomp_heredoc_content",
-           "must_parse_heredoc", "parse", "parse_heredoc"]
+           "must_parse_heredoc", "parse", "parse_heredoc", "unknown_instruction"]
 
 _DIRECTIVE_KEY = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=")
 _RE2_SPACES = "\t\n\f\r "  # RE2's \s
@@ -24,6 +25,9 @@ _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _HEREDOC = re.compile(r"([0-9]*)<<(-?)([^<]*)", re.DOTALL)
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
+# command.Commands: the instructions instructions.Parse knows (any other is kept by the parser, as parseIgnore)
+INSTRUCTIONS = ("add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label",
+                "maintainer", "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir")
 _MAX_LINE_BYTES = 64 * 1024  # bufio.MaxScanTokenSize
 _BYTE_SPACES = frozenset(b"\t\n\v\f\r \x85\xa0")  # unicode.IsSpace(rune(byte))
 _SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")  # undecodable bytes (surrogateescape)
@@ -77,6 +81,11 @@ class Node:
     heredocs: list[Heredoc] = field(default_factory=list)
     next_node: Node | None = None
     source: str = ""
+
+    @property
+    def value(self) -> str:
+        """The keyword as written (BuildKit's ``Node.Value``; ``keyword`` is lower-cased)."""
+        return _WHITESPACE.split(self.original.strip(GO_SPACES), maxsplit=1)[0]
 
     def dump(self) -> str:
         """BuildKit's ``Node.Dump()`` form, e.g. ``(copy ["--from=a"] "x" "/y")``."""
@@ -432,6 +441,15 @@ def _check_instruction(keyword: str, args: list[str], nested: Node | None) -> No
             raise ValueError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
         if nested.keyword in ("maintainer", "from"):
             raise ValueError(f"{nested.keyword.upper()} isn't allowed as an ONBUILD trigger")
+
+
+def unknown_instruction(node: Node) -> str | None:
+    """``UnknownInstructionError`` for `node` as BuildKit words it (the keyword as written, a suggestion in its
+    case), or None for a known instruction."""
+    if node.keyword in INSTRUCTIONS:
+        return None
+    suggestion = search(node.value, [name.upper() for name in INSTRUCTIONS], case_sensitive=False)
+    return f"unknown instruction: {node.value}" + (f" (did you mean {suggestion}?)" if suggestion else "")
 
 
 # -- heredocs -----------------------------------------------------------------------------------
