@@ -68,6 +68,8 @@ def _private_walk(root: Path) -> Iterator[Path]:
                 continue
             if stat.S_ISLNK(st.st_mode) or st.st_dev != dev or rel == ("snapshots", "empty"):
                 continue  # the empty lower dir is a layer's root: its mode is the image's, as fs/ below <id>
+            if rel[0] == "cachemounts" and len(rel) == 3 and rel[2].isdigit():
+                continue  # a cache mount's own root: its mode is the mount's (mode=, default 0755)
             yield p
             deep = {"snapshots": 2, "cachemounts": 3, "tmp": 3}.get(rel[0])
             if stat.S_ISDIR(st.st_mode) and (deep is None or len(rel) < deep):

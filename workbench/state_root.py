@@ -104,7 +104,10 @@ def _check_entries(root: Path, opened: bool) -> None:
     place of `snapshots`, `tmp`, … would send snapshots and secrets there. A root that was open to others
     must hold nothing but workbench's own entries before it is made private (`--root ~` must not chmod ~)."""
     for name in os.listdir(root):
-        st = os.lstat(root / name)
+        try:
+            st = os.lstat(root / name)
+        except FileNotFoundError:
+            continue  # gone meanwhile (a concurrent build's cache.db-wal)
         if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
             what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else f"owned by uid {st.st_uid}"
             raise RootError(f"the state root {root} holds {name!r}, {what}: someone else may have put it there; "
