@@ -16,9 +16,11 @@ import secrets
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from workbench.state_root import state_entries
 
 MIN_RUNC = (1, 2, 5)
 _SHOWN = 3  # offenders named per line
@@ -45,37 +47,6 @@ def _mode(path: Path) -> str:
 # -- permissions --------------------------------------------------------------------------------------------
 
 
-def _private_walk(root: Path) -> Iterator[Path]:
-    """Entries below `root` that must be private: workbench's own state, not the contents of layers
-    (`snapshots/<id>/…`) or cache mounts (`cachemounts/<key>/<n>/…`), which keep the modes builds gave them,
-    nor deeper than a step's bundle files in `tmp`; mount points are not crossed."""
-    dev = os.lstat(root).st_dev
-    stack = [root]
-    seen = 0
-    while stack and seen < _WALK_LIMIT:
-        d = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        for e in entries:
-            seen += 1
-            p = Path(e.path)
-            rel = p.relative_to(root).parts
-            try:
-                st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISLNK(st.st_mode) or st.st_dev != dev or rel == ("snapshots", "empty"):
-                continue  # the empty lower dir is a layer's root: its mode is the image's, as fs/ below <id>
-            if rel[0] == "cachemounts" and len(rel) == 3 and rel[2].isdigit():
-                continue  # a cache mount's own root: its mode is the mount's (mode=, default 0755)
-            yield p
-            deep = {"snapshots": 2, "cachemounts": 3, "tmp": 3}.get(rel[0])
-            if stat.S_ISDIR(st.st_mode) and (deep is None or len(rel) < deep):
-                stack.append(p)
-
-
 def check_permissions(root: Path) -> Check:
     st = os.lstat(root)
     me = os.geteuid()
@@ -85,7 +56,7 @@ def check_permissions(root: Path) -> Check:
         return Check("FAIL", "permissions", f"{root} belongs to uid {st.st_uid}, not to you (uid {me}): use a "
                                             "root of your own (--root DIR) or chown it")
     loose_root = stat.S_IMODE(st.st_mode) & 0o077
-    loose = [p for p in _private_walk(root) if stat.S_IMODE(os.lstat(p).st_mode) & 0o066]
+    loose = [p for p in state_entries(root, _WALK_LIMIT) if stat.S_IMODE(os.lstat(p).st_mode) & 0o066]
 
     def fix() -> None:
         os.chmod(root, 0o700)

@@ -14,7 +14,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _PRIVATE_DIR = 0o700
@@ -80,6 +80,7 @@ def _prepare(root: Path, notice: Callable[[str], None]) -> None:
     tightened = _tighten_entries(root)
     if loose:
         os.chmod(root, _PRIVATE_DIR)
+        tightened += _tighten_below(root)
         notice(f"state root {root} was open to other users (mode {stat.S_IMODE(st.st_mode):04o}): "
                f"made it 0700{f' and {tightened} entries below it private' if tightened else ''}")
     _create_entries(root)
@@ -97,6 +98,20 @@ def _create_entries(root: Path) -> None:
         os.close(os.open(root / "cache.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _PRIVATE_FILE))
     except FileExistsError:
         pass
+
+
+def _tighten_below(root: Path) -> int:
+    """Once, when an open root is made private: workbench's state below it too (never layer contents)."""
+    changed = 0
+    for path in state_entries(root):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_IMODE(st.st_mode) & 0o077 and len(path.relative_to(root).parts) > 1:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+            changed += 1
+    return changed
 
 
 def _check_entries(root: Path, opened: bool) -> None:
@@ -169,3 +184,36 @@ def write_private(path: Path, data: bytes | str) -> None:
 def make_private_dir(path: Path) -> None:
     """Create `path` (and missing parents) with mode 0700; an existing one is left as it is."""
     path.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+
+
+def state_entries(root: Path, limit: int = 50_000) -> Iterator[Path]:
+    """Entries below `root` that must be private: workbench's own state, not the contents of layers
+    (`snapshots/<id>/…`), cache mounts (`cachemounts/<key>/<n>/…`) or ADD sources (`git/…`, `http/…`),
+    which keep the modes builds gave them, nor deeper than a step's bundle files in `tmp`; mount points are
+    not crossed. At most `limit` entries are looked at (a huge root is sampled, not walked to the end)."""
+    dev = os.lstat(root).st_dev
+    stack = [root]
+    seen = 0
+    while stack and seen < limit:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            seen += 1
+            p = Path(e.path)
+            rel = p.relative_to(root).parts
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or st.st_dev != dev or rel == ("snapshots", "empty"):
+                continue  # the empty lower dir is a layer's root: its mode is the image's, as fs/ below <id>
+            if rel[0] == "cachemounts" and len(rel) == 3 and rel[2].isdigit():
+                continue  # a cache mount's own root: its mode is the mount's (mode=, default 0755)
+            yield p
+            # git checkouts and downloads (ADD sources) are content too: their modes reach images
+            deep = {"snapshots": 2, "cachemounts": 3, "tmp": 3, "git": 1, "http": 1}.get(rel[0])
+            if stat.S_ISDIR(st.st_mode) and (deep is None or len(rel) < deep):
+                stack.append(p)

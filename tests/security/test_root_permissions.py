@@ -82,11 +82,14 @@ def test_another_user_cannot_reach_snapshots_db_or_devices(built_root: Path) -> 
 
 def test_an_open_root_is_made_private_on_first_use_with_a_notice(tmp_path: Path, registry: str) -> None:
     root = tmp_path / "root"
-    (root / "snapshots").mkdir(parents=True)
+    (root / "snapshots" / "abc" / "fs" / "bin").mkdir(parents=True)
+    (root / "history" / "rec").mkdir(parents=True)
+    (root / "history" / "rec" / "meta.json").write_text("{}")
     (root / "cache.db").write_bytes(b"")
-    root.chmod(0o755)
-    (root / "snapshots").chmod(0o755)
-    (root / "cache.db").chmod(0o644)
+    for path, mode in ((root, 0o755), (root / "snapshots", 0o755), (root / "cache.db", 0o644),
+                       (root / "history" / "rec", 0o755), (root / "history" / "rec" / "meta.json", 0o644),
+                       (root / "snapshots" / "abc" / "fs" / "bin", 0o755)):
+        path.chmod(mode)
     proc = subprocess.run(WORKBENCH + ["du", "--root", str(root)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     notices = [ln for ln in proc.stderr.splitlines() if "open to other users" in ln]
@@ -94,6 +97,12 @@ def test_an_open_root_is_made_private_on_first_use_with_a_notice(tmp_path: Path,
     assert root.stat().st_mode & 0o777 == 0o700
     assert (root / "snapshots").stat().st_mode & 0o777 == 0o700
     assert (root / "cache.db").stat().st_mode & 0o777 == 0o600
+    # the state below was made private once too, while what a layer holds keeps the image's modes
+    assert (root / "history" / "rec").stat().st_mode & 0o777 == 0o700
+    assert (root / "history" / "rec" / "meta.json").stat().st_mode & 0o777 == 0o600
+    assert (root / "snapshots" / "abc" / "fs" / "bin").stat().st_mode & 0o777 == 0o755
+    doctor = subprocess.run(WORKBENCH + ["doctor", "--root", str(root)], capture_output=True, text=True, timeout=60)
+    assert "OK   permissions" in doctor.stdout, doctor.stdout
     again = subprocess.run(WORKBENCH + ["du", "--root", str(root)], capture_output=True, text=True, timeout=60)
     assert "open to other users" not in again.stderr  # said once, when it was fixed
 
