@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -85,6 +86,27 @@ def wb(*args: str, root: Path, check: bool = True) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"workbench build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def step_outcomes(stderr: str) -> dict[str, str]:
+    """step name → 'CACHED' or its miss reason, from `--progress plain` output (vertices that are not steps,
+    such as cache imports, are left out)."""
+    names: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for line in stderr.splitlines():
+        num, _, rest = line.partition(" ")
+        if rest.startswith("["):
+            names[num] = rest
+        elif rest == "CACHED" and num in names:
+            out[names[num]] = "CACHED"
+        elif rest.startswith("CACHE MISS: ") and num in names:
+            out[names[num]] = rest[len("CACHE MISS: "):]
+    return out
+
+
+def cached_count(stderr: str) -> int:
+    """How many steps a build reported cached (plain progress lines `#N CACHED`)."""
+    return len(re.findall(r"^#\d+ CACHED$", stderr, re.MULTILINE))
 
 
 def runc_containers(root: Path, running_only: bool = False) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WORKBENCH, wb
+from tests.conftest import WORKBENCH, step_outcomes, wb
 
 DOCKERFILE = """FROM localhost:5055/busybox
 COPY a.txt /a.txt
@@ -21,19 +21,8 @@ RUN cat /a.txt /b.txt > /both
 
 
 def _steps(stderr: str) -> dict[str, str]:
-    """step name → 'CACHED' or 'RUN' from plain progress output (vertices that are not steps, such as cache
-    imports, are left out)."""
-    names: dict[str, str] = {}
-    state: dict[str, str] = {}
-    for line in stderr.splitlines():
-        num, _, rest = line.partition(" ")
-        if rest.startswith("["):
-            names[num] = rest
-        elif rest == "CACHED" and num in names:
-            state[names[num]] = "CACHED"
-        elif rest.startswith("CACHE MISS") and num in names:
-            state[names[num]] = "RUN"
-    return state
+    """step name → 'CACHED' or 'RUN' from plain progress output."""
+    return {name: "CACHED" if got == "CACHED" else "RUN" for name, got in step_outcomes(stderr).items()}
 
 
 @pytest.fixture()

@@ -9,22 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WORKBENCH, wb
+from tests.conftest import WORKBENCH, step_outcomes, wb
 
 
 def reasons(stderr: str) -> dict[str, str]:
     """step name → miss reason ('' when cached) from plain progress output."""
-    names: dict[str, str] = {}
-    out: dict[str, str] = {}
-    for line in stderr.splitlines():
-        num, _, rest = line.partition(" ")
-        if rest.startswith("["):
-            names[num] = rest
-        elif rest == "CACHED":
-            out[names[num]] = ""
-        elif rest.startswith("CACHE MISS: "):
-            out[names[num]] = rest[len("CACHE MISS: "):]
-    return out
+    return {name: "" if got == "CACHED" else got for name, got in step_outcomes(stderr).items()}
 
 
 @pytest.fixture()

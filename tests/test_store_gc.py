@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -12,20 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WORKBENCH, wb
+from tests.conftest import WORKBENCH, cached_count, wb
 from workbench.cache import gc
 from workbench.cache.store import CacheStore
 
 MB = 1_000_000
 
 
-def _cached(stderr: str) -> int:
-    """How many steps the build reported cached (progress lines `#N CACHED`)."""
-    return len(re.findall(r"^#\d+ CACHED$", stderr, re.MULTILINE))
-
 
 def _reran(stderr: str) -> bool:
-    return _cached(stderr) == 0
+    return cached_count(stderr) == 0
 
 
 def _project(tmp_path: Path, name: str, dockerfile: str) -> Path:
@@ -209,7 +204,7 @@ def test_until_and_keep_storage(registry: str, tmp_path: Path, root: Path) -> No
     left = {r.description for r in gc.du(root).records}
     assert any("/new" in d for d in left) and not any("/f2" in d for d in left)
     proc = wb(str(fresh), root=root)
-    assert _cached(proc.stderr) == 2  # the most recently used build is still fully cached
+    assert cached_count(proc.stderr) == 2  # the most recently used build is still fully cached
 
 
 def test_gc_keeps_the_store_under_its_cap(registry: str, tmp_path: Path, root: Path,
@@ -228,7 +223,7 @@ def test_gc_keeps_the_store_under_its_cap(registry: str, tmp_path: Path, root: P
         usage = gc.du(root)
         assert usage.total <= cap and usage.orphans.count == 0
     proc = wb(str(ctx), "--build-arg", "N=7", root=root)
-    assert _cached(proc.stderr) == 3  # the newest build survived
+    assert cached_count(proc.stderr) == 3  # the newest build survived
     assert _du_b(root / "snapshots") < cap + MB
 
 

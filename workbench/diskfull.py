@@ -25,26 +25,27 @@ _SQLITE_FULL = 13
 _SQLITE_IOERR = 10
 
 
-def free_bytes(root: Path) -> int | None:
-    """Bytes available to us on the filesystem holding `root` (or its nearest existing parent)."""
+def _statvfs(root: Path) -> os.statvfs_result | None:
+    """The filesystem figures for `root` (or its nearest existing parent); None when they cannot be read."""
     path = Path(os.path.abspath(root))
     while not path.exists() and path != path.parent:
         path = path.parent
     try:
-        st = os.statvfs(path)
+        return os.statvfs(path)
     except OSError:
         return None
-    return st.f_bavail * st.f_frsize
+
+
+def free_bytes(root: Path) -> int | None:
+    """Bytes available to us on the filesystem holding `root` (or its nearest existing parent)."""
+    st = _statvfs(root)
+    return None if st is None else st.f_bavail * st.f_frsize
 
 
 def nearly_full(root: Path) -> bool:
     """Whether the filesystem of `root` has (almost) no space or no inodes left."""
-    path = Path(os.path.abspath(root))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        st = os.statvfs(path)
-    except OSError:
+    st = _statvfs(root)
+    if st is None:
         return False
     return st.f_bavail * st.f_frsize < _NEARLY_FULL or (st.f_files > 0 and st.f_favail == 0)
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import WORKBENCH, wb
+from tests.conftest import WORKBENCH, step_outcomes, wb
 from workbench.history.codec import dumps_event, loads_event
 from workbench.progress.events import VertexStarted
 
@@ -19,20 +19,6 @@ def _write(ctx: Path, name: bytes, data: bytes) -> None:
     with open(os.path.join(os.fsencode(ctx), name), "wb") as f:
         f.write(data)
 
-
-def _states(stderr: str) -> dict[str, str]:
-    """step name → 'CACHED' or the miss reason, from plain progress output."""
-    names: dict[str, str] = {}
-    out: dict[str, str] = {}
-    for line in stderr.splitlines():
-        num, _, rest = line.partition(" ")
-        if rest.startswith("["):
-            names[num] = rest
-        elif rest == "CACHED" and num in names:
-            out[names[num]] = "CACHED"
-        elif rest.startswith("CACHE MISS: ") and num in names:
-            out[names[num]] = rest[len("CACHE MISS: "):]
-    return out
 
 
 def test_non_utf8_and_newline_names_copy_cache_and_report(registry: str, tmp_path: Path) -> None:
@@ -50,12 +36,12 @@ def test_non_utf8_and_newline_names_copy_cache_and_report(registry: str, tmp_pat
     assert open(os.path.join(x, NEWLINE), "rb").read() == b"newline name\n"
     assert (out / "both").read_text() == "latin-1 name\nnewline name\n"  # a step reads them too
 
-    again = _states(wb(str(ctx), root=root).stderr)
+    again = step_outcomes(wb(str(ctx), root=root).stderr)
     assert again and set(again.values()) == {"CACHED"}, again
 
     _write(ctx, LATIN1, b"changed\n")
     changed = wb(str(ctx), root=root)
-    reason = _states(changed.stderr)["[2/3] COPY . /x"]
+    reason = step_outcomes(changed.stderr)["[2/3] COPY . /x"]
     assert reason.startswith('"caf\\xe9" changed (') and "new" not in reason, reason
 
     ls = subprocess.run(WORKBENCH + ["history", "ls", "--format", "json", "--root", str(root)],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wb
+from tests.conftest import cached_count, wb
 
 DOCKERFILE = "FROM localhost:5055/busybox\nRUN echo one > /one\nCOPY f.txt /f.txt\n"
 WARNING = re.compile(r"^WARNING: the cache index .*cache\.db was corrupt \((.+)\): moved it aside to "
@@ -29,9 +29,6 @@ def _project(tmp_path: Path, text: str = "v1\n") -> Path:
 def _snapshots(root: Path) -> set[str]:
     return {p.name for p in (root / "snapshots").iterdir() if p.name != "empty"}
 
-
-def _cached(stderr: str) -> int:
-    return len(re.findall(r"^#\d+ CACHED$", stderr, re.MULTILINE))
 
 
 def _checkpoint(root: Path) -> None:
@@ -55,7 +52,7 @@ def _recovers(ctx: Path, root: Path, damaged: bytes, before: set[str]) -> None:
     assert not before & _snapshots(root)
     again = wb(str(ctx), root=root)
     assert "WARNING" not in again.stderr and "corrupt" not in again.stderr
-    assert _cached(again.stderr) == 3, again.stderr[-3000:]
+    assert cached_count(again.stderr) == 3, again.stderr[-3000:]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated-header", "empty-pages"])
@@ -107,4 +104,4 @@ def test_index_damaged_mid_file(registry: str, root: Path, tmp_path: Path) -> No
     for _ in range(2):
         again = wb(str(ctx), root=root)
         assert "WARNING" not in again.stderr and "Traceback" not in again.stderr
-    assert _cached(again.stderr) == 3
+    assert cached_count(again.stderr) == 3
