@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.state_root import state_entries
+from workbench.state_root import make_private, state_entries
 
 MIN_RUNC = (1, 2, 5)
 _SHOWN = 3  # offenders named per line
@@ -59,10 +59,7 @@ def check_permissions(root: Path) -> Check:
     loose = [p for p in state_entries(root, _WALK_LIMIT) if stat.S_IMODE(os.lstat(p).st_mode) & 0o066]
 
     def fix() -> None:
-        os.chmod(root, 0o700)
-        for p in loose:
-            m = stat.S_IMODE(os.lstat(p).st_mode)
-            os.chmod(p, m & ~0o077)
+        make_private([root, *loose])
 
     shown = ", ".join(f"{p.relative_to(root)} ({_mode(p)})" for p in loose[:_SHOWN])
     more = f" and {len(loose) - _SHOWN} more" if len(loose) > _SHOWN else ""

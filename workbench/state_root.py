@@ -14,7 +14,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 _PRIVATE_DIR = 0o700
@@ -102,14 +102,19 @@ def _create_entries(root: Path) -> None:
 
 def _tighten_below(root: Path) -> int:
     """Once, when an open root is made private: workbench's state below it too (never layer contents)."""
+    return make_private(p for p in state_entries(root) if len(p.relative_to(root).parts) > 1)
+
+
+def make_private(paths: Iterable[Path]) -> int:
+    """Take the group and other bits off each of `paths` (gone ones are skipped); returns how many changed."""
     changed = 0
-    for path in state_entries(root):
+    for path in paths:
         try:
-            st = os.lstat(path)
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
         except FileNotFoundError:
             continue
-        if stat.S_IMODE(st.st_mode) & 0o077 and len(path.relative_to(root).parts) > 1:
-            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+        if mode & 0o077:
+            os.chmod(path, mode & ~0o077)
             changed += 1
     return changed
 

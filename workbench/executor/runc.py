@@ -25,6 +25,7 @@ from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec
 from workbench.executor.user import UserError, resolve_user
 from workbench.reaper import ensure_reaper
 from workbench.snapshot.rootpath import resolve_in_root
+from workbench.state_root import write_private
 
 OutputFn = Callable[[int, bytes], None]
 # Mount points runc may have to create in the rootfs; those it creates must not end up in the layer.
@@ -278,7 +279,7 @@ def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
             raise ExecError(str(e)) from None
         if edit is not None:
             edit(config)
-        _write_private(bundle / "config.json", json.dumps(config))
+        write_private(bundle / "config.json", json.dumps(config))
         stubs = _Stubs(rootfs, _BASE_MOUNT_POINTS + [posixpath.normpath("/" + m.destination) for m in spec.mounts])
         _make_cwd(rootfs, config["process"]["cwd"], uid, gid)
         yield base, bundle, cid
@@ -288,13 +289,6 @@ def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
         shutil.rmtree(bundle, ignore_errors=True)
         if stubs is not None:
             stubs.remove()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (created so: never world-readable, not even for a moment)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def run_interactive(rootfs: Path, spec: ExecSpec, state_dir: Path,
