@@ -70,6 +70,10 @@ def test_breakpoint_next_continue_and_diff_in_the_tui(registry: str, tmp_path: P
             assert app.pause is not None and app.pause.reason == "step" and "COPY a.txt" in app.pause.vertex.name
             await pilot.press("f10")
             await _until(pilot, lambda: _paused_at(app, 4))
+            # `d` diffs up to the graph's selection: wait until it has followed the pause (under load it can
+            # still be on the step before, and the diff is then the one before the COPY)
+            await _until(pilot, lambda: app.pause is not None
+                         and app.query_one(DagView).selected == app.pause.vertex.digest)
 
             await pilot.press("d")
             await _until(pilot, lambda: isinstance(app.screen, DiffScreen) and bool(app.screen.lines))
