@@ -195,3 +195,42 @@ def test_a_conversion_error_comes_after_the_dockerignore_is_loaded(registry: str
     assert _rawjson_names(ctx, "FROM localhost:5055/nosuch-image\nRUN true\n", root) == [
         "[internal] load build definition from Dockerfile",
         "[internal] load metadata for localhost:5055/nosuch-image:latest"]
+
+
+def test_a_failed_build_announces_every_step_first_and_prints_only_those_that_ran(
+        registry: str, ctx: Path, root: Path) -> None:
+    # BuildKit announces a solve's whole graph before it runs anything (a vertex with no `started`), so the
+    # steps a failure stopped early are still named in rawjson; the plain printer shows only what ran
+    dockerfile = ("FROM localhost:5055/busybox\nRUN echo one > /one\nCOPY missing.txt /m\n"
+                  "RUN echo after > /after\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    proc = wb("--progress", "rawjson", str(ctx), root=root, check=False)
+    assert proc.returncode != 0
+    first: dict[str, dict[str, object]] = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("{"):
+            for vertex in json.loads(line).get("vertexes") or []:
+                first.setdefault(re.sub(r"@sha256:[0-9a-f]{64}", "@sha256:…", vertex["name"]), vertex)
+    steps = {n: v for n, v in first.items() if not n.startswith("[internal]")}
+    assert sorted(steps) == [f"[1/4] {FROM_BUSYBOX}", "[2/4] RUN echo one > /one", "[3/4] COPY missing.txt /m",
+                             "[4/4] RUN echo after > /after"]
+    assert not any("started" in v for v in steps.values())  # the announcement comes before any step starts
+    assert steps["[4/4] RUN echo after > /after"]["inputs"] == [steps["[3/4] COPY missing.txt /m"]["digest"]]
+    plain = _vertices(wb(str(ctx), root=root, check=False).stderr)
+    assert "[3/4] COPY missing.txt /m" in plain
+    assert "[4/4] RUN echo after > /after" not in plain
+
+
+@pytest.mark.parametrize("source", ["http://127.0.0.1:9/tool.tar", "http://127.0.0.1:9/repo.git#main"])
+def test_a_remote_add_source_is_fetched_in_a_vertex_named_after_its_step(
+        registry: str, ctx: Path, root: Path, source: str) -> None:
+    # BuildKit names the HTTP / git source after the ADD step, so an unreachable source fails "at" the ADD
+    (ctx / "Dockerfile").write_text(f"FROM localhost:5055/busybox\nADD {source} /x\n")
+    proc = wb("--progress", "rawjson", str(ctx), root=root, check=False)
+    assert proc.returncode != 0
+    failed = [v for line in proc.stderr.splitlines() if line.startswith("{")
+              for v in json.loads(line).get("vertexes") or [] if v.get("error")]
+    assert [v["name"] for v in failed] == [f"[2/2] ADD {source} /x"]
+    assert failed[0]["error"].startswith("failed to load cache key: ")
+    assert not any("[internal] load remote" in line or "[internal] load git" in line
+                   for line in proc.stderr.splitlines())

@@ -187,8 +187,16 @@ def write_private(path: Path, data: bytes | str) -> None:
 
 
 def make_private_dir(path: Path) -> None:
-    """Create `path` (and missing parents) with mode 0700; an existing one is left as it is."""
-    path.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+    """Create `path` and its missing parents with mode 0700 (`mkdir(parents=True)` would make the parents
+    with the umask's mode); an existing one is left as it is."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for p in reversed(missing):
+        p.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
 
 
 def state_entries(root: Path, limit: int = 50_000) -> Iterator[Path]:

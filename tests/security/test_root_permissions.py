@@ -216,3 +216,16 @@ def test_entries_planted_in_a_once_open_root_are_refused(tmp_path: Path, planted
     proc = subprocess.run(WORKBENCH + ["du", "--root", str(root)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "someone else may have put it there" in proc.stderr, proc.stderr
     assert os.listdir(elsewhere) == []
+
+
+def test_private_dirs_are_private_down_from_the_first_missing_parent(tmp_path: Path) -> None:
+    # `mkdir(parents=True)` makes the parents with the umask's mode: ROOT/http was 0755 after an ADD <url>
+    from workbench.state_root import make_private_dir
+
+    old = os.umask(0o022)
+    try:
+        make_private_dir(tmp_path / "http" / "urls" / "x")
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "http", tmp_path / "http" / "urls", tmp_path / "http" / "urls" / "x"):
+        assert p.stat().st_mode & 0o777 == 0o700, p

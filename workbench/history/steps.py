@@ -13,6 +13,7 @@ from workbench.progress.events import (
     VertexEvent,
     VertexFailed,
     VertexLog,
+    VertexPlanned,
     VertexStarted,
 )
 
@@ -88,7 +89,7 @@ def fold(events: list[Event]) -> BuildSteps:
                 if running.state == "running":
                     running.state, running.completed = "canceled", ev.ts
             continue
-        if not isinstance(ev, VertexEvent):
+        if not isinstance(ev, VertexEvent) or isinstance(ev, VertexPlanned):  # steps are what ran
             continue
         found = by_digest.get(ev.vertex)
         if found is None:

@@ -32,6 +32,15 @@ class VertexEvent(Event):
 
 
 @dataclass(frozen=True)
+class VertexPlanned(VertexEvent):
+    """A vertex of the graph about to be solved, announced before any step runs (as BuildKit announces a
+    solve's whole graph); it may never start. Views that show only what ran leave it out."""
+
+    inputs: tuple[str, ...] = ()
+    source: SourceLocation | None = None
+
+
+@dataclass(frozen=True)
 class VertexStarted(VertexEvent):
     """A vertex missed the cache (or must always run) and starts now."""
 

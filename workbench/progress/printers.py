@@ -31,6 +31,7 @@ from workbench.progress.events import (
     VertexEvent,
     VertexFailed,
     VertexLog,
+    VertexPlanned,
     VertexStarted,
     VertexStatus,
 )
@@ -255,7 +256,7 @@ class _Trace:
             if ev.vertex in self.by_digest:
                 self.by_digest[ev.vertex].warnings.append(ev.message)
             return None, []
-        if not isinstance(ev, VertexEvent):
+        if not isinstance(ev, VertexEvent) or isinstance(ev, VertexPlanned):  # printers show what ran
             return None, []
         v = self.vertex(ev)
         lines: list[str] = []
@@ -700,6 +701,10 @@ class RawJsonPrinter:
         """The SolveStatus object for one event (empty when the event has nothing to say)."""
         if isinstance(ev, VertexEvent):
             v = self.vertexes.setdefault(ev.vertex, _JsonVertex(ev.name))
+        if isinstance(ev, VertexPlanned):  # as BuildKit's first status of a solve: the vertex, not started
+            v.inputs = ev.inputs
+            v.extra.update(source=_source_json(ev.source) if ev.source else None)
+            return {"vertexes": [self._vertex(ev.vertex, v)]}
         if isinstance(ev, VertexStarted):
             v.inputs, v.started, v.completed, v.cached = ev.inputs, ev.ts, None, False
             v.extra.update(miss_reason=ev.miss_reason, source=_source_json(ev.source) if ev.source else None)

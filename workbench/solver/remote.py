@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from workbench.llb.ops import GitSource, HttpSource, Vertex
 from workbench.progress.events import VertexLog, VertexStatus
+from workbench.state_root import make_private_dir
 
 if TYPE_CHECKING:
     from workbench.solver.solver import Solver
@@ -90,7 +91,7 @@ def _recall(solver: Solver, v: Vertex) -> _HttpResolved | _GitResolved | None:
 @contextlib.contextmanager
 def _flock(path: Path) -> Iterator[None]:
     """An exclusive lock shared by threads and processes (each open file description locks on its own)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)  # `ROOT/http`, `ROOT/git`: workbench's state, private as the rest
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -100,7 +101,7 @@ def _flock(path: Path) -> Iterator[None]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -200,7 +201,7 @@ def _open(url: str, v: Vertex, headers: dict[str, str]) -> http.client.HTTPRespo
 
 def _download(solver: Solver, v: Vertex, url: str, resp: http.client.HTTPResponse, dest_dir: Path) -> tuple[str, Path]:
     """Stream the body into a temp file under `dest_dir` while hashing it; returns (digest, temp path)."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(dest_dir)
     tmp = dest_dir / f".download-{secrets.token_hex(6)}"
     h = hashlib.sha256()
     current = 0

@@ -33,6 +33,7 @@ from workbench.progress.events import (
     VertexCached,
     VertexCompleted,
     VertexFailed,
+    VertexPlanned,
     VertexStarted,
     VertexStatus,
 )
@@ -196,7 +197,10 @@ class Solver:
         if isinstance(v.op, HttpSource | GitSource):
             from workbench.solver import remote
 
-            remote_key = remote.source_key(self, v)
+            try:
+                remote_key = remote.source_key(self, v)
+            except SolveError as e:  # BuildKit's words for a remote source that cannot be reached for its key
+                raise SolveError(f"failed to load cache key: {e.message}", v) from None
             parts.append(remote_key)
             components["remote"] = remote_key
         if isinstance(v.op, ExecOp) and v.op.mounts:
@@ -256,13 +260,18 @@ class Solver:
 
             self.bus = QuietBus(self.bus, quiet)
         self._order = {v.digest: n for n, v in enumerate(vertices)}
+        for v in vertices:  # the whole graph is announced first, as BuildKit does: a failure may stop some early
+            if not isinstance(v.op, LocalSource):
+                self.bus.emit(VertexPlanned(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
+                                            source=v.source))
         for v in vertices:
             try:
                 self._keys[v.digest] = self._compute_key(v)
             except SolveError as e:
                 now = time.time()
                 vv = e.vertex or v
-                self.bus.emit(VertexStarted(vv.digest, vv.name, source=vv.source, ts=now))
+                self.bus.emit(VertexStarted(vv.digest, vv.name, inputs=tuple(i.digest for i in vv.inputs),
+                                            source=vv.source, ts=now))
                 self.bus.emit(VertexFailed(vv.digest, vv.name, error=e.message, ts=time.time()))
                 raise
 

@@ -30,8 +30,10 @@ def lineages(scope: str, v: Vertex) -> tuple[str, str]:
         return f"{scope}|{instruction_text(v)}", f"{scope}|{instruction_text(v)}"
     stage = m.group("stage") or ""
     by_text = f"{scope}|{stage}|{instruction_text(v)}"
-    # a hidden vertex shares its step's number (a `COPY --link`'s merge): it is found by its text alone
-    return by_text, by_text if v.hidden else f"{scope}|{stage}|#{m.group('index')}"
+    # a vertex that shares its step's number (a `COPY --link`'s merge, an ADD's remote source) is found by
+    # its text alone
+    shares_number = v.hidden or isinstance(v.op, HttpSource | GitSource)
+    return by_text, by_text if shares_number else f"{scope}|{stage}|#{m.group('index')}"
 
 
 def instruction_text(v: Vertex) -> str:

@@ -19,6 +19,7 @@ from workbench.progress.events import (
     VertexEvent,
     VertexFailed,
     VertexLog,
+    VertexPlanned,
     VertexStarted,
     VertexStatus,
 )
@@ -122,6 +123,8 @@ class BuildModel:
     def apply(self, ev: Event) -> None:
         if self.started_at is None:
             self.started_at = ev.ts
+        if isinstance(ev, VertexPlanned):  # the graph shows the steps as they start or come from the cache
+            return
         if isinstance(ev, VertexLog):
             v = self.vertex(ev)
             before = len(v.log.lines)

@@ -801,13 +801,14 @@ class _Converter:
                 continue
             git = parse_git_ref(src) if add else None
             if git is not None:
-                vertex = Vertex(GitSource(git.remote, git.ref, git.subdir, keep_git_dir),
-                                name=f"[internal] load git source {src}", source=self._loc(node))
+                # BuildKit names a remote source after its step: a fetch error shows at the ADD
+                vertex = Vertex(GitSource(git.remote, git.ref, git.subdir, keep_git_dir), name=name,
+                                source=self._loc(node), instruction=f"load git source {src}")
                 actions.append(Copy(input_index(vertex), "/", dest, allow_wildcard=False, **common))
             elif add and is_http_source(src):
                 filename = url_filename(src)
-                vertex = Vertex(HttpSource(src, checksum, filename), name=f"[internal] load remote file {src}",
-                                source=self._loc(node))
+                vertex = Vertex(HttpSource(src, checksum, filename), name=name, source=self._loc(node),
+                                instruction=f"load remote file {src}")
                 actions.append(Copy(input_index(vertex), "/" + filename, dest, allow_wildcard=False, **common))
             else:
                 if keep_git_dir and add:
