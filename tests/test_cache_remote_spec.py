@@ -12,8 +12,8 @@ import pytest
 from workbench.cache.remote import RemoteCacheError
 from workbench.cache.remote.format import MEDIA_TYPE, loads
 from workbench.cache.remote.gha import VERSION, GhaConfig, parse_duration, parse_token
-from workbench.cache.remote.http import retry_after
 from workbench.cache.remote.spec import CacheSpecError, parse_cache_spec
+from workbench.http.retry import retry_after
 
 
 def _token(ac: object = '[{"Scope":"refs/heads/main","Permission":3}]', **claims: object) -> str:

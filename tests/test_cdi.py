@@ -21,7 +21,8 @@ from workbench.cdi.resolve import DeviceError, find_device
 from workbench.cdi.spec import VERSIONS, SpecError, parse_spec
 from workbench.llb.ops import Device, ExecOp, ImageSource, Vertex
 from workbench.progress.events import DeviceGrant, Event, VertexCached, VertexStarted
-from workbench.progress.printers import PlainPrinter, RawJsonPrinter
+from workbench.progress.plain import PlainPrinter
+from workbench.progress.rawjson import RawJsonPrinter
 
 DEBIAN_CDI = Path("/usr/share/gocode/src/github.com/container-orchestrated-devices/container-device-interface/schema")
 

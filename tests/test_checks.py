@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.frontend.dockerfile.checks import (
-    RULES,
-    CheckConfigError,
-    CheckWarning,
-    parse_check_config,
-    run_checks,
-)
+from workbench.frontend.dockerfile.checks import run_checks
+from workbench.frontend.dockerfile.linter import RULES, CheckConfigError, CheckWarning, parse_check_config
 from workbench.frontend.dockerfile.parser import DockerfileParseError
 
 

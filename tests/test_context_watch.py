@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import wb
 from workbench.context_watch import ContextWatcher, mounts_of
-from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher
+from workbench.fsutil.patterns import IgnoreMatcher
 from workbench.llb.ops import Copy
 from workbench.server import _answer
 from workbench.solver import checksum, context_memo

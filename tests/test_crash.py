@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import WORKBENCH, wb
-from workbench.cache import gc
+from workbench import gc
 from workbench.cache.store import CacheStore
-from workbench.snapshot.manager import mounts_under
+from workbench.snapshot.scratch import mounts_under
 
 DOCKERFILE = """FROM localhost:5055/busybox
 ARG N

@@ -1,4 +1,4 @@
-from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher
+from workbench.fsutil.patterns import IgnoreMatcher
 
 
 def test_last_match_wins_and_reinclude() -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from workbench.fsutil.paths import resolve_in_root
 from workbench.llb.ops import Copy, Mkdir, Rm
-from workbench.snapshot.rootpath import resolve_in_root
 from workbench.solver import fileops
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher
+from workbench.fsutil.patterns import IgnoreMatcher
 from workbench.llb.ops import Copy
 from workbench.solver import checksum, fileops
 from workbench.solver.fileops import FileActionError, parse_chmod

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from workbench.history import codec
-from workbench.history.redact import MASK, RedactingBus, Redactor
 from workbench.history.store import apply_retention, list_sessions, parse_duration, read_events
 from workbench.progress import events as ev
-from workbench.progress.printers import PlainPrinter
+from workbench.progress.plain import PlainPrinter
+from workbench.progress.redact import MASK, RedactingBus, Redactor
 from workbench.progress.replay import EventSource, replay_text
 
 SRC = ev.SourceLocation("Dockerfile", 3, 4)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKBENCH, wb
-from workbench.cache import gc
-from workbench.snapshot.manager import mounts_under
+from workbench import gc
+from workbench.snapshot.scratch import mounts_under
 
 DOCKERFILE = """FROM localhost:5055/busybox
 COPY a.txt /a.txt
@@ -205,9 +205,10 @@ def test_export_import_and_rm(builds: dict, tmp_path: Path) -> None:
 def test_in_process_build_records_and_retention_applies(builds: dict, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The TUI calls run_build in-process: it records too; retention by count runs after each build."""
-    from workbench.build import BuildRequest, run_build
+    from workbench.history.recorder import recording_engine
     from workbench.history.store import list_sessions
     from workbench.progress.events import EventBus
+    from workbench.request import BuildRequest
 
     root = tmp_path / "root"
     ctx = tmp_path / "c"
@@ -218,7 +219,7 @@ def test_in_process_build_records_and_retention_applies(builds: dict, tmp_path: 
         got: list[object] = []
         bus = EventBus()
         bus.subscribe(got.append)
-        run_build(BuildRequest(context=ctx, dockerfile=ctx / "Dockerfile", root=root), bus)
+        recording_engine().build(BuildRequest(context=ctx, dockerfile=ctx / "Dockerfile", root=root), bus)
     records = list_sessions(root / "history")
     assert len(records) == 2 and all(r.status == "completed" for r in records)
     assert (records[0].path / "llb.jsonl").read_text().count('"source"') == 2

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKBENCH
-from workbench.build import OutputSpecError, parse_output
-from workbench.exporter.outputs import local_image, tag_output
+from workbench.exporter.outputs import tag_output
 from workbench.image.archive import ArchiveError, import_rootfs, load_archive, write_docker_archive
 from workbench.image.reference import parse_reference
 from workbench.image.registry import uses_http
+from workbench.image.resolve import local_image
 from workbench.image.store import ImageStore, ImageStoreError
+from workbench.request import OutputSpecError, parse_output
 
 
 def _rootfs_tar(files: dict[str, bytes]) -> bytes:

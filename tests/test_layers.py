@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from workbench.snapshot.layers import UnsafeLayerError, extract_layer, write_layer
+from workbench.fsutil.paths import UnsafePathError
+from workbench.snapshot.layers import extract_layer, write_layer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners, device nodes and trusted.* xattrs need root")
 
@@ -295,7 +296,7 @@ def test_hostile_layer_writes_nothing_outside(tmp_path: Path, case: str) -> None
 
     try:
         extract_layer(io.BytesIO(tar), snap, PLAIN)
-    except UnsafeLayerError as e:
+    except UnsafePathError as e:
         assert str(e)  # names the member and why
 
     assert _state(tmp_path, snap) == before
@@ -326,7 +327,7 @@ def test_hostile_members_are_clamped_or_refused(tmp_path: Path) -> None:
     assert (snap / "escape3").exists() and (snap / "escape4").exists() and (snap / "outside" / "victim").exists()
     for case in ("hardlink-abs", "hardlink-dotdot", "hardlink-through-symlink", "hardlink-outside-file",
                  "whiteout-dotdot"):
-        with pytest.raises(UnsafeLayerError):
+        with pytest.raises(UnsafePathError):
             extract_layer(io.BytesIO(_tar(HOSTILE[case](out))), tmp_path / case, PLAIN)
     snap = tmp_path / "snap4"
     extract_layer(io.BytesIO(_tar(HOSTILE["overwrite-through-leaf-symlink"](out))), snap, PLAIN)

@@ -20,6 +20,7 @@ from workbench.llb.ops import ExecOp, ImageSource, LocalSource, MergeOp, Mount, 
 from workbench.progress.events import Event, EventBus, VertexStarted
 from workbench.solver.session import SecretSource, Session
 from workbench.solver.solver import LocalContext, Result, SolveError, Solver
+from workbench.worker import Worker
 
 BUSYBOX = "localhost:5055/busybox"
 SECRET = "s3cr3t-VALUE-do-not-leak-7f1c"
@@ -47,20 +48,21 @@ class Build:
         self.events: list[Event] = []
         bus = EventBus()
         bus.subscribe(self.events.append)
-        self.solver = Solver(root, bus, contexts, session=session)
+        self.worker = Worker(root)
+        self.solver = Solver(self.worker, bus, contexts, session=session)
 
     def solve(self, v: Vertex) -> Result:
         return self.solver.solve(v)
 
     def read(self, result: Result, path: str) -> str:
-        with self.solver.snapshots.mount_readonly(result.chain) as view:
+        with self.worker.snapshots.mount_readonly(result.chain) as view:
             return (view / path.lstrip("/")).read_text()
 
     def layer(self, result: Result) -> set[str]:
         """Every path in the top snapshot (the step's own changes), less unchanged copied-up parent dirs."""
-        top = self.solver.snapshots.path(result.chain[-1])
+        top = self.worker.snapshots.path(result.chain[-1])
         paths = {str(p.relative_to(top)) for p in top.rglob("*")}
-        with self.solver.snapshots.mount_readonly(result.chain[:-1]) as lower:
+        with self.worker.snapshots.mount_readonly(result.chain[:-1]) as lower:
             def same_dir(rel: str) -> bool:
                 a, b = os.lstat(top / rel), os.lstat(lower / rel) if (lower / rel).is_dir() else None
                 return b is not None and (top / rel).is_dir() and (a.st_mode, a.st_uid, a.st_gid, a.st_mtime_ns) == (
@@ -73,6 +75,7 @@ class Build:
 
     def close(self) -> None:
         self.solver.close()
+        self.worker.close()
 
 
 @pytest.fixture()
@@ -253,7 +256,7 @@ def test_bind_from_vertex_rw_discarded_and_scratch(base: Vertex, tmp_path: Path,
     assert b.read(r, "empty-ls") == ""
     assert b.layer(r) == {"out", "empty-ls"}  # no /ro-check: the read-only bind refused the write
     staged = b.solve(stage)
-    with b.solver.snapshots.mount_readonly(staged.chain) as view:
+    with b.worker.snapshots.mount_readonly(staged.chain) as view:
         assert (view / "data" / "f").read_text() == "from-stage\n"  # rw writes were discarded
         assert not (view / "data" / "g").exists()
 

@@ -25,16 +25,12 @@ from workbench.progress.events import (
     VertexStarted,
     VertexStatus,
 )
-from workbench.progress.printers import (
-    LogClipper,
-    PlainPrinter,
-    RawJsonPrinter,
-    TtyPrinter,
-    format_binary_size,
-    format_bytes,
-    make_printer,
-    rfc3339,
-)
+from workbench.progress.logclip import LogClipper
+from workbench.progress.plain import PlainPrinter
+from workbench.progress.printers import make_printer
+from workbench.progress.rawjson import RawJsonPrinter
+from workbench.progress.tty import TtyPrinter
+from workbench.progress.units import format_binary_size, format_bytes, rfc3339
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")

@@ -20,6 +20,7 @@ from workbench.llb.ops import Copy, FileOp, GitSource, HttpSource, ScratchSource
 from workbench.progress.events import Event, EventBus, VertexCached, VertexLog, VertexStarted, VertexStatus
 from workbench.solver.remote import http_filename, redact
 from workbench.solver.solver import SolveError, Solver
+from workbench.worker import Worker
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="snapshots need root")
 
@@ -104,12 +105,12 @@ class Build:
         self.events = []
         bus = EventBus()
         bus.subscribe(self.events.append)
-        self.solver = Solver(self.root, bus)
+        self.solver = Solver(Worker(self.root), bus)
         return self.solver.solve(target).chain
 
     def path(self, chain: list[str]) -> Path:
         assert self.solver is not None and len(chain) == 1
-        return self.solver.snapshots.path(chain[0])
+        return self.solver.worker.snapshots.path(chain[0])
 
     def ran(self, v: Vertex) -> bool:
         return any(isinstance(e, VertexStarted) and e.vertex == v.digest for e in self.events)
@@ -120,6 +121,7 @@ class Build:
     def close(self) -> None:
         if self.solver is not None:
             self.solver.close()
+            self.solver.worker.close()
             self.solver = None
 
 
@@ -261,7 +263,7 @@ def test_add_url_copies_the_file_into_the_image(server: Server, build: Build) ->
     add = Vertex(FileOp((Copy(1, "/tool", "/usr/bin/tool"),)), inputs=(Vertex(ScratchSource()), src))
     chain = build.solve(add)
     assert build.solver is not None
-    dest = build.solver.snapshots.path(chain[-1]) / "usr/bin/tool"
+    dest = build.solver.worker.snapshots.path(chain[-1]) / "usr/bin/tool"
     assert dest.read_bytes() == b"bin" and stat.S_IMODE(dest.stat().st_mode) == 0o755
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from workbench.history.replay_app import ReplayApp, timeline_text
 from workbench.history.store import load_session
 from workbench.progress.replay import EventSource
-from workbench.tui.model import DONE
+from workbench.progress.trace import DONE
+from workbench.tui.replay_app import ReplayApp, timeline_text
 
 SESSION = Path(__file__).resolve().parent.parent / "sessions" / "multi-stage-parallel" / "session"
 

@@ -183,6 +183,10 @@ def test_a_dockerfile_that_does_not_parse_resolves_no_base(registry: str, ctx: P
         "[internal] load build definition from Dockerfile"]
     assert _rawjson_names(ctx, "FROM localhost:5055/busybox AS x\nFOO\nFROM localhost:5055/busybox\nRUN true\n",
                           root) == ["[internal] load build definition from Dockerfile"]
+    # an instruction missing its argument is a parse error too (BuildKit's instructions.Parse)
+    for wrong in ("HEALTHCHECK", "USER", "EXPOSE"):
+        assert _rawjson_names(ctx, f"FROM localhost:5055/busybox\nRUN true\n{wrong}\n", root) == [
+            "[internal] load build definition from Dockerfile"], wrong
 
 
 def test_a_conversion_error_comes_after_the_dockerignore_is_loaded(registry: str, ctx: Path, root: Path) -> None:

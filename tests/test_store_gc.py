@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKBENCH, cached_count, wb
-from workbench.cache import gc
+from workbench import gc
 from workbench.cache.store import CacheStore
+from workbench.snapshot import lease
 
 MB = 1_000_000
 
@@ -79,22 +80,22 @@ def test_record_with_missing_snapshots_is_replaced(tmp_path: Path) -> None:
 
 
 def test_lock_is_shared_by_builds_and_exclusive_for_prune(tmp_path: Path) -> None:
-    code = ("import sys,time; from pathlib import Path; from workbench.cache.gc import build_lock;\n"
+    code = ("import sys,time; from pathlib import Path; from workbench.snapshot.lease import build_lock;\n"
             f"with build_lock(Path({str(tmp_path)!r})):\n print('held', flush=True); time.sleep(30)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with gc.build_lock(tmp_path):  # shared: a second build runs alongside
+        with lease.build_lock(tmp_path):  # shared: a second build runs alongside
             pass
-        with gc.exclusive_lock(tmp_path, wait=False) as got:
+        with lease.exclusive_lock(tmp_path, wait=False) as got:
             assert not got
-        assert gc._running_since(tmp_path) is not None
+        assert lease.running_since(tmp_path) is not None
         holder.kill()  # the kernel drops a killed process's lock
         holder.wait()
-        with gc.exclusive_lock(tmp_path, wait=False) as got:
+        with lease.exclusive_lock(tmp_path, wait=False) as got:
             assert got
-        assert gc._running_since(tmp_path) is None  # its lease is stale now
-        with gc.build_lock(tmp_path), gc.exclusive_lock(tmp_path, wait=False) as got:
+        assert lease.running_since(tmp_path) is None  # its lease is stale now
+        with lease.build_lock(tmp_path), lease.exclusive_lock(tmp_path, wait=False) as got:
             assert got  # our own single hold converts (maybe_gc at the end of a build)
     finally:
         holder.kill()
@@ -232,7 +233,7 @@ def test_a_prune_killed_halfway_leaves_orphans_not_dangling_records(registry: st
     ctx = _project(tmp_path, "c", "FROM localhost:5055/busybox\nRUN head -c 1000000 /dev/urandom > /one\n"
                                   "RUN head -c 1000000 /dev/urandom > /two\nCOPY f.txt /f\n")
     wb(str(ctx), root=root)
-    code = ("import os, signal; from pathlib import Path; from workbench.cache import gc\n"
+    code = ("import os, signal; from pathlib import Path; from workbench.gc import pruning as gc\n"
             "real = gc._remove\n"
             "def crash(path, trash):\n"
             "    real(path, trash)\n"

@@ -12,8 +12,9 @@ import pytest
 
 from tests.tui_events import DOCKERFILE, sample_events
 from tests.tui_pilot import until as _until
+from workbench.progress.trace import CACHED, DONE, FAILED, RUNNING
 from workbench.tui.app import WorkbenchApp, check_problems
-from workbench.tui.model import CACHED, DONE, FAILED, RUNNING, BuildModel, LogBuffer, stage_of
+from workbench.tui.model import BuildModel, LogBuffer, stage_of
 from workbench.tui.source import LiveBuildSource, ReplaySource
 from workbench.tui.themes import available_themes
 from workbench.tui.widgets.cache_panel import CachePanel
@@ -268,7 +269,7 @@ def test_rerun_cancels_the_running_build_cleanly(registry: str, tmp_path: Path) 
                 return any("sleep" in v.name and v.state == RUNNING for v in app.model.vertices.values())
 
             await _until(pilot, slow_running)
-            first_thread = app._build[0] if app._build else None
+            first_thread = app.runner.thread
             await pilot.press("r")  # cancels build 1 (its container is killed) and starts build 2
             assert app.generation == 2
             await _until(pilot, lambda: app.model.finished is not None and app.generation == 2)

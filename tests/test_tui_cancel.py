@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.build import BuildFailure, BuildRequest, OutputSpec, run_build
+from workbench.build import run_build
 from workbench.progress.events import Event, EventBus, VertexCached, VertexFailed, VertexStarted
+from workbench.request import BuildFailure, BuildRequest, OutputSpec
 
 DOCKERFILE = """\
 FROM localhost:5055/busybox

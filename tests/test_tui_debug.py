@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.tui_pilot import until as _until
+from workbench.progress.trace import FAILED
 from workbench.tui.app import WorkbenchApp
-from workbench.tui.model import FAILED
 from workbench.tui.screens.diff import DiffScreen
 from workbench.tui.source import LiveBuildSource
 from workbench.tui.widgets.dag_view import DagView

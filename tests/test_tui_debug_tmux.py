@@ -60,8 +60,9 @@ def _clean_after_kill(root: Path) -> None:
     """A killed app (a failed run, the hang-up test) can leave its shell's container and the pause's mounts
     behind: remove them as the next build in that root would (workbench cleans what dead processes left under
     its tmp), and whatever a still-dying app holds after that, directly."""
-    from workbench.snapshot.manager import SnapshotManager, mounts_under
+    from workbench.snapshot.manager import SnapshotManager
     from workbench.snapshot.overlay import unmount
+    from workbench.snapshot.scratch import mounts_under
 
     deadline = time.monotonic() + 10
     while (mounts_under(root / "tmp") or runc_containers(root, running_only=True)) and time.monotonic() < deadline:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from workbench.image.resolve import resolve_image
 from workbench.progress.events import (
     BuildFinished,
     BuildWarning,
@@ -19,123 +17,12 @@ from workbench.progress.events import (
     VertexStarted,
     VertexStatus,
 )
+from workbench.request import BuildFailure, BuildRecorder, BuildRequest, BuildResult, OutputSpec, RecorderFactory
 from workbench.solver.explain import save_last_build
 from workbench.solver.session import Session
 
-
-def default_root() -> Path:
-    """`/var/lib/workbench` for root, else `$XDG_DATA_HOME/workbench` (or ~/.local/share/workbench)."""
-    if env := os.environ.get("WORKBENCH_ROOT"):
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/workbench")
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(data) / "workbench"
-
-
-class OutputSpecError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """One `--output`: type (image, oci, docker, tar, local) and its attributes (dest, name, push, ...)."""
-
-    type: str
-    attrs: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def dest(self) -> str:
-        return self.attrs.get("dest", "")
-
-
-def parse_output(text: str) -> OutputSpec:
-    """Parse `type=oci,dest=out.tar` (CSV: `"name=a,b"` quotes a comma); a bare path means
-    `type=local,dest=PATH` as in buildx."""
-    import csv
-
-    if not text.strip():  # not "export into the current directory": an empty value is a mistake
-        raise OutputSpecError(f"--output {text!r}: empty output spec (give type=...,dest=... or a directory)")
-    if "=" not in text.split(",")[0]:
-        return OutputSpec("local", {"dest": text})
-    attrs: dict[str, str] = {}
-    for part in next(csv.reader([text])):
-        k, eq, v = part.partition("=")
-        if not eq:
-            raise OutputSpecError(f"--output {text!r}: {part!r} is not key=value")
-        attrs[k.strip()] = v.strip()
-    kind = attrs.pop("type", "")
-    if kind == "registry":  # buildx: type=registry is type=image,push=true
-        kind, attrs["push"] = "image", "true"
-    if kind not in ("image", "oci", "docker", "tar", "local"):
-        raise OutputSpecError(f"--output {text!r}: unsupported type {kind!r} "
-                              "(supported: image, registry, oci, docker, tar, local)")
-    if kind == "image":
-        if not attrs.get("name"):
-            raise OutputSpecError(f"--output {text!r}: name= is required for type={kind}")
-        from workbench.image.reference import InvalidReference, parse_reference
-
-        for name in attrs["name"].split(","):
-            try:
-                parse_reference(name.strip())
-            except InvalidReference as e:
-                raise OutputSpecError(f"--output {text!r}: name {name.strip()!r}: {e}") from None
-    elif not attrs.get("dest"):
-        raise OutputSpecError(f"--output {text!r}: dest= is required for type={kind}")
-    return OutputSpec(kind, attrs)
-
-
-@dataclass
-class BuildRequest:
-    context: Path
-    dockerfile: Path
-    build_args: dict[str, str] = field(default_factory=dict)
-    target: str | None = None
-    outputs: list[OutputSpec] = field(default_factory=list)
-    no_cache: bool = False
-    root: Path = field(default_factory=default_root)
-    session: Session = field(default_factory=Session)
-    cache_from: list[Any] = field(default_factory=list)
-    """`--cache-from` specs (workbench.cache.remote.spec.CacheSpec): imported before the solve."""
-    cache_to: list[Any] = field(default_factory=list)
-    """`--cache-to` specs: exported after a successful build."""
-    cancel: threading.Event | None = None
-    """Set it to cancel the build: running steps are killed and nothing half-done is cached."""
-    debugger: Any = None
-    """A workbench.debug.controller.Debugger: breakpoints and pauses (`workbench debug`, the TUI)."""
-    cdi_spec_dirs: list[str] = field(default_factory=list)
-    """`--cdi-spec-dir` values: they replace the config file's CDI spec dirs."""
-    config: Path | None = None
-    """The config file (`--config`, else $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present)."""
-
-    def __post_init__(self) -> None:
-        # Resolved once, at the start: every host path handed on (to runc above all, which resolves a
-        # relative bind source against its bundle dir) is then absolute and names what the user meant.
-        self.context = Path(os.path.realpath(self.context))
-        self.dockerfile = Path(os.path.abspath(self.dockerfile))
-        self.root = Path(os.path.abspath(self.root))
-
-
-@dataclass
-class BuildResult:
-    manifest_digest: str | None
-    image: dict[str, Any]
-    duration: float
-    steps_run: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """What `--metadata-file` holds (containerimage.digest, image.name, ...), as buildctl writes it."""
-
-
-class BuildFailure(Exception):
-    """A failed build: what failed, and where in the Dockerfile when that is known."""
-
-    def __init__(self, message: str, location: SourceLocation | None = None, step: str = "",
-                 dockerfile_text: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.location = location
-        self.step = step
-        self.dockerfile_text = dockerfile_text
+if TYPE_CHECKING:
+    from workbench.worker import Worker
 
 
 def _internal(bus: EventBus, name: str) -> tuple[str, float]:
@@ -164,17 +51,31 @@ def _load_context(bus: EventBus, target: Any, context: Path, excluded: Any) -> N
     _internal_done(bus, vid, t0, "context", context_bytes(context, reads, excluded))
 
 
-def run_build(req: BuildRequest, bus: EventBus) -> BuildResult:
-    """Build `req`, reporting on `bus` (secret values redacted) and recording the session; raises BuildFailure."""
-    from workbench.progress.recorder import Recording
+class _Unrecorded:
+    """The BuildRecorder of a build nobody records."""
+
+    def record_llb(self, target: Any, dockerfile_text: str) -> None:
+        pass
+
+    def finish(self, status: str, duration: float, **kw: Any) -> None:
+        pass
+
+
+def run_build(req: BuildRequest, bus: EventBus, recorder: RecorderFactory | None = None) -> BuildResult:
+    """Build `req`, reporting on `bus`; raises BuildFailure. The events reach `bus` with the session's secret
+    values masked. `recorder` watches the build from start to end (the front ends pass
+    workbench.history.recorder's); without one nothing is recorded."""
+    from workbench.progress.redact import RedactingBus, Redactor
+    from workbench.solver.session import secret_values
     from workbench.state_root import RootError, prepare_root
 
     try:
         prepare_root(req.root)
     except RootError as e:
         raise BuildFailure(str(e)) from None
-    recording = Recording.start(req, bus)  # ROOT/history/<id>/, read by `workbench history` and `replay`
-    bus = recording.bus
+    redactor = Redactor(secret_values(req.session))
+    bus = RedactingBus(bus, redactor)
+    recording = recorder(req, bus, redactor) if recorder is not None else _Unrecorded()
     started = time.time()
     try:
         result = _build(req, bus, recording)
@@ -195,7 +96,7 @@ def run_build(req: BuildRequest, bus: EventBus) -> BuildResult:
 
 def _collect_garbage(root: Path, bus: EventBus) -> None:
     """The automatic GC policy: keep the store under its cap ($WORKBENCH_GC_CAP); skipped while builds run."""
-    from workbench.cache.gc import maybe_gc
+    from workbench.gc import maybe_gc
 
     try:
         maybe_gc(root)
@@ -203,11 +104,13 @@ def _collect_garbage(root: Path, bus: EventBus) -> None:
         bus.emit(BuildWarning(f"cache garbage collection failed: {e}"))
 
 
-def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResult:
+def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = None) -> BuildResult:
     from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
-    from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
+    from workbench.frontend.dockerfile.dockerignore import load_dockerignore
     from workbench.frontend.dockerfile.source import DockerfileReadError, read_dockerfile
+    from workbench.fsutil.patterns import IgnoreMatcher
     from workbench.solver.solver import LocalContext, SolveError, Solver
+    from workbench.worker import Worker
 
     filename = req.dockerfile.name
     vid, t0 = _internal(bus, f"[internal] load build definition from {filename}")
@@ -228,12 +131,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
     patterns = load_dockerignore(context, req.dockerfile)
     matcher = IgnoreMatcher(patterns)
 
-    solver = Solver(req.root, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
-                    no_cache=req.no_cache, session=req.session)
-    solver.lineage_scope = str(req.dockerfile.resolve())
-    if req.cancel is not None:
-        solver.cancel = req.cancel
-    solver.debugger = req.debugger
+    worker = Worker(req.root)
     try:
         resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
         unresolved: set[tuple[str, str]] = set()
@@ -241,14 +139,14 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
         def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
             if (ref, platform) not in resolved:
                 try:
-                    resolved[(ref, platform)] = _resolve_image(ref, solver, bus, platform)
+                    resolved[(ref, platform)] = resolve_image(ref, worker.content, bus, platform)
                 except Exception:
                     unresolved.add((ref, platform))
                     raise
                 unresolved.discard((ref, platform))
             return resolved[(ref, platform)]
 
-        _run_checks(text, filename, req, matcher.excluded if matcher else None, resolve, bus)
+        parsed = _run_checks(text, filename, req, matcher.excluded if matcher else None, resolve, bus)
 
         ignore_loaded = False
 
@@ -266,7 +164,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
         try:
             conv = convert(text, ConvertOptions(build_args=req.build_args, target=req.target, filename=filename,
                                                 excludes=tuple(patterns), on_dispatch=load_dockerignore_vertex),
-                           resolve)
+                           resolve, parsed)
         except DockerfileError as e:
             loc = SourceLocation(filename, e.start_line, e.end_line or e.start_line) if e.start_line else None
             raise BuildFailure(e.message, loc, dockerfile_text=text) from None
@@ -275,20 +173,25 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
         if recording is not None:
             recording.record_llb(conv.vertex, text)
         _check_entitlements(conv.vertex, req.session, text)
-        solver.devices = _check_devices(conv.vertex, req, bus, text)
+        devices = _check_devices(conv.vertex, req, bus, text)
         if req.cancel is not None and req.cancel.is_set():
             raise BuildFailure("canceled", dockerfile_text=text)
+        imported = []
         if req.cache_from and not req.no_cache:
             from workbench.cache.remote.importer import ImportedCache
 
-            solver.remote_cache = ImportedCache.load(req.cache_from, bus)
+            imported.append(ImportedCache.load(req.cache_from, bus, worker))
         _load_context(bus, conv.vertex, context, matcher.excluded if matcher else None)
+        solver = Solver(worker, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
+                        no_cache=req.no_cache, session=req.session, cancel=req.cancel, hooks=req.debugger,
+                        devices=devices, cache_sources=imported, lineage_scope=str(req.dockerfile.resolve()))
         try:
             result = solver.solve(conv.vertex)
         except SolveError as e:
             v = e.vertex
             raise BuildFailure(e.message, v.source if v else None, v.name if v else "", text) from None
         finally:
+            solver.close()
             save_last_build(req.root, req.dockerfile, solver.steps)
         manifest = None
         metadata: dict[str, Any] = {}
@@ -297,36 +200,42 @@ def _build(req: BuildRequest, bus: EventBus, recording: Any = None) -> BuildResu
         if inline:  # the cache of the image's own steps travels in its config (`--cache-to type=inline`)
             from workbench.cache.remote.exporter import inline_cache
 
-            image = inline_cache(inline[0], solver, conv.vertex, result.chain, image)
+            image = inline_cache(inline[0], worker, solver.key_of, conv.vertex, result.chain, image)
         for out in req.outputs:
-            manifest = _export(out, result.chain, image, solver, bus, manifest, metadata)
+            manifest = _export(out, result.chain, image, worker, bus, manifest, metadata)
         if req.cache_to and len(inline) < len(req.cache_to):
             from workbench.cache.remote.exporter import CacheExportError, export_caches
 
             try:
-                export_caches([c for c in req.cache_to if c.type != "inline"], solver, conv.vertex, result.chain,
-                              bus)
+                export_caches([c for c in req.cache_to if c.type != "inline"], worker, solver.key_of, conv.vertex,
+                              result.chain, bus)
             except CacheExportError as e:
                 raise BuildFailure(str(e)) from None
         return BuildResult(manifest, conv.image, 0.0, sum(1 for st in solver.steps if not st.get("cached")),
                            metadata)
     finally:
-        solver.close()
+        worker.close()
 
 
-def _run_checks(text: str, filename: str, req: BuildRequest, ignore: Any, resolve: Any, bus: EventBus) -> None:
-    """The build checks as warnings on the stream; with `# check=error=true` a violation fails the build."""
-    from workbench.frontend.dockerfile.checks import CheckConfigError
-    from workbench.frontend.dockerfile.parser import DockerfileParseError
+def _run_checks(text: str, filename: str, req: BuildRequest, ignore: Any, resolve: Any, bus: EventBus) -> Any:
+    """The build checks as warnings on the stream; with `# check=error=true` a violation fails the build.
+    Returns the Dockerfile's parse for the conversion to share (None when it does not parse)."""
+    from workbench.frontend.dockerfile.linter import CheckConfigError
+    from workbench.frontend.dockerfile.parser import DockerfileParseError, parse
     from workbench.frontend.dockerfile.shell import ShellExpansionError
     from workbench.lint import as_event, lint
 
     try:
-        report = lint(text, build_args=req.build_args, target=req.target, ignore=ignore, resolve=resolve)
+        parsed = parse(text)
+    except DockerfileParseError:
+        return None  # the conversion reports it, located
+    try:
+        report = lint(text, build_args=req.build_args, target=req.target, ignore=ignore, resolve=resolve,
+                      parsed=parsed)
     except CheckConfigError as e:
         raise BuildFailure(str(e), dockerfile_text=text) from None
-    except (DockerfileParseError, ShellExpansionError):
-        return  # the conversion reports these, located
+    except ShellExpansionError:
+        return parsed  # the conversion reports it, located
     for w in report.warnings:
         bus.emit(as_event(w, filename))
     error = report.error
@@ -386,40 +295,18 @@ def _check_entitlements(target: Any, session: Session, text: str) -> None:
                                     ("security.insecure", v.op.security == "insecure")) if used]
         for entitlement in needed:
             if not session.allows(entitlement):
-                raise BuildFailure(f"{entitlement} is not allowed (grant it with --allow {entitlement})",
+                # BuildKit's words on the ERROR line; the way out on the next
+                raise BuildFailure(f"failed to load LLB: {entitlement} is not allowed\n"
+                                   f"hint: grant it with --allow {entitlement}",
                                    v.source, v.name, text)
 
 
-def _resolve_image(ref: str, solver: Any, bus: EventBus,
-                   platform: str = "linux/amd64") -> tuple[str, str, dict[str, Any]]:
-    from workbench.image.reference import InvalidReference, parse_reference
-    from workbench.image.registry import RegistryError, pull
-
-    try:
-        parsed = parse_reference(ref)
-    except InvalidReference as e:
-        raise RuntimeError(str(e)) from None
-    from workbench.exporter.outputs import local_image
-
-    found = local_image(parsed, solver.content, platform)  # built, loaded or imported images come first
-    if found is not None:
-        return str(parsed), found[0], found[1]
-    vid, t0 = _internal(bus, f"[internal] load metadata for {parsed}")
-    try:
-        image = pull(parsed, solver.content, platform)
-    except RegistryError as e:
-        bus.emit(VertexFailed(vid, vid[9:], error=str(e)))
-        raise RuntimeError(str(e)) from None
-    bus.emit(VertexCompleted(vid, vid[9:], duration=time.time() - t0))
-    return str(parsed), image.manifest_digest, image.config
-
-
-def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: Any, bus: EventBus,
+def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], worker: Worker, bus: EventBus,
             manifest: str | None, metadata: dict[str, Any] | None = None) -> str | None:
     """Write one `--output`; returns the image's manifest digest (made once, shared by later outputs)."""
     from workbench.exporter.outputs import ExportError, export_output
 
     try:
-        return export_output(out, chain, image, solver, bus, manifest, metadata)
+        return export_output(out, chain, image, worker, bus, manifest, metadata)
     except ExportError as e:
         raise BuildFailure(str(e)) from None

@@ -5,68 +5,78 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+from workbench.build_options import ROOT_HELP, add_build_arguments, add_device_arguments
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Build container images from Dockerfiles.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_build(sub)
+    _add_devices(sub)
+    from workbench.tui.launch import add_arguments as add_tui_arguments
+
+    add_tui_arguments(sub.add_parser("tui", help="the interactive workbench: live build graph, logs, cache, editor "
+                                                 "(also plain `workbench` in a folder with a Dockerfile)"))
+    _add_disk(sub)
+    dr = sub.add_parser("doctor", help="check the state root, runc and the kernel; say how to fix each problem")
+    dr.add_argument("--root", help=ROOT_HELP)
+    dr.add_argument("--fix", action="store_true", help="repair what is safe (modes, a corrupt index, orphans)")
+    _add_gha_server(sub)
+    _add_check(sub)
+    _add_inspect(sub)
+    from workbench.history.cli import add_parsers as add_history_parsers
+
+    add_history_parsers(sub)  # history ls|show|logs|rm|export|import|trace|diff, replay
+    from workbench.image.cli import add_parsers as add_image_parsers
+
+    add_image_parsers(sub)  # image ls|rm|tag|load|save|import|pull|push
+    from workbench.debug.command import add_parser as add_debug_parser
+
+    add_debug_parser(sub)
+    srv = sub.add_parser("server", help="the resident build server that keeps the engine imported")
+    srv.add_argument("action", choices=["stop", "status"])
+    return parser
+
+
+def _add_build(sub: Any) -> None:
     b = sub.add_parser("build", help="build an image from a Dockerfile")
-    b.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
-    b.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
-    b.add_argument("--target", help="the stage to build")
-    b.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE", help="set a build argument")
-    b.add_argument("-o", "--output", action="append", default=[], metavar="SPEC",
-                   help="type=image,name=REF[,push=true] | type=oci|docker|tar,dest=FILE.tar | "
-                        "type=local,dest=DIR | DIR")
+    add_build_arguments(b, session=True, devices=True, outputs=True, no_cache=True)
     b.add_argument("-t", "--tag", action="append", default=[], metavar="REF",
                    help="name the image in the local image store (= --output type=image,name=REF)")
     b.add_argument("--push", action="store_true", help="push the image (= --output type=image,push=true)")
     b.add_argument("--metadata-file", help="write the build result metadata (image digest, ...) to this file")
-    b.add_argument("--no-cache", action="store_true", help="do not use the cache")
     b.add_argument("--watch", action="store_true",
                    help="rebuild when the Dockerfile or a context file (.dockerignore honoured) changes")
     b.add_argument("--progress", default="auto", choices=["auto", "plain", "tty", "rawjson"])
-    b.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
-    b.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]",
-                   help="expose a secret to RUN --mount=type=secret")
-    b.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]",
-                   help="forward an ssh agent to RUN --mount=type=ssh")
-    b.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
-                   help="grant security.insecure, network.host or device[=NAME]")
-    b.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
-                   help="a CDI spec dir (repeatable; replaces the config's specDirs)")
-    b.add_argument("--config", metavar="FILE",
-                   help="config file (default: $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml)")
     b.add_argument("--cache-to", action="append", default=[], metavar="SPEC",
                    help="export build cache: type=gha[,url_v2=URL,token=T,scope=S,mode=max,ignore-error=true] | "
                         "type=local,dest=DIR")
     b.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
                    help="import build cache: type=gha[,url_v2=URL,token=T,scope=S] | type=local,src=DIR")
+
+
+def _add_devices(sub: Any) -> None:
     dv = sub.add_parser("devices", help="list the CDI devices builds can request (like buildctl debug workers -v)")
-    dv.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
-                    help="a CDI spec dir (repeatable; replaces the config's specDirs)")
-    dv.add_argument("--config", metavar="FILE",
-                    help="config file (default: $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml)")
+    add_device_arguments(dv)
     dv.add_argument("--format", choices=["text", "json"], default="text")
 
-    from workbench.tui.launch import add_arguments as add_tui_arguments
 
-    add_tui_arguments(sub.add_parser("tui", help="the interactive workbench: live build graph, logs, cache, editor "
-                                                 "(also plain `workbench` in a folder with a Dockerfile)"))
+def _add_disk(sub: Any) -> None:
     du = sub.add_parser("du", help="disk usage of the build cache (like docker buildx du)")
     du.add_argument("--verbose", action="store_true", help="one block per record")
-    du.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+    du.add_argument("--root", help=ROOT_HELP)
     pr = sub.add_parser("prune", help="remove build cache (like docker buildx prune)")
     pr.add_argument("--all", "-a", action="store_true", help="include internal records (pulled base layers)")
     pr.add_argument("--keep-storage", metavar="SIZE", help="remove least recently used records down to SIZE")
     pr.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
                     help="only records unused for longer than DURATION (e.g. 24h)")
     pr.add_argument("--verbose", action="store_true")
-    pr.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
-    dr = sub.add_parser("doctor", help="check the state root, runc and the kernel; say how to fix each problem")
-    dr.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
-    dr.add_argument("--fix", action="store_true", help="repair what is safe (modes, a corrupt index, orphans)")
+    pr.add_argument("--root", help=ROOT_HELP)
 
+
+def _add_gha_server(sub: Any) -> None:
     g = sub.add_parser("gha-server", help="a local emulator of the GitHub Actions cache service (v1 and v2)")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     g.add_argument("--port", type=int, default=0, help="port (default: a free one)")
@@ -83,41 +93,26 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="an upload reservation idle this long (e.g. its build was killed) can be taken over "
                         "by a new reservation of its key (default: 60)")
 
+
+_METADATA_ROOT_HELP = "state directory, for the image metadata cache"
+
+
+def _add_check(sub: Any) -> None:
     c = sub.add_parser("check", help="run the Dockerfile build checks only (like docker build --check)")
-    c.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
-    c.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
-    c.add_argument("--target", help="check only the stages this target needs")
-    c.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
-    c.add_argument("--root", help="state directory, for the image metadata cache")
+    add_build_arguments(c, target_help="check only the stages this target needs", root_help=_METADATA_ROOT_HELP)
     c.add_argument("--format", choices=("text", "json"), default="text",
                    help="text, or BuildKit's JSON (as docker build --call=check,format=json)")
 
+
+def _add_inspect(sub: Any) -> None:
     i = sub.add_parser("inspect", help="show how workbench sees a Dockerfile (for learning and debugging)")
     isub = i.add_subparsers(dest="what", required=True)
     ast = isub.add_parser("ast", help="the parsed Dockerfile, in BuildKit's parser dump format")
     ast.add_argument("file", help="the Dockerfile")
     llb = isub.add_parser("llb", help="the build graph: one JSON line per op, inputs first")
-    llb.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
-    llb.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
-    llb.add_argument("--target", help="the stage to show")
-    llb.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
-    llb.add_argument("--root", help="state directory, for the image metadata cache")
+    add_build_arguments(llb, target_help="the stage to show", root_help=_METADATA_ROOT_HELP)
     why = isub.add_parser("why", help="why each step of the last build of a Dockerfile hit or missed the cache")
-    why.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
-    why.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
-    why.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
-    from workbench.history.cli import add_parsers as add_history_parsers
-
-    add_history_parsers(sub)  # history ls|show|logs|rm|export|import|trace|diff, replay
-    from workbench.image.cli import add_parsers as add_image_parsers
-
-    add_image_parsers(sub)  # image ls|rm|tag|load|save|import|pull|push
-    from workbench.debug.command import add_parser as add_debug_parser
-
-    add_debug_parser(sub)
-    srv = sub.add_parser("server", help="the resident build server that keeps the engine imported")
-    srv.add_argument("action", choices=["stop", "status"])
-    return parser
+    add_build_arguments(why, build_args=False)
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -164,17 +159,10 @@ def _usage_error(message: str) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from workbench.build import (
-        BuildFailure,
-        BuildRequest,
-        OutputSpecError,
-        default_root,
-        parse_output,
-        run_build,
-    )
-    from workbench.progress.errors import format_failure
+    from workbench.errors import format_failure
     from workbench.progress.events import EventBus
     from workbench.progress.printers import make_printer
+    from workbench.request import BuildFailure, BuildRequest, OutputSpecError, default_root, parse_output
     from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh_flags
 
     try:
@@ -211,12 +199,15 @@ def _build(args: argparse.Namespace) -> int:
                            root=Path(args.root) if args.root else default_root(), session=session,
                            cache_to=cache_to, cache_from=cache_from, cdi_spec_dirs=args.cdi_spec_dir,
                            config=Path(args.config) if args.config else None)
+    from workbench.history.recorder import recording_engine
+
+    engine = recording_engine()
     if args.watch:
         from dataclasses import replace
 
         from workbench.watch import run_watch
 
-        return run_watch(lambda cancel: replace(request, cancel=cancel), context, dockerfile)
+        return run_watch(lambda cancel: replace(request, cancel=cancel), context, dockerfile, engine=engine)
     from workbench.diskfull import DiskFullWatch
 
     bus = EventBus()
@@ -224,7 +215,7 @@ def _build(args: argparse.Namespace) -> int:
     disk = DiskFullWatch(request.root)  # a full disk under the root is told in one line, whatever hit it
     bus.subscribe(disk)
     try:
-        result = run_build(request, bus)
+        result = engine.build(request, bus)
         if args.metadata_file:
             from workbench.exporter.outputs import write_metadata_file
 
@@ -290,10 +281,11 @@ def _build_args(items: list[str]) -> dict[str, str]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from workbench.inspect import InspectError, llb_lines, print_ast
+    from workbench.engine import LocalEngine
+    from workbench.inspect import InspectError, print_ast
 
     if args.what == "why":
-        from workbench.build import default_root
+        from workbench.request import default_root
         from workbench.solver.explain import format_last_build, load_last_build
 
         context = Path(args.context)
@@ -311,10 +303,10 @@ def _inspect(args: argparse.Namespace) -> int:
             return 0
         context = Path(args.context)
         dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
-        from workbench.build import default_root
+        from workbench.request import default_root
 
-        for line in llb_lines(context, dockerfile, _build_args(args.build_arg), args.target,
-                              Path(args.root) if args.root else default_root()):
+        for line in LocalEngine().llb(context, dockerfile, _build_args(args.build_arg), args.target,
+                                      Path(args.root) if args.root else default_root()):
             print(line)
     except (InspectError, ValueError) as e:
         print(str(e), file=sys.stderr)
@@ -323,14 +315,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from workbench.build import default_root
-    from workbench.inspect import InspectError, check_text
+    from workbench.engine import LocalEngine
+    from workbench.inspect import InspectError
+    from workbench.request import default_root
 
     context = Path(args.context)
     dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
     try:
-        out, err, failed = check_text(context, dockerfile, _build_args(args.build_arg), args.target,
-                                      Path(args.root) if args.root else default_root(), args.format)
+        out, err, failed = LocalEngine().check(context, dockerfile, _build_args(args.build_arg), args.target,
+                                               Path(args.root) if args.root else default_root(), args.format)
     except (InspectError, ValueError) as e:
         print(str(e), file=sys.stderr)
         return 1
@@ -340,8 +333,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _disk(args: argparse.Namespace) -> int:
-    from workbench.build import default_root
-    from workbench.cache.gc import main_du, main_prune
+    from workbench.gc import main_du, main_prune
+    from workbench.request import default_root
     from workbench.state_root import prepare_root
 
     root = prepare_root(Path(args.root) if args.root else default_root())
@@ -397,7 +390,7 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
 
 
 def _default_root() -> Path:
-    from workbench.build import default_root
+    from workbench.request import default_root
 
     return default_root()
 
@@ -407,8 +400,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _server(args)
     if args.command == "debug":
         from workbench.debug.command import main_debug
+        from workbench.history.recorder import recording_engine
 
-        return main_debug(args)
+        return main_debug(args, recording_engine())
     if args.command == "build":
         return _build(args)
     if args.command == "devices":
@@ -431,8 +425,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("du", "prune"):
         return _disk(args)
     if args.command == "doctor":
-        from workbench.build import default_root
         from workbench.doctor import main as doctor_main
+        from workbench.request import default_root
 
         return doctor_main(Path(args.root) if args.root else default_root(), args.fix)
     if args.command == "image":

@@ -78,7 +78,7 @@ def message(root: Path) -> str:
     """The one line: what is free under `root` and what `workbench prune` would free."""
     free = free_bytes(root)
     try:
-        from workbench.cache.gc import prunable
+        from workbench.gc import prunable
 
         reclaim: int | None = prunable(root)
     except (OSError, sqlite3.Error):

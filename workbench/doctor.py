@@ -1,7 +1,7 @@
 """`workbench doctor [--root DIR] [--fix]`: is this build root healthy, and if not, how to fix it.
 
 One line per check -- `OK`, `WARN` or `FAIL`, what was found and the fix: the root's permissions, the
-cache index's integrity, orphans (snapshot dirs without a record and the rest `workbench.cache.gc` calls
+cache index's integrity, orphans (snapshot dirs without a record and the rest `workbench.gc` calls
 orphans), stale mounts, leftover runc containers of dead builds, the runc version and kernel overlayfs
 support. Exit 0 when nothing FAILs. `--fix` repairs what is safe: modes, a corrupt index (moved aside),
 orphans with their mounts and dead containers (as `workbench prune` removes them, keeping every record).
@@ -112,8 +112,8 @@ def check_database(root: Path) -> Check:
 def scan(root: Path) -> object | None:
     """`du` of the root, None while its index is corrupt (reading the cache would repair the index on the
     way: that is for --fix or the next build to do, with its warning)."""
-    from workbench.cache.gc import du
     from workbench.cache.store import integrity_problem
+    from workbench.gc import du
 
     if (root / "cache.db").exists() and integrity_problem(root / "cache.db") is not None:
         return None
@@ -124,7 +124,7 @@ _UNCHECKED = "not checked: the cache index is corrupt (see database)"
 
 
 def check_orphans(root: Path, usage: object) -> Check:
-    from workbench.cache.gc import Usage, human_size
+    from workbench.gc import Usage, human_size
 
     if usage is None:
         return Check("WARN", "orphans", _UNCHECKED)
@@ -142,7 +142,7 @@ def check_orphans(root: Path, usage: object) -> Check:
 
 
 def check_mounts(root: Path, usage: object) -> Check:
-    from workbench.cache.gc import Usage, stale_mounts
+    from workbench.gc import Usage, stale_mounts
 
     if usage is None:
         stale = stale_mounts(root)
@@ -157,7 +157,7 @@ def check_mounts(root: Path, usage: object) -> Check:
 
 
 def _remove_orphans(root: Path) -> None:
-    from workbench.cache.gc import remove_orphans
+    from workbench.gc import remove_orphans
 
     if remove_orphans(root).skipped:
         raise OSError("builds are running: try again when they are done")
@@ -165,7 +165,7 @@ def _remove_orphans(root: Path) -> None:
 
 def dead_containers(root: Path) -> list[tuple[Path, str]]:
     """(runc state dir, container id) of the containers left by builds whose process is gone."""
-    from workbench.snapshot.manager import stale_entry
+    from workbench.snapshot.scratch import stale_entry
 
     runc = shutil.which("runc")
     found: list[tuple[Path, str]] = []
@@ -191,7 +191,7 @@ def check_containers(root: Path) -> Check:
         return Check("OK", "containers", "no runc containers left by dead builds")
 
     def fix() -> None:
-        from workbench.snapshot.manager import remove_scratch
+        from workbench.snapshot.scratch import remove_scratch
 
         for state in dict.fromkeys(s for s, _ in dead):
             remove_scratch(state.parent)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ def _read(path: Path) -> str:
 
 def print_ast(path: Path) -> str:
     """The corpus `result` format: one `(keyword ["flags"] "args"…)` line per instruction."""
+    from workbench.errors import format_failure
     from workbench.frontend.dockerfile.parser import DockerfileParseError, parse
-    from workbench.progress.errors import format_failure
     from workbench.progress.events import SourceLocation
 
     text = _read(path)
@@ -67,30 +68,35 @@ def vertex_json(v: Vertex, lines: list[str]) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
+def _resolver(root: Path) -> Callable[[str, str], tuple[str, str, dict[str, Any]]]:
+    """FROM images resolved as a build resolves them (ROOT's image store, else the registry), unreported."""
+    from workbench.image.content import ContentStore
+    from workbench.image.resolve import resolve_image
+    from workbench.progress.events import EventBus
+
+    root.mkdir(parents=True, exist_ok=True)
+    content = ContentStore(root / "content")
+    return lambda ref, platform: resolve_image(ref, content, EventBus(), platform)
+
+
 def check_text(context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
                root: Path, fmt: str = "text") -> tuple[str, str, bool]:
     """`workbench check`: (stdout, stderr, whether it fails): the warnings, and the error BuildKit's
     conversion stops at (with the warnings found before it), as `docker build --call=check[,format=json]`."""
-    from workbench.build import _resolve_image
-    from workbench.frontend.dockerfile.checks import CheckConfig, CheckConfigError, CheckError, CheckReport
     from workbench.frontend.dockerfile.convert import DockerfileError
-    from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
+    from workbench.frontend.dockerfile.dockerignore import load_dockerignore
+    from workbench.frontend.dockerfile.linter import CheckConfig, CheckConfigError, CheckError, CheckReport
     from workbench.frontend.dockerfile.parser import DockerfileParseError
-    from workbench.image.content import ContentStore
+    from workbench.fsutil.patterns import IgnoreMatcher
     from workbench.lint import format_check_json, format_check_text, lint
-    from workbench.progress.events import EventBus
 
     text = _read(dockerfile)
-    root.mkdir(parents=True, exist_ok=True)
-
-    class _Content:
-        content = ContentStore(root / "content")
-
     resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
+    resolve_image = _resolver(root)
 
     def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
         if (ref, platform) not in resolved:
-            resolved[(ref, platform)] = _resolve_image(ref, _Content(), EventBus(), platform)
+            resolved[(ref, platform)] = resolve_image(ref, platform)
         return resolved[(ref, platform)]
 
     patterns = load_dockerignore(context, dockerfile) if context.is_dir() else []
@@ -117,8 +123,8 @@ def _convert(text: str, dockerfile: Path, build_args: dict[str, str], target: st
              resolve: Any, raw: bool = False) -> Any:
     """The conversion's result; InspectError, formatted as a build shows it, when it fails (DockerfileError
     itself when `raw`)."""
+    from workbench.errors import format_failure
     from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
-    from workbench.progress.errors import format_failure
     from workbench.progress.events import SourceLocation
 
     try:
@@ -134,20 +140,10 @@ def _convert(text: str, dockerfile: Path, build_args: dict[str, str], target: st
 def llb_lines(context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
               root: Path) -> list[str]:
     """Convert the Dockerfile (resolving base images through the registry) and list its ops, inputs first."""
-    from workbench.build import _resolve_image
     from workbench.frontend.dockerfile.dockerignore import load_dockerignore
-    from workbench.image.content import ContentStore
-    from workbench.progress.events import EventBus
 
     text = _read(dockerfile)
-    root.mkdir(parents=True, exist_ok=True)
-
-    class _Content:
-        content = ContentStore(root / "content")
-
-    def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
-        return _resolve_image(ref, _Content(), EventBus(), platform)
-
+    resolve = _resolver(root)
     patterns = load_dockerignore(context, dockerfile) if context.is_dir() else []
     result = _convert(text, dockerfile, build_args, target, patterns, resolve)
     lines = text.splitlines()

@@ -12,7 +12,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workbench.frontend.dockerfile.checks import CheckError, CheckReport, CheckWarning, run_checks
+from workbench.frontend.dockerfile.checks import run_checks
+from workbench.frontend.dockerfile.linter import CheckError, CheckReport, CheckWarning
+from workbench.frontend.dockerfile.parser import ParseResult
 from workbench.progress.events import BuildWarning, SourceLocation
 from workbench.progress.text import printable
 
@@ -22,10 +24,11 @@ Resolver = Callable[[str, str], tuple[str, str, dict[str, Any]]]
 
 def lint(text: str, *, build_args: dict[str, str], target: str | None, ignore: Callable[[str], bool] | None,
          resolve: Resolver | None, platform: str = "linux/amd64", all_stages: bool = False,
-         error: CheckError | None = None) -> CheckReport:
+         error: CheckError | None = None, parsed: ParseResult | None = None) -> CheckReport:
     """Run the build checks; base images are looked up through `resolve` (errors there just skip the check).
 
-    `error` is the conversion's error when it failed: the checks stop where BuildKit's stop (see run_checks).
+    `error` is the conversion's error when it failed: the checks stop where BuildKit's stop (see run_checks);
+    `parsed` is `text` already parsed, shared with the conversion.
     """
 
     def config(ref: str) -> dict[str, Any] | None:
@@ -56,7 +59,7 @@ def lint(text: str, *, build_args: dict[str, str], target: str | None, ignore: C
 
     return run_checks(text, build_args=build_args, target=target, ignore=ignore, base_platform=base_platform,
                       base_env=base_env, target_platform=platform, all_stages=all_stages, base_shell=base_shell,
-                      error=error)
+                      error=error, parsed=parsed)
 
 
 def as_event(w: CheckWarning, filename: str) -> BuildWarning:

@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+from workbench.snapshot.scratch import remove_scratch
+
 _started: set[str] = set()
 _lock = threading.Lock()
 _keep: list[int] = []  # write ends, held until the process exits
@@ -45,8 +47,6 @@ def ensure_reaper(tmp: Path) -> None:
 
 def reap(tmp: Path, pid: int) -> None:
     """Kill, unmount and remove what process `pid` left in `tmp`."""
-    from workbench.snapshot.manager import remove_scratch
-
     try:
         entries = [e for e in tmp.iterdir() if e.name.split("-", 1)[0] == str(pid)]
     except OSError:

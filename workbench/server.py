@@ -30,8 +30,8 @@ IDLE_EXIT_S = 15 * 60
 def preload() -> None:
     """Import what a build needs, so a child starts warm."""
     import workbench.build  # noqa: F401
-    import workbench.cache.gc  # noqa: F401
     import workbench.cli
+    import workbench.gc  # noqa: F401
 
     workbench.cli.PARSER = workbench.cli._build_parser()
     import workbench.frontend.dockerfile.checks  # noqa: F401
@@ -41,7 +41,7 @@ def preload() -> None:
     import workbench.progress.printers  # noqa: F401
     import workbench.solver.solver  # noqa: F401
 
-    for name in ("workbench.progress.recorder", "workbench.history.store", "workbench.cdi.context",
+    for name in ("workbench.engine", "workbench.history.recorder", "workbench.history.store", "workbench.cdi.context",
                  "workbench.image.store", "workbench.exporter.outputs", "workbench.solver.runners",
                  "workbench.executor.runc", "workbench.solver.mounts", "workbench.snapshot.layers",
                  "workbench.inspect", "workbench.solver.context_memo",

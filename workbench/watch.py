@@ -10,7 +10,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from workbench.engine import Engine
 
 DEBOUNCE_MS = 400
 """Changes arriving within this window are grouped into one rebuild."""
@@ -30,7 +33,8 @@ class InputFilter:
         self._matcher: Callable[[str], bool] | None = None
 
     def _excluded(self) -> Callable[[str], bool] | None:
-        from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher, load_dockerignore
+        from workbench.frontend.dockerfile.dockerignore import load_dockerignore
+        from workbench.fsutil.patterns import IgnoreMatcher
 
         stamp = tuple(_mtime(p) for p in sorted(self._ignore_files))
         if stamp != self._stamp:
@@ -75,15 +79,18 @@ def watch_inputs(context: Path, dockerfile: Path, stop: threading.Event) -> Iter
 
 
 def run_watch(make_request: Callable[[threading.Event], object], context: Path, dockerfile: Path,
-              out: TextIO = sys.stderr) -> int:
+              out: TextIO = sys.stderr, engine: Engine | None = None) -> int:
     """`workbench build --watch`: build, then rebuild on every change (a running build is canceled first).
 
     Plain progress for each build; returns 130 when interrupted (Ctrl-C), the only way it ends.
     """
-    from workbench.build import BuildFailure, BuildRequest, run_build
-    from workbench.progress.errors import format_failure
+    from workbench.errors import format_failure
+    from workbench.history.recorder import recording_engine
     from workbench.progress.events import EventBus
     from workbench.progress.printers import make_printer
+    from workbench.request import BuildFailure, BuildRequest
+
+    engine = engine or recording_engine()
 
     current: list[tuple[threading.Thread, threading.Event]] = []
 
@@ -96,7 +103,7 @@ def run_watch(make_request: Callable[[threading.Event], object], context: Path, 
             bus = EventBus()
             bus.subscribe(make_printer("plain", out))
             try:
-                run_build(request, bus)
+                engine.build(request, bus)
                 print("build finished; watching for changes (Ctrl-C to stop)", file=out, flush=True)
             except BuildFailure as e:
                 if e.message != "canceled" or not cancel.is_set():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKBENCH, wb
-from workbench.frontend.dockerfile.dockerignore import IgnoreMatcher
 from workbench.frontend.dockerfile.shell import ShellLex
+from workbench.fsutil.patterns import IgnoreMatcher
 from workbench.llb.ops import Copy
 from workbench.solver import fileops
 

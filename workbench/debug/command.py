@@ -5,30 +5,27 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.engine import Engine
 
 
 def add_parser(sub: Any) -> None:
+    from workbench.build_options import add_build_arguments
+
     d = sub.add_parser("debug", help="build with breakpoints and shells inside steps (a line REPL)")
-    d.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
-    d.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
-    d.add_argument("--target", help="the stage to build")
-    d.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
-    d.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]")
-    d.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]")
-    d.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT")
-    d.add_argument("--no-cache", action="store_true")
-    d.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
-    d.add_argument("-o", "--output", action="append", default=[], metavar="SPEC")
+    add_build_arguments(d, session=True, outputs=True, no_cache=True)
     d.add_argument("--break", dest="breaks", action="append", default=[], metavar="LINE|STAGE",
                    help="a breakpoint (repeatable); with any, the build starts at once")
     d.add_argument("--no-break-on-error", action="store_true", help="do not stop after a failed step")
 
 
-def main_debug(args: argparse.Namespace) -> int:
-    from workbench.build import BuildRequest, OutputSpecError, default_root, parse_output
+def main_debug(args: argparse.Namespace, engine: Engine) -> int:
+    """Run `workbench debug`; its builds run on `engine`."""
     from workbench.debug.controller import Breakpoint, Debugger
     from workbench.debug.repl import DebugRepl, run_repl
+    from workbench.request import BuildRequest, OutputSpecError, default_root, parse_output
     from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
 
     try:
@@ -52,7 +49,8 @@ def main_debug(args: argparse.Namespace) -> int:
                             cancel=threading.Event(), debugger=debugger)
 
     breaks = [Breakpoint(line=int(b)) if b.isdigit() else Breakpoint(stage=b) for b in args.breaks]
-    repl = DebugRepl(make_request, sys.stdout, breaks, break_on_error=not args.no_break_on_error)
+    repl = DebugRepl(make_request, sys.stdout, breaks, break_on_error=not args.no_break_on_error,
+                     engine=engine)
     if not breaks:
         print(f"debugging {dockerfile}: set breakpoints (`break LINE`), then `continue`; `help` lists commands")
     return run_repl(repl, root / "debug-history", start=bool(breaks))

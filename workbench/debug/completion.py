@@ -5,25 +5,30 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-if TYPE_CHECKING:
-    from workbench.debug.repl import DebugRepl
+from workbench.debug.commands import COMMANDS, StepTable
+from workbench.debug.controller import Debugger
 
 _PATH_COMMANDS = {"ls", "cat"}
 _STEP_COMMANDS = {"diff"}
 
 
+class Completable(Protocol):
+    """What completion reads of the REPL (workbench.debug.repl.DebugRepl): its steps so far and its debugger."""
+
+    steps: StepTable
+    debugger: Debugger
+
+
 class DebugCompleter(Completer):
-    def __init__(self, repl: DebugRepl) -> None:
+    def __init__(self, repl: Completable) -> None:
         self.repl = repl
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
-        from workbench.debug.repl import COMMANDS
-
         text = document.text_before_cursor
         words = text.split()
         if not words or (len(words) == 1 and not text.endswith(" ")):
@@ -44,7 +49,7 @@ class DebugCompleter(Completer):
 
     def _paths(self, current: str) -> Iterator[Completion]:
         """Entries of the paused step's filesystem below the typed directory."""
-        from workbench.snapshot.rootpath import resolve_in_root
+        from workbench.fsutil.paths import resolve_in_root
 
         pause = self.repl.debugger.current
         if pause is None:

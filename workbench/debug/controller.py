@@ -1,30 +1,29 @@
 """Stopping a build at its steps: breakpoints, `next` / `continue` / `abort`, and pauses after a failure.
 
-The solver calls `Debugger.before_step` before it runs a step and `Debugger.after_failure` while a failed
-RUN's filesystem is still mounted; either may block that solver thread in a `Pause` until a front end (the
-`workbench debug` REPL, the TUI) resumes it from another thread. One step is paused at a time; other steps
-that run in parallel go on. A step with a breakpoint on it is run again rather than taken from the cache,
-so that the pause can show it before it runs (the steps before it still come from the cache).
+`Debugger` is the solver's `StepHooks` (workbench.solver.hooks): `before_step` is called before a step runs
+and `on_failure` while a failed RUN's filesystem is still mounted; either may block that solver thread in
+a `Pause` until a front end (the `workbench debug` REPL, the TUI) resumes it from another thread. One step
+is paused at a time; other steps that run in parallel go on. A step with a breakpoint on it is run again
+rather than taken from the cache, so that the pause can show it before it runs (the steps before it still
+come from the cache).
 """
 
 from __future__ import annotations
 
 import threading
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.llb.ops import ExecOp, Vertex
 from workbench.progress.events import DebugPaused, DebugResumed, DebugShell, EventBus
+from workbench.solver.hooks import Aborted, StepContext, StepHooks
 
 if TYPE_CHECKING:
-    from workbench.executor.spec import ExecSpec
-    from workbench.solver.solver import Result, Solver
+    from workbench.executor.spec import Mount
+    from workbench.solver.types import Result
 
-
-class Aborted(Exception):
-    """The user aborted the build at a pause."""
+__all__ = ["Aborted", "Breakpoint", "Debugger", "Pause"]
 
 
 @dataclass(frozen=True)
@@ -66,42 +65,38 @@ def step_index(v: Vertex) -> int:
 
 @dataclass
 class Pause:
-    """A step the build is stopped at, and what is needed to look inside it."""
+    """A step the build is stopped at; its `step` is what is needed to look inside it."""
 
-    solver: Solver
-    vertex: Vertex
-    inputs: list[Result]
+    step: StepContext
     reason: str  # "breakpoint", "step" or "error"
-    error: str = ""
-    rootfs: Path | None = None  # for an error pause: the failed step's filesystem, still mounted
-    spec: ExecSpec | None = None  # for an error pause: what the failed step ran
     _resumed: threading.Event = field(default_factory=threading.Event)
     _how: str = ""
-    _stack: ExitStack = field(default_factory=ExitStack)
-    _workspace: Path | None = None
+
+    @property
+    def vertex(self) -> Vertex:
+        return self.step.vertex
+
+    @property
+    def inputs(self) -> list[Result]:
+        return self.step.inputs
+
+    @property
+    def error(self) -> str:
+        return self.step.error
+
+    @property
+    def chain(self) -> list[str]:
+        """The snapshots the step starts from (its first input)."""
+        return self.step.chain
 
     def workspace(self) -> Path:
         """The filesystem shells and `ls` see at this pause: after a failure the failed step's own, else a
         throw-away writable layer over the step's input, kept for the whole pause (one shell's changes are
         seen by the next) and dropped when the build goes on."""
-        if self.rootfs is not None:
-            return self.rootfs
-        if self._workspace is None:
-            prepared = self._stack.enter_context(self.solver.snapshots.prepare())
-            self._workspace = self._stack.enter_context(self.solver.snapshots.mount_writable(self.chain, prepared))
-        return self._workspace
+        return self.step.workspace()
 
     def close(self) -> None:
-        try:
-            self._stack.close()
-        except OSError:
-            pass
-        self._workspace = None
-
-    @property
-    def chain(self) -> list[str]:
-        """The snapshots the step starts from (its first input)."""
-        return self.inputs[0].chain if self.inputs else []
+        self.step.release()
 
     def info(self) -> dict[str, Any]:
         """Where the build stopped and what the step sees: env, workdir, user, mounts."""
@@ -118,7 +113,7 @@ class Pause:
         return out
 
 
-class Debugger:
+class Debugger(StepHooks):
     """Breakpoints and pauses for one build at a time (a `reload` makes a new build with the same debugger)."""
 
     def __init__(self, bus: EventBus | None = None, break_on_error: bool = True, stop_at_start: bool = False) -> None:
@@ -140,8 +135,9 @@ class Debugger:
         """A step with a breakpoint is run again (not taken from the cache), so it can be paused before."""
         return any(b.matches(v) for b in self.breakpoints) or (self.one_shot is not None and self.one_shot.matches(v))
 
-    def before_step(self, solver: Solver, v: Vertex, inputs: list[Result]) -> None:
-        """Called before `v` runs; blocks while the user looks around. Raises Aborted on `abort`."""
+    def before_step(self, step: StepContext) -> None:
+        """Called before the step runs; blocks while the user looks around. Raises Aborted on `abort`."""
+        v = step.vertex
         if v.source is None:
             return
         if not (self._stepping or self.wants_fresh_run(v)):
@@ -152,16 +148,15 @@ class Debugger:
             reason = "step" if self._stepping and not self.wants_fresh_run(v) else "breakpoint"
             if self.one_shot is not None and self.one_shot.matches(v):
                 self.one_shot = None
-            self._wait(Pause(solver, v, inputs, reason))
+            self._wait(Pause(step, reason))
 
-    def after_failure(self, solver: Solver, v: Vertex, inputs: list[Result], error: str,
-                      rootfs: Path | None = None, spec: ExecSpec | None = None) -> None:
-        """Called when `v` failed, with its filesystem still mounted (for a RUN); blocks while paused."""
-        if not self.break_on_error or solver.cancel.is_set():
+    def on_failure(self, step: StepContext) -> None:
+        """Called when a RUN failed, with its filesystem still mounted; blocks while paused."""
+        if not self.break_on_error or step.cancel.is_set():
             return
         with self._gate:
             try:
-                self._wait(Pause(solver, v, inputs, "error", error=error, rootfs=rootfs, spec=spec))
+                self._wait(Pause(step, "error"))
             except Aborted:
                 pass  # the step failed anyway: the build ends with its error
 
@@ -178,7 +173,7 @@ class Debugger:
         if self.bus is not None:
             self.bus.emit(DebugResumed(v.digest, pause._how))
         if pause._how == "abort":
-            pause.solver.cancel.set()
+            pause.step.cancel.set()
             raise Aborted()
 
     # -- the front end's side -------------------------------------------------------------------------
@@ -234,34 +229,19 @@ class Debugger:
         failed step's own filesystem, which is discarded with the failed step): nothing done here reaches the
         cache or the image. Mounts are those of the step; cache mounts are read-only here for the same reason.
         """
-        from workbench.executor.runc import ExecError, run_interactive
-        from workbench.executor.spec import DEFAULT_PATH, ExecSpec
+        from workbench.executor.runc import ExecError
 
-        solver, v = pause.solver, pause.vertex
-        op = v.op
-        with self._shell_lock, ExitStack() as stack:
+        step, v = pause.step, pause.vertex
+        cache_dir = step.worker.root / "cachemounts"
+        with self._shell_lock, step.container_spec(argv) as spec:
             rootfs = pause.workspace()
-            if pause.rootfs is not None and pause.spec is not None:
-                base = pause.spec
-                spec = ExecSpec(args=argv, env=base.env, cwd=base.cwd, user=base.user, network=base.network,
-                                mounts=base.mounts, security=base.security)
-            else:
-                if isinstance(op, ExecOp):
-                    from workbench.solver import mounts
-                    from workbench.solver.runners import merge_env
-
-                    extra = mounts.prepare(solver, v, pause.inputs, stack)
-                    cache_dir = solver.root / "cachemounts"
-                    spec = ExecSpec(args=argv, env=merge_env(list(op.env), extra.env), cwd=op.cwd or "/",
-                                    user=op.user, network=op.network, security=op.security,
-                                    mounts=[_read_only_cache(m, cache_dir) for m in extra.mounts])
-                else:
-                    spec = ExecSpec(args=argv, env=[DEFAULT_PATH])
+            if pause.reason != "error":  # the failed step's own mounts are what it had; else caches are read-only
+                spec.mounts = [_read_only_cache(m, cache_dir) for m in spec.mounts]
             if self.bus is not None:
                 self.bus.emit(DebugShell(v.digest, tuple(argv)))
 
             try:
-                code = run_interactive(rootfs, spec, solver.snapshots.tmp, on_start=self._kills.append)
+                code = step.worker.run_interactive(rootfs, spec, on_start=self._kills.append)
             except ExecError as e:
                 raise RuntimeError(str(e)) from None
             finally:
@@ -271,7 +251,7 @@ class Debugger:
             return code
 
 
-def _read_only_cache(m: Any, cache_dir: Path) -> Any:
+def _read_only_cache(m: Mount, cache_dir: Path) -> Mount:
     """A cache mount as the debug shell sees it: read-only, so a shell cannot change later builds."""
     from dataclasses import replace
 

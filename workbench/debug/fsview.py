@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.snapshot.rootpath import resolve_in_root
+from workbench.fsutil.paths import resolve_in_root
 
 if TYPE_CHECKING:
     from workbench.snapshot.manager import SnapshotManager
-    from workbench.solver.solver import Solver
+    from workbench.worker import Worker
 
 TEXT_DIFF_LIMIT = 64 * 1024  # files larger than this get no line diff
 
@@ -26,9 +26,9 @@ class ViewError(Exception):
 
 
 @contextmanager
-def mounted(solver: Solver, chain: list[str]) -> Iterator[Path]:
+def mounted(worker: Worker, chain: list[str]) -> Iterator[Path]:
     """A read-only view of a snapshot chain (an empty directory for `scratch`)."""
-    with mounted_snapshots(solver.snapshots, chain) as root:
+    with mounted_snapshots(worker.snapshots, chain) as root:
         yield root
 
 

@@ -13,73 +13,24 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from workbench.debug.commands import COMMANDS, StepTable
 from workbench.debug.controller import Breakpoint, Debugger, Pause
-from workbench.progress.events import (
-    BuildFinished,
-    DebugPaused,
-    Event,
-    EventBus,
-    VertexCached,
-    VertexStarted,
-)
+from workbench.progress.events import BuildFinished, DebugPaused, Event, EventBus
 
-COMMANDS = {
-    "break": "break LINE | break STAGE — stop before the step at a Dockerfile line / a stage's first step",
-    "breakpoints": "list the breakpoints",
-    "clear": "clear [N|all] — remove breakpoint N (from `breakpoints`) or all of them",
-    "next": "run the paused step and stop before the next one",
-    "continue": "run to the next breakpoint (also starts the build)",
-    "exec": "exec [CMD ...] — run CMD (default: sh) inside the paused step, on this terminal",
-    "ls": "ls [PATH] [STEP] — list a directory of the paused step (or of step STEP)",
-    "cat": "cat PATH [STEP] — print a file of the paused step (or of step STEP)",
-    "diff": "diff STEP_A STEP_B — files added / changed / removed between two steps",
-    "reload": "re-read the Dockerfile and build again up to where you are, from the cache",
-    "info": "where the build is stopped and what the step sees; the steps so far",
-    "abort": "cancel the build",
-    "help": "this list",
-    "quit": "abort the build (if running) and leave",
-}
-
-
-@dataclass
-class Step:
-    number: int
-    digest: str
-    name: str
-    line: int | None
-
-
-@dataclass
-class StepTable:
-    """Steps in the order the build reported them (cached or started), numbered from 1."""
-
-    steps: list[Step] = field(default_factory=list)
-    by_digest: dict[str, Step] = field(default_factory=dict)
-
-    def note(self, event: Event) -> None:
-        if isinstance(event, VertexStarted | VertexCached) and event.vertex not in self.by_digest:
-            if event.vertex.startswith("internal:") or event.source is None:
-                return
-            step = Step(len(self.steps) + 1, event.vertex, event.name, event.source.start_line)
-            self.steps.append(step)
-            self.by_digest[event.vertex] = step
-
-    def get(self, text: str) -> Step:
-        if not text.isdigit() or not 1 <= int(text) <= len(self.steps):
-            raise ValueError(f"no step {text!r}: steps are 1 to {len(self.steps)} (see `info`)")
-        return self.steps[int(text) - 1]
+if TYPE_CHECKING:
+    from workbench.engine import Engine
 
 
 class DebugRepl:
     """One debugging session: a build request, its debugger, and the command loop."""
 
     def __init__(self, make_request: Callable[[Debugger], Any], out: TextIO, breakpoints: Iterable[Breakpoint] = (),
-                 break_on_error: bool = True) -> None:
+                 break_on_error: bool = True, *, engine: Engine) -> None:
         self.make_request = make_request
+        self.engine = engine
         self.out = out
         self.debugger = Debugger(break_on_error=break_on_error)
         self.debugger.breakpoints.extend(breakpoints)
@@ -93,8 +44,8 @@ class DebugRepl:
     # -- the build ----------------------------------------------------------------------------------
 
     def start(self, stepping: bool = False) -> None:
-        from workbench.build import BuildFailure, run_build
-        from workbench.progress.printers import PlainPrinter
+        from workbench.progress.plain import PlainPrinter
+        from workbench.request import BuildFailure
 
         bus = EventBus()
         printer = PlainPrinter(self.out)
@@ -110,7 +61,7 @@ class DebugRepl:
 
         def build() -> None:
             try:
-                run_build(self._request, bus)
+                self.engine.build(self._request, bus)
             except BuildFailure as e:
                 self.failure = e.message
             except Exception as e:  # noqa: BLE001 - shown to the user, the REPL goes on to exit cleanly
@@ -262,7 +213,7 @@ class DebugRepl:
         if step_arg is None:
             return pause, None
         step = self.steps.get(step_arg)
-        result = pause.solver.results.get(step.digest)
+        result = pause.step.results.get(step.digest)
         if result is None:
             raise ValueError(f"step {step.number} ({step.name}) has no result yet")
         return pause, result.chain
@@ -274,7 +225,7 @@ class DebugRepl:
         if chain is None:
             fn(pause.workspace())
             return
-        with mounted(pause.solver, chain) as root:
+        with mounted(pause.step.worker, chain) as root:
             fn(root)
 
     def cmd_ls(self, args: list[str]) -> bool:
@@ -316,7 +267,7 @@ class DebugRepl:
         pause, a = self._view_step(args[0])
         _, b = self._view_step(args[1])
         assert a is not None and b is not None
-        with mounted(pause.solver, a) as ra, mounted(pause.solver, b) as rb:
+        with mounted(pause.step.worker, a) as ra, mounted(pause.step.worker, b) as rb:
             for line in format_diff(diff_trees(ra, rb), ra, rb):
                 self._say(line)
         return True

@@ -23,8 +23,8 @@ from typing import IO, Any
 
 from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec
 from workbench.executor.user import UserError, resolve_user
+from workbench.fsutil.paths import resolve_in_root
 from workbench.reaper import ensure_reaper
-from workbench.snapshot.rootpath import resolve_in_root
 from workbench.state_root import write_private
 
 OutputFn = Callable[[int, bytes], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.snapshot.rootpath import resolve_in_root
+from workbench.fsutil.paths import resolve_in_root
 
 
 class UserError(Exception):

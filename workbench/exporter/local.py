@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from workbench.exporter.destination import DestinationError, reason
+from workbench.fsutil.destination import DestinationError, reason
 from workbench.snapshot.manager import SnapshotManager
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

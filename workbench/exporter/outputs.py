@@ -5,28 +5,29 @@ pushes it to each name's registry. type=oci / type=docker write archives (a dock
 layout), type=tar the final filesystem as one tar, type=local as files. `compression=gzip|zstd|uncompressed`
 picks the layer compression of image outputs. The metadata is buildctl's: containerimage.digest,
 containerimage.config.digest, containerimage.descriptor and image.name.
+
+A new output type is a writer registered with `@exporter(TYPE, vertex name)` below (and its name in
+workbench.request.OUTPUT_TYPES, which `--output` accepts).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.exporter.destination import DestinationError
+from workbench.fsutil.destination import DestinationError
 from workbench.image.content import CorruptBlob
 from workbench.progress.events import EventBus, VertexCompleted, VertexFailed, VertexStarted, VertexStatus
 
 if TYPE_CHECKING:
-    from workbench.build import BuildResult, OutputSpec
     from workbench.image.content import ContentStore
-    from workbench.image.reference import Reference
+    from workbench.request import BuildResult, OutputSpec
 
 _TRUE = ("1", "true", "yes", "on")
-_NAMES = {"image": "exporting to image", "oci": "exporting to oci image format",
-          "docker": "exporting to docker image format", "tar": "exporting to client tarball",
-          "local": "exporting to client directory"}
 
 
 class ExportError(Exception):
@@ -35,7 +36,7 @@ class ExportError(Exception):
 
 def tag_output(outputs: list[OutputSpec], tags: list[str], push: bool) -> list[OutputSpec]:
     """`-t REF` (repeatable) and `--push`: merged into the type=image output (made if there is none)."""
-    from workbench.build import OutputSpec, OutputSpecError, parse_output
+    from workbench.request import OutputSpec, OutputSpecError, parse_output
 
     for t in tags:
         parse_output(f'type=image,"name={t}"')  # validates the name (OutputSpecError)
@@ -56,120 +57,168 @@ def tag_output(outputs: list[OutputSpec], tags: list[str], push: bool) -> list[O
     return out + [OutputSpec("image", attrs)]
 
 
-def local_image(ref: Reference, content: ContentStore, platform: str) -> tuple[str, dict[str, Any]] | None:
-    """(manifest digest, config) of the image the local store names `ref` for `platform`, if it has one."""
-    from workbench.image.store import ImageStore, ImageStoreError
+@dataclass
+class Export:
+    """One output being written: what an exporter is handed."""
 
-    if ref.digest is not None or not (content.root.parent / "images.json").exists():
-        return None
-    images = ImageStore.for_content(content)
-    try:
-        found = images.get(str(ref))
-        if found is None:
-            return None
-        digest = images.manifest_for(found.digest, platform)
-        if digest is None:
-            return None
-        manifest = json.loads(content.read(digest))
-        config = json.loads(content.read(manifest["config"]["digest"]))
-        for layer in manifest.get("layers") or []:
-            if not content.has(layer["digest"]):
-                if (corrupt := content.corrupt(layer["digest"])) is not None:
-                    raise corrupt
-                return None  # pruned: a pull fetches it again
-    except CorruptBlob as e:  # found now or by an earlier read: a build on must not quietly use another image
-        raise e.for_image(str(ref)) from None
-    except (ImageStoreError, OSError, ValueError, KeyError):
-        return None
-    return digest, config
+    out: OutputSpec
+    chain: list[str]
+    """The final filesystem's snapshot chain."""
+    image: dict[str, Any]
+    """The image config."""
+    worker: Any
+    """Where the build's snapshots and blobs are: `.store`, `.snapshots`, `.content`."""
+    bus: EventBus
+    vid: str
+    name: str
+    """The export's vertex, to report status on."""
+    manifest: str | None = None
+    """The image's manifest digest, for exporters that write an image (made before they are called)."""
+
+    @property
+    def names(self) -> list[str]:
+        return [n.strip() for n in self.out.attrs.get("name", "").split(",") if n.strip()]
+
+    def status(self, status_id: str, **kw: Any) -> None:
+        self.bus.emit(VertexStatus(self.vid, self.name, status_id=status_id, **kw))
 
 
-def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: Any, bus: EventBus,
+Writer = Callable[["Export"], None]
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """How one output type is written: its vertex name, whether it writes an image, and the writer."""
+
+    title: str
+    write: Writer
+    image: bool = False
+    """An image output: layers, config and manifest are made first, and the metadata names them."""
+
+
+EXPORTERS: dict[str, Exporter] = {}
+"""Every `--output type=` there is, by type."""
+
+
+def exporter(kind: str, title: str, image: bool = False) -> Callable[[Writer], Writer]:
+    """Register the decorated function as the writer of `--output type=KIND`."""
+    def register(write: Writer) -> Writer:
+        EXPORTERS[kind] = Exporter(title, write, image)
+        return write
+    return register
+
+
+def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], worker: Any, bus: EventBus,
                   manifest: str | None, metadata: dict[str, Any] | None = None) -> str | None:
     """Write the output `out`; returns the manifest digest (made here if `manifest` is None and needed)."""
-    name = _NAMES[out.type]
+    entry = EXPORTERS[out.type]
+    name = entry.title
     vid = f"internal:{name}:{id(out)}"
     t0 = time.time()
     bus.emit(VertexStarted(vid, name, ts=t0))
+    job = Export(out, chain, image, worker, bus, vid, name, manifest)
     try:
-        manifest = _export(out, chain, image, solver, bus, manifest, metadata, vid, name)
+        if entry.image:
+            job.manifest = _image_manifest(job)
+        entry.write(job)
+        if entry.image and metadata is not None:
+            _record_metadata(job, metadata)
     except ExportError as e:
         bus.emit(VertexFailed(vid, name, error=str(e)))
         raise
     except (DestinationError, CorruptBlob) as e:
         if isinstance(e, CorruptBlob) and not e.image:
-            e.for_image(_owner(e.digest, solver.content, out))
+            e.for_image(_owner(e.digest, worker.content, out))
         bus.emit(VertexFailed(vid, name, error=str(e)))
         raise ExportError(str(e)) from None
     except OSError as e:
         bus.emit(VertexFailed(vid, name, error=str(e)))
         raise ExportError(f"export failed: {e}") from None
     bus.emit(VertexCompleted(vid, name, duration=time.time() - t0))
-    return manifest
+    return job.manifest
 
 
-def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], solver: Any, bus: EventBus,
-            manifest: str | None, metadata: dict[str, Any] | None, vid: str, vname: str) -> str | None:
-    from workbench.exporter.image import LAYER_TYPES, build_image
+def _image_manifest(job: Export) -> str:
+    """The image's layers, config and manifest in the content store (made once for gzip, shared by outputs)."""
+    from workbench.image.assemble import LAYER_TYPES, build_image
 
-    if out.type == "local":
-        from workbench.exporter.local import export_local
-
-        export_local(chain, solver.snapshots, Path(out.dest))
-        return manifest
-    if out.type == "tar":
-        from workbench.image.archive import write_tar_rootfs
-
-        dest = Path(out.dest)
-        if not chain:
-            import tarfile
-
-            from workbench.exporter.destination import atomic_file
-
-            with atomic_file(dest, "--output type=tar") as f, tarfile.open(fileobj=f, mode="w"):
-                pass
-            return manifest
-        with solver.snapshots.mount_readonly(chain) as root:
-            write_tar_rootfs(dest, Path(root))
-        return manifest
-
-    compression = out.attrs.get("compression", "gzip")
+    compression = job.out.attrs.get("compression", "gzip")
     if compression not in LAYER_TYPES:
-        raise ExportError(f"--output type={out.type}: unknown compression {compression!r} "
+        raise ExportError(f"--output type={job.out.type}: unknown compression {compression!r} "
                           f"(gzip, zstd, uncompressed)")
-    if manifest is None or compression != "gzip":
-        bus.emit(VertexStatus(vid, vname, status_id="exporting layers"))
-        manifest = build_image(chain, image, solver.store, solver.snapshots, solver.content, compression)
-        bus.emit(VertexStatus(vid, vname, status_id="exporting layers", done=True))
-    content = solver.content
-    names = [n.strip() for n in out.attrs.get("name", "").split(",") if n.strip()]
-    if out.type == "oci":
-        from workbench.image.oci_layout import write_oci_archive
-
-        write_oci_archive(Path(out.dest), content, manifest, names[0] if names else None)
-    elif out.type == "docker":
-        from workbench.image.archive import ArchiveError, write_docker_archive
-
-        try:
-            write_docker_archive(Path(out.dest), content, [(manifest, names)])
-        except ArchiveError as e:
-            raise ExportError(f"--output type=docker: {e}") from None
-    else:
-        _store_and_push(out, names, manifest, content, bus, vid, vname)
-    if metadata is not None:
-        raw = content.read(manifest)
-        doc = json.loads(raw)
-        metadata["containerimage.config.digest"] = doc["config"]["digest"]
-        metadata["containerimage.descriptor"] = {"mediaType": doc.get("mediaType"), "digest": manifest,
-                                                 "size": len(raw)}
-        metadata["containerimage.digest"] = manifest
-        if names:
-            from workbench.image.reference import parse_reference
-
-            known = [n for n in str(metadata.get("image.name", "")).split(",") if n]  # several outputs: all names
-            known += [str(parse_reference(n)) for n in names if str(parse_reference(n)) not in known]
-            metadata["image.name"] = ",".join(known)
+    if job.manifest is not None and compression == "gzip":
+        return job.manifest
+    job.status("exporting layers")
+    w = job.worker
+    manifest = build_image(job.chain, job.image, w.store, w.snapshots, w.content, compression)
+    job.status("exporting layers", done=True)
     return manifest
+
+
+def _record_metadata(job: Export, metadata: dict[str, Any]) -> None:
+    """buildctl's metadata of an image output: digests, descriptor and (across outputs) every name."""
+    assert job.manifest is not None
+    raw = job.worker.content.read(job.manifest)
+    doc = json.loads(raw)
+    metadata["containerimage.config.digest"] = doc["config"]["digest"]
+    metadata["containerimage.descriptor"] = {"mediaType": doc.get("mediaType"), "digest": job.manifest,
+                                             "size": len(raw)}
+    metadata["containerimage.digest"] = job.manifest
+    if job.names:
+        from workbench.image.reference import parse_reference
+
+        known = [n for n in str(metadata.get("image.name", "")).split(",") if n]  # several outputs: all names
+        known += [str(parse_reference(n)) for n in job.names if str(parse_reference(n)) not in known]
+        metadata["image.name"] = ",".join(known)
+
+
+@exporter("local", "exporting to client directory")
+def _local(job: Export) -> None:
+    from workbench.exporter.local import export_local
+
+    export_local(job.chain, job.worker.snapshots, Path(job.out.dest))
+
+
+@exporter("tar", "exporting to client tarball")
+def _tar(job: Export) -> None:
+    from workbench.image.archive import write_tar_rootfs
+
+    dest = Path(job.out.dest)
+    if not job.chain:
+        import tarfile
+
+        from workbench.fsutil.destination import atomic_file
+
+        with atomic_file(dest, "--output type=tar") as f, tarfile.open(fileobj=f, mode="w"):
+            pass
+        return
+    with job.worker.snapshots.mount_readonly(job.chain) as root:
+        write_tar_rootfs(dest, Path(root))
+
+
+@exporter("oci", "exporting to oci image format", image=True)
+def _oci(job: Export) -> None:
+    from workbench.image.oci_layout import write_oci_archive
+
+    assert job.manifest is not None
+    write_oci_archive(Path(job.out.dest), job.worker.content, job.manifest, job.names[0] if job.names else None)
+
+
+@exporter("docker", "exporting to docker image format", image=True)
+def _docker(job: Export) -> None:
+    from workbench.image.archive import ArchiveError, write_docker_archive
+
+    assert job.manifest is not None
+    try:
+        write_docker_archive(Path(job.out.dest), job.worker.content, [(job.manifest, job.names)])
+    except ArchiveError as e:
+        raise ExportError(f"--output type=docker: {e}") from None
+
+
+@exporter("image", "exporting to image", image=True)
+def _image(job: Export) -> None:
+    assert job.manifest is not None
+    _store_and_push(job.out, job.names, job.manifest, job.worker.content, job.bus, job.vid, job.name)
 
 
 def _owner(blob: str, content: ContentStore, out: OutputSpec) -> str:
@@ -221,8 +270,8 @@ def _store_and_push(out: OutputSpec, names: list[str], manifest: str, content: C
 def write_metadata_file(path: Path, result: BuildResult) -> None:
     """`--metadata-file`: the build's metadata as JSON (buildctl's keys), written as archives are (a symlink
     at `path` is replaced, not followed); BuildFailure if it cannot be written."""
-    from workbench.build import BuildFailure
-    from workbench.exporter.destination import atomic_file
+    from workbench.fsutil.destination import atomic_file
+    from workbench.request import BuildFailure
 
     try:
         with atomic_file(path, "--metadata-file") as f:

@@ -60,7 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from workbench.build import default_root
+    from workbench.request import default_root
 
     return Path(args.root) if args.root else default_root()
 
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, ref: str) -> RecordedSession:
+    from workbench.history.recorder import history_dir
     from workbench.history.store import load_session, resolve
-    from workbench.progress.recorder import history_dir
 
     return load_session(resolve(history_dir(_root(args)), ref))
 
@@ -94,7 +94,7 @@ def _history(args: argparse.Namespace) -> int:
     import json
 
     from workbench.history import report, store
-    from workbench.progress.recorder import history_dir
+    from workbench.history.recorder import history_dir
 
     history = history_dir(_root(args))
     what = args.history_command
@@ -181,8 +181,8 @@ def _export(folder: Path, file: str) -> int:
 def _import(history: Path, archive: Path) -> int:
     import shutil
 
+    from workbench.history.recorder import RECORD_ID, new_id
     from workbench.history.store import load_session
-    from workbench.progress.recorder import RECORD_ID, new_id
     from workbench.state_root import make_private_dir
 
     if not archive.is_file():
@@ -207,8 +207,8 @@ def _copy_private(src: str, dst: str) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from workbench.history.recorder import history_dir
     from workbench.history.store import load_session, resolve
-    from workbench.progress.recorder import history_dir
 
     path = Path(args.session)
     if not path.exists():
@@ -229,11 +229,11 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_tui(s: RecordedSession, speed: float) -> int:
-    """Open the TUI on the session, with a timeline (workbench.history.replay_app)."""
+    """Open the TUI on the session, with a timeline (workbench.tui.replay_app)."""
     from workbench.progress.replay import EventSource
 
     try:
-        from workbench.history.replay_app import run_replay
+        from workbench.tui.replay_app import run_replay
     except ImportError as e:
         print(f"workbench replay: the TUI is not available ({e}); use --progress plain (or tty, rawjson) "
               "to replay as text", file=sys.stderr)

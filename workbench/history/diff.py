@@ -4,38 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.history.steps import Step, fold
+from workbench.history.steps import RecordedStep, fold
 from workbench.history.store import RecordedSession
+from workbench.progress.trace import CACHED, CANCELED, DONE, ENDED, FAILED, PENDING, RUNNING
 
-_RAN = ("done", "error", "canceled", "running")
+_RAN = (*ENDED, RUNNING)
 
 
-def _label(st: Step | None) -> str:
+def _label(st: RecordedStep | None) -> str:
     if st is None:
         return "-"
-    return {"cached": "CACHED", "done": "RAN", "error": "FAILED", "canceled": "CANCELED",
-            "running": "RUNNING", "pending": "PENDING"}[st.state]
+    return {CACHED: "CACHED", DONE: "RAN", FAILED: "FAILED", CANCELED: "CANCELED",
+            RUNNING: "RUNNING", PENDING: "PENDING"}[st.state]
 
 
 @dataclass
 class StepChange:
     name: str
-    a: Step | None
-    b: Step | None
+    a: RecordedStep | None
+    b: RecordedStep | None
     why: str
 
 
-def _why(a: Step | None, b: Step | None) -> str:
+def _why(a: RecordedStep | None, b: RecordedStep | None) -> str:
     if a is None:
         return "only in B" + (f": {b.miss_reason}" if b and b.miss_reason else "")
     if b is None:
         return "only in A (not part of B's build)"
     if b.state in _RAN and b.miss_reason:
         return b.miss_reason
-    if b.state == "cached" and a.state in _RAN:
+    if b.state == CACHED and a.state in _RAN:
         reason = f"A missed ({a.miss_reason})" if a.miss_reason else "A ran it"
         return f"{reason}; B found A's result in the cache"
-    if b.state in ("error", "canceled") and b.error:
+    if b.state in (FAILED, CANCELED) and b.error:
         return b.error
     return ""
 

@@ -7,9 +7,10 @@ import os
 import time
 from typing import Any
 
-from workbench.history.steps import BuildSteps, Step, fold
+from workbench.history.steps import BuildSteps, RecordedStep, fold
 from workbench.history.store import RecordedSession
 from workbench.progress.events import DeviceGrant, SourceLocation
+from workbench.progress.trace import CACHED, DONE, ENDED, FAILED, RUNNING
 
 SLOWEST = 5
 ERROR_LOG_LINES = 16
@@ -67,8 +68,8 @@ def format_ls(records: list[RecordedSession]) -> str:
                    for r in rows)
 
 
-def _step_label(st: Step) -> str:
-    return f"#{st.index} {st.name}"
+def _step_label(st: RecordedStep) -> str:
+    return f"#{st.number} {st.name}"
 
 
 def _source_lines(s: RecordedSession, loc: SourceLocation | None) -> list[str]:
@@ -86,7 +87,7 @@ def format_show(s: RecordedSession) -> str:
     b = fold(s.events)
     m = s.meta
     c = b.counts
-    done = sum(1 for st in b.steps if st.state in ("cached", "done"))
+    done = sum(1 for st in b.steps if st.state in (CACHED, DONE))
     cached_pct = round(100 * c["cached"] / c["total"]) if c["total"] else 0
     lines = [f"ID:           {s.id}",
              f"Status:       {s.status}",
@@ -114,25 +115,25 @@ def format_show(s: RecordedSession) -> str:
         loc = r.get("location")
         if isinstance(loc, dict):
             lines += _source_lines(s, SourceLocation(loc["filename"], loc["start_line"], loc["end_line"]))
-        failed = [st for st in b.steps if st.state == "error"]
+        failed = [st for st in b.steps if st.state == FAILED]
         for st in failed[:1]:
             tail = st.log_text().decode(errors="replace").splitlines()[-ERROR_LOG_LINES:]
             if tail:
                 lines += ["", f"Logs of {_step_label(st)} (last {len(tail)} lines):", *(f"  {t}" for t in tail)]
     elif s.status == "interrupted":
         lines += ["", "The build was interrupted (killed or crashed): the record ends at its last event."]
-    ran = sorted((st for st in b.steps if st.state in ("done", "error", "canceled", "running")),
-                 key=lambda st: -st.duration)[:SLOWEST]
+    ran = sorted((st for st in b.steps if st.state in (*ENDED, RUNNING)),
+                 key=lambda st: -st.elapsed)[:SLOWEST]
     if ran:
         lines += ["", "Slowest steps:"]
-        lines += [f"  {seconds(st.duration):>7}  {_step_label(st)}" for st in ran]
+        lines += [f"  {seconds(st.elapsed):>7}  {_step_label(st)}" for st in ran]
     grants = [e for e in s.events if isinstance(e, DeviceGrant)]
     if grants:
         lines += ["", "Devices:"]
-        by_digest = {st.digest: st for st in b.steps}
+        by_digest = {st.id: st for st in b.steps}
         for g in grants:
             asked = by_digest.get(g.vertex)
-            where = f"#{asked.index} " if asked else ""
+            where = f"#{asked.number} " if asked else ""
             verdict = "granted" if g.granted else "denied"
             lines.append(f"  {where}{g.request}: {verdict} ({g.how})")
     misses = [st for st in b.steps if st.miss_reason]
@@ -157,7 +158,7 @@ def plain_output(s: RecordedSession, mode: str = "plain") -> str:
 
 def log_limit(s: RecordedSession) -> int | None:
     """The step log clip the build's views applied (its BUILDKIT_STEP_LOG_MAX_SIZE), None when not recorded."""
-    from workbench.progress.printers import DEFAULT_LOG_LIMIT
+    from workbench.progress.logclip import DEFAULT_LOG_LIMIT
 
     if "step_log_max_size" not in s.meta:
         return None
@@ -169,7 +170,7 @@ def log_limit(s: RecordedSession) -> int | None:
 
 def closing_error(s: RecordedSession) -> str:
     """The lines the CLI printed after the progress view of a failed or canceled build."""
-    from workbench.progress.errors import format_failure
+    from workbench.errors import format_failure
 
     r: dict[str, Any] = s.result or {}
     if r.get("status") == "canceled":
@@ -181,6 +182,6 @@ def closing_error(s: RecordedSession) -> str:
     return format_failure(r["error"], location, "", s.dockerfile if location else "") + "\n"
 
 
-def step_logs(b: BuildSteps, st: Step) -> bytes:
+def step_logs(b: BuildSteps, st: RecordedStep) -> bytes:
     """One step's output as it ran (stdout and stderr in the order they came)."""
     return st.log_text()

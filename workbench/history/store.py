@@ -16,7 +16,7 @@ from typing import Any
 
 from workbench.history.codec import CodecError, loads_event
 from workbench.progress.events import Event
-from workbench.snapshot.manager import pid_alive
+from workbench.snapshot.scratch import pid_alive
 
 DEFAULT_MAX_ENTRIES = 50
 DEFAULT_MAX_AGE = 48 * 3600.0

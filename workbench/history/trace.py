@@ -13,6 +13,7 @@ from typing import Any
 
 from workbench.history.steps import fold
 from workbench.history.store import RecordedSession
+from workbench.progress.trace import CACHED, CANCELED, FAILED, RUNNING
 
 SPAN_KIND_INTERNAL = 1
 STATUS_OK, STATUS_ERROR = 1, 2
@@ -63,10 +64,10 @@ def otlp_trace(s: RecordedSession) -> dict[str, Any]:
         if st.started is None:
             continue
         stop = st.completed if st.completed is not None else end
-        attrs = [_attr("vertex", st.digest), _attr("cached", st.state == "cached"), _attr("step.index", st.index)]
+        attrs = [_attr("vertex", st.id), _attr("cached", st.state == CACHED), _attr("step.index", st.number)]
         if st.miss_reason:
             attrs.append(_attr("cache.miss_reason", st.miss_reason))
-        if st.cache_key:
+        if st.cache_key and st.state == CACHED:  # the key it was found under
             attrs.append(_attr("cache.key", st.cache_key))
         if st.source is not None:
             attrs += [_attr("code.filepath", st.source.filename), _attr("code.lineno", st.source.start_line)]
@@ -75,14 +76,14 @@ def otlp_trace(s: RecordedSession) -> dict[str, Any]:
                                   _attr("data", data.decode(errors="replace"))]}
                   for ts, stream, data in st.logs[:MAX_LOG_EVENTS]]
         span: dict[str, Any] = {
-            "traceId": trace_id, "spanId": _span_id(f"{s.id}:{st.index}:{st.digest}"), "parentSpanId": root_id,
+            "traceId": trace_id, "spanId": _span_id(f"{s.id}:{st.number}:{st.id}"), "parentSpanId": root_id,
             "name": st.name, "kind": SPAN_KIND_INTERNAL, "startTimeUnixNano": _nanos(st.started),
             "endTimeUnixNano": _nanos(max(stop, st.started)), "attributes": attrs,
             "status": {"code": STATUS_OK},
         }
         if events:
             span["events"] = events
-        if st.state in ("error", "canceled", "running"):
+        if st.state in (FAILED, CANCELED, RUNNING):
             span["status"] = {"code": STATUS_ERROR, "message": st.error or "interrupted"}
         spans.append(span)
     return {"resourceSpans": [{

@@ -51,7 +51,7 @@ def write_docker_archive(dest: Path, store: ContentStore, images: list[tuple[str
     as they are copied: a corrupt one is CorruptBlob (naming its image when the image has a name), and
     nothing is written.
     """
-    from workbench.exporter.destination import atomic_file
+    from workbench.fsutil.destination import atomic_file
 
     dest = Path(dest)
     entries: list[dict[str, Any]] = []
@@ -391,7 +391,7 @@ def write_tar_rootfs(dest: Path, root: Path, what: str = "--output type=tar") ->
     (through `atomic_file`: a symlink at `dest` is replaced, never followed)."""
     import subprocess
 
-    from workbench.exporter.destination import atomic_file
+    from workbench.fsutil.destination import atomic_file
 
     with atomic_file(dest, what) as out:
         out.flush()

@@ -70,11 +70,11 @@ def _ago(ts: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run `workbench image ...`; returns the exit status."""
-    from workbench.build import default_root
     from workbench.image.archive import ArchiveError
     from workbench.image.content import CorruptBlob
     from workbench.image.registry import RegistryError
     from workbench.image.store import ImageStore, ImageStoreError
+    from workbench.request import default_root
 
     images = ImageStore(Path(args.root) if args.root else default_root())
     try:
@@ -136,7 +136,7 @@ def _load(images, args) -> int:  # type: ignore[no-untyped-def]
 
 
 def _save(images, args) -> int:  # type: ignore[no-untyped-def]
-    from workbench.exporter.destination import DestinationError
+    from workbench.fsutil.destination import DestinationError
     from workbench.image.archive import write_docker_archive
     from workbench.image.content import CorruptBlob
 

@@ -50,7 +50,7 @@ def write_oci_archive(dest: Path, store: ContentStore, manifest_digest: str, ref
     replaced), so `dest` is never half there. Every blob is verified as it is copied: CorruptBlob (naming
     `ref_name` if given) and nothing written. Deterministic: members have mtime 0, owner 0:0.
     """
-    from workbench.exporter.destination import atomic_file
+    from workbench.fsutil.destination import atomic_file
 
     dest = Path(dest)
     try:

@@ -12,7 +12,8 @@ in parallel. Pushing (`push_image`, and the blob / manifest functions under it, 
 reuses) skips blobs the registry has, mounts blobs from another repository of the same registry that they
 were pulled from or pushed to, and uploads the rest monolithically or in chunks.
 
-The stdlib HTTP modules are imported on first use, so importing this module stays cheap.
+Requests go through `workbench.http` (urllib3, imported on first use, so importing this module stays cheap);
+the auth challenges are answered here, through its auth hook.
 """
 
 from __future__ import annotations
@@ -21,17 +22,15 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from workbench.http.client import HttpClient, Response, StaticAuth, resumable
+from workbench.http.errors import BrokenDownload, HttpError
 from workbench.image.content import ContentStore, DigestMismatch
 from workbench.image.reference import Reference
-
-if TYPE_CHECKING:
-    import urllib.request
-    from http.client import HTTPResponse
 
 TIMEOUT = 30.0  # seconds, for connecting and for each read
 MAX_MANIFEST = 4 << 20
@@ -156,13 +155,14 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 def _reason(e: BaseException) -> str:
-    """A short human reason for a network failure."""
+    """A short human reason for a network failure (an HttpError's cause)."""
     import socket
     import ssl
-    import urllib.error
 
-    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
-        e = e.reason
+    if isinstance(e, HttpError):
+        if e.cause is None:
+            return e.reason
+        e = e.cause
     if isinstance(e, ConnectionRefusedError):
         return "connection refused"
     if isinstance(e, TimeoutError):
@@ -171,16 +171,28 @@ def _reason(e: BaseException) -> str:
         return f"cannot resolve host name ({e.strerror})"
     if isinstance(e, ssl.SSLError):
         return f"TLS error: {e}"
-    if isinstance(e, urllib.error.URLError):
-        return str(e.reason)
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
 # -- the HTTP client ---------------------------------------------------------------------------------------------
 
 
+_HTTP: dict[bool, HttpClient] = {}
+_HTTP_LOCK = threading.Lock()
+
+
+def _http(verify: bool) -> HttpClient:
+    """The HTTP client all registry requests share (one with certificate checks, one without)."""
+    with _HTTP_LOCK:
+        if verify not in _HTTP:
+            # no proxy for loopback, whatever the environment says; the environment's proxies otherwise
+            _HTTP[verify] = HttpClient(timeout=TIMEOUT, direct=_LOCAL_HOSTS, verify=verify,
+                                       user_agent="workbench/0.1", maxsize=2 * PARALLEL_PULLS)
+        return _HTTP[verify]
+
+
 class _Client:
-    """Talks to one repository of one registry; keeps the Authorization it earned."""
+    """Talks to one repository of one registry; keeps the Authorization it earned (the HTTP layer's auth hook)."""
 
     def __init__(self, ref: Reference, timeout: float = TIMEOUT, push: bool = False,
                  extra_pull: tuple[str, ...] = ()) -> None:
@@ -192,29 +204,13 @@ class _Client:
         self.authorization: str | None = None
         self.push = push
         self.extra_pull = extra_pull  # other repositories blobs may be mounted from (token scopes)
-        self._openers: dict[bool, urllib.request.OpenerDirector] = {}
+        self.http = _http(registry_config(ref.registry).get("insecure") is not True)
         self._lock = threading.Lock()
-
-    def _opener(self, url: str) -> urllib.request.OpenerDirector:
-        import urllib.parse
-        import urllib.request
-
-        local = (urllib.parse.urlsplit(url).hostname or "") in _LOCAL_HOSTS
-        if local not in self._openers:
-            handlers: list[urllib.request.BaseHandler] = []
-            if local:  # no proxy for loopback, whatever the environment says; the environment's proxies otherwise
-                handlers.append(urllib.request.ProxyHandler({}))
-            if registry_config(self.ref.registry).get("insecure") is True:
-                import ssl
-
-                handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
-            self._openers[local] = urllib.request.build_opener(*handlers)
-        return self._openers[local]
 
     def _fail(self, what: str, why: str) -> RegistryError:
         return RegistryError(f"{what} for {self.ref} from registry {self.ref.registry}: {why}")
 
-    def open(self, path: str, what: str, accept: str = "*/*") -> HTTPResponse:
+    def open(self, path: str, what: str, accept: str = "*/*") -> Response:
         """GET base+path, answering one auth challenge; RegistryError on any failure."""
         return self.request("GET", path, what, headers={"Accept": accept})
 
@@ -227,41 +223,33 @@ class _Client:
         return self.base + location
 
     def request(self, method: str, path: str, what: str, data: Any = None,
-                headers: dict[str, str] | None = None, not_found_ok: bool = False) -> HTTPResponse:
+                headers: dict[str, str] | None = None, not_found_ok: bool = False) -> Response:
         """`method` base+path (or an absolute URL / Location), answering one auth challenge.
 
         `data` (bytes, or a file object with Content-Length in `headers`) cannot be sent twice: requests with a
         streamed body are made after an earlier request earned the Authorization. RegistryError on failures;
-        with `not_found_ok` a 404 returns its response (as an HTTPError, which is a response too).
+        with `not_found_ok` a 404 returns its response.
         """
-        import urllib.error
-        import urllib.request
+        try:
+            return self.http.request(method, self.url(path), headers=headers, body=data, auth=self,
+                                     ok=(404,) if not_found_ok else ())
+        except HttpError as e:
+            if e.status:
+                raise self._http_error(e.status, e.reason, e.body, what, e.challenged) from None
+            raise RegistryError(
+                f"cannot reach registry {self.ref.registry} for {self.ref}: {_reason(e)}") from None
 
-        url = self.url(path)
-        challenged = False
-        while True:
-            req = urllib.request.Request(url, data=data, method=method,
-                                         headers={"User-Agent": "workbench/0.1", **(headers or {})})
-            if self.authorization:
-                # not sent on to a redirect target (blob storage with signed URLs)
-                req.add_unredirected_header("Authorization", self.authorization)
-            try:
-                resp: HTTPResponse = self._opener(url).open(req, timeout=self.timeout)
-                return resp
-            except urllib.error.HTTPError as e:
-                if not_found_ok and e.code == 404:
-                    return e  # type: ignore[return-value]
-                body = _read_quietly(e)
-                if e.code == 401 and not challenged and (data is None or isinstance(data, bytes)):
-                    challenged = True
-                    with self._lock:
-                        if self.authorization == req.get_header("Authorization"):  # else a thread renewed it
-                            self._authenticate(e.headers.get("WWW-Authenticate", ""))
-                    continue
-                raise self._http_error(e.code, e.reason, body, what, challenged) from None
-            except (urllib.error.URLError, OSError) as e:
-                raise RegistryError(
-                    f"cannot reach registry {self.ref.registry} for {self.ref}: {_reason(e)}") from None
+    # the auth hook: the Authorization goes to the registry only, not on to a redirect target (blob storage
+    # with signed URLs)
+
+    def authorize(self, url: str) -> dict[str, str]:
+        return {"Authorization": self.authorization} if self.authorization else {}
+
+    def challenge(self, error: HttpError, sent: Mapping[str, str]) -> bool:
+        with self._lock:
+            if self.authorization == sent.get("Authorization"):  # else a thread renewed it
+                self._authenticate(error.headers.get("www-authenticate", ""))
+        return True
 
     def _http_error(self, code: int, reason: str, body: bytes, what: str, authed: bool) -> RegistryError:
         detail = ""
@@ -286,9 +274,7 @@ class _Client:
     def _authenticate(self, header: str) -> None:
         """Earn an Authorization header from a 401 challenge (Bearer token or Basic credentials)."""
         import base64
-        import urllib.error
         import urllib.parse
-        import urllib.request
 
         scheme, params = _parse_challenge(header)
         creds = docker_credentials(self.ref.registry)
@@ -312,30 +298,20 @@ class _Client:
         if params.get("service"):
             query.append(("service", params["service"]))
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
-        req = urllib.request.Request(url, headers={"User-Agent": "workbench/0.1"})
-        if basic:
-            req.add_unredirected_header("Authorization", basic)
         try:
-            with self._opener(url).open(req, timeout=self.timeout) as resp:
+            with self.http.request("GET", url, auth=StaticAuth({"Authorization": basic} if basic else {})) as resp:
                 doc = json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            hint = " — wrong credentials in docker's config.json?" if e.code in (401, 403) and basic else ""
-            raise self._fail("authenticating", f"token endpoint {realm} answered {e.code} {e.reason}{hint}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise self._fail("authenticating", f"cannot reach token endpoint {realm}: {_reason(e)}") from None
+        except HttpError as e:
+            if not e.status:
+                raise self._fail("authenticating", f"cannot reach token endpoint {realm}: {_reason(e)}") from None
+            hint = " — wrong credentials in docker's config.json?" if e.status in (401, 403) and basic else ""
+            raise self._fail("authenticating", f"token endpoint {realm} answered {e.status} {e.reason}{hint}") from None
         except ValueError:
             raise self._fail("authenticating", f"token endpoint {realm} did not answer JSON") from None
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not token:
             raise self._fail("authenticating", f"token endpoint {realm} gave no token")
         self.authorization = f"Bearer {token}"
-
-
-def _read_quietly(resp: Any) -> bytes:
-    try:
-        return bytes(resp.read(64 << 10))
-    except (OSError, ValueError):
-        return b""
 
 
 # -- manifests ------------------------------------------------------------------------------------------------------
@@ -408,7 +384,7 @@ def _get_manifest(client: _Client, target: str, store: ContentStore | None) -> t
     with client.open(f"/manifests/{target}", "pulling manifest", ACCEPT) as resp:
         try:
             raw = resp.read(MAX_MANIFEST + 1)
-        except OSError as e:
+        except HttpError as e:
             raise RegistryError(f"reading manifest for {ref} from {ref.registry}: {_reason(e)}") from None
         content_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         header_digest = resp.headers.get("Docker-Content-Digest") or ""
@@ -454,8 +430,6 @@ def _fetch_blob(client: _Client, desc: dict[str, Any], store: ContentStore, prog
     A download cut short (connection reset, early end) resumes where it stopped with a Range request, up to
     RESUME_ATTEMPTS times, when the registry answers ranges (206); the digest covers the joined bytes.
     """
-    import http.client
-
     ref, digest = client.ref, str(desc.get("digest", ""))
     if store.has(digest):
         return
@@ -464,28 +438,14 @@ def _fetch_blob(client: _Client, desc: dict[str, Any], store: ContentStore, prog
     path, doing = f"/blobs/{digest}", f"pulling blob {digest}"
     if progress:
         progress(digest, 0, max(size, 0))
-    resp = client.open(path, doing)
-    attempts = 0
+
+    def reopen(offset: int) -> Response:
+        return client.request("GET", path, doing, headers={"Range": f"bytes={offset}-"})
+
+    body = resumable(client.open(path, doing), reopen, size=size, attempts=RESUME_ATTEMPTS, chunk=CHUNK)
     try:
         with store.writer(digest) as w:
-            while True:
-                try:
-                    chunk = resp.read(CHUNK)
-                    if not chunk and 0 <= w.size < size:
-                        raise ConnectionResetError(f"the download ended after {w.size} of {size} bytes")
-                except (OSError, http.client.HTTPException) as e:
-                    attempts += 1
-                    if attempts > RESUME_ATTEMPTS or size < 0:
-                        raise RegistryError(f"{what}: download failed after {attempts - 1} resumptions: "
-                                            f"{_reason(e)}") from None
-                    resp.close()
-                    resp = client.request("GET", path, doing, headers={"Range": f"bytes={w.size}-"})
-                    if resp.status != 206:
-                        raise RegistryError(f"{what}: download broke off ({_reason(e)}) and the registry "
-                                            "cannot resume it (no range support)") from None
-                    continue
-                if not chunk:
-                    break
+            for chunk in body:
                 w.write(chunk)
                 if 0 <= size < w.size:
                     raise RegistryError(f"{what}: more than the {size} bytes its descriptor says")
@@ -493,12 +453,17 @@ def _fetch_blob(client: _Client, desc: dict[str, Any], store: ContentStore, prog
                     progress(digest, w.size, max(size, 0))
             if 0 <= size != w.size:
                 raise RegistryError(f"{what}: got {w.size} bytes, its descriptor says {size}")
+    except BrokenDownload as e:
+        if e.unresumable:
+            raise RegistryError(f"{what}: download broke off ({_reason(e)}) and the registry "
+                                "cannot resume it (no range support)") from None
+        raise RegistryError(f"{what}: download failed after {e.resumptions} resumptions: {_reason(e)}") from None
     except DigestMismatch as e:
         raise RegistryError(f"{what} failed verification (digest mismatch): {e}; nothing was stored") from None
     except OSError as e:
         raise RegistryError(f"{what}: download failed: {_reason(e)}") from None
     finally:
-        resp.close()
+        body.close()
 
 
 def pull(ref: Reference, store: ContentStore, platform: str = "linux/amd64",

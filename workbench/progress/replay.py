@@ -132,12 +132,15 @@ def replay_text(events: list[Event], mode: str, out: TextIO, log_limit: int | No
     `log_limit` is the step log clip the build's views used (BUILDKIT_STEP_LOG_MAX_SIZE; None: this
     process's own).
     """
-    from workbench.progress.printers import LogClipper, PlainPrinter, RawJsonPrinter, TtyPrinter
+    from workbench.progress.logclip import LogClipper
+    from workbench.progress.plain import PlainPrinter
+    from workbench.progress.rawjson import RawJsonPrinter
+    from workbench.progress.tty import TtyPrinter
 
     view: Callable[[Event], None]
     if mode == "plain":
         view = plain = PlainPrinter(out)
-        plain.trace.clip = LogClipper(log_limit)
+        plain.clip = LogClipper(log_limit)
     elif mode == "rawjson":
         view = raw = RawJsonPrinter(out)
         raw.clip = LogClipper(log_limit)

@@ -3,9 +3,10 @@
 A new snapshot is prepared in a private temp dir (upper + work), filled through an overlay mount, and
 renamed into `snapshots/` only once complete: a crash leaves at most a temp dir nobody trusts.
 
-A manager holds the root's build lock (shared) from creation to `cleanup`, so `workbench prune` waits for
-running builds; the kernel drops the lock of a killed build. Temp dirs of dead builds (their mounts and
-runc containers included) are cleaned when the next build starts, and by prune.
+A manager holds the root's build lock (shared, `workbench.snapshot.lease`) from creation to `cleanup`, so
+`workbench prune` waits for running builds; the kernel drops the lock of a killed build. Temp dirs of dead
+builds (their mounts and runc containers included, `workbench.snapshot.scratch`) are cleaned when the next
+build starts, and by prune.
 
 A chain too deep for one overlay mount (the kernel stacks at most 500 lower dirs in one page of options)
 is mounted over a flattened copy of its bottom: every `FLATTEN_EVERY` layers are merged, with the copy of
@@ -18,31 +19,29 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workbench.mountinfo import mounts
 from workbench.reaper import ensure_reaper
+from workbench.snapshot.lease import acquire_shared, release_shared
 from workbench.snapshot.overlay import OverlayError, fits, mount_overlay, unmount
+from workbench.snapshot.scratch import clean_stale, remove_tree
 
 FLATTEN_EVERY = 128
 
 
 class SnapshotManager:
     def __init__(self, root: Path) -> None:
-        from workbench.cache.gc import acquire_shared, release_shared
-
         self._root = root
         acquire_shared(root)
         self._locked = True
         try:
             self.dir = root / "snapshots"
             self.dir.mkdir(parents=True, exist_ok=True)
-            _clean_stale(root / "tmp")
+            clean_stale(root / "tmp")
             self.tmp = root / "tmp" / f"{os.getpid()}-{secrets.token_hex(3)}"
             self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._empty = self.dir / "empty"
@@ -91,7 +90,7 @@ class SnapshotManager:
                 if proc.returncode != 0:
                     raise OverlayError(f"flattening {len(chain)} layers: {proc.stderr.strip()}")
             except BaseException:
-                _remove_tree(dest)
+                remove_tree(dest)
                 raise
             finally:
                 view.rmdir()
@@ -118,14 +117,14 @@ class SnapshotManager:
             yield work
         finally:
             if work.exists():
-                _remove_tree(work)
+                remove_tree(work)
 
     def commit(self, prepared: Path) -> str:
         """Move a prepared snapshot into place and return its id."""
         snapshot = secrets.token_hex(6)
         work = prepared / "work"
         if work.exists():
-            _remove_tree(work)
+            remove_tree(work)
         os.rename(prepared, self.dir / snapshot)
         return snapshot
 
@@ -167,85 +166,9 @@ class SnapshotManager:
         """Remove this process's temp dir and release the build lock."""
         try:
             if self.tmp.exists():
-                _remove_tree(self.tmp)
+                remove_tree(self.tmp)
         finally:
             if self._locked:
-                from workbench.cache.gc import release_shared
-
                 self._locked = False
                 release_shared(self._root)
 
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (one we may not signal counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stale_entry(entry: Path) -> bool:
-    """Whether `entry` (named `<pid>-...`) belongs to a process that is gone."""
-    pid = entry.name.split("-", 1)[0]
-    return pid.isdigit() and not pid_alive(int(pid))
-
-
-def mounts_under(path: Path) -> list[Path]:
-    """Mount points at or below `path` in this mount namespace, deepest first."""
-    base = os.path.realpath(path)
-    found = {m.point for m in mounts() if m.point == base or m.point.startswith(base + "/")}
-    return [Path(p) for p in sorted(found, key=len, reverse=True)]
-
-
-def _kill_containers(entry: Path) -> None:
-    """Kill and delete the runc containers a dead build left running (their state is in `entry/runc`)."""
-    state = entry / "runc"
-    runc = shutil.which("runc")
-    if runc is None or not state.is_dir():
-        return
-    for cid in os.listdir(state):
-        subprocess.run([runc, "--root", str(state), "delete", "-f", cid], capture_output=True)
-
-
-def remove_scratch(entry: Path) -> bool:
-    """Kill the containers of, unmount everything under, and remove a dead build's temp dir; False (and
-    nothing removed) if something under it stays mounted."""
-    _kill_containers(entry)
-    for target in mounts_under(entry):
-        try:
-            unmount(target)
-        except OSError:
-            pass
-    if mounts_under(entry):
-        return False  # never delete through a mount
-    _remove_tree(entry)
-    return True
-
-
-def _clean_stale(tmp: Path) -> None:
-    """Unmount and remove what killed builds left in `tmp` (their process is gone; nothing trusts it)."""
-    if not tmp.is_dir():
-        return
-    for entry in tmp.iterdir():
-        if stale_entry(entry):
-            remove_scratch(entry)
-
-
-def _remove_tree(path: Path) -> None:
-    def onerror(func: object, p: str, exc: object) -> None:
-        # A read-only dir inside (e.g. chmod 555 in a step) blocks removal of its entries.
-        parent = os.path.dirname(p)
-        try:
-            os.chmod(parent, 0o700)
-            os.chmod(p, 0o700) if os.path.isdir(p) and not os.path.islink(p) else None
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=onerror)  # noqa: B026 - onerror is the 3.11-compatible spelling

@@ -46,7 +46,7 @@ def signature(action: Copy, excluded: Excluded | None) -> str | None:
 
 def _ask(message: dict[str, Any], reply: bool) -> dict[str, Any] | None:
     global _channel
-    from workbench.client import recv_message, send_message
+    from workbench.wire import recv_message, send_message
 
     with _lock:
         if _channel is None:

@@ -24,63 +24,61 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.executor import spec as exec_spec
+from workbench.fsutil.paths import resolve_in_root
 from workbench.llb.ops import Copy, ExecOp, LocalSource, Mount
-from workbench.snapshot.rootpath import resolve_in_root
+from workbench.solver.types import SolveError
 
 if TYPE_CHECKING:
     from workbench.llb.ops import Vertex
     from workbench.solver.fileops import Excluded
-    from workbench.solver.solver import Result, Solver
+    from workbench.solver.job import SolveJob
+    from workbench.solver.session import Session
+    from workbench.solver.types import Result
+    from workbench.worker import Worker
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 INSECURE = "security.insecure"
 
 
-def _error(message: str, v: Vertex) -> Exception:
-    from workbench.solver.solver import SolveError
-
-    return SolveError(message, v)
-
-
-def check_exec(solver: Solver, v: Vertex) -> None:
+def check_exec(session: Session, v: Vertex) -> None:
     """Refuse what the session does not allow (security=insecure) and malformed mounts."""
     op = v.op
     assert isinstance(op, ExecOp)
     if op.security not in exec_spec.SECURITY_MODES:
-        raise _error(f"invalid security mode {op.security!r} (sandbox or insecure)", v)
-    if op.security == "insecure" and not solver.session.allows(INSECURE):
-        raise _error(f"{INSECURE} is not allowed", v)
+        raise SolveError(f"invalid security mode {op.security!r} (sandbox or insecure)", v)
+    if op.security == "insecure" and not session.allows(INSECURE):
+        raise SolveError(f"{INSECURE} is not allowed", v)
     for m in op.mounts:
         if m.type not in MOUNT_TYPES:
-            raise _error(f"unsupported mount type {m.type!r} at {m.target or '?'}", v)
+            raise SolveError(f"unsupported mount type {m.type!r} at {m.target or '?'}", v)
         if m.input >= len(v.inputs) or m.input < -1:
-            raise _error(f"mount {m.target}: input {m.input} out of range", v)
+            raise SolveError(f"mount {m.target}: input {m.input} out of range", v)
         if not m.target and not (m.type == "secret" and m.env):
-            raise _error(f"{m.type} mount: a target is required", v)
+            raise SolveError(f"{m.type} mount: a target is required", v)
         if m.type == "cache" and m.sharing not in ("shared", "private", "locked"):
-            raise _error(f"invalid cache sharing option: {m.sharing!r}", v)
+            raise SolveError(f"invalid cache sharing option: {m.sharing!r}", v)
 
 
 def _bind_copy(action_src: str, idx: int) -> Copy:
     return Copy(src_input=idx, src=action_src, dest="/", allow_wildcard=False, follow_symlinks=True)
 
 
-def mount_key_parts(solver: Solver, v: Vertex) -> list[str]:
+def mount_key_parts(job: SolveJob, v: Vertex) -> list[str]:
     """Extra cache-key parts for `v`'s mounts (the content of context paths a bind mount reads)."""
     from workbench.solver.checksum import copy_checksum
     from workbench.solver.fileops import FileActionError
 
-    check_exec(solver, v)
+    check_exec(job.session, v)
     assert isinstance(v.op, ExecOp)
     parts: list[str] = []
     for n, m in enumerate(v.op.mounts):
         if m.type != "bind" or m.input < 0 or not isinstance(v.inputs[m.input].op, LocalSource):
             continue  # other inputs are keyed by their own keys; cache/tmpfs/secret/ssh never key a step
-        ctx = solver._context(v.inputs[m.input])
+        ctx = job.context(v.inputs[m.input])
         try:
             checksum, _ = copy_checksum(ctx.path, _bind_copy(m.source, m.input), ctx.excluded)
         except (FileActionError, OSError) as e:
-            raise _error(f"failed to compute cache key: {e}", v) from None
+            raise SolveError(f"failed to compute cache key: {e}", v) from None
         parts.append(f"mount{n}:{checksum}")
     return parts
 
@@ -145,8 +143,9 @@ def _filtered_tree(context: Path, source: str, excluded: Excluded, dest: Path) -
 class _Mounter:
     """Sets up the mounts of one exec vertex; everything is undone when `stack` closes."""
 
-    def __init__(self, solver: Solver, v: Vertex, inputs: list[Result], stack: ExitStack) -> None:
-        self.solver = solver
+    def __init__(self, worker: Worker, job: SolveJob, v: Vertex, inputs: list[Result], stack: ExitStack) -> None:
+        self.worker = worker
+        self.job = job
         self.v = v
         self.inputs = inputs
         self.stack = stack
@@ -154,8 +153,8 @@ class _Mounter:
         self._secret_dir: Path | None = None
 
     def tmpdir(self, prefix: str) -> Path:
-        self.solver.snapshots.guard()  # what is made here may be mounted: a dying build must not leave it
-        path = self.solver.snapshots.tmp / f"{prefix}-{secrets.token_hex(6)}"
+        self.worker.snapshots.guard()  # what is made here may be mounted: a dying build must not leave it
+        path = self.worker.snapshots.tmp / f"{prefix}-{secrets.token_hex(6)}"
         path.mkdir(mode=0o700)
         self.stack.callback(shutil.rmtree, path, True)
         return path
@@ -166,19 +165,19 @@ class _Mounter:
             return self.tmpdir("scratch")
         src_v = self.v.inputs[idx]
         if isinstance(src_v.op, LocalSource):
-            ctx = self.solver._context(src_v)
+            ctx = self.job.context(src_v)
             if ctx.excluded is None:
                 return ctx.path
             view = self.tmpdir("ctx")
             try:
                 _filtered_tree(ctx.path, source, ctx.excluded, view)
             except OSError as e:
-                raise _error(f"failed to mount {source} from context: {e}", self.v) from None
+                raise SolveError(f"failed to mount {source} from context: {e}", self.v) from None
             return view
         if idx not in self.views:
             chain = self.inputs[idx].chain
             if chain:
-                self.views[idx] = self.stack.enter_context(self.solver.snapshots.mount_readonly(chain))
+                self.views[idx] = self.stack.enter_context(self.worker.snapshots.mount_readonly(chain))
             else:
                 self.views[idx] = self.tmpdir("scratch")
         return self.views[idx]
@@ -204,9 +203,9 @@ class _Mounter:
         try:
             host = resolve_in_root(root, src)
         except OSError as e:
-            raise _error(f"failed to mount {m.target}: {src}: {e.strerror}", self.v) from None
+            raise SolveError(f"failed to mount {m.target}: {src}: {e.strerror}", self.v) from None
         if not os.path.lexists(host):
-            raise _error(f'failed to mount {m.target}: "{src}": not found', self.v)
+            raise SolveError(f'failed to mount {m.target}: "{src}": not found', self.v)
         return host
 
     def bind(self, m: Mount) -> exec_spec.Mount:
@@ -229,10 +228,10 @@ class _Mounter:
             return self.host_path(self.view(m.input, m.source), m.source, m) if m.input >= 0 else None
 
         try:
-            path = self.stack.enter_context(CacheMounts(self.solver.root).acquire(
-                cache_id, m.sharing, m.mode, m.uid, m.gid, seed, seed_from, self.solver.cancel))
+            path = self.stack.enter_context(CacheMounts(self.worker.root).acquire(
+                cache_id, m.sharing, m.mode, m.uid, m.gid, seed, seed_from, self.job.cancel))
         except (CacheMountError, OSError, subprocess.CalledProcessError) as e:
-            raise _error(f"cache mount {m.target}: {e}", self.v) from None
+            raise SolveError(f"cache mount {m.target}: {e}", self.v) from None
         return exec_spec.Mount("bind", str(path), m.target, ["rbind", "ro"] if m.readonly else ["rbind"])
 
     def secret_dir(self) -> Path:
@@ -251,19 +250,19 @@ class _Mounter:
     def secret(self, m: Mount, n: int, out: StepMounts) -> None:
         from workbench.solver.session import SecretNotFound, SessionError
 
-        source = self.solver.session.secrets.get(m.id)
+        source = self.job.session.secrets.get(m.id)
         if source is None:
             if m.required:
-                raise _error(f"secret {m.id}: not found", self.v)
+                raise SolveError(f"secret {m.id}: not found", self.v)
             return
         try:
             value = source.read()
         except SecretNotFound as e:
             if m.required:
-                raise _error(str(e), self.v) from None
+                raise SolveError(str(e), self.v) from None
             return
         except SessionError as e:
-            raise _error(str(e), self.v) from None
+            raise SolveError(str(e), self.v) from None
         if m.target:
             path = self.secret_dir() / f"secret-{n}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -282,28 +281,28 @@ class _Mounter:
         from workbench.executor.ssh import AgentProxy, SSHForwardError, agent_socket
 
         ssh_id = m.id or "default"
-        paths = self.solver.session.ssh.get(ssh_id)
+        paths = self.job.session.ssh.get(ssh_id)
         if paths is None:
             if m.required:
-                raise _error(f'no SSH key "{ssh_id}" forwarded from the client', self.v)
+                raise SolveError(f'no SSH key "{ssh_id}" forwarded from the client', self.v)
             return
         try:
             agent = agent_socket(paths, ssh_id)
         except SSHForwardError as e:
-            raise _error(str(e), self.v) from None
-        proxy = AgentProxy(agent, self.solver.snapshots.tmp, m.uid or 0, m.gid or 0,
+            raise SolveError(str(e), self.v) from None
+        proxy = AgentProxy(agent, self.worker.snapshots.tmp, m.uid or 0, m.gid or 0,
                            0o600 if m.mode is None else m.mode & 0o777)
         self.stack.callback(proxy.close)
         out.mounts.append(exec_spec.Mount("bind", str(proxy.path), m.target, ["rbind"]))
 
 
-def prepare(solver: Solver, v: Vertex, inputs: list[Result], stack: ExitStack) -> StepMounts:
+def prepare(worker: Worker, job: SolveJob, v: Vertex, inputs: list[Result], stack: ExitStack) -> StepMounts:
     """Set up `v`'s mounts (undone when `stack` closes); SolveError when one cannot be."""
     op = v.op
     assert isinstance(op, ExecOp)
-    check_exec(solver, v)
+    check_exec(job.session, v)
     out = StepMounts()
-    mounter = _Mounter(solver, v, inputs, stack)
+    mounter = _Mounter(worker, job, v, inputs, stack)
     for n, m in enumerate(op.mounts):
         if m.type == "bind":
             out.mounts.append(mounter.bind(m))

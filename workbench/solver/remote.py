@@ -13,7 +13,6 @@ import email.message
 import email.utils
 import fcntl
 import hashlib
-import http.client
 import json
 import os
 import posixpath
@@ -23,41 +22,27 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from workbench.http.client import HttpClient, Response, range_reopen, resumable
+from workbench.http.errors import HttpError, redact
 from workbench.llb.ops import GitSource, HttpSource, Vertex
 from workbench.progress.events import VertexLog, VertexStatus
+from workbench.solver.types import SolveError
 from workbench.state_root import make_private_dir
 
 if TYPE_CHECKING:
-    from workbench.solver.solver import Solver
+    from workbench.solver.job import SolveJob
+    from workbench.worker import Worker
 
 _CHUNK = 1 << 16
 _TIMEOUT = 60
 _MAX_ETAGS = 8
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-
-
-def _error(message: str, v: Vertex) -> Exception:
-    from workbench.solver.solver import SolveError
-
-    return SolveError(message, v)
-
-
-def redact(url: str) -> str:
-    """`url` without a password (user:pass@host → user:xxxxx@host), for messages."""
-    parts = urllib.parse.urlsplit(url) if "://" in url else None
-    if parts is None or parts.password is None:
-        return url
-    netloc = f"{parts.username}:xxxxx@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
@@ -71,21 +56,6 @@ class _HttpResolved:
 class _GitResolved:
     sha: str
     ref: str  # the full ref name it came from (refs/heads/…, refs/tags/…), "" for a sha
-
-
-# What source_key resolved, per solver and vertex digest, so fetch uses exactly what was keyed.
-_resolved: weakref.WeakKeyDictionary[Solver, dict[str, _HttpResolved | _GitResolved]] = weakref.WeakKeyDictionary()
-_resolved_lock = threading.Lock()
-
-
-def _remember(solver: Solver, v: Vertex, value: _HttpResolved | _GitResolved) -> None:
-    with _resolved_lock:
-        _resolved.setdefault(solver, {})[v.digest] = value
-
-
-def _recall(solver: Solver, v: Vertex) -> _HttpResolved | _GitResolved | None:
-    with _resolved_lock:
-        return _resolved.get(solver, {}).get(v.digest)
 
 
 @contextlib.contextmanager
@@ -107,22 +77,23 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def source_key(solver: Solver, v: Vertex) -> str:
-    """The part of `v`'s cache key that stands for the remote content."""
+def source_key(worker: Worker, job: SolveJob, v: Vertex) -> str:
+    """The part of `v`'s cache key that stands for the remote content (what it resolved to is kept in `job`
+    for `fetch`, so that the fetch gets exactly what was keyed)."""
     if isinstance(v.op, HttpSource):
-        return _http_key(solver, v, v.op)
+        return _http_key(worker, job, v, v.op)
     if isinstance(v.op, GitSource):
-        return _git_key(solver, v, v.op)
-    raise _error(f"not a remote source: {type(v.op).__name__}", v)
+        return _git_key(job, v, v.op)
+    raise SolveError(f"not a remote source: {type(v.op).__name__}", v)
 
 
-def fetch(solver: Solver, v: Vertex) -> list[str]:
+def fetch(worker: Worker, job: SolveJob, v: Vertex) -> list[str]:
     """Fetch the remote content into a new snapshot; returns the chain."""
     if isinstance(v.op, HttpSource):
-        return [_http_fetch(solver, v, v.op)]
+        return [_http_fetch(worker, job, v, v.op)]
     if isinstance(v.op, GitSource):
-        return [_git_fetch(solver, v, v.op)]
-    raise _error(f"not a remote source: {type(v.op).__name__}", v)
+        return [_git_fetch(worker, job, v, v.op)]
+    raise SolveError(f"not a remote source: {type(v.op).__name__}", v)
 
 
 # -- HTTP -------------------------------------------------------------------------------------------
@@ -183,24 +154,36 @@ class _Store:
         _atomic_write(self._meta_path(url), json.dumps(body, indent=1).encode())
 
 
-def _open(url: str, v: Vertex, headers: dict[str, str]) -> http.client.HTTPResponse | urllib.error.HTTPError:
-    """GET `url`: the response, or for a 304 the HTTPError urllib raises; other failures raise a SolveError."""
-    req = urllib.request.Request(url, headers={"User-Agent": "workbench", **headers})
+_HTTP: HttpClient | None = None
+_HTTP_LOCK = threading.Lock()
+
+
+def _http() -> HttpClient:
+    """One client for every download (the environment's proxies, redirects followed, as urllib's urlopen)."""
+    global _HTTP
+    with _HTTP_LOCK:
+        if _HTTP is None:
+            _HTTP = HttpClient(timeout=_TIMEOUT, user_agent="workbench")
+        return _HTTP
+
+
+def _failed(url: str, e: HttpError, v: Vertex) -> SolveError:
+    if e.status:
+        return SolveError(f"failed to download {redact(url)}: invalid response status {e.status}", v)
+    return SolveError(f"failed to download {redact(url)}: {e.reason}", v)
+
+
+def _open(url: str, v: Vertex, headers: dict[str, str]) -> Response:
+    """GET `url`: the answer (200, or 304 to a conditional request); other failures raise a SolveError."""
     try:
-        resp: http.client.HTTPResponse = urllib.request.urlopen(req, timeout=_TIMEOUT)
-    except urllib.error.HTTPError as e:
-        if e.code == 304:
-            return e
-        e.close()
-        raise _error(f"failed to download {redact(url)}: invalid response status {e.code}", v) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        raise _error(f"failed to download {redact(url)}: {reason}", v) from None
-    return resp
+        return _http().request("GET", url, headers=headers, ok=(304,))
+    except HttpError as e:
+        raise _failed(url, e, v) from None
 
 
-def _download(solver: Solver, v: Vertex, url: str, resp: http.client.HTTPResponse, dest_dir: Path) -> tuple[str, Path]:
-    """Stream the body into a temp file under `dest_dir` while hashing it; returns (digest, temp path)."""
+def _download(job: SolveJob, v: Vertex, url: str, resp: Response, dest_dir: Path) -> tuple[str, Path]:
+    """Stream the body into a temp file under `dest_dir` while hashing it; returns (digest, temp path). A body
+    that breaks off is resumed with Range requests when the server validates them (If-Range)."""
     make_private_dir(dest_dir)
     tmp = dest_dir / f".download-{secrets.token_hex(6)}"
     h = hashlib.sha256()
@@ -208,39 +191,44 @@ def _download(solver: Solver, v: Vertex, url: str, resp: http.client.HTTPRespons
     status_id = f"downloading {redact(url)}"
     length = resp.headers.get("Content-Length") or ""
     total = int(length) if length.isdigit() else 0
+    etag = resp.headers.get("ETag") or ""
+    validator = etag if etag.startswith('"') else resp.headers.get("Last-Modified") or ""
+    reopen = range_reopen(_http(), resp.url, {"User-Agent": "workbench"}, validator)
+    body = resumable(resp, reopen, size=total if length.isdigit() and validator else -1, chunk=_CHUNK)
     last = 0.0
     try:
         with open(tmp, "wb") as f:
-            while True:
-                if solver.cancel.is_set():
-                    raise _error("canceled", v)
-                chunk = resp.read(_CHUNK)
-                if not chunk:
-                    break
+            for chunk in body:
+                if job.cancel.is_set():
+                    raise SolveError("canceled", v)
                 f.write(chunk)
                 h.update(chunk)
                 current += len(chunk)
                 now = time.monotonic()
                 if now - last > 0.1:
                     last = now
-                    solver.bus.emit(VertexStatus(v.digest, v.name, status_id=status_id, current=current, total=total))
+                    job.bus.emit(VertexStatus(v.digest, v.name, status_id=status_id, current=current, total=total))
+    except HttpError as e:
+        tmp.unlink(missing_ok=True)
+        raise _failed(url, e, v) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    solver.bus.emit(VertexStatus(v.digest, v.name, status_id=status_id, current=current,
+    finally:
+        body.close()
+    job.bus.emit(VertexStatus(v.digest, v.name, status_id=status_id, current=current,
                                  total=max(total, current), done=True))
     return "sha256:" + h.hexdigest(), tmp
 
 
-def _get(solver: Solver, v: Vertex, op: HttpSource, store: _Store, headers: dict[str, str]) -> _HttpResolved | str:
+def _get(job: SolveJob, v: Vertex, op: HttpSource, store: _Store, headers: dict[str, str]) -> _HttpResolved | str:
     """GET with `headers`: a 200's body goes into the store (and its ETag into the URL's entries); a 304
     returns the ETag it names ("" when it names none)."""
-    resp = _open(op.url, v, headers)
-    with contextlib.closing(resp):
+    with _open(op.url, v, headers) as resp:
         info = resp.headers
-        if isinstance(resp, urllib.error.HTTPError):  # 304
-            return _etag_value(info.get("ETag", "") if info else "")
-        digest, tmp = _download(solver, v, op.url, resp, store.root / "sha256")
+        if resp.status == 304:
+            return _etag_value(info.get("ETag", ""))
+        digest, tmp = _download(job, v, op.url, resp, store.root / "sha256")
     os.replace(tmp, store.blob(digest))
     disposition = info.get("Content-Disposition", "")
     resolved = _HttpResolved(digest, http_filename(op.url, op.filename, disposition), info.get("Last-Modified", ""))
@@ -250,41 +238,41 @@ def _get(solver: Solver, v: Vertex, op: HttpSource, store: _Store, headers: dict
     return resolved
 
 
-def _http_key(solver: Solver, v: Vertex, op: HttpSource) -> str:
+def _http_key(worker: Worker, job: SolveJob, v: Vertex, op: HttpSource) -> str:
     if urllib.parse.urlsplit(op.url).scheme.lower() not in ("http", "https"):
-        raise _error(f"unsupported URL {redact(op.url)}: only http and https are downloaded", v)
+        raise SolveError(f"unsupported URL {redact(op.url)}: only http and https are downloaded", v)
     if op.checksum:
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", op.checksum):
-            raise _error(f"invalid checksum {op.checksum!r}: expected sha256:<64 hex digits>", v)
+            raise SolveError(f"invalid checksum {op.checksum!r}: expected sha256:<64 hex digits>", v)
         return "http-checksum:" + op.checksum
-    store = _Store(solver.root / "http")
+    store = _Store(worker.root / "http")
     with store.lock(op.url):
         entries = {e["etag"]: e for e in store.entries(op.url)}
         headers = {"If-None-Match": ", ".join(entries)} if entries else {}
-        got = _get(solver, v, op, store, headers)
+        got = _get(job, v, op, store, headers)
         if isinstance(got, str):  # 304: content we have; without an ETag it can only mean the one we sent
             entry = entries.get(got or (next(iter(entries)) if len(entries) == 1 else ""))
             if entry is None:
-                raise _error(f"failed to download {redact(op.url)}: invalid not-modified ETag: {got!r}", v)
+                raise SolveError(f"failed to download {redact(op.url)}: invalid not-modified ETag: {got!r}", v)
             got = _HttpResolved(entry["digest"], http_filename(op.url, op.filename, entry["content_disposition"]),
                                 entry["last_modified"])
-    _remember(solver, v, got)
+    job.remember(v, got)
     parts = {"digest": got.digest, "filename": got.filename, "last_modified": got.last_modified}
     return "http:" + json.dumps(parts, sort_keys=True)
 
 
-def _http_fetch(solver: Solver, v: Vertex, op: HttpSource) -> str:
-    store = _Store(solver.root / "http")
-    resolved = _recall(solver, v)
+def _http_fetch(worker: Worker, job: SolveJob, v: Vertex, op: HttpSource) -> str:
+    store = _Store(worker.root / "http")
+    resolved = job.recall(v)
     expected = op.checksum or (resolved.digest if isinstance(resolved, _HttpResolved) else "")
     if not isinstance(resolved, _HttpResolved) or not store.blob(resolved.digest).is_file():
-        got = _get(solver, v, op, store, {})
+        got = _get(job, v, op, store, {})
         if isinstance(got, str):
-            raise _error(f"failed to download {redact(op.url)}: unexpected response status 304", v)
+            raise SolveError(f"failed to download {redact(op.url)}: unexpected response status 304", v)
         if expected and got.digest != expected:
-            raise _error(f"digest mismatch {got.digest}: {expected}", v)
+            raise SolveError(f"digest mismatch {got.digest}: {expected}", v)
         resolved = got
-    with solver.snapshots.prepare() as prepared:
+    with worker.snapshots.prepare() as prepared:
         dest = prepared / "fs" / resolved.filename
         shutil.copyfile(store.blob(resolved.digest), dest)
         os.chmod(dest, op.mode if op.mode is not None else 0o600)
@@ -295,7 +283,7 @@ def _http_fetch(solver: Solver, v: Vertex, op: HttpSource) -> str:
             with contextlib.suppress(TypeError, ValueError):
                 mtime = email.utils.parsedate_to_datetime(resolved.last_modified).timestamp()
         os.utime(dest, (mtime, mtime))
-        return solver.snapshots.commit(prepared)
+        return worker.snapshots.commit(prepared)
 
 
 # -- git --------------------------------------------------------------------------------------------
@@ -308,18 +296,18 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def _git(solver: Solver, v: Vertex, args: list[str], log: bool = False,
+def _git(job: SolveJob, v: Vertex, args: list[str], log: bool = False,
          check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run git; `log` forwards its stderr (fetch progress, "From …" lines) as the vertex's output."""
     cmd = ["git", "-c", "init.defaultBranch=master", "-c", "advice.detachedHead=false", "-c", "gc.auto=0", *args]
     try:
         proc = subprocess.run(cmd, env=_git_env(), capture_output=True, text=True, timeout=3600)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise _error(f"git {args[0]}: {e}", v) from None
+        raise SolveError(f"git {args[0]}: {e}", v) from None
     if log and proc.stderr:
-        solver.bus.emit(VertexLog(v.digest, v.name, stream=2, data=proc.stderr.encode()))
+        job.bus.emit(VertexLog(v.digest, v.name, stream=2, data=proc.stderr.encode()))
     if check and proc.returncode != 0:
-        raise _error(f"git {' '.join(_redact_args(args))} failed: {_tail(proc.stderr)}", v)
+        raise SolveError(f"git {' '.join(_redact_args(args))} failed: {_tail(proc.stderr)}", v)
     return proc
 
 
@@ -335,13 +323,13 @@ def _is_sha(ref: str) -> bool:
     return _SHA_RE.fullmatch(ref) is not None
 
 
-def _resolve_ref(solver: Solver, v: Vertex, op: GitSource) -> _GitResolved:
+def _resolve_ref(job: SolveJob, v: Vertex, op: GitSource) -> _GitResolved:
     ref = op.ref.strip()
     if _is_sha(ref):
         return _GitResolved(ref, "")
-    proc = _git(solver, v, ["ls-remote", "--", op.remote, ref or "HEAD"], check=False)
+    proc = _git(job, v, ["ls-remote", "--", op.remote, ref or "HEAD"], check=False)
     if proc.returncode != 0:
-        raise _error(f"failed to resolve {ref or 'HEAD'} in {redact(op.remote)}: {_tail(proc.stderr)}", v)
+        raise SolveError(f"failed to resolve {ref or 'HEAD'} in {redact(op.remote)}: {_tail(proc.stderr)}", v)
     refs: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         sha, _, name = line.partition("\t")
@@ -356,27 +344,27 @@ def _resolve_ref(solver: Solver, v: Vertex, op: GitSource) -> _GitResolved:
     for name, full in candidates:
         if name in refs:
             return _GitResolved(refs[name], full)
-    raise _error(f"repository {redact(op.remote)} does not contain ref {ref or 'HEAD'}", v)
+    raise SolveError(f"repository {redact(op.remote)} does not contain ref {ref or 'HEAD'}", v)
 
 
-def _git_key(solver: Solver, v: Vertex, op: GitSource) -> str:
-    resolved = _resolve_ref(solver, v, op)
-    _remember(solver, v, resolved)
+def _git_key(job: SolveJob, v: Vertex, op: GitSource) -> str:
+    resolved = _resolve_ref(job, v, op)
+    job.remember(v, resolved)
     return "git:" + resolved.sha
 
 
-def _has_commit(solver: Solver, v: Vertex, repo: Path, sha: str) -> bool:
-    return _git(solver, v, ["--git-dir", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"], check=False).returncode == 0
+def _has_commit(job: SolveJob, v: Vertex, repo: Path, sha: str) -> bool:
+    return _git(job, v, ["--git-dir", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"], check=False).returncode == 0
 
 
-def _update_cache_repo(solver: Solver, v: Vertex, op: GitSource, repo: Path, resolved: _GitResolved) -> None:
+def _update_cache_repo(job: SolveJob, v: Vertex, op: GitSource, repo: Path, resolved: _GitResolved) -> None:
     """Make sure the bare cache repo holds `resolved.sha` (and the ref it came from), pinned against gc."""
     if not (repo / "HEAD").is_file():
-        _git(solver, v, ["init", "-q", "--bare", str(repo)])
+        _git(job, v, ["init", "-q", "--bare", str(repo)])
     gd = ["--git-dir", str(repo)]
     sha = resolved.sha
-    if not _has_commit(solver, v, repo, sha):
-        solver.bus.emit(VertexStatus(v.digest, v.name, status_id=f"fetching {redact(op.remote)}"))
+    if not _has_commit(job, v, repo, sha):
+        job.bus.emit(VertexStatus(v.digest, v.name, status_id=f"fetching {redact(op.remote)}"))
         target = f"+{resolved.ref}:{resolved.ref}" if resolved.ref else sha
         # Shallow first (cheap for big repos); dumb-HTTP servers and servers refusing a sha need a full fetch.
         tries = [[*gd, "fetch", "--depth=1", "--no-tags", "--", op.remote, target],
@@ -387,51 +375,51 @@ def _update_cache_repo(solver: Solver, v: Vertex, op: GitSource, repo: Path, res
         tries.append(full)
         stderr = ""
         for args in tries:
-            proc = _git(solver, v, args, check=False)
+            proc = _git(job, v, args, check=False)
             stderr = proc.stderr
-            if proc.returncode == 0 and _has_commit(solver, v, repo, sha):
+            if proc.returncode == 0 and _has_commit(job, v, repo, sha):
                 if proc.stderr:  # "From <remote>" and the refs it got; a failed try's stderr is not news
-                    solver.bus.emit(VertexLog(v.digest, v.name, stream=2, data=proc.stderr.encode()))
+                    job.bus.emit(VertexLog(v.digest, v.name, stream=2, data=proc.stderr.encode()))
                 break
         else:
-            raise _error(f"failed to fetch {resolved.ref or sha} from {redact(op.remote)}: {_tail(stderr)}", v)
-        solver.bus.emit(VertexStatus(v.digest, v.name, status_id=f"fetching {redact(op.remote)}", done=True))
-    _git(solver, v, [*gd, "update-ref", f"refs/workbench/{sha}", sha])
+            raise SolveError(f"failed to fetch {resolved.ref or sha} from {redact(op.remote)}: {_tail(stderr)}", v)
+        job.bus.emit(VertexStatus(v.digest, v.name, status_id=f"fetching {redact(op.remote)}", done=True))
+    _git(job, v, [*gd, "update-ref", f"refs/workbench/{sha}", sha])
 
 
-def _checkout(solver: Solver, v: Vertex, op: GitSource, repo: Path, resolved: _GitResolved, work: Path,
+def _checkout(job: SolveJob, v: Vertex, op: GitSource, repo: Path, resolved: _GitResolved, work: Path,
               keep: bool) -> None:
     """A working tree of the commit in `work`; with `keep` a self-contained .git (origin = the remote)."""
-    _git(solver, v, ["init", "-q", str(work)])
+    _git(job, v, ["init", "-q", str(work)])
     wd = ["-C", str(work)]
     sha = resolved.sha
     if keep:
         # only the pinned commit is fetched: the shared cache repo may lack the branch or tag ref itself
         # (another build fetched the same commit under another name), so the ref is recreated locally
         refspecs = [f"+refs/workbench/{sha}:refs/workbench/{sha}"]
-        _git(solver, v, [*wd, "fetch", "-q", "--no-tags", "--update-shallow", "--", str(repo), *refspecs])
+        _git(job, v, [*wd, "fetch", "-q", "--no-tags", "--update-shallow", "--", str(repo), *refspecs])
         if resolved.ref.startswith(("refs/heads/", "refs/tags/")):
-            _git(solver, v, [*wd, "update-ref", resolved.ref, sha])
-        _git(solver, v, [*wd, "update-ref", "-d", f"refs/workbench/{sha}"])
+            _git(job, v, [*wd, "update-ref", resolved.ref, sha])
+        _git(job, v, [*wd, "update-ref", "-d", f"refs/workbench/{sha}"])
     else:  # the .git is thrown away: borrow the cache repo's objects instead of copying them
         (work / ".git" / "objects" / "info" / "alternates").write_text(str(repo / "objects") + "\n")
-    _git(solver, v, [*wd, "checkout", "-q", "--detach", sha])
-    _git(solver, v, [*wd, "remote", "add", "origin", op.remote])
+    _git(job, v, [*wd, "checkout", "-q", "--detach", sha])
+    _git(job, v, [*wd, "remote", "add", "origin", op.remote])
     if (work / ".gitmodules").is_file():
-        solver.bus.emit(VertexStatus(v.digest, v.name, status_id="updating submodules"))
+        job.bus.emit(VertexStatus(v.digest, v.name, status_id="updating submodules"))
         sub = [*wd, "-c", "protocol.file.allow=always", "submodule", "update", "--init", "--recursive"]
-        if _git(solver, v, [*sub, "--depth=1"], log=True, check=False).returncode != 0:
-            _git(solver, v, sub, log=True)
-        solver.bus.emit(VertexStatus(v.digest, v.name, status_id="updating submodules", done=True))
+        if _git(job, v, [*sub, "--depth=1"], log=True, check=False).returncode != 0:
+            _git(job, v, sub, log=True)
+        job.bus.emit(VertexStatus(v.digest, v.name, status_id="updating submodules", done=True))
     if keep:
-        _git(solver, v, [*wd, "reflog", "expire", "--all", "--expire=now"])
+        _git(job, v, [*wd, "reflog", "expire", "--all", "--expire=now"])
         (work / ".git" / "FETCH_HEAD").unlink(missing_ok=True)
 
 
 def _subdir(op: GitSource, v: Vertex) -> str:
     sub = posixpath.normpath("/" + op.subdir).lstrip("/")
     if sub.startswith(".."):
-        raise _error(f"invalid subdir {op.subdir!r}", v)
+        raise SolveError(f"invalid subdir {op.subdir!r}", v)
     return "" if sub == "." else sub
 
 
@@ -443,25 +431,25 @@ def _chown_tree(root: Path) -> None:
             os.lchown(os.path.join(dirpath, name), 0, 0)
 
 
-def _git_fetch(solver: Solver, v: Vertex, op: GitSource) -> str:
-    resolved = _recall(solver, v)
+def _git_fetch(worker: Worker, job: SolveJob, v: Vertex, op: GitSource) -> str:
+    resolved = job.recall(v)
     if not isinstance(resolved, _GitResolved):
-        resolved = _resolve_ref(solver, v, op)
+        resolved = _resolve_ref(job, v, op)
     sub = _subdir(op, v)
     keep = op.keep_git_dir and not sub  # BuildKit keeps .git only for a checkout of the whole repo
     name = hashlib.sha256(op.remote.encode()).hexdigest()
-    repo = solver.root / "git" / name
-    with solver.snapshots.prepare() as prepared:
+    repo = worker.root / "git" / name
+    with worker.snapshots.prepare() as prepared:
         fs = prepared / "fs"
-        work = fs if keep else solver.snapshots.tmp / f"git-{secrets.token_hex(6)}"
+        work = fs if keep else worker.snapshots.tmp / f"git-{secrets.token_hex(6)}"
         try:
-            with _flock(solver.root / "git" / f"{name}.lock"):
-                _update_cache_repo(solver, v, op, repo, resolved)
-                _checkout(solver, v, op, repo, resolved, work, keep)
+            with _flock(worker.root / "git" / f"{name}.lock"):
+                _update_cache_repo(job, v, op, repo, resolved)
+                _checkout(job, v, op, repo, resolved, work, keep)
             if not keep:
                 src = work / sub if sub else work
                 if src.is_symlink() or not src.exists():
-                    raise _error(f"subdir {op.subdir!r} not found in {redact(op.remote)} at {resolved.sha}", v)
+                    raise SolveError(f"subdir {op.subdir!r} not found in {redact(op.remote)} at {resolved.sha}", v)
                 if src.is_dir():
                     for entry in os.listdir(src):
                         if not (src == work and entry == ".git"):
@@ -479,4 +467,4 @@ def _git_fetch(solver: Solver, v: Vertex, op: GitSource) -> str:
                 shutil.rmtree(work, ignore_errors=True)
         os.chmod(fs, 0o755)
         _chown_tree(fs)
-        return solver.snapshots.commit(prepared)
+        return worker.snapshots.commit(prepared)

@@ -151,3 +151,17 @@ def parse_allow(value: str) -> str:
         except EntitlementError as e:
             raise SessionError(str(e)) from None
     return value
+
+
+def secret_values(session: Session) -> list[bytes]:
+    """The values the session's secrets have now, without surrounding whitespace (a file's last newline),
+    longest first: what workbench.progress.redact masks."""
+    values: set[bytes] = set()
+    for source in session.secrets.values():
+        try:
+            value = source.read()
+        except SessionError:
+            continue
+        if value.strip():
+            values.add(value.strip())
+    return sorted(values, key=len, reverse=True)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.cache.store import CacheStore
 from workbench.llb.ops import (
     Copy,
     ExecOp,
@@ -37,56 +36,33 @@ from workbench.progress.events import (
     VertexStarted,
     VertexStatus,
 )
-from workbench.snapshot.manager import SnapshotManager
 from workbench.solver import dedupe, why
-from workbench.solver.checksum import copy_checksum, load_hash_cache, save_hash_cache
-from workbench.solver.fileops import Excluded, FileActionError
+from workbench.solver.cachesource import CacheSource, LocalCache
+from workbench.solver.checksum import copy_checksum
+from workbench.solver.fileops import FileActionError
+from workbench.solver.hooks import Aborted, StepHooks
+from workbench.solver.job import Contexts, SolveJob
 from workbench.solver.session import Session
+from workbench.solver.step import Step
+from workbench.solver.types import LocalContext, Result, SolveError
 
 if TYPE_CHECKING:
-    from workbench.cache.remote.importer import ImportedCache
     from workbench.cdi.context import BuildDevices
-    from workbench.debug.controller import Debugger
+    from workbench.worker import Worker
+
+__all__ = ["LocalContext", "Result", "SolveError", "Solver", "default_parallelism"]
 
 
 def _failure_text(e: Exception) -> str:
     """What a step's unexpected failure says: the OS's words and the path for a system error, the message of
     a refused layer; the exception's type only where nothing better is known (a bug)."""
-    from workbench.snapshot.layers import UnsafeLayerError
+    from workbench.fsutil.paths import UnsafePathError
 
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-    if isinstance(e, UnsafeLayerError):
+    if isinstance(e, UnsafePathError):
         return str(e)
     return f"{type(e).__name__}: {e}"
-
-
-class SolveError(Exception):
-    """A build failure, attributed to the vertex that failed (if any)."""
-
-    def __init__(self, message: str, vertex: Vertex | None = None) -> None:
-        from workbench.progress.text import printable
-
-        message = printable(message, keep="\n\t")  # names from a Dockerfile may hold escape sequences
-        super().__init__(message)
-        self.message = message
-        self.vertex = vertex
-
-
-@dataclass
-class LocalContext:
-    """A local directory given to the build (the context), with its .dockerignore."""
-
-    path: Path
-    excluded: Excluded | None = None
-
-
-@dataclass
-class Result:
-    """A vertex's output: a chain of snapshot ids, bottom first (empty for scratch)."""
-
-    chain: list[str]
-    key: str = ""
 
 
 @dataclass
@@ -131,60 +107,48 @@ def _key_digest(v: Vertex) -> str:
 
 
 class Solver:
-    """Solves LLB graphs against one build root."""
+    """Solves LLB graphs on one worker, given everything it works with when it is made."""
 
     def __init__(
         self,
-        root: Path,
+        worker: Worker,
         bus: EventBus,
         contexts: dict[str, LocalContext] | None = None,
+        *,
         no_cache: bool = False,
         parallelism: int | None = None,
         session: Session | None = None,
+        cancel: threading.Event | None = None,
+        hooks: StepHooks | None = None,
+        devices: BuildDevices | None = None,
+        cache_sources: Sequence[CacheSource] = (),
+        lineage_scope: str = "",
     ) -> None:
-        from workbench.image.content import ContentStore
-        from workbench.state_root import prepare_root
-
-        self.root = prepare_root(root)
+        """`hooks` observe (and may pause) each step (workbench.debug); `devices` are the `RUN --device` grants
+        (workbench.cdi): key parts and injection; `cache_sources` are consulted after the local store on a
+        miss (`--cache-from`); `lineage_scope` (the Dockerfile's path) makes miss reasons compare the steps
+        of the same file."""
+        self.worker = worker
         self.bus = bus
-        self.contexts = contexts or {}
+        self.contexts = Contexts(contexts or {}, worker.root / "context-hashes")
         self.no_cache = no_cache
         self.parallelism = parallelism or default_parallelism()
         self.session = session or Session()
-        self.lineage_scope = ""  # the Dockerfile's path: miss reasons compare steps of the same file
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.hooks = hooks
+        self.devices = devices
+        self.cache_sources: list[CacheSource] = [LocalCache(worker), *cache_sources]
+        self.lineage_scope = lineage_scope
         self.steps: list[dict[str, object]] = []  # what happened to each step, in order (for `inspect why`)
-        self._missed: dict[str, str] = {}
-        self._order: dict[str, int] = {}
-        self._hashes_loaded = False
-        self.store = CacheStore(root / "cache.db")
-        self.snapshots = SnapshotManager(root)
-        self.content = ContentStore(root / "content")
-        self.cancel = threading.Event()
         self._keys: dict[str, _KeyInfo] = {}
-        self.remote_cache: ImportedCache | None = None  # --cache-from records, consulted on a local miss
-        self.devices: BuildDevices | None = None  # RUN --device grants (workbench.cdi): key parts, injection
-        self.debugger: Debugger | None = None  # breakpoints and pauses (workbench.debug)
-        self.results: dict[str, Result] = {}  # vertex digest -> result, as the solve goes (for the debugger)
 
     def close(self) -> None:
-        if self._hashes_loaded:
-            save_hash_cache(self.root / "context-hashes")
-        self.snapshots.cleanup()
-        self.store.close()
+        """Save what this solver learnt about the contexts' files (the worker is closed by its owner)."""
+        self.contexts.close()
 
     # -- keys ---------------------------------------------------------------------------------------
 
-    def _context(self, v: Vertex) -> LocalContext:
-        assert isinstance(v.op, LocalSource)
-        if not self._hashes_loaded:
-            self._hashes_loaded = True
-            load_hash_cache(self.root / "context-hashes")
-        ctx = self.contexts.get(v.op.name)
-        if ctx is None:
-            raise SolveError(f"no local directory given for {v.op.name!r}", v)
-        return ctx
-
-    def _compute_key(self, v: Vertex) -> _KeyInfo:
+    def _compute_key(self, job: SolveJob, v: Vertex) -> _KeyInfo:
         parts: list[str] = [_key_digest(v)]
         components: dict[str, object] = {"op": v.digest}
         if isinstance(v.op, LocalSource):
@@ -198,7 +162,7 @@ class Solver:
             from workbench.solver import remote
 
             try:
-                remote_key = remote.source_key(self, v)
+                remote_key = remote.source_key(self.worker, job, v)
             except SolveError as e:  # BuildKit's words for a remote source that cannot be reached for its key
                 raise SolveError(f"failed to load cache key: {e.message}", v) from None
             parts.append(remote_key)
@@ -206,15 +170,15 @@ class Solver:
         if isinstance(v.op, ExecOp) and v.op.mounts:
             from workbench.solver import mounts
 
-            mount_parts = mounts.mount_key_parts(self, v)
+            mount_parts = mounts.mount_key_parts(job, v)
             parts += mount_parts
             if mount_parts:
                 components["mounts_key"] = hashlib.sha256("\n".join(mount_parts).encode()).hexdigest()
-        if isinstance(v.op, ExecOp) and v.op.devices and self.devices is not None:
-            device_part = self.devices.key_part(v)  # the devices granted, as BuildKit's rewritten op
+        if isinstance(v.op, ExecOp) and v.op.devices and job.devices is not None:
+            device_part = job.devices.key_part(v)  # the devices granted, as BuildKit's rewritten op
             if device_part:
                 parts.append(device_part)
-                components["devices"] = self.devices.granted(v)
+                components["devices"] = job.devices.granted(v)
         if isinstance(v.op, FileOp):
             files: dict[str, str] = {}
             for n, action in enumerate(v.op.actions):
@@ -223,7 +187,7 @@ class Solver:
                 src_vertex = v.inputs[action.src_input]
                 if not isinstance(src_vertex.op, LocalSource):
                     continue
-                ctx = self._context(src_vertex)
+                ctx = job.context(src_vertex)
                 try:
                     checksum, read = copy_checksum(ctx.path, action, ctx.excluded)
                 except FileActionError as e:
@@ -242,51 +206,51 @@ class Solver:
 
     def _last_record(self, v: Vertex) -> tuple[str, dict[str, object]] | None:
         by_text, by_position = why.lineages(self.lineage_scope, v)
-        return self.store.last_lineage(by_text) or self.store.last_lineage(by_position)
+        store = self.worker.store
+        return store.last_lineage(by_text) or store.last_lineage(by_position)
 
-    def _miss_reason(self, v: Vertex, info: _KeyInfo) -> str:
+    def _miss_reason(self, v: Vertex, info: _KeyInfo, missed: dict[str, str]) -> str:
         last = None if (self.no_cache or v.ignore_cache) else self._last_record(v)
         old_key, old = last if last is not None else ("", None)
-        return why.explain(old, info.components, old_key, info.key, self._missed, self.no_cache or v.ignore_cache)
+        return why.explain(old, info.components, old_key, info.key, missed, self.no_cache or v.ignore_cache)
 
     # -- solving ------------------------------------------------------------------------------------
 
     def solve(self, target: Vertex) -> Result:
         vertices = target.walk()
-        by_digest = {v.digest: v for v in vertices}
+        bus = self.bus
         quiet = {v.digest for v in vertices if v.hidden or isinstance(v.op, ScratchSource)}
         if quiet:  # BuildKit has no vertex for scratch, and shows a `COPY --link` by its copy alone
             from workbench.progress.quiet import QuietBus
 
-            self.bus = QuietBus(self.bus, quiet)
-        self._order = {v.digest: n for n, v in enumerate(vertices)}
+            bus = QuietBus(bus, quiet)
+        job = SolveJob(bus, self.contexts, self.session, self.cancel, self.devices, self.hooks)
+        job.order = {v.digest: n for n, v in enumerate(vertices)}
         for v in vertices:  # the whole graph is announced first, as BuildKit does: a failure may stop some early
             if not isinstance(v.op, LocalSource):
-                self.bus.emit(VertexPlanned(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
-                                            source=v.source))
+                bus.emit(VertexPlanned(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source))
         for v in vertices:
             try:
-                self._keys[v.digest] = self._compute_key(v)
+                self._keys[v.digest] = self._compute_key(job, v)
             except SolveError as e:
                 now = time.time()
                 vv = e.vertex or v
-                self.bus.emit(VertexStarted(vv.digest, vv.name, inputs=tuple(i.digest for i in vv.inputs),
-                                            source=vv.source, ts=now))
-                self.bus.emit(VertexFailed(vv.digest, vv.name, error=e.message, ts=time.time()))
+                bus.emit(VertexStarted(vv.digest, vv.name, inputs=tuple(i.digest for i in vv.inputs),
+                                       source=vv.source, ts=now))
+                bus.emit(VertexFailed(vv.digest, vv.name, error=e.message, ts=time.time()))
                 raise
 
-        results: dict[str, Result] = {}
-        self.results = results
+        results = job.results
         to_run: list[Vertex] = []
         seen: set[str] = set()
         breaks_below: dict[str, bool] = {}
+        hooks = self.hooks
 
         def leads_to_break(v: Vertex) -> bool:
-            """A breakpointed step is at `v` or under it: run `v` so the build gets there (debugger only)."""
+            """A step the hooks want run is at `v` or under it: run `v` so the build gets there."""
             if v.digest not in breaks_below:
-                assert self.debugger is not None
-                breaks_below[v.digest] = self.debugger.wants_fresh_run(v) or any(
-                    leads_to_break(i) for i in v.inputs)
+                assert hooks is not None
+                breaks_below[v.digest] = hooks.wants_fresh_run(v) or any(leads_to_break(i) for i in v.inputs)
             return breaks_below[v.digest]
 
         def cached(v: Vertex) -> bool:
@@ -295,14 +259,10 @@ class Solver:
             if isinstance(v.op, LocalSource):
                 results[v.digest] = Result([], info.key)
                 return True
-            fresh = self.debugger is not None and leads_to_break(v)
+            fresh = hooks is not None and leads_to_break(v)
             if not (self.no_cache or v.ignore_cache or fresh):
-                chain = self.store.lookup(info.key)
-                if chain is not None and all(self.snapshots.exists(s) for s in chain):
-                    results[v.digest] = Result(chain, info.key)
-                    return True
-                if self.remote_cache is not None and self.remote_cache.has(info.key):
-                    chain = self.remote_cache.materialize(self, v, info.key)
+                for source in self.cache_sources:
+                    chain = source.materialize(v, info.key)
                     if chain is not None:
                         results[v.digest] = Result(chain, info.key)
                         return True
@@ -319,36 +279,36 @@ class Solver:
                 if not cached(v):
                     stack.append((v, True))
                     stack.extend((i, False) for i in reversed(v.inputs))
-        self._missed = {self._keys[v.digest].key: v.name for v in to_run}
+        job.missed = {self._keys[v.digest].key: v.name for v in to_run}
         # Everything not run is reported as cached, inputs first (as BuildKit shows them).
         run_set = {v.digest for v in to_run}
         for v in vertices:
             if v.digest in run_set or isinstance(v.op, LocalSource):
                 continue
-            if v.digest in results or self.store.lookup(self._keys[v.digest].key) is not None or (
-                    self.remote_cache is not None and self.remote_cache.has(self._keys[v.digest].key)):
-                self.steps.append({"name": v.name, "digest": v.digest, "cached": True, "order": self._order[v.digest]})
-                info = self._keys[v.digest]
+            info = self._keys[v.digest]
+            if v.digest in results or any(source.has(info.key) for source in self.cache_sources):
+                self.steps.append({"name": v.name, "digest": v.digest, "cached": True, "order": job.order[v.digest]})
                 chain = results[v.digest].chain if v.digest in results else []
-                self.bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
-                                           source=v.source, cache_key=info.key, snapshot=chain[-1] if chain else "",
-                                           key_parts=_shown_parts(info.components)))
-        self.store.touch([r.key for r in results.values() if r.key])
-        self._run(to_run, by_digest, results)
+                bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
+                                      source=v.source, cache_key=info.key, snapshot=chain[-1] if chain else "",
+                                      key_parts=_shown_parts(info.components)))
+        self.worker.store.touch([r.key for r in results.values() if r.key])
+        self._run(job, to_run)
         return results[target.digest]
 
-    def _run(self, to_run: list[Vertex], by_digest: dict[str, Vertex], results: dict[str, Result]) -> None:
+    def _run(self, job: SolveJob, to_run: list[Vertex]) -> None:
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="solve") as pool:
             try:
-                self._schedule(pool, list(to_run), results)
+                self._schedule(job, pool, list(to_run))
             except BaseException:
                 # Ctrl-C (KeyboardInterrupt) or any other way out: kill the running steps now, so that
                 # leaving the pool does not wait for them to run to their end
                 self.cancel.set()
                 raise
 
-    def _schedule(self, pool: ThreadPoolExecutor, pending: list[Vertex], results: dict[str, Result]) -> None:
+    def _schedule(self, job: SolveJob, pool: ThreadPoolExecutor, pending: list[Vertex]) -> None:
         """Run each pending vertex once its inputs are done; the first failure cancels the rest."""
+        results = job.results
         running: dict[Future[Result], Vertex] = {}
         error: SolveError | None = None
         while pending or running:
@@ -357,7 +317,7 @@ class Solver:
                     if all(i.digest in results for i in v.inputs):
                         pending.remove(v)
                         inputs = [results[i.digest] for i in v.inputs]
-                        running[pool.submit(self._execute, v, inputs)] = v
+                        running[pool.submit(self._execute, job, v, inputs)] = v
             if not running:
                 break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -376,80 +336,86 @@ class Solver:
         if error is not None:
             raise error
 
-    def _execute(self, v: Vertex, inputs: list[Result]) -> Result:
+    def _execute(self, job: SolveJob, v: Vertex, inputs: list[Result]) -> Result:
         info = self._keys[v.digest]
+        bus, store = job.bus, self.worker.store
         start = time.time()
-        reason = self._miss_reason(v, info)
+        reason = self._miss_reason(v, info, job.missed)
         self.steps.append({"name": v.name, "digest": v.digest, "cached": False, "reason": reason,
-                           "order": self._order.get(v.digest, 0)})
-        self.bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
-                                    miss_reason=reason, key_parts=_shown_parts(info.components), ts=start))
+                           "order": job.order.get(v.digest, 0)})
+        bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
+                               miss_reason=reason, key_parts=_shown_parts(info.components), ts=start))
         ignore = self.no_cache or v.ignore_cache
         # a --no-cache build locks its own name: it never joins a cached build's execution (as BuildKit)
         lock_name = info.key + ("-ignorecache" if ignore else "")
 
         def waiting() -> None:
-            self.bus.emit(VertexStatus(v.digest, v.name, status_id="waiting for a concurrent build of this step"))
+            bus.emit(VertexStatus(v.digest, v.name, status_id="waiting for a concurrent build of this step"))
 
+        step = None
         try:
             if self.cancel.is_set():
                 raise SolveError("canceled", v)
-            if self.debugger is not None:
-                self._pause_before(v, inputs)
-            with dedupe.key_lock(self.root, lock_name, self.cancel, waiting) as waited:
+            if self.hooks is not None:
+                step = Step(self.worker, job, v, inputs)
+                self._before_step(step)
+            with dedupe.key_lock(self.worker.root, lock_name, self.cancel, waiting) as waited:
                 chain = None
                 if waited and not ignore:
-                    found = self.store.lookup(info.key)
-                    if found is not None and all(self.snapshots.exists(x) for x in found):
+                    found = store.lookup(info.key)
+                    if found is not None and self.worker.has_chain(found):
                         chain = found
-                        self.bus.emit(VertexStatus(v.digest, v.name, done=True,
-                                                   status_id="reused the result of a concurrent build"))
+                        bus.emit(VertexStatus(v.digest, v.name, done=True,
+                                              status_id="reused the result of a concurrent build"))
                 if chain is None:
-                    chain = self._do(v, inputs)
-                    chain = self.store.record(info.key, chain, v.name)
+                    chain = self._do(job, v, inputs)
+                    chain = store.record(info.key, chain, v.name)
         except dedupe.Canceled:
-            self.bus.emit(VertexFailed(v.digest, v.name, error="canceled", duration=time.time() - start))
+            bus.emit(VertexFailed(v.digest, v.name, error="canceled", duration=time.time() - start))
             raise SolveError("canceled", v) from None
         except SolveError as e:
             e.vertex = e.vertex or v
-            self.bus.emit(VertexFailed(v.digest, v.name, error=e.message, duration=time.time() - start))
+            bus.emit(VertexFailed(v.digest, v.name, error=e.message, duration=time.time() - start))
             raise
         except Exception as e:
             msg = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
-            self.bus.emit(VertexFailed(v.digest, v.name, error=msg, duration=time.time() - start))
+            bus.emit(VertexFailed(v.digest, v.name, error=msg, duration=time.time() - start))
             raise SolveError(msg, v) from e
         for lineage in dict.fromkeys(why.lineages(self.lineage_scope, v)):
-            self.store.record_lineage(lineage, info.key, info.components)
-        self.bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start, cache_key=info.key,
-                                      snapshot=chain[-1] if chain else ""))
-        return Result(chain, info.key)
+            store.record_lineage(lineage, info.key, info.components)
+        bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start, cache_key=info.key,
+                                 snapshot=chain[-1] if chain else ""))
+        result = Result(chain, info.key)
+        if self.hooks is not None and step is not None:
+            self.hooks.after_step(step, result)
+        return result
 
-    def _pause_before(self, v: Vertex, inputs: list[Result]) -> None:
-        from workbench.debug.controller import Aborted
-
-        assert self.debugger is not None
+    def _before_step(self, step: Step) -> None:
+        assert self.hooks is not None
         try:
-            self.debugger.before_step(self, v, inputs)
+            self.hooks.before_step(step)
         except Aborted:
-            raise SolveError("build aborted in the debugger", v) from None
+            raise SolveError("build aborted in the debugger", step.vertex) from None
+        finally:
+            step.release()
 
-    def _do(self, v: Vertex, inputs: list[Result]) -> list[str]:
+    def _do(self, job: SolveJob, v: Vertex, inputs: list[Result]) -> list[str]:
         from workbench.solver import runners
 
         op = v.op
         if isinstance(op, ScratchSource):
             return []
         if isinstance(op, ImageSource):
-            return runners.pull_image(self, v, op)
+            return runners.pull_image(self.worker, job.bus, v, op)
         if isinstance(op, ExecOp):
-            return runners.run_exec(self, v, op, inputs)
+            return runners.run_exec(self.worker, job, v, op, inputs)
         if isinstance(op, FileOp):
-            return runners.run_file(self, v, op, inputs)
+            return runners.run_file(self.worker, job, v, op, inputs)
         if isinstance(op, MergeOp):
             # a layer shared by several inputs (their common base) is stacked once, where it first appears
             return list(dict.fromkeys(s for r in inputs for s in r.chain))
         if isinstance(op, HttpSource | GitSource):
             from workbench.solver import remote
 
-            return remote.fetch(self, v)
+            return remote.fetch(self.worker, job, v)
         raise SolveError(f"cannot solve op {type(op).__name__}", v)

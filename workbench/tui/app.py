@@ -1,7 +1,9 @@
 """The workbench app: the live build graph with its logs, cache, devices and Dockerfile panels.
 
-Events arrive from an EventSource running in a thread of its own; they are queued and handed to the UI in
-batches (one message per batch, however many log chunks arrived), so a chatty step never blocks the UI.
+The builds run in a BuildRunner (workbench.tui.runner: threads, the event queue, generations); it tells the
+app through messages: a batch of events is queued (one message per batch, however many log chunks arrived,
+so a chatty step never blocks the UI), a build is paused at a step. The app keeps the screens, widgets and
+actions.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from workbench.debug.controller import Debugger, Pause
-from workbench.progress.events import Event, VertexStarted
+from workbench.debug.controller import Pause
+from workbench.progress.trace import CACHED, DONE, FAILED, RUNNING
 from workbench.tui import themes
 from workbench.tui.debug_session import DebugSession, run_shell
-from workbench.tui.model import CACHED, DONE, FAILED, RUNNING, BuildModel, VertexState
+from workbench.tui.model import BuildModel, VertexState
+from workbench.tui.runner import BuildRunner
 from workbench.tui.screens.diff import DiffScreen
 from workbench.tui.screens.files import FilesScreen, ViewOpener
 from workbench.tui.screens.help import HelpScreen
@@ -45,11 +48,11 @@ DRAIN_BUDGET_S = 0.012
 
 
 class EventsReady(Message):
-    """Events are queued for the UI (posted once per batch)."""
+    """Events are queued for the UI (posted once per batch, from the build's thread)."""
 
 
 class PauseReady(Message):
-    """Build `generation` is paused at a step (posted from the debugger's watch thread)."""
+    """Build `generation` is paused at a step (posted from the thread that watches its pauses)."""
 
     def __init__(self, generation: int, pause: Pause) -> None:
         super().__init__()
@@ -93,27 +96,17 @@ class WorkbenchApp(App[int]):
         super().__init__()
         self.source = source
         self.debugging = DebugSession(break_on_error)
+        self.runner = BuildRunner(source, self.debugging, events_ready=lambda: self.post_message(EventsReady()),
+                                  paused=lambda gen, pause: self.post_message(PauseReady(gen, pause)))
         self.pause: Pause | None = None
         """The pause shown (None: the build is not held by the debugger)."""
-        self._debugger: Debugger | None = None
         self.clock = clock
         self.model = BuildModel()
-        self.generation = 0
         self.no_cache = False
         self.watching = watch and source.context is not None and source.rerunnable
         self.devices = devices if devices is not None else known_devices(
             getattr(source, "cdi_spec_dirs", None), getattr(source, "config", None))
         self.remember_theme = remember_theme
-        self.first_step_seen: dict[int, float] = {}
-        """Build generation -> monotonic time its first VertexStarted reached the UI (for latency benches)."""
-        self.first_op_seen: dict[int, float] = {}
-        """The same for the first step that is not internal (the solver's first op that runs)."""
-        self.build_requested: dict[int, float] = {}
-        """Build generation -> monotonic time it was asked for."""
-        self._queue: list[tuple[int, Event]] = []
-        self._queue_lock = threading.Lock()
-        self._posted = False
-        self._build: tuple[threading.Thread, threading.Event] | None = None
         self._watch_stop = threading.Event()
         self._sizes: dict[str, int] = {}
         self._grants_shown = -1
@@ -130,6 +123,21 @@ class WorkbenchApp(App[int]):
             self.register_theme(t)
         wanted = theme or str(themes.load_state().get("theme") or themes.DEFAULT_THEME)
         self._theme_name = wanted if wanted in self._themes else themes.DEFAULT_THEME
+
+    @property
+    def generation(self) -> int:
+        """The number of the build shown (1 for the first)."""
+        return self.runner.generation
+
+    @property
+    def first_step_seen(self) -> dict[int, float]:
+        """Build generation -> monotonic time its first VertexStarted reached the UI (for latency benches)."""
+        return self.runner.first_step_seen
+
+    @property
+    def first_op_seen(self) -> dict[int, float]:
+        """The same for the first step that is not internal (the solver's first op that runs)."""
+        return self.runner.first_op_seen
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """The workbench's own CSS variables, for themes that do not set them."""
@@ -181,88 +189,23 @@ class WorkbenchApp(App[int]):
 
     def start_build(self) -> None:
         """Start a build of the source (canceling the running one first; nothing of it is cached half-done)."""
-        previous = self._build
-        if previous is not None:
-            previous[1].set()
-            self.debugging.abort(self._debugger)  # a paused build lets go, so it can wind down
-        self.generation += 1
-        gen = self.generation
-        self.build_requested[gen] = time.monotonic()
-        cancel = threading.Event()
-        no_cache = self.no_cache
-
-        def sink(ev: Event) -> None:
-            with self._queue_lock:
-                self._queue.append((gen, ev))
-                if self._posted:
-                    return
-                self._posted = True
-            self.post_message(EventsReady())
-
-        dbg = self.debugging.new_debugger() if self.source.debuggable else None
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                if previous is not None:
-                    previous[0].join()
-                if cancel.is_set():
-                    return
-                if dbg is not None:
-                    self.source.run_debugged(sink, cancel, no_cache, dbg)
-                else:
-                    self.source.run(sink, cancel, no_cache)
-            finally:
-                done.set()
-                if dbg is not None:
-                    dbg.build_ended()
-
-        thread = threading.Thread(target=run, name=f"build-{gen}", daemon=True)
-        self._build = (thread, cancel)
-        self._debugger = dbg
+        self.runner.start(self.no_cache)
         self._set_pause(None)
-        if dbg is not None:
-            DebugSession.watch(dbg, cancel, done, lambda pause: self.post_message(PauseReady(gen, pause)))
         self.model = BuildModel()
         self.query_one(DagView).set_model(self.model)
         self.query_one(LogPane).show(self.model, None)
         self._show_selected()
         self._update_status()
-        thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel the running build and the watcher, and wait for the build to wind down."""
         self._watch_stop.set()
-        if self._build is not None:
-            thread, cancel = self._build
-            cancel.set()
-            self.debugging.abort(self._debugger)
-            thread.join(timeout)
+        self.runner.cancel(wait=timeout)
 
     @on(EventsReady)
     def _drain(self) -> None:
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-            self._posted = False
-        gen = self.generation
         revision = self.model.revision
-        budget = time.perf_counter() + DRAIN_BUDGET_S
-        for n, (g, ev) in enumerate(batch):
-            if n % 64 == 63 and time.perf_counter() > budget:
-                # a flood (a step printing at full speed): keys and repaints go first, the rest comes next
-                with self._queue_lock:
-                    self._queue[:0] = batch[n:]
-                    self._posted = True
-                self.post_message(EventsReady())
-                break
-            if g != gen:
-                continue  # a canceled build's last words
-            if isinstance(ev, VertexStarted):
-                if gen not in self.first_step_seen:
-                    self.first_step_seen[gen] = time.monotonic()
-                if gen not in self.first_op_seen and not ev.vertex.startswith("internal:"):
-                    self.first_op_seen[gen] = time.monotonic()
-            self.model.apply(ev)
+        self.runner.drain(self.model.apply, DRAIN_BUDGET_S)
         self._graph_dirty |= self.model.revision != revision
         if not self._views_pending:
             # views follow the model at most every VIEW_INTERVAL_S: a busy build costs the UI a bounded share
@@ -480,9 +423,7 @@ class WorkbenchApp(App[int]):
 
     def action_quit_app(self) -> None:
         self._watch_stop.set()
-        if self._build is not None:
-            self._build[1].set()
-        self.debugging.abort(self._debugger)  # shells end, a paused step lets go: no container outlives the app
+        self.runner.cancel()  # shells end, a paused step lets go: no container outlives the app
         self.exit(0)
 
     # -- the debugger ---------------------------------------------------------------------------------
@@ -498,8 +439,7 @@ class WorkbenchApp(App[int]):
 
     @on(PauseReady)
     def _pause_ready(self, event: PauseReady) -> None:
-        if event.generation == self.generation and self._debugger is not None \
-                and self._debugger.current is event.pause:
+        if self.runner.is_current(event.generation, event.pause):
             self._set_pause(event.pause)
 
     def _set_pause(self, pause: Pause | None) -> None:
@@ -533,24 +473,21 @@ class WorkbenchApp(App[int]):
         self._update_marks()
 
     def action_debug_resume(self, how: str) -> None:
-        pause, dbg = self.pause, self._debugger
+        pause, dbg = self.pause, self.runner.debugger
         if pause is None or dbg is None:
             return
         self._set_pause(None)
         dbg.resume(how)
 
     def action_debug_abort(self) -> None:
-        dbg = self._debugger
         self._set_pause(None)
-        if self._build is not None:
-            self._build[1].set()
-        self.debugging.abort(dbg)
+        self.runner.cancel()
 
     def action_debug_shell(self) -> None:
         """`sh` inside the paused step: the app steps aside, the terminal is the shell's until it exits."""
         from textual.app import SuspendNotSupported
 
-        pause, dbg = self.pause, self._debugger
+        pause, dbg = self.pause, self.runner.debugger
         if pause is None or dbg is None:
             return
         try:
@@ -574,19 +511,19 @@ class WorkbenchApp(App[int]):
 
         v = self._selected()
         pause = self.pause
+        open_worker = self.source.open_worker
         if pause is not None:
-            root, results = pause.solver.root, pause.solver.results
+            results = pause.step.results
             if v is None or v.id == pause.vertex.digest:
                 chain = list(pause.chain)
-                return f"the input of {pause.vertex.name}", lambda: chain_view(root, chain)
+                return f"the input of {pause.vertex.name}", lambda: chain_view(open_worker, chain)
             if v.id in results:
                 chain = list(results[v.id].chain)
-                return f"#{v.number} {v.name}", lambda: chain_view(root, chain)
-        store_root = self.source.root
-        if v is None or v.internal or store_root is None or v.state not in (DONE, CACHED) or not v.cache_key:
+                return f"#{v.number} {v.name}", lambda: chain_view(open_worker, chain)
+        if v is None or v.internal or self.source.root is None or v.state not in (DONE, CACHED) or not v.cache_key:
             return None
         key = v.cache_key
-        return f"#{v.number} {v.name}", lambda: stored_view(store_root, key)
+        return f"#{v.number} {v.name}", lambda: stored_view(open_worker, key)
 
     def _offer_files(self) -> None:
         """Show or hide `f` in the footer as the selected step gets (or loses) a filesystem to show."""
@@ -606,7 +543,7 @@ class WorkbenchApp(App[int]):
         """(digest, label) of the steps whose filesystem can be compared now (those finished at this pause)."""
         if self.pause is None:
             return []
-        results = self.pause.solver.results
+        results = self.pause.step.results
         out = []
         for vid in self.model.order:
             v = self.model.vertices[vid]
@@ -622,14 +559,14 @@ class WorkbenchApp(App[int]):
         if pause is None or len(steps) < 2:
             self.notify("a diff needs two finished steps", timeout=2)
             return
-        solver = pause.solver
+        worker, results = pause.step.worker, pause.step.results
         ids = [vid for vid, _ in steps]
         second = ids.index(self.query_one(DagView).selected) if self.query_one(DagView).selected in ids \
             else len(ids) - 1
         second = max(second, 1)
 
         def diff(a: str, b: str) -> list[str]:
-            with mounted(solver, solver.results[a].chain) as ra, mounted(solver, solver.results[b].chain) as rb:
+            with mounted(worker, results[a].chain) as ra, mounted(worker, results[b].chain) as rb:
                 return format_diff(diff_trees(ra, rb), ra, rb)
 
         self.push_screen(DiffScreen(steps, diff, second - 1, second))
@@ -654,7 +591,7 @@ def snapshot_size(root: Path, snapshot: str) -> int:
 
 def check_problems(text: str) -> dict[int, str]:
     """0-based line -> message: the build checks' warnings, or the parse error, of a Dockerfile text."""
-    from workbench.frontend.dockerfile.checks import CheckConfigError
+    from workbench.frontend.dockerfile.linter import CheckConfigError
     from workbench.frontend.dockerfile.parser import DockerfileParseError
     from workbench.frontend.dockerfile.shell import ShellExpansionError
     from workbench.lint import lint

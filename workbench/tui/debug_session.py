@@ -1,17 +1,27 @@
 """The TUI's side of the debugger (workbench.debug): breakpoints kept across builds, one Debugger per build,
-and a thread that waits for that build's pauses and hands them to the app. No Textual here."""
+a watch that hands each pause the build announces (DebugPaused) to the app, and views of step filesystems
+through a worker. No Textual here."""
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.debug.controller import Breakpoint, Debugger, Pause
-from workbench.debug.fsview import ViewError
+from workbench.debug.fsview import ViewError, mounted
+from workbench.progress.events import DebugPaused, Event
+
+if TYPE_CHECKING:
+    from workbench.worker import Worker
+
+WorkerOpener = Callable[[], AbstractContextManager["Worker"]]
+"""Opens a worker on the build root for as long as a view is open (workbench.tui.source.EventSource.open_worker)."""
 
 
 class DebugSession:
@@ -20,14 +30,11 @@ class DebugSession:
     def __init__(self, break_on_error: bool = True) -> None:
         self.break_on_error = break_on_error
         self.breakpoints: list[Breakpoint] = []
-        self.debugger: Debugger | None = None
-        """The newest build's debugger."""
 
     def new_debugger(self) -> Debugger:
         """A debugger for the next build; it shares the breakpoint list, so toggles reach a running build."""
         dbg = Debugger(break_on_error=self.break_on_error)
         dbg.breakpoints = self.breakpoints
-        self.debugger = dbg
         return dbg
 
     def toggle(self, line: int) -> bool:
@@ -51,31 +58,43 @@ class DebugSession:
         if dbg.current is not None:
             dbg.resume("abort")
 
-    @staticmethod
-    def watch(dbg: Debugger, cancel: threading.Event, done: threading.Event,
-              on_pause: Callable[[Pause], object]) -> threading.Thread:
-        """Start a thread that calls `on_pause` once per pause of `dbg`'s build (from that thread) and aborts
-        any pause once `cancel` is set (a rerun, quit); it ends when `done` is set (the build thread ended)."""
 
-        def run() -> None:
-            shown: Pause | None = None
-            while True:
-                pause = dbg.wait_for_pause(0.2)
-                if pause is None:
-                    if done.is_set():
-                        return
-                    continue
-                if cancel.is_set():
-                    DebugSession.abort(dbg)
-                    continue
-                if pause is not shown:
-                    shown = pause
-                    on_pause(pause)
-                cancel.wait(0.05)  # paused: wait_for_pause returns at once, so do not spin
+class PauseWatch:
+    """Hands each pause of one build to `on_pause`, once, from a thread of its own, as the build announces them.
 
-        thread = threading.Thread(target=run, name="debug-watch", daemon=True)
-        thread.start()
-        return thread
+    `note` sees the build's events (any thread): a DebugPaused wakes the thread, which takes the pause from
+    the debugger once it holds it (the event goes out just before) — or lets it go with `abort` when the
+    build is already canceled (a rerun, quit). `build_ended` ends the thread.
+    """
+
+    def __init__(self, dbg: Debugger, cancel: threading.Event, on_pause: Callable[[Pause], object]) -> None:
+        self._dbg = dbg
+        self._cancel = cancel
+        self._on_pause = on_pause
+        self._announced: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="debug-watch", daemon=True)
+        self.thread.start()
+
+    def note(self, event: Event) -> None:
+        if isinstance(event, DebugPaused):
+            self._announced.put(True)
+
+    def build_ended(self) -> None:
+        """The build thread is done: its debugger is told, and the watch ends."""
+        self._dbg.build_ended()
+        self._announced.put(False)
+
+    def _run(self) -> None:
+        shown: Pause | None = None
+        while self._announced.get():
+            pause = self._dbg.wait_for_pause()  # at once, or as soon as the debugger holds the announced pause
+            if pause is None:
+                return  # the build ended
+            if self._cancel.is_set():
+                DebugSession.abort(self._dbg)
+            elif pause is not shown:
+                shown = pause
+                self._on_pause(pause)
 
 
 def run_shell(dbg: Debugger, pause: Pause, argv: list[str]) -> int:
@@ -121,35 +140,30 @@ def run_shell(dbg: Debugger, pause: Pause, argv: list[str]) -> int:
 
 
 @contextmanager
-def chain_view(root: Path, chain: list[str]) -> Iterator[Path]:
-    """A read-only view of snapshot chain `chain` of build root `root`, through a snapshot manager of its own:
-    it holds the root's build lock (a prune waits) and does not depend on any build's solver staying alive."""
-    from workbench.debug.fsview import mounted_snapshots
-    from workbench.snapshot.manager import SnapshotManager
-
-    snapshots = SnapshotManager(root)
-    try:
-        missing = [s for s in chain if not snapshots.exists(s)]
-        if missing:
-            raise ViewError(f"snapshot {missing[0]} is gone from {root} (pruned?)")
-        with mounted_snapshots(snapshots, chain) as view:
+def chain_view(open_worker: WorkerOpener, chain: list[str]) -> Iterator[Path]:
+    """A read-only view of snapshot chain `chain`, through a worker opened for the view: it holds the build
+    root's lock (a prune waits) and does not depend on any build's worker staying alive."""
+    with open_worker() as worker:
+        with _chain_view(worker, chain) as view:
             yield view
-    finally:
-        snapshots.cleanup()
 
 
 @contextmanager
-def stored_view(root: Path, cache_key: str) -> Iterator[Path]:
+def stored_view(open_worker: WorkerOpener, cache_key: str) -> Iterator[Path]:
     """A read-only view of a finished step's filesystem after its build: the chain the cache store keeps for
     the step's cache key."""
-    from workbench.cache.store import CacheStore
+    with open_worker() as worker:
+        chain = worker.store.lookup(cache_key)
+        if chain is None:
+            raise ViewError(f"the step's result ({cache_key[:19]}) is no longer in the cache of {worker.root}")
+        with _chain_view(worker, chain) as view:
+            yield view
 
-    store = CacheStore(root / "cache.db")
-    try:
-        chain = store.lookup(cache_key)
-    finally:
-        store.close()
-    if chain is None:
-        raise ViewError(f"the step's result ({cache_key[:19]}) is no longer in the cache of {root}")
-    with chain_view(root, chain) as view:
+
+@contextmanager
+def _chain_view(worker: Worker, chain: list[str]) -> Iterator[Path]:
+    missing = [s for s in chain if not worker.snapshots.exists(s)]
+    if missing:
+        raise ViewError(f"snapshot {missing[0]} is gone from {worker.root} (pruned?)")
+    with mounted(worker, chain) as view:
         yield view

@@ -8,17 +8,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
-    p.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
-    p.add_argument("--target", help="the stage to build")
-    p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE", help="set a build argument")
-    p.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]")
-    p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]")
-    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT")
-    p.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
-    p.add_argument("--cdi-spec-dir", action="append", default=[], metavar="DIR",
-                   help="CDI spec directory (replaces the configured ones)")
-    p.add_argument("--config", help="config file (default: $WORKBENCH_CONFIG or /etc/workbench/workbench.toml)")
+    from workbench.build_options import add_build_arguments
+
+    add_build_arguments(p, session=True, devices=True)
     p.add_argument("--theme", help="colour theme: a file name (without .toml) in themes/ (default: the last used)")
     p.add_argument("--no-watch", action="store_true", help="do not rebuild when inputs change")
     p.add_argument("--no-break-on-error", action="store_true",
@@ -31,7 +23,7 @@ def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
         print("workbench tui: error: stdout is not a terminal; the TUI needs one "
               "(use `workbench build --progress plain` for logs)", file=sys.stderr)
         return 2
-    from workbench.build import default_root
+    from workbench.request import default_root
     from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
     from workbench.tui.themes import available_themes
 
@@ -52,13 +44,14 @@ def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
         print(f"workbench tui: error: {e}", file=sys.stderr)
         return 2
 
+    from workbench.history.recorder import recording_engine
     from workbench.tui.app import WorkbenchApp
     from workbench.tui.source import LiveBuildSource
 
     source = LiveBuildSource(context=context, dockerfile=dockerfile,
                              root=Path(args.root) if args.root else default_root(), build_args=build_args,
                              target=args.target, session=session, cdi_spec_dirs=args.cdi_spec_dir,
-                             config=Path(args.config) if args.config else None)
+                             config=Path(args.config) if args.config else None, engine=recording_engine())
     from workbench.tui.widgets.devices_panel import known_devices
 
     devices = known_devices(args.cdi_spec_dir, source.config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from workbench.progress.events import (
@@ -13,18 +12,12 @@ from workbench.progress.events import (
     DebugResumed,
     DeviceGrant,
     Event,
-    SourceLocation,
-    VertexCached,
-    VertexCompleted,
-    VertexEvent,
-    VertexFailed,
     VertexLog,
     VertexPlanned,
-    VertexStarted,
     VertexStatus,
 )
+from workbench.progress.trace import CACHED, CANCELED, DONE, FAILED, PENDING, RUNNING, Step, Trace
 
-PENDING, RUNNING, CACHED, DONE, FAILED, CANCELED = "pending", "running", "cached", "done", "failed", "canceled"
 SYMBOLS = {PENDING: "·", RUNNING: "▶", CACHED: "≡", DONE: "✔", FAILED: "✘", CANCELED: "⊘"}
 """A symbol per state, so a node reads without colour too."""
 
@@ -66,104 +59,71 @@ class LogBuffer:
 
 
 @dataclass
-class VertexState:
-    """One node of the DAG and everything the panels show about it."""
+class VertexState(Step):
+    """One node of the DAG: the step as the events told it, its whole log, and its stage."""
 
-    id: str
-    name: str
-    number: int
-    inputs: tuple[str, ...] = ()
-    state: str = PENDING
-    started: float | None = None
-    duration: float | None = None
-    source: SourceLocation | None = None
-    miss_reason: str = ""
-    cache_key: str = ""
-    key_parts: Mapping[str, object] | None = None
-    snapshot: str = ""
-    error: str = ""
-    status: str = ""
     log: LogBuffer = field(default_factory=LogBuffer)
     stage: str = ""
 
     def __post_init__(self) -> None:
         self.stage = self.stage or stage_of(self.name)
 
-    @property
-    def internal(self) -> bool:
-        return self.id.startswith("internal:")
 
-
-@dataclass
 class BuildModel:
-    """The state of one build (live or replayed), updated by `apply`."""
+    """The state of one build (live or replayed), updated by `apply`: the steps' trace plus what only the TUI
+    keeps (whole logs, device grants, the debugger's pause, a revision for redraws)."""
 
-    vertices: dict[str, VertexState] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    warnings: list[BuildWarning] = field(default_factory=list)
-    grants: list[DeviceGrant] = field(default_factory=list)
-    combined: list[tuple[int, str]] = field(default_factory=list)
-    """Every step's lines interleaved as they arrived, with the step's number (like --progress plain)."""
-    finished: BuildFinished | None = None
-    paused: DebugPaused | None = None
-    """Where the debugger holds the build now (None: not paused)."""
-    started_at: float | None = None
-    revision: int = 0
-    """Bumped on every change of a vertex's state or set (not on log lines), so views redraw only then."""
+    def __init__(self) -> None:
+        self.trace = Trace(VertexState)
+        self.grants: list[DeviceGrant] = []
+        self.combined: list[tuple[int, str]] = []
+        """Every step's lines interleaved as they arrived, with the step's number (like --progress plain)."""
+        self.paused: DebugPaused | None = None
+        """Where the debugger holds the build now (None: not paused)."""
+        self.started_at: float | None = None
+        self.revision = 0
+        """Bumped on every change of a vertex's state or set (not on log lines), so views redraw only then."""
 
-    def vertex(self, ev: VertexEvent) -> VertexState:
-        v = self.vertices.get(ev.vertex)
-        if v is None:
-            v = VertexState(ev.vertex, ev.name, len(self.order) + 1)
-            self.vertices[ev.vertex] = v
-            self.order.append(ev.vertex)
-            self.revision += 1
-        return v
+    @property
+    def vertices(self) -> dict[str, VertexState]:
+        return self.trace.vertices
+
+    @property
+    def order(self) -> list[str]:
+        return self.trace.order
+
+    @property
+    def warnings(self) -> list[BuildWarning]:
+        return self.trace.warnings
+
+    @property
+    def finished(self) -> BuildFinished | None:
+        return self.trace.finished
 
     def apply(self, ev: Event) -> None:
         if self.started_at is None:
             self.started_at = ev.ts
+        known = len(self.trace.order)
+        changed = self.trace.apply(ev)
+        if len(self.trace.order) != known:
+            self.revision += 1
         if isinstance(ev, VertexPlanned):  # the graph shows the steps as they start or come from the cache
             return
         if isinstance(ev, VertexLog):
-            v = self.vertex(ev)
+            v = changed[0]
             before = len(v.log.lines)
             v.log.feed(ev.data)
             self.combined.extend((v.number, line) for line in v.log.lines[before:])
             return
         if isinstance(ev, VertexStatus):
-            self.vertex(ev).status = "" if ev.done else ev.status_id
             return
         self.revision += 1
-        if isinstance(ev, VertexStarted):
-            v = self.vertex(ev)
-            v.state, v.started, v.miss_reason = RUNNING, ev.ts, ev.miss_reason
-            v.inputs, v.source, v.key_parts = ev.inputs or v.inputs, ev.source or v.source, ev.key_parts
-        elif isinstance(ev, VertexCached):
-            v = self.vertex(ev)
-            v.state, v.cache_key, v.snapshot = CACHED, ev.cache_key, ev.snapshot
-            v.inputs, v.source, v.key_parts = ev.inputs or v.inputs, ev.source or v.source, ev.key_parts
-        elif isinstance(ev, VertexCompleted):
-            v = self.vertex(ev)
-            v.state, v.duration, v.status = DONE, ev.duration, ""
-            v.cache_key, v.snapshot = ev.cache_key or v.cache_key, ev.snapshot or v.snapshot
-        elif isinstance(ev, VertexFailed):
-            v = self.vertex(ev)
-            v.state = CANCELED if ev.error == "canceled" else FAILED
-            v.error, v.duration, v.status = ev.error, ev.duration, ""
-        elif isinstance(ev, BuildWarning):
-            self.warnings.append(ev)
-        elif isinstance(ev, DeviceGrant):
+        if isinstance(ev, DeviceGrant):
             self.grants.append(ev)
         elif isinstance(ev, DebugPaused):
             self.paused = ev
-        elif isinstance(ev, DebugResumed):
+        elif isinstance(ev, DebugResumed | BuildFinished):
             self.paused = None
-        elif isinstance(ev, BuildFinished):
-            self.finished, self.paused = ev, None
-            for v in self.vertices.values():
-                if v.state == RUNNING:
-                    v.state = CANCELED if ev.error == "canceled" else FAILED
 
     def running(self) -> list[VertexState]:
         return [self.vertices[i] for i in self.order if self.vertices[i].state == RUNNING]

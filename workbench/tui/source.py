@@ -5,12 +5,18 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from workbench.progress.events import BuildFinished, Event, EventBus
+
+if TYPE_CHECKING:
+    from workbench.debug.controller import Debugger
+    from workbench.engine import Engine
+    from workbench.worker import Worker
 
 Sink = Callable[[Event], None]
 
@@ -34,14 +40,28 @@ class EventSource(ABC):
     def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
         """Emit every event of one build to `sink`, ending with BuildFinished; stop early when `cancel` is set."""
 
-    def run_debugged(self, sink: Sink, cancel: threading.Event, no_cache: bool, debugger: Any) -> None:
+    def run_debugged(self, sink: Sink, cancel: threading.Event, no_cache: bool, debugger: Debugger | None) -> None:
         """`run` with a debugger that may pause the build's steps (sources that cannot debug just run)."""
         self.run(sink, cancel, no_cache)
+
+    @contextmanager
+    def open_worker(self) -> Iterator[Worker]:
+        """A worker of its own on the build root, closed on exit: the stores and snapshots that views of the
+        build's results go through, whether or not a build (and its worker) is still running."""
+        from workbench.worker import Worker
+
+        if self.root is None:
+            raise ValueError("this source has no build root")
+        worker = Worker(self.root)
+        try:
+            yield worker
+        finally:
+            worker.close()
 
 
 @dataclass
 class LiveBuildSource(EventSource):
-    """Runs real builds with the engine (`workbench.build.run_build`)."""
+    """Runs real builds with an engine (workbench.engine; default: the local one, builds recorded)."""
 
     context: Path
     dockerfile: Path
@@ -53,12 +73,14 @@ class LiveBuildSource(EventSource):
     config: Path | None = None
     rerunnable: bool = True
     debuggable: bool = True
+    engine: Engine | None = None
 
     def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
         self.run_debugged(sink, cancel, no_cache, None)
 
-    def run_debugged(self, sink: Sink, cancel: threading.Event, no_cache: bool, debugger: Any) -> None:
-        from workbench.build import BuildFailure, BuildRequest, run_build
+    def run_debugged(self, sink: Sink, cancel: threading.Event, no_cache: bool, debugger: Debugger | None) -> None:
+        from workbench.history.recorder import recording_engine
+        from workbench.request import BuildFailure, BuildRequest
         from workbench.solver.session import Session
 
         bus = EventBus()
@@ -71,7 +93,7 @@ class LiveBuildSource(EventSource):
         if debugger is not None:
             debugger.bus = bus  # its pauses and shells go on the stream with the build's events
         try:
-            run_build(request, bus)
+            (self.engine or recording_engine()).build(request, bus)
         except BuildFailure:
             pass  # already on the stream as BuildFinished(error=...)
         except Exception as e:  # a crash in the engine ends this build, not the app

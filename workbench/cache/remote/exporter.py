@@ -8,6 +8,7 @@ writes it (gzip, or zstd with `compression=zstd`). Blobs the backend already has
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from workbench.cache.remote import Backend, RemoteCacheError
@@ -17,7 +18,9 @@ from workbench.progress.events import BuildWarning, EventBus, VertexCompleted, V
 if TYPE_CHECKING:
     from workbench.cache.remote.spec import CacheSpec
     from workbench.llb.ops import Vertex
-    from workbench.solver.solver import Solver
+    from workbench.worker import Worker
+
+KeyOf = Callable[["Vertex"], str]  # a solved vertex's cache key ("" when it was not part of the solve)
 
 ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 
@@ -26,7 +29,7 @@ class CacheExportError(Exception):
     """An export that failed and was not allowed to (`ignore-error=false`)."""
 
 
-def export_caches(specs: list[CacheSpec], solver: Solver, target: Vertex, final_chain: list[str],
+def export_caches(specs: list[CacheSpec], worker: Worker, key_of: KeyOf, target: Vertex, final_chain: list[str],
                   bus: EventBus) -> None:
     """Export to every `--cache-to`; CacheExportError for the first one that fails without ignore-error."""
     for spec in specs:
@@ -43,7 +46,7 @@ def export_caches(specs: list[CacheSpec], solver: Solver, target: Vertex, final_
         bus.emit(VertexStarted(vid, name, ts=start))
         if backend is not None:
             try:
-                _export(spec, backend, solver, target, final_chain, bus, vid, name)
+                _export(spec, backend, worker, key_of, target, final_chain, bus, vid, name)
             except Exception as e:  # network, disk, service answers: decided by ignore-error below
                 error = e
         if error is None:
@@ -58,9 +61,9 @@ def export_caches(specs: list[CacheSpec], solver: Solver, target: Vertex, final_
         raise CacheExportError(f"failed to export cache to {described}: {message}")
 
 
-def build_config(spec: CacheSpec, solver: Solver, target: Vertex, final_chain: list[str]) -> CacheConfig:
+def build_config(spec: CacheSpec, worker: Worker, key_of: KeyOf, target: Vertex, final_chain: list[str]) -> CacheConfig:
     """The records and layers of the steps `spec.mode` selects."""
-    from workbench.exporter.image import layer_blob
+    from workbench.image.assemble import layer_blob
     from workbench.llb.ops import LocalSource
 
     compression = spec.attrs.get("compression", "gzip")
@@ -72,9 +75,9 @@ def build_config(spec: CacheSpec, solver: Solver, target: Vertex, final_chain: l
     for v in target.walk():
         if isinstance(v.op, LocalSource):
             continue
-        key = solver.key_of(v)
-        chain = solver.store.lookup(key) if key else None
-        if chain is None or not all(solver.snapshots.exists(s) for s in chain):
+        key = key_of(v)
+        chain = worker.store.lookup(key) if key else None
+        if chain is None or not all(worker.snapshots.exists(s) for s in chain):
             continue
         if spec.mode == "min" and chain != final_chain[:len(chain)]:
             continue
@@ -82,16 +85,16 @@ def build_config(spec: CacheSpec, solver: Solver, target: Vertex, final_chain: l
         for snapshot in chain:
             if snapshot not in layers:
                 if compression == "zstd":
-                    layers[snapshot] = _zstd_layer(solver, snapshot, created)
+                    layers[snapshot] = _zstd_layer(worker, snapshot, created)
                 else:
-                    b = layer_blob(snapshot, solver.store, solver.snapshots, solver.content)
+                    b = layer_blob(snapshot, worker.store, worker.snapshots, worker.content)
                     layers[snapshot] = Layer(b.digest, b.size, b.media_type, b.diff_id, created)
             idx.append(config.add_layer(layers[snapshot]))
         config.records.append(Record(key, v.name, tuple(idx)))
     return config
 
 
-def inline_cache(spec: CacheSpec, solver: Solver, target: Vertex, final_chain: list[str],
+def inline_cache(spec: CacheSpec, worker: Worker, key_of: KeyOf, target: Vertex, final_chain: list[str],
                  image: dict[str, Any]) -> dict[str, Any]:
     """`image` (an image config) with the cache of the steps that made it embedded (`--cache-to type=inline`).
 
@@ -101,23 +104,23 @@ def inline_cache(spec: CacheSpec, solver: Solver, target: Vertex, final_chain: l
 
     from workbench.cache.remote.registry import INLINE_KEY, inline_cache_value
 
-    config = build_config(replace(spec, attrs={**spec.attrs, "mode": "min", "compression": "gzip"}), solver,
+    config = build_config(replace(spec, attrs={**spec.attrs, "mode": "min", "compression": "gzip"}), worker, key_of,
                           target, final_chain)
     return {**image, INLINE_KEY: inline_cache_value(config.dumps())}
 
 
-def _zstd_layer(solver: Solver, snapshot: str, created: str) -> Layer:
+def _zstd_layer(worker: Worker, snapshot: str, created: str) -> Layer:
     from workbench.snapshot.layers import write_layer
 
-    with solver.content.writer() as w:
-        diff_id, digest, size = write_layer(solver.snapshots.path(snapshot), w, "zstd")
+    with worker.content.writer() as w:
+        diff_id, digest, size = write_layer(worker.snapshots.path(snapshot), w, "zstd")
     return Layer(digest, size, ZSTD_LAYER, diff_id, created)
 
 
-def _export(spec: CacheSpec, be: Backend, solver: Solver, target: Vertex, final_chain: list[str],
+def _export(spec: CacheSpec, be: Backend, worker: Worker, key_of: KeyOf, target: Vertex, final_chain: list[str],
             bus: EventBus, vid: str, name: str) -> None:
     bus.emit(VertexStatus(vid, name, status_id="preparing build cache for export"))
-    config = build_config(spec, solver, target, final_chain)
+    config = build_config(spec, worker, key_of, target, final_chain)
     bus.emit(VertexStatus(vid, name, status_id="preparing build cache for export", done=True))
     for layer in config.layers:
         status = f"writing layer {layer.digest}"
@@ -131,7 +134,7 @@ def _export(spec: CacheSpec, be: Backend, solver: Solver, target: Vertex, final_
                 last[0] = now
                 bus.emit(VertexStatus(vid, name, status_id=status, current=current, total=total or size))
 
-        be.put_blob(layer.digest, solver.content.path(layer.digest), layer.size, progress)
+        be.put_blob(layer.digest, worker.content.path(layer.digest), layer.size, progress)
         bus.emit(VertexStatus(vid, name, status_id=status, current=layer.size, total=layer.size, done=True))
     bus.emit(VertexStatus(vid, name, status_id="writing cache manifest"))
     be.write_config(config.dumps(), [x.descriptor() for x in config.layers])

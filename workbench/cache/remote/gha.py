@@ -13,14 +13,18 @@ import json
 import re
 import secrets
 import struct
+import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from workbench.cache.remote import Progress, RemoteCacheError
-from workbench.cache.remote.http import HTTPError, request
+from workbench.http.client import CHUNK, HttpClient
+from workbench.http.errors import HttpError
+from workbench.http.retry import RetryPolicy
 
 VERSION = hashlib.sha256(b"|go-actionscache-1.0").hexdigest()
 RESULTS_HOST = "results-receiver.actions.githubusercontent.com"
@@ -35,6 +39,64 @@ PERM_READ, PERM_WRITE = 1, 2
 
 class AlreadyExists(RemoteCacheError):
     pass
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------------
+
+THROTTLED = RetryPolicy(statuses=frozenset({429}), methods=None, retries=None, backoff=1.0, max_backoff=90.0)
+"""A 429 is retried, for any method (nothing was done), until the request's deadline; no other answer is."""
+
+_HTTP: HttpClient | None = None
+_HTTP_LOCK = threading.Lock()
+
+
+def _http() -> HttpClient:
+    global _HTTP
+    with _HTTP_LOCK:
+        if _HTTP is None:
+            # the cache service and its blob storage are spoken to directly: no proxies, no redirects
+            _HTTP = HttpClient(timeout=None, retry=THROTTLED, proxies=False, redirects=0, user_agent=USER_AGENT)
+        return _HTTP
+
+
+class ServiceError(RemoteCacheError):
+    """A request to the cache service or its blob storage failed; `status` is 0 when no answer came."""
+
+    def __init__(self, message: str, status: int = 0, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def request(method: str, url: str, *, deadline: float, headers: dict[str, str] | None = None,
+            body: bytes | None = None, out: BinaryIO | None = None,
+            progress: Callable[[int], None] | None = None) -> Answer:
+    """Send a request; a 429 is retried (Retry-After honoured, else backoff from 1 s doubling to 90 s) until
+    `deadline` (time.monotonic()), which also bounds every attempt. With `out`, a 2xx body is streamed there
+    (and not kept in the answer). Failures raise ServiceError: a non-2xx answer, no answer, a body cut short."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise RemoteCacheError(f"unsupported URL {url!r}")
+    try:
+        with _http().request(method, url, headers=headers, body=body, deadline=deadline) as resp:
+            answer = Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, b"")
+            if out is None:
+                answer.body = resp.read()
+                return answer
+            for chunk in resp.chunks(CHUNK):
+                out.write(chunk)
+                if progress is not None:
+                    progress(resp.received)
+            return answer
+    except HttpError as e:
+        raise ServiceError(str(e), e.status, e.body) from None
 
 
 @dataclass(frozen=True)
@@ -174,7 +236,7 @@ class V1(_Service):
         return h
 
     @staticmethod
-    def _exists(e: HTTPError) -> bool:
+    def _exists(e: ServiceError) -> bool:
         try:
             doc = json.loads(e.body or b"{}")
         except ValueError:
@@ -197,7 +259,7 @@ class V1(_Service):
         try:
             resp = request("POST", self._api("caches"), headers=self._headers("application/json"), body=body,
                            deadline=self.deadline())
-        except HTTPError as e:
+        except ServiceError as e:
             if self._exists(e):
                 raise AlreadyExists(f"cache entry {key} already exists") from None
             raise
@@ -231,7 +293,7 @@ class V2(_Service):
         try:
             resp = request("POST", self.cfg.url + TWIRP + method, headers=headers,
                            body=json.dumps(payload).encode(), deadline=self.deadline())
-        except HTTPError as e:
+        except ServiceError as e:
             try:
                 doc = json.loads(e.body or b"{}")
             except ValueError:
@@ -270,7 +332,7 @@ class V2(_Service):
                 request("GET", entry.url, headers={"x-ms-version": AZURE_VERSION, "User-Agent": USER_AGENT},
                         out=out, deadline=self.deadline(), progress=lambda n: progress(n, 0))
                 return
-            except HTTPError as e:
+            except ServiceError as e:
                 if e.status not in (401, 403) or attempt:
                     raise
             # an expired signed URL: ask for a fresh one once (BuildKit v0.23.2)

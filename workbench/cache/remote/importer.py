@@ -1,6 +1,7 @@
 """`--cache-from`: load the cache configs before the solve; turn a record into a local result on demand.
 
-The solver asks `materialize` for a vertex whose key is not in the local store. Its layers are downloaded
+An `ImportedCache` is one of the solver's cache sources (workbench.solver.cachesource): it is asked to
+`materialize` a vertex whose key is not in the local store. Its layers are downloaded
 (skipped when a snapshot of the same chain is already here), checked against the blob digest and the diff id,
 extracted by the safe layer code into snapshots, and the key is recorded in the local store. Any failure is a
 warning and the step simply runs; a blob that does not match its digest is never stored.
@@ -14,8 +15,10 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from workbench.cache.remote import Backend, RemoteCacheError
 from workbench.cache.remote.format import CacheConfig, Layer, Record, loads
@@ -24,20 +27,21 @@ from workbench.progress.events import BuildWarning, EventBus, VertexCompleted, V
 if TYPE_CHECKING:
     from workbench.cache.remote.spec import CacheSpec
     from workbench.llb.ops import Vertex
-    from workbench.solver.solver import Solver
+    from workbench.worker import LayerRef, Worker
 
 
 class ImportedCache:
-    """The records of every `--cache-from`, first source first."""
+    """The records of every `--cache-from`, first source first, materialized on `worker`."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, worker: Worker) -> None:
         self.bus = bus
+        self.worker = worker
         self.records: dict[str, tuple[Backend, CacheConfig, Record]] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, specs: list[CacheSpec], bus: EventBus) -> ImportedCache:
-        imported = cls(bus)
+    def load(cls, specs: list[CacheSpec], bus: EventBus, worker: Worker) -> ImportedCache:
+        imported = cls(bus, worker)
         for spec in specs:
             try:
                 backend = spec.backend()
@@ -61,7 +65,7 @@ class ImportedCache:
     def has(self, key: str) -> bool:
         return key in self.records
 
-    def materialize(self, solver: Solver, v: Vertex, key: str) -> list[str] | None:
+    def materialize(self, v: Vertex, key: str) -> list[str] | None:
         """The local snapshot chain for `key` made from the imported record, or None (with a warning)."""
         found = self.records.get(key)
         if found is None:
@@ -69,8 +73,8 @@ class ImportedCache:
         backend, config, record = found
         progress = _Progress(self.bus, v.name, key)
         try:
-            chain = self._chain(solver, backend, [config.layers[i] for i in record.layers], progress)
-            return solver.store.record(key, chain, v.name)
+            chain = self._chain(backend, [config.layers[i] for i in record.layers], progress)
+            return self.worker.store.record(key, chain, v.name)
         except Exception as e:  # network, digest, corrupt tar, zstd: all only a warning, and the step runs
             with self._lock:
                 self.records.pop(key, None)  # not trusted again in this build
@@ -81,35 +85,26 @@ class ImportedCache:
         finally:
             progress.finish()
 
-    def _chain(self, solver: Solver, backend: Backend, layers: list[Layer], progress: _Progress) -> list[str]:
-        from workbench.cache.store import LayerBlob
-        from workbench.snapshot.layers import extract_layer
+    def _chain(self, backend: Backend, layers: list[Layer], progress: _Progress) -> list[str]:
+        from workbench.worker import LayerRef
 
-        chain: list[str] = []
-        chain_id = ""
-        for layer in layers:
-            chain_id = layer.diff_id if not chain_id else \
-                "sha256:" + hashlib.sha256(f"{chain_id} {layer.diff_id}".encode()).hexdigest()
-            existing = solver.store.lookup("layer:" + chain_id)
-            if existing is not None and all(solver.snapshots.exists(s) for s in existing):
-                chain = existing
-                continue
-            if not solver.content.has(layer.digest):
-                _download(solver, backend, layer, progress)
-            path = solver.content.path(layer.digest)
+        worker = self.worker
+
+        @contextmanager
+        def open_blob(layer: LayerRef) -> Iterator[BinaryIO]:
+            if not worker.content.has(layer.digest):
+                _download(worker, backend, layer, progress)
+            path = worker.content.path(layer.digest)
             if _diff_id(path) != layer.diff_id:
                 raise RemoteCacheError(f"layer {layer.digest} does not unpack to its diff id {layer.diff_id}")
-            status = f"extracting {layer.digest}"
-            progress.status(status, 0, 0)
-            with solver.snapshots.prepare() as prepared:
-                with open(path, "rb") as f:
-                    extract_layer(f, prepared / "fs", layer.media_type)
-                snapshot = solver.snapshots.commit(prepared)
-            progress.status(status, 0, 0, done=True)
-            solver.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
-                                                               layer.media_type))
-            chain = solver.store.record("layer:" + chain_id, chain + [snapshot], f"layer {layer.diff_id}")
-        return chain
+            with open(path, "rb") as f:
+                yield f
+
+        def on_extract(layer: LayerRef, done: bool) -> None:
+            progress.status(f"extracting {layer.digest}", 0, 0, done=done)
+
+        refs = [LayerRef(layer.diff_id, layer.digest, layer.size, layer.media_type) for layer in layers]
+        return worker.ensure_layer_chain(refs, open_blob, on_extract)
 
 
 class _Progress:
@@ -131,9 +126,9 @@ class _Progress:
             self.bus.emit(VertexCompleted(self.vid, self.name, duration=time.time() - self.start))
 
 
-def _download(solver: Solver, backend: Backend, layer: Layer, progress: _Progress) -> None:
+def _download(worker: Worker, backend: Backend, layer: LayerRef, progress: _Progress) -> None:
     """Fetch a blob into the content store: to a private ingest file, verified by digest, then renamed."""
-    tmp = solver.content.ingest / f"{os.getpid()}-{secrets.token_hex(8)}"
+    tmp = worker.content.ingest / f"{os.getpid()}-{secrets.token_hex(8)}"
     last = [0.0]
 
     def report(current: int, total: int) -> None:
@@ -157,7 +152,7 @@ def _download(solver: Solver, backend: Backend, layer: Layer, progress: _Progres
         if digest != layer.digest:
             raise RemoteCacheError(f"downloaded blob {layer.digest} has digest {digest} ({size} of {layer.size} "
                                    "bytes): not trusted")
-        os.replace(tmp, solver.content.path(layer.digest))
+        os.replace(tmp, worker.content.path(layer.digest))
         progress.status(layer.digest, size, size, done=True)
     finally:
         tmp.unlink(missing_ok=True)

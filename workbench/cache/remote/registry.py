@@ -61,13 +61,14 @@ class RegistryBackend:
         return self._pull
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from workbench.http.errors import HttpError
         from workbench.image.registry import RegistryError
 
         try:
             return fn(*args, **kwargs)
         except RegistryError as e:
             raise RemoteCacheError(str(e)) from None
-        except OSError as e:
+        except (OSError, HttpError) as e:  # a body that broke off while read here
             raise RemoteCacheError(f"{what}: {e}") from None
 
     def has_blob(self, digest: str) -> bool:

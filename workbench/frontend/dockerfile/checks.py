@@ -1,10 +1,8 @@
-"""Dockerfile build checks: BuildKit v0.20 / Dockerfile 1.14 linter (``frontend/dockerfile/linter``).
+"""Dockerfile build checks: BuildKit v0.20's lint pass over a Dockerfile (``dockerfile2llb``'s ``toDispatchState``).
 
-:func:`run_checks` parses a Dockerfile and reports the 20 rules of ``linter/ruleset.go`` with
-BuildKit's messages and locations, in the order BuildKit emits them (parser warnings, instruction
-parsing, stage validation, FROM expansion, base image platforms, then per-stage dispatch).
-``# check=skip=…;error=…;experimental=…`` and the ``BUILDKIT_DOCKERFILE_CHECK`` build arg
-configure it (:func:`parse_check_config`).
+:func:`run_checks` parses a Dockerfile and walks it as BuildKit's lint does (parser warnings, instruction
+parsing, stage validation, FROM expansion, base image platforms, then per-stage dispatch), calling the
+:class:`~workbench.frontend.dockerfile.linter.Linter` at each point BuildKit's calls its linter.
 """
 
 from __future__ import annotations
@@ -15,307 +13,31 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from workbench.frontend.dockerfile.parser import Node, ParseResult, must_parse_heredoc, parse, unknown_instruction
+from workbench.frontend.dockerfile.buildargs import NON_ENV_ARGS, automatic_args
+from workbench.frontend.dockerfile.linter import (
+    BUILD_ARG_KEY,
+    CheckConfig,
+    CheckError,
+    CheckReport,
+    Linter,
+    parse_check_config,
+)
+from workbench.frontend.dockerfile.parser import (
+    Node,
+    ParseResult,
+    argument_count_error,
+    must_parse_heredoc,
+    parse,
+    unknown_instruction,
+)
+from workbench.frontend.dockerfile.platforms import Platform, parse_platform
 from workbench.frontend.dockerfile.shell import GO_SPACES, ShellExpansionError, ShellLex, go_quote
 from workbench.frontend.dockerfile.suggest import search
 
-__all__ = ["RULES", "CheckConfig", "CheckConfigError", "CheckError", "CheckReport", "CheckWarning", "Rule",
-           "parse_check_config", "parse_lint_options", "run_checks"]
-
-BUILD_ARG_KEY = "BUILDKIT_DOCKERFILE_CHECK"
-_URL = "https://docs.docker.com/go/dockerfile/rule/"
+__all__ = ["run_checks"]
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One linter rule (``linter.LinterRule``)."""
-
-    name: str
-    description: str
-    url: str
-    experimental: bool = False
-
-
-def _rule(name: str, slug: str, description: str, experimental: bool = False) -> Rule:
-    return Rule(name, description, _URL + slug + "/" if slug else "", experimental)
-
-
-RULES: dict[str, Rule] = {r.name: r for r in (
-    _rule("StageNameCasing", "stage-name-casing", "Stage names should be lowercase"),
-    _rule("FromAsCasing", "from-as-casing", "The 'as' keyword should match the case of the 'from' keyword"),
-    _rule("NoEmptyContinuation", "no-empty-continuation",
-          "Empty continuation lines will become errors in a future release"),
-    _rule("ConsistentInstructionCasing", "consistent-instruction-casing",
-          "All commands within the Dockerfile should use the same casing (either upper or lower)"),
-    _rule("DuplicateStageName", "duplicate-stage-name", "Stage names should be unique"),
-    _rule("ReservedStageName", "reserved-stage-name", "Reserved words should not be used as stage names"),
-    _rule("JSONArgsRecommended", "json-args-recommended",
-          "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals"),
-    _rule("MaintainerDeprecated", "maintainer-deprecated",
-          "The MAINTAINER instruction is deprecated, use a label instead to define an image author"),
-    _rule("UndefinedArgInFrom", "undefined-arg-in-from", "FROM command must use declared ARGs"),
-    _rule("WorkdirRelativePath", "workdir-relative-path",
-          "Relative workdir without an absolute workdir declared within the build can have unexpected results "
-          "if the base image changes"),
-    _rule("UndefinedVar", "undefined-var", "Variables should be defined before their use"),
-    _rule("MultipleInstructionsDisallowed", "multiple-instructions-disallowed",
-          "Multiple instructions of the same type should not be used in the same stage"),
-    _rule("LegacyKeyValueFormat", "legacy-key-value-format",
-          "Legacy key/value format with whitespace separator should not be used"),
-    _rule("InvalidBaseImagePlatform", "", "Base image platform does not match expected target platform"),
-    _rule("RedundantTargetPlatform", "redundant-target-platform",
-          "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"),
-    _rule("SecretsUsedInArgOrEnv", "secrets-used-in-arg-or-env",
-          "Sensitive data should not be used in the ARG or ENV commands"),
-    _rule("InvalidDefaultArgInFrom", "invalid-default-arg-in-from",
-          "Default value for global ARG results in an empty or invalid base image name"),
-    _rule("FromPlatformFlagConstDisallowed", "from-platform-flag-const-disallowed",
-          "FROM --platform flag should not use a constant value"),
-    _rule("CopyIgnoredFile", "copy-ignored-file", "Attempting to Copy file that is excluded by .dockerignore", True),
-    _rule("InvalidDefinitionDescription", "invalid-definition-description",
-          "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this "
-          "is not intended to be a description comment, add an empty line or comment between the instruction and the "
-          "comment.", True),
-)}
-
-
-@dataclass(frozen=True)
-class CheckWarning:
-    """One reported violation; lines are 1-based and inclusive."""
-
-    rule: str
-    description: str
-    url: str
-    message: str
-    start_line: int
-    end_line: int
-    experimental: bool = False
-
-    def short(self) -> str:
-        """BuildKit's one-line form (``linter.LintFormatShort``): ``Rule: message (line N)``."""
-        msg = f"{self.rule}: {self.message}"
-        return f"{msg} (line {self.start_line})" if self.start_line > 0 else msg
-
-
-@dataclass
-class CheckConfig:
-    """Parsed ``check`` options (``linter.Config``)."""
-
-    skip: frozenset[str] = frozenset()
-    skip_all: bool = False
-    error: bool = False
-    experimental: frozenset[str] = frozenset()
-    experimental_all: bool = False
-
-    def enabled(self, rule: Rule) -> bool:
-        """Whether ``rule`` runs (``Linter.Run``): experimental rules only when listed, skip does not apply to them."""
-        if rule.experimental:
-            return self.experimental_all or rule.name in self.experimental
-        return not (self.skip_all or rule.name in self.skip)
-
-
-class CheckConfigError(ValueError):
-    """An invalid ``check`` directive or ``BUILDKIT_DOCKERFILE_CHECK`` value."""
-
-
-@dataclass(frozen=True)
-class CheckError:
-    """The error that ended the checks, as BuildKit's ``lint.BuildError``: its text and lines (0 when it has none)."""
-
-    message: str
-    start_line: int = 0
-    end_line: int = 0
-
-    @property
-    def parse_phase(self) -> bool:
-        """Whether the error is one of ``instructions.Parse`` (the checks of later lines never ran)."""
-        return self.message.startswith("dockerfile parse error on line ")
-
-
-@dataclass
-class CheckReport:
-    """Warnings in emission order, the configuration that produced them, and the error that stopped them (if any)."""
-
-    warnings: list[CheckWarning]
-    config: CheckConfig
-    error: CheckError | None = None
-
-    @property
-    def failed(self) -> bool:
-        """``error=true`` and at least one warning (BuildKit then fails the build)."""
-        return self.config.error and bool(self.warnings)
-
-    def error_message(self) -> str:
-        """BuildKit's error text when :attr:`failed` (rules in first-seen order)."""
-        rules = list(dict.fromkeys(w.rule for w in self.warnings))
-        return "lint violation found for rules: " + ", ".join(rules)
-
-
-# -- configuration ------------------------------------------------------------------------------
-
-_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
-def _rule_list(value: str) -> frozenset[str]:
-    return frozenset(r.strip() for r in value.split(","))
-
-
-def parse_lint_options(text: str) -> CheckConfig:
-    """``linter.ParseLintOptions``: ``skip=<rules|all>;error=<bool>;experimental=<rules|all>``."""
-    text = text.strip()
-    cfg = CheckConfig()
-    if not text:
-        return cfg
-    for part in text.split(";", 2):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise CheckConfigError(f"invalid check option {go_quote(part)}")
-        key = key.strip()
-        if key == "skip":
-            value = value.strip()
-            if value == "all":
-                cfg.skip_all = True
-            else:
-                cfg.skip = _rule_list(value)
-        elif key == "experimental":
-            value = value.strip()
-            if value == "all":
-                cfg.experimental_all = True
-            else:
-                cfg.experimental = _rule_list(value)
-        elif key == "error":
-            value = value.strip()
-            if value not in _GO_TRUE and value not in _GO_FALSE:
-                raise CheckConfigError(f"failed to parse check option {go_quote(part)}: strconv.ParseBool: "
-                                       f"parsing {go_quote(value)}: invalid syntax")
-            cfg.error = value in _GO_TRUE
-        else:
-            raise CheckConfigError(f"invalid check option {go_quote(key)}")
-    return cfg
-
-
-def parse_check_config(directive: str | None, build_arg: str | None) -> CheckConfig:
-    """The effective config: the build arg, when given (even empty), replaces the directive wholesale."""
-    if build_arg is not None:
-        try:
-            return parse_lint_options(build_arg)
-        except CheckConfigError as e:
-            raise CheckConfigError(f"failed to parse build-arg:{BUILD_ARG_KEY}: {e}") from None
-    try:
-        return parse_lint_options(directive or "")
-    except CheckConfigError as e:
-        raise CheckConfigError(f"failed to parse check options: {e}") from None
-
-
-# -- helpers: platforms, references, suggestions ---------------------------------------------
-
-_KNOWN_OS = frozenset({"aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js", "linux",
-                       "nacl", "netbsd", "openbsd", "plan9", "solaris", "wasip1", "windows", "zos"})
-_KNOWN_ARCH = frozenset({"386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le",
-                         "loong64", "mips", "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc",
-                         "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm"})
-_SPECIFIER = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True)
-class _Platform:
-    os: str
-    arch: str
-    variant: str = ""
-
-    def format(self) -> str:
-        return "/".join(p for p in (self.os, self.arch, self.variant) if p)
-
-
-def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
-    """containerd ``normalizeArch``."""
-    arch, variant = arch.lower(), variant.lower()
-    if arch == "i386":
-        return "386", ""
-    if arch in ("x86_64", "x86-64", "amd64"):
-        return "amd64", "" if variant == "v1" else variant
-    if arch in ("aarch64", "arm64"):
-        return "arm64", "" if variant in ("8", "v8", "v8.0") else variant
-    if arch == "armhf":
-        return "arm", "v7"
-    if arch == "armel":
-        return "arm", "v6"
-    if arch == "arm":
-        if variant in ("", "7"):
-            return "arm", "v7"
-        if variant in ("5", "6", "8"):
-            return "arm", "v" + variant
-    return arch, variant
-
-
-def _parse_platform(spec: str, default: _Platform | None = None) -> _Platform | None:
-    """containerd ``platforms.Parse`` (normalized); None when it would fail."""
-    parts = spec.split("/")
-    if not 1 <= len(parts) <= 3 or not all(_SPECIFIER.fullmatch(p) for p in parts):
-        return None
-    os_ = parts[0].lower()
-    if os_ == "macos":
-        os_ = "darwin"
-    dflt = default or _Platform("linux", "amd64")
-    if len(parts) == 1:
-        if os_ in _KNOWN_OS:
-            return _Platform(os_, dflt.arch, dflt.variant)
-        arch, variant = _normalize_arch(parts[0], "")
-        return _Platform(dflt.os, arch, variant) if arch in _KNOWN_ARCH else None
-    arch, variant = _normalize_arch(parts[1], parts[2] if len(parts) == 3 else "")
-    return _Platform(os_, arch, variant)
-
-
-_ALNUM = r"[a-z0-9]+"
-_SEP = r"(?:[._]|__|[-]+)"
-_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEP}{_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_REFERENCE = re.compile(rf"({_NAME})(?::([\w][\w.-]{{0,127}}))?"
-                        r"(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?")
-_HEX64 = re.compile(r"[a-f0-9]{64}")
-_DIGEST_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
-
-
-def _valid_reference(name: str) -> bool:
-    """Whether distribution's ``reference.ParseNormalizedNamed`` accepts ``name``."""
-    if _HEX64.fullmatch(name):
-        return False
-    i = name.find("/")
-    if i == -1 or (not any(c in name[:i] for c in ".:") and name[:i] != "localhost"
-                   and name[:i].lower() == name[:i]):
-        domain, remainder = "docker.io", name
-    else:
-        domain, remainder = name[:i], name[i + 1:]
-    if domain == "docker.io" and "/" not in remainder:
-        remainder = "library/" + remainder
-    if remainder.lower() != remainder:
-        return False
-    m = _REFERENCE.fullmatch(domain + "/" + remainder)
-    if m is None or len(m.group(1)) > 255:
-        return False
-    if m.group(3):
-        algo, _, hexpart = m.group(3).partition(":")
-        if _DIGEST_LEN.get(algo) != len(hexpart) or hexpart.lower() != hexpart:
-            return False
-    return True
-
-
-def _suggest(value: str, options: list[str]) -> str:
-    """``suggest.Search`` (case-sensitive): the closest option within distance 2, "" on an exact match."""
-    return search(value, options)
-
-
-_SECRETS = re.compile(r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)"
-                      r"(?:_|$)")
-_SECRETS_ALLOW = re.compile(r"(?i)(?:_|^)(?:public)(?:_|$)")
-_NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
-_RESERVED_STAGE_NAMES = frozenset({"context", "scratch"})
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9-_.]*")
-_COMMANDS = frozenset({"arg", "cmd", "entrypoint", "env", "expose", "healthcheck", "label", "maintainer", "onbuild",
-                       "run", "shell", "stopsignal", "user", "volume", "workdir"})
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _DIRECTIVE_LINE = re.compile(r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*")
 _DEFAULT_PATH = {"linux": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -326,9 +48,6 @@ def _cmd_name(original: str) -> str:
     """The instruction keyword as written (BuildKit keeps its casing in ``Node.Value``)."""
     return _WHITESPACE.split(original.strip(GO_SPACES), maxsplit=1)[0]
 
-
-def _is_casing_consistent(s: str) -> bool:
-    return s in (s.lower(), s.upper())
 
 
 # -- stages -------------------------------------------------------------------------------------
@@ -370,7 +89,7 @@ def _check_flags(node: Node) -> None:
     for flag in node.flags:
         name = flag.partition("=")[0][2:]
         if name not in known:
-            suggestion = _suggest(name, sorted(known))
+            suggestion = search(name, sorted(known))
             raise _parse_error(node, f"unknown flag: --{name}" + (f" (did you mean {suggestion}?)" if suggestion
                                                                    else ""))
 
@@ -467,7 +186,7 @@ class _Checker:
                  target: str | None, all_stages: bool, ignore: Callable[[str], bool] | None,
                  base_platform: Callable[[str], str | None] | None,
                  base_env: Callable[[str], Mapping[str, str] | None] | None,
-                 target_platform: _Platform, build_platform: _Platform,
+                 target_platform: Platform, build_platform: Platform,
                  base_shell: Callable[[str], bool] | None = None, stop: CheckError | None = None) -> None:
         self.result = result
         self.base_shell = base_shell
@@ -484,18 +203,9 @@ class _Checker:
         self.target_platform = target_platform
         self.build_platform = build_platform
         self.shlex = ShellLex(result.escape_token)
-        self.warnings: list[CheckWarning] = []
+        self.lint = Linter(config)
         self.stages: list[_Stage] = []
         self.meta_args: list[Node] = []
-
-    def warn(self, rule_name: str, message: str, start: int, end: int) -> None:
-        rule = RULES[rule_name]
-        if self.config.enabled(rule):
-            self.warnings.append(CheckWarning(rule.name, rule.description, rule.url, message, start, end,
-                                              rule.experimental))
-
-    def warn_node(self, rule_name: str, message: str, node: Node) -> None:
-        self.warn(rule_name, message, node.start_line, node.end_line)
 
     def fail(self, message: str, start: int, end: int) -> None:
         """The checks found an error BuildKit stops at (an expansion error): keep it and stop."""
@@ -509,7 +219,7 @@ class _Checker:
             if pending and pending[0] == "Empty continuation line found in: " + node.original:
                 pending.pop(0)
                 line = _continuation_line(node)
-                self.warn("NoEmptyContinuation", "Empty continuation line", line, line)
+                self.lint.empty_continuation(line)
 
     def parse_instructions(self) -> None:
         comments = _prev_comments(self.text, self.result.children)
@@ -520,8 +230,7 @@ class _Checker:
             if stop is not None and stop.start_line == node.start_line and kw != "from":
                 raise _Abort(stop)
             if kw == "maintainer":
-                self.warn_node("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label",
-                               node)
+                self.lint.maintainer(node)
             if kw == "from":
                 self.parse_from(node, name, comments.get(node.start_line, []))
                 if stop is not None and stop.start_line == node.start_line:
@@ -531,7 +240,7 @@ class _Checker:
                 keys = [a.partition("=")[0] for a in node.args]
                 if not keys:
                     raise _parse_error(node, "ARG requires at least one argument")
-                self.definition_description("ARG", keys, comments.get(node.start_line, []), node)
+                self.lint.definition_description("ARG", keys, comments.get(node.start_line, []), node)
                 if not self.stages:
                     self.meta_args.append(node)
                     continue
@@ -544,6 +253,9 @@ class _Checker:
         unknown = unknown_instruction(node)
         if unknown is not None:
             raise _parse_error(node, unknown)
+        count_error = argument_count_error(node)
+        if count_error is not None:
+            raise _parse_error(node, count_error)
         if not self.stages:
             raise _Abort(CheckError("no build stage in current context", node.start_line, node.end_line))
         if kw in ("add", "copy") and len(node.args) < 2:
@@ -553,12 +265,7 @@ class _Checker:
 
     def parse_from(self, node: Node, name: str, comments: list[str]) -> None:
         args = node.args
-        if len(args) == 3 and args[2] != args[2].lower():
-            self.warn_node("StageNameCasing", f"Stage name '{args[2]}' should be lowercase", node)
-        if len(args) >= 3 and _is_casing_consistent(name):
-            as_ok = args[1] == (args[1].lower() if name == name.lower() else args[1].upper())
-            if not as_ok:
-                self.warn_node("FromAsCasing", f"'{args[1]}' and '{name}' keywords' casing do not match", node)
+        self.lint.from_casing(node, name)
         stage_name = ""
         if len(args) == 3 and args[1].lower() == "as":
             stage_name = args[2].lower()
@@ -572,60 +279,24 @@ class _Checker:
         if any(not f.startswith("--platform=") for f in node.flags):
             raise _parse_error(node, "missing a value on flag: platform")
         if stage_name:
-            self.definition_description("FROM", [stage_name], comments, node)
+            self.lint.definition_description("FROM", [stage_name], comments, node)
         self.stages.append(_Stage(len(self.stages), node, name, args[0], stage_name,
                                   platforms[-1] if platforms else None))
 
-    def definition_description(self, instruction: str, keys: list[str], comments: list[str], node: Node) -> None:
-        if not comments or not keys:
-            return
-        if comments[-1].split(" ")[0] in keys:
-            return
-        example = keys[0] if len(keys) == 1 else "<arg_key>"
-        self.warn_node("InvalidDefinitionDescription",
-                       f"Comment for {instruction} should follow the format: `# {example} <description>`", node)
-
     # -- phase 2: stage-level validation --------------------------------------------------------
     def validate_stage_names(self) -> None:
-        seen: set[str] = set()
-        for st in self.stages:
-            if not st.name:
-                continue
-            if st.name in _RESERVED_STAGE_NAMES:
-                self.warn_node("ReservedStageName",
-                               f"Stage name should not use the same name as reserved stage {go_quote(st.name)}",
-                               st.node)
-            if st.name in seen:
-                self.warn_node("DuplicateStageName",
-                               f"Duplicate stage name {go_quote(st.name)}, stage names should be unique", st.node)
-            seen.add(st.name)
+        self.lint.stage_names((st.name, st.node) for st in self.stages)
 
     def validate_casing(self) -> None:
         names = [(st.orig_cmd, st.node.start_line, st.node.end_line) for st in self.stages]
         for st in self.stages:
             names += [(c.name, c.start, c.end) for c in st.commands]
-        lower = sum(1 for n, _, _ in names if _is_casing_consistent(n) and n == n.lower())
-        upper = sum(1 for n, _, _ in names if _is_casing_consistent(n) and n != n.lower())
-        majority_lower = lower > upper
-        for name, start, end in names:
-            if majority_lower and name.lower() != name:
-                casing = "lowercase"
-            elif not majority_lower and name.upper() != name:
-                casing = "uppercase"
-            else:
-                continue
-            self.warn("ConsistentInstructionCasing",
-                      f"Command '{name}' should match the case of the command majority ({casing})", start, end)
+        self.lint.instruction_casing(names)
 
     # -- phase 3: global args and FROM ---------------------------------------------------------
     def default_args(self) -> dict[str, str]:
-        bp, tp = self.build_platform, self.target_platform
         target_name = self.target if self.target is not None else self.stages[-1].name
-        pairs = [("BUILDPLATFORM", bp.format()), ("BUILDOS", bp.os), ("BUILDOSVERSION", ""),
-                 ("BUILDARCH", bp.arch), ("BUILDVARIANT", bp.variant), ("TARGETPLATFORM", tp.format()),
-                 ("TARGETOS", tp.os), ("TARGETOSVERSION", ""), ("TARGETARCH", tp.arch),
-                 ("TARGETVARIANT", tp.variant), ("TARGETSTAGE", target_name)]
-        return {k: self.build_args.get(k, v) for k, v in pairs}
+        return automatic_args(self.build_platform, self.target_platform, target_name, self.build_args)
 
     def meta_arg_pairs(self) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []
@@ -648,10 +319,7 @@ class _Checker:
         try:
             args = self.build_meta_args(defaults, None)
             for st in self.stages:
-                if not _valid_reference(self.shlex.process_word(st.base_name, args)):
-                    self.warn_node("InvalidDefaultArgInFrom",
-                                   f"Default value for ARG {st.base_name} results in empty or invalid base image name",
-                                   st.node)
+                self.lint.default_base_image(st.base_name, self.shlex.process_word(st.base_name, args), st.node)
         except ShellExpansionError:  # BuildKit abandons this check; the real expansion reports the error
             return
 
@@ -672,40 +340,21 @@ class _Checker:
                    by_name: dict[str, _Stage]) -> None:
         """One stage's FROM: its base and platform expanded with the global args (``toDispatchState``'s loop)."""
         res = self.shlex.process(st.base_name, global_args)
-        self.undefined_from_args(res.unmatched, declared, arg_keys, st.node)
+        self.lint.undefined_from_args(res.unmatched, declared, arg_keys, st.node)
         st.expanded_base = res.result
         st.base = by_name.get(res.result)
         platform = st.base.os if st.base is not None else self.target_platform.os
         if st.platform is not None:
             pres = self.shlex.process(st.platform, global_args)
-            self.undefined_from_args(pres.unmatched, declared, arg_keys, st.node)
-            if (len(pres.matched) == 1 and not pres.unmatched and "TARGETPLATFORM" in pres.matched
-                    and pres.result == global_args.get("TARGETPLATFORM")):
-                self.warn_node("RedundantTargetPlatform",
-                               f"Setting platform to predefined {st.platform} in FROM is redundant as this is the "
-                               "default behavior", st.node)
-            if not pres.matched and not pres.unmatched:
-                p = _parse_platform(pres.result, self.target_platform)
-                if p is not None and p.os not in st.name and p.arch not in st.name:
-                    self.warn_node("FromPlatformFlagConstDisallowed",
-                                   f"FROM --platform flag should not use constant value {go_quote(pres.result)}",
-                                   st.node)
-            parsed = _parse_platform(pres.result, self.target_platform) if pres.result else None
+            self.lint.undefined_from_args(pres.unmatched, declared, arg_keys, st.node)
+            self.lint.from_platform(st.platform, pres.result, pres.matched, pres.unmatched,
+                                    global_args.get("TARGETPLATFORM", ""), st.name, self.target_platform, st.node)
+            parsed = parse_platform(pres.result, self.target_platform) if pres.result else None
             if parsed is not None:
                 platform = parsed.os
         st.os = platform
         if st.name:
             by_name[st.name] = st
-
-    def undefined_from_args(self, unmatched: set[str], declared: set[str], keys: list[str], node: Node) -> None:
-        for arg in sorted(unmatched):
-            if arg in declared:
-                continue
-            msg = f"FROM argument '{arg}' is not declared"
-            suggestion = _suggest(arg, keys)
-            if suggestion:
-                msg += f" (did you mean {suggestion}?)"
-            self.warn_node("UndefinedArgInFrom", msg, node)
 
     # -- phase 4: reachability and base images ------------------------------------------------
     def stage_by_name(self, ref: str) -> _Stage | None:
@@ -759,16 +408,13 @@ class _Checker:
                 continue
             expected = self.target_platform
             if st.platform is not None:
-                expected = _parse_platform(self.shlex.process_word(st.platform, global_args),
+                expected = parse_platform(self.shlex.process_word(st.platform, global_args),
                                            self.target_platform) or expected
             actual_str = self.base_platform(st.expanded_base)
-            actual = _parse_platform(actual_str, self.target_platform) if actual_str else None
+            actual = parse_platform(actual_str, self.target_platform) if actual_str else None
             if actual is None:
                 continue
-            if actual.os != expected.os or actual.arch != expected.arch:
-                self.warn_node("InvalidBaseImagePlatform",
-                               f"Base image {st.expanded_base} was pulled with platform {go_quote(actual.format())}, "
-                               f"expected {go_quote(expected.format())} for current build", st.node)
+            self.lint.base_image_platform(st.expanded_base, actual, expected, st.node)
 
     # -- phase 5: dispatch ----------------------------------------------------------------------
     def init_stage(self, st: _Stage) -> None:
@@ -802,14 +448,8 @@ class _Checker:
         return res.result
 
     def report_unmatched(self, st: _Stage, cmd: _Cmd, unmatched: set[str]) -> None:
-        names = sorted(unmatched - set(st.build_args) - _NON_ENV_ARGS)
-        options = list(st.env)
-        for name in names:
-            msg = f"Usage of undefined variable '${name}'"
-            suggestion = _suggest(name, options)
-            if suggestion:
-                msg += f" (did you mean ${suggestion}?)"
-            self.warn("UndefinedVar", msg, cmd.start, cmd.end)
+        names = sorted(unmatched - set(st.build_args) - NON_ENV_ARGS)
+        self.lint.undefined_vars(names, list(st.env), cmd.start, cmd.end)
 
     def dispatch(self, st: _Stage, global_args: dict[str, str]) -> None:
         self.init_stage(st)
@@ -822,9 +462,7 @@ class _Checker:
             if kw in ("cmd", "entrypoint", "healthcheck"):
                 prev = trackers.get(kw)
                 if prev is not None:
-                    self.warn("MultipleInstructionsDisallowed",
-                              f"Multiple {cmd.name} instructions should not be used in the same stage because only "
-                              "the last one will be used", prev.start, prev.end)
+                    self.lint.multiple_instructions(cmd.name, prev.start, prev.end)
                 trackers[kw] = cmd
             if handler is not None:
                 try:
@@ -853,15 +491,10 @@ class _Checker:
                 self.legacy(cmd)
 
     def legacy(self, cmd: _Cmd) -> None:
-        self.warn("LegacyKeyValueFormat",
-                  f'"{cmd.name} key=value" should be used instead of legacy "{cmd.name} key value" format',
-                  cmd.start, cmd.end)
+        self.lint.legacy_key_value(cmd.name, cmd.start, cmd.end)
 
     def secret(self, instruction: str, key: str, cmd: _Cmd) -> None:
-        if _SECRETS.search(key) and not _SECRETS_ALLOW.search(key):
-            self.warn("SecretsUsedInArgOrEnv",
-                      f"Do not use ARG or ENV instructions for sensitive data ({instruction} {go_quote(key)})",
-                      cmd.start, cmd.end)
+        self.lint.secret(instruction, key, cmd.start, cmd.end)
 
     def do_arg(self, st: _Stage, cmd: _Cmd, global_args: dict[str, str]) -> None:
         for a in cmd.node.args:
@@ -874,7 +507,7 @@ class _Checker:
                 value = self.expand(st, cmd, value)
             elif key in global_args:
                 value = global_args[key]
-            if value is not None and key not in _NON_ENV_ARGS:
+            if value is not None and key not in NON_ENV_ARGS:
                 st.env[key] = value
             st.build_args.append(key)
 
@@ -882,9 +515,7 @@ class _Checker:
         path = self.expand(st, cmd, cmd.node.args[0] if cmd.node.args else "")
         absolute = ntpath.isabs(path) or path.startswith("/") if st.os == "windows" else path.startswith("/")
         if not st.workdir_set and not absolute:
-            self.warn("WorkdirRelativePath",
-                      f"Relative workdir {go_quote(path)} can have unexpected results if the base image changes",
-                      cmd.start, cmd.end)
+            self.lint.workdir_relative(path, cmd.start, cmd.end)
         st.workdir_set = True
 
     def do_user(self, st: _Stage, cmd: _Cmd, _: dict[str, str]) -> None:
@@ -899,9 +530,7 @@ class _Checker:
 
     def json_args(self, st: _Stage, cmd: _Cmd) -> None:
         if not cmd.node.json_form and not st.shell_set:
-            self.warn("JSONArgsRecommended",
-                      f"JSON arguments recommended for {cmd.name} to prevent unintended behavior related to OS signals",
-                      cmd.start, cmd.end)
+            self.lint.json_args(cmd.name, cmd.start, cmd.end)
 
     def do_cmd(self, st: _Stage, cmd: _Cmd, _: dict[str, str]) -> None:
         self.json_args(st, cmd)
@@ -948,9 +577,7 @@ class _Checker:
             if add and (src.startswith(("http://", "https://")) or _is_git_url(src)):
                 continue
             if self.ignore(src):
-                self.warn("CopyIgnoredFile",
-                          f"Attempting to {'Add' if add else 'Copy'} file {go_quote(src)} that is excluded by "
-                          ".dockerignore", cmd.start, cmd.end)
+                self.lint.copy_ignored(add, src, cmd.start, cmd.end)
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -1007,7 +634,7 @@ def run_checks(text: str, *, build_args: dict[str, str] | None = None, target: s
                build_platform: str | None = None,
                base_env: Callable[[str], Mapping[str, str] | None] | None = None,
                all_stages: bool | None = None, base_shell: Callable[[str], bool] | None = None,
-               error: CheckError | None = None) -> CheckReport:
+               error: CheckError | None = None, parsed: ParseResult | None = None) -> CheckReport:
     """Lint ``text`` as BuildKit v0.20 does; parser and lexer errors propagate, a bad config raises CheckConfigError.
 
     ``ignore(path)`` answers whether a context path is excluded by .dockerignore (CopyIgnoredFile);
@@ -1016,16 +643,17 @@ def run_checks(text: str, *, build_args: dict[str, str] | None = None, target: s
     SHELL (JSONArgsRecommended). ``all_stages`` defaults to ``target is None`` (``docker build --check`` lints
     every stage; a build only reachable ones). ``error`` is the conversion's error, if it failed: the checks
     stop where BuildKit's would and the report carries it (or an earlier error the checks found themselves).
+    ``parsed`` is ``text`` already parsed (shared with the conversion), else it is parsed here.
     """
     build_args = dict(build_args or {})
-    result = parse(text)
+    result = parsed if parsed is not None else parse(text)
     config = parse_check_config(result.directives.get("check"), build_args.get(BUILD_ARG_KEY))
-    tp = _parse_platform(target_platform) or _Platform("linux", "amd64")
-    bp = _parse_platform(build_platform, tp) if build_platform else None
+    tp = parse_platform(target_platform) or Platform("linux", "amd64")
+    bp = parse_platform(build_platform, tp) if build_platform else None
     checker = _Checker(result, text, config, build_args, target, target is None if all_stages is None else all_stages,
                        ignore, base_platform, base_env, tp, bp or tp, base_shell, error)
     checker.run()
     found = checker.error
     if found is not None and error is not None and (found.start_line == error.start_line or not found.start_line):
         found = error  # the same failure: the conversion's words for it
-    return CheckReport(checker.warnings, config, found or error)
+    return CheckReport(checker.lint.warnings, config, found or error)

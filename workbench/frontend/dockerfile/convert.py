@@ -13,9 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.frontend.dockerfile.addsource import is_http_source, parse_git_ref, url_filename
+from workbench.frontend.dockerfile.buildargs import NON_ENV_ARGS, platform_args
 from workbench.frontend.dockerfile.parser import (
     DockerfileParseError,
     Node,
+    ParseResult,
+    argument_count_error,
     must_parse_heredoc,
     parse,
     unknown_instruction,
@@ -54,8 +57,6 @@ from workbench.progress.text import shorten
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ["/bin/sh", "-c"]
-# Build args BuildKit consumes itself and never puts into a step's environment (dockerfile2llb's nonEnvArgs)
-NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
 
 # (ref as written, platform "os/arch[/variant]") -> (canonical ref string, manifest digest, image config dict)
 ImageResolver = Callable[[str, str], tuple[str, str, dict[str, Any]]]
@@ -76,9 +77,6 @@ class DockerfileError(Exception):
         return cls(f"dockerfile parse error on line {node.start_line}: {message}", node.start_line, node.end_line)
 
 
-# instructions.Parse's argument counts (the parser itself takes an instruction without arguments)
-_AT_LEAST_ONE = frozenset({"arg", "expose", "volume", "healthcheck"})
-_EXACTLY_ONE = frozenset({"user", "workdir", "stopsignal", "maintainer"})
 
 
 @dataclass
@@ -214,11 +212,12 @@ def _parse_flags(node: Node, allowed: set[str]) -> dict[str, list[str]]:
 
 
 class _Converter:
-    def __init__(self, text: str, opts: ConvertOptions, resolve_image: ImageResolver) -> None:
+    def __init__(self, text: str, opts: ConvertOptions, resolve_image: ImageResolver,
+                 parsed: ParseResult | None = None) -> None:
         self.opts = opts
         self.resolve_image = resolve_image
         try:
-            self.ast = parse(text)
+            self.ast = parsed if parsed is not None else parse(text)
         except DockerfileParseError as e:  # without a line, it is about the whole file: name it
             raise DockerfileError(e.message if e.line else f"{opts.filename}: {e.message}", e.line) from None
         self.lex = ShellLex(self.ast.escape_token)
@@ -458,10 +457,9 @@ class _Converter:
         if unknown is not None:
             raise DockerfileError.at(node, shorten(unknown))
         handler = getattr(self, f"_do_{node.keyword}")
-        if not node.args and node.keyword in _AT_LEAST_ONE:
-            raise DockerfileError.at(node, f"{node.keyword.upper()} requires at least one argument")
-        if not node.args and node.keyword in _EXACTLY_ONE:
-            raise DockerfileError.at(node, f"{node.keyword.upper()} requires exactly one argument")
+        count_error = argument_count_error(node)
+        if count_error is not None:
+            raise DockerfileError.at(node, count_error)
         handler(stage, node, name)
 
     def _do_env(self, stage: _Stage, node: Node, name: str) -> None:
@@ -876,16 +874,6 @@ def _from_refs(node: Node) -> list[str]:
     return refs
 
 
-def platform_args(platform: str, build_platform: str = "linux/amd64") -> dict[str, str]:
-    """BuildKit's automatic platform ARGs (TARGETPLATFORM, BUILDOS, …), available in FROM and after `ARG NAME`."""
-    out: dict[str, str] = {}
-    for prefix, value in (("BUILD", build_platform), ("TARGET", platform)):
-        os_, _, rest = value.partition("/")
-        arch, _, variant = rest.partition("/")
-        out |= {f"{prefix}PLATFORM": value, f"{prefix}OS": os_, f"{prefix}ARCH": arch, f"{prefix}VARIANT": variant}
-    return out
-
-
 def _flag_bool(flags: dict[str, list[str]], name: str, node: Node) -> bool:
     if name not in flags:
         return False
@@ -911,9 +899,12 @@ def _duration_ns(text: str, node: Node) -> int:
     return int(total)
 
 
-def convert(text: str, opts: ConvertOptions, resolve_image: ImageResolver) -> ConvertResult:
-    """Turn Dockerfile `text` into the LLB of the target stage and that stage's image config."""
-    conv = _Converter(text, opts, resolve_image)
+def convert(text: str, opts: ConvertOptions, resolve_image: ImageResolver,
+            parsed: ParseResult | None = None) -> ConvertResult:
+    """Turn Dockerfile `text` into the LLB of the target stage and that stage's image config.
+
+    `parsed` is `text` already parsed (the build checks' parse, shared), else it is parsed here."""
+    conv = _Converter(text, opts, resolve_image, parsed)
     conv.split_stages()
     target = conv.target_stage()
     if opts.on_dispatch is not None:

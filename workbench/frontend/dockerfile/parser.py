@@ -452,6 +452,22 @@ def unknown_instruction(node: Node) -> str | None:
     return f"unknown instruction: {node.value}" + (f" (did you mean {suggestion}?)" if suggestion else "")
 
 
+# ``instructions.Parse``'s argument counts (the parser itself takes these instructions without arguments)
+_AT_LEAST_ONE = frozenset({"arg", "expose", "volume", "healthcheck"})
+_EXACTLY_ONE = frozenset({"user", "workdir", "stopsignal", "maintainer"})
+
+
+def argument_count_error(node: Node) -> str | None:
+    """BuildKit's error for an instruction given no argument where it needs one (or exactly one), else None."""
+    if node.args:
+        return None
+    if node.keyword in _AT_LEAST_ONE:
+        return f"{node.keyword.upper()} requires at least one argument"
+    if node.keyword in _EXACTLY_ONE:
+        return f"{node.keyword.upper()} requires exactly one argument"
+    return None
+
+
 # -- heredocs -----------------------------------------------------------------------------------
 
 def must_parse_heredoc(word: str) -> Heredoc | None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from workbench.frontend.dockerfile.wildcard import LIT, ONE, STAR, Glob, Token, merge_stars
+from workbench.fsutil.patterns import LIT, ONE, STAR, Glob, Token, merge_stars
 from workbench.progress.text import shorten
 
 __all__ = ["GO_SPACES", "ProcessWordResult", "ShellExpansionError", "ShellLex", "go_quote", "is_go_space"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.markup import escape
 from textual.widgets import Static
 
-from workbench.tui.model import CACHED, PENDING, RUNNING, VertexState
+from workbench.progress.trace import CACHED, PENDING, RUNNING
+from workbench.tui.model import VertexState
 
 
 def _short(digest: str, n: int = 19) -> str:

@@ -15,7 +15,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from workbench.tui.model import CACHED, CANCELED, DONE, FAILED, PENDING, RUNNING, SYMBOLS, BuildModel, VertexState
+from workbench.progress.trace import CACHED, CANCELED, DONE, FAILED, PENDING, RUNNING
+from workbench.tui.model import SYMBOLS, BuildModel, VertexState
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
-from workbench.tui.model import CANCELED, FAILED, BuildModel, VertexState
+from workbench.progress.trace import CANCELED, FAILED
+from workbench.tui.model import BuildModel, VertexState
 from workbench.tui.widgets.log_view import CombinedLines, LogView, NoLines, StepLines
 
 

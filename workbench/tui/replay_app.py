@@ -11,7 +11,6 @@ Keys: `p` pause/play · `.` / `,` one event forward / back · `]` / `[` 5 s forw
 
 from __future__ import annotations
 
-import inspect
 import threading
 from pathlib import Path
 from typing import Any
@@ -79,7 +78,6 @@ def timeline_text(src: EventSource, width: int = 40) -> str:
 class ReplayApp(WorkbenchApp):
     """The workbench app on a recorded session, with a timeline bar and scrub keys."""
 
-    CSS_PATH = str(Path(inspect.getfile(WorkbenchApp)).with_name("app.tcss"))  # the app's, not beside this file
     BINDINGS = [
         *WorkbenchApp.BINDINGS,
         Binding("p", "toggle_pause", "Pause/Play"),
@@ -126,10 +124,7 @@ class ReplayApp(WorkbenchApp):
 
     def _restart_at(self, index: int) -> None:
         """Stop the feeding thread, move the position, and rebuild the view from the events before it."""
-        if self._build is not None:
-            thread, cancel = self._build
-            cancel.set()
-            thread.join(5)
+        self.runner.cancel(wait=5)
         self.replay.seek(index)
         self.start_build()
         self._update_timeline()

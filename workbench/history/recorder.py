@@ -8,7 +8,7 @@ A session folder holds:
   llb.jsonl     the build graph with source maps, as `workbench inspect llb` prints it
   result.json   how it ended (written last; a killed build has none)
 Secret values never get here: the recorder sits behind a RedactingBus, and the request is recorded without
-them (see workbench.history.redact).
+them (see workbench.progress.redact).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.frontend.dockerfile.source import DockerfileReadError, read_dockerfile
 from workbench.history.codec import dumps_event
-from workbench.history.redact import RedactingBus, Redactor, secret_values
 from workbench.progress.events import (
     BuildWarning,
     Event,
@@ -34,11 +33,13 @@ from workbench.progress.events import (
     VertexFailed,
     VertexStarted,
 )
+from workbench.progress.redact import Redactor
 from workbench.state_root import make_private_dir, write_private
 
 if TYPE_CHECKING:
-    from workbench.build import BuildRequest, BuildResult
+    from workbench.engine import LocalEngine
     from workbench.llb.ops import Vertex
+    from workbench.request import BuildRequest, BuildResult
 
 FORMAT_VERSION = 1
 _STATES = {VertexStarted: "running", VertexCached: "cached", VertexCompleted: "done", VertexFailed: "error"}
@@ -150,20 +151,25 @@ def recording_enabled() -> bool:
     return os.environ.get("WORKBENCH_HISTORY", "1") not in ("0", "false", "no", "off")
 
 
-class Recording:
-    """What run_build holds for one build: the redacting bus to emit on, and the recorder (None when off)."""
+def recording_engine() -> LocalEngine:
+    """The local engine with each build recorded here and its secret values redacted: what the front ends run."""
+    from workbench.engine import LocalEngine
 
-    def __init__(self, bus: EventBus, recorder: Recorder | None) -> None:
-        self.bus = bus
+    return LocalEngine(recorder=Recording.start)
+
+
+class Recording:
+    """A build's workbench.request.BuildRecorder: the session's recorder (None when recording is off)."""
+
+    def __init__(self, recorder: Recorder | None) -> None:
         self.recorder = recorder
 
     @classmethod
-    def start(cls, req: BuildRequest, bus: EventBus) -> Recording:
-        """Open a session for `req` and put a redacting bus (for the session's secrets) in front of `bus`."""
-        redactor = Redactor(secret_values(req.session))
-        wrapped = RedactingBus(bus, redactor)
+    def start(cls, req: BuildRequest, bus: EventBus, redactor: Redactor) -> Recording:
+        """Open a session for `req` that records what `bus` carries (secret values already masked there);
+        `redactor` masks them in the request and the Dockerfile it keeps."""
         if not recording_enabled():
-            return cls(wrapped, None)
+            return cls(None)
         try:
             directory = history_dir(req.root) / new_id()
             make_private_dir(directory.parent)
@@ -176,10 +182,10 @@ class Recording:
                 pass  # the build reports an unreadable Dockerfile itself
             recorder = Recorder(directory, redactor)
         except OSError as e:
-            wrapped.emit(BuildWarning(f"build history is not recorded: {e}"))
-            return cls(wrapped, None)
+            bus.emit(BuildWarning(f"build history is not recorded: {e}"))
+            return cls(None)
         bus.subscribe(recorder)
-        return cls(wrapped, recorder)
+        return cls(recorder)
 
     def record_llb(self, target: Vertex, dockerfile_text: str) -> None:
         if self.recorder:

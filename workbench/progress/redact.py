@@ -14,22 +14,8 @@ import threading
 from typing import Any
 
 from workbench.progress.events import Event, EventBus, VertexCompleted, VertexFailed, VertexLog
-from workbench.solver.session import Session, SessionError
 
 MASK = "****"
-
-
-def secret_values(session: Session) -> list[bytes]:
-    """The values the session's secrets have now, without surrounding whitespace (a file's last newline)."""
-    values: set[bytes] = set()
-    for source in session.secrets.values():
-        try:
-            value = source.read()
-        except SessionError:
-            continue
-        if value.strip():
-            values.add(value.strip())
-    return sorted(values, key=len, reverse=True)
 
 
 class Redactor:

@@ -1,0 +1,53 @@
+"""The backend seam: what the front ends (cli, tui, debug, server) ask of an engine, and the local engine.
+
+A build streams its events on the caller's bus; debugging rides on the request (`BuildRequest.debugger`, whose
+pauses and shells inside steps the engine serves). Another backend (a remote BuildKit) is a second class that
+meets `Engine`; the front ends do not change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from workbench.progress.events import EventBus
+    from workbench.request import BuildRequest, BuildResult, RecorderFactory
+
+
+class Engine(Protocol):
+    def build(self, request: BuildRequest, bus: EventBus) -> BuildResult:
+        """Solve `request`, streaming its events on `bus` (ending with BuildFinished); BuildFailure if it fails."""
+
+    def check(self, context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None, root: Path,
+              fmt: str = "text") -> tuple[str, str, bool]:
+        """The build checks only: (stdout, stderr, whether they fail), as `docker build --check`."""
+
+    def llb(self, context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
+            root: Path) -> list[str]:
+        """The build graph the Dockerfile becomes: one JSON line per op, inputs first."""
+
+
+class LocalEngine:
+    """The engine in this process: the solver on this machine's root (workbench.build, workbench.inspect)."""
+
+    def __init__(self, recorder: RecorderFactory | None = None) -> None:
+        self.recorder = recorder
+        """Watches each build (workbench.history.recorder keeps it as a session); None: nobody does."""
+
+    def build(self, request: BuildRequest, bus: EventBus) -> BuildResult:
+        from workbench.build import run_build
+
+        return run_build(request, bus, self.recorder)
+
+    def check(self, context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None, root: Path,
+              fmt: str = "text") -> tuple[str, str, bool]:
+        from workbench.inspect import check_text
+
+        return check_text(context, dockerfile, build_args, target, root, fmt)
+
+    def llb(self, context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
+            root: Path) -> list[str]:
+        from workbench.inspect import llb_lines
+
+        return llb_lines(context, dockerfile, build_args, target, root)

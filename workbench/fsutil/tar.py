@@ -1,0 +1,283 @@
+"""The one safe tar extractor: image layers (into overlay lower dirs) and the local archives ADD unpacks.
+
+Extraction never writes outside `dest`: every parent dir is reached with `openat`-style calls from a dir fd
+on `dest` (`paths.Root`), a symlink met on the way is resolved with `dest` as "/", and every leaf is created
+or changed with `dir_fd=` and no-follow flags.
+"""
+
+from __future__ import annotations
+
+import bz2
+import errno
+import gzip
+import io
+import lzma
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from pathlib import Path
+from typing import IO, cast
+
+from workbench.fsutil.paths import DIR_FLAGS, Root, UnsafePathError, remove_leaf
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+OVERLAY_XATTRS = "trusted.overlay."
+"""xattrs overlayfs keeps for itself: never taken from a layer nor written into one."""
+XATTR_PAX = "SCHILY.xattr."
+"""The PAX header prefix of an xattr."""
+_CHUNK = 1 << 20
+_LAYER_COMPRESSIONS = frozenset({"gzip", "zstd"})  # containerd's DetectCompression
+_ARCHIVE_COMPRESSIONS = frozenset({"gzip", "zstd", "bzip2", "xz"})  # moby's, for ADD
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
+
+Owner = tuple[int, int] | None
+
+
+class UnsafeMemberError(UnsafePathError):
+    """A member that cannot be extracted as it asks (a name or hard link leaving the root ...); the message names it."""
+
+
+# --- decompression ---------------------------------------------------------------------------------------------
+
+
+class _Prepend(io.RawIOBase):
+    """`stream` with `head` (already read from it) put back in front."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self.head, self.stream = head, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(b).cast("B")
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.stream.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(stream: IO[bytes], formats: frozenset[str], media_type: str = "") -> IO[bytes]:
+    """The tar stream inside `stream`, by its magic bytes (or a zstd media type) among `formats`, else as is."""
+    head = b""
+    while len(head) < 6:
+        more = stream.read(6 - len(head))
+        if not more:
+            break
+        head += more
+    raw = io.BufferedReader(_Prepend(head, stream), _CHUNK)
+    found = next((name for magic, name in _MAGIC if head.startswith(magic) and name in formats), "")
+    if found == "gzip":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    if found == "zstd" or ("zstd" in media_type and "zstd" in formats):
+        import zstandard
+
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+    if found == "bzip2":
+        return cast(IO[bytes], bz2.BZ2File(raw))
+    if found == "xz":
+        return cast(IO[bytes], lzma.LZMAFile(raw))
+    return raw
+
+
+def is_archive(path: Path) -> bool:
+    """Whether `path` is a regular file holding a tar (plain or compressed), by content, as BuildKit's ADD checks."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as f, tarfile.open(fileobj=_decompressed(f, _ARCHIVE_COMPRESSIONS), mode="r|") as tar:
+            return tar.next() is not None
+    except Exception:  # unreadable, not compressed as it claims, or no valid first tar header
+        return False
+
+
+# --- extraction ------------------------------------------------------------------------------------------------
+
+
+def extract(stream: IO[bytes], dest: Path, *, whiteouts: bool, owner: Owner = None, media_type: str = "") -> None:
+    """Extract the (plain or compressed) tar `stream` into the existing dir `dest`, streaming, with `dest` as "/".
+
+    `whiteouts`: the tar is an image layer, extracted as containerd applies one into an overlay lower dir:
+    `.wh.NAME` becomes a 0:0 char device, `.wh..wh..opq` the opaque xattr on its dir, PAX xattrs are set, a
+    name's leading "/" and escaping ".." are dropped, and the texts of errors speak of the layer. Otherwise it
+    is an archive ADD unpacks (moby's Untar): `.wh.` names are plain files, no xattrs, a name or hard link that
+    climbs out with ".." is an `UnsafeMemberError`, and a hard link takes its header's owner, mode and mtime.
+    Members keep their numeric owner unless `owner` is given. A hard link must point at a member already
+    extracted, reached without any symlink. Raises `UnsafePathError` (or `UnsafeMemberError`, naming the
+    member) where a member cannot be placed safely.
+    """
+    formats = _LAYER_COMPRESSIONS if whiteouts else _ARCHIVE_COMPRESSIONS
+    _Extraction(dest, layer=whiteouts, owner=owner).run(_decompressed(stream, formats, media_type))
+
+
+class _Extraction:
+    """One tar being extracted (see `extract`)."""
+
+    def __init__(self, dest: Path, *, layer: bool, owner: Owner) -> None:
+        self.dest, self.layer, self.owner = dest, layer, owner
+        self.dir_times: list[tuple[tuple[str, ...], float]] = []
+
+    def run(self, stream: IO[bytes]) -> None:
+        self.root = Root(self.dest)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for m in tar:
+                    parts = self.parts(m.name)
+                    if parts:  # not the root itself: containerd and moby ignore it
+                        self.member(tar, m, parts)
+            for canonical, mtime in reversed(self.dir_times):  # children first changed their parents' times
+                try:
+                    fd, _ = self.root.open_dir(list(canonical), "", create=False, follow=False)
+                except (OSError, UnsafePathError):
+                    continue  # replaced or removed by a later member
+                try:
+                    os.utime(fd, (mtime, mtime))
+                finally:
+                    os.close(fd)
+        finally:
+            self.root.close()
+
+    def parts(self, name: str) -> list[str]:
+        """A member name → components below the root."""
+        if self.layer:  # leading "/" and escaping ".." dropped
+            return [p for p in posixpath.normpath("/" + name).split("/") if p]
+        clean = posixpath.normpath(name.lstrip("/"))
+        if clean in ("", "."):
+            return []
+        if clean == ".." or clean.startswith("../"):
+            raise UnsafeMemberError(f"archive path {name!r} is outside extraction root")
+        return clean.split("/")
+
+    def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parts: list[str]) -> None:
+        root, base = self.root, parts[-1]
+        pfd, canonical = root.parent(tuple(parts[:-1]), m.name)
+        if self.layer and base.startswith(WHITEOUT_PREFIX):
+            _whiteout(pfd, m, base)
+            return
+
+        try:
+            existing: os.stat_result | None = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
+            remove_leaf(pfd, base)  # a child of the cached parent: the cache stays valid
+            existing = None
+
+        uid, gid = self.owner if self.owner is not None else (m.uid, m.gid)
+        mode = m.mode & 0o7777
+        xattrs = _xattrs(m) if self.layer else []
+        if m.isreg():
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            try:
+                src = tar.extractfile(m)
+                if src is not None:
+                    with os.fdopen(os.dup(fd), "wb") as out:
+                        shutil.copyfileobj(src, out, _CHUNK)
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+                _set_xattrs(fd, xattrs)
+                os.utime(fd, (m.mtime, m.mtime))
+            finally:
+                os.close(fd)
+        elif m.isdir():
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            fd = os.open(base, DIR_FLAGS, dir_fd=pfd)
+            try:
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+                _set_xattrs(fd, xattrs)
+            finally:
+                os.close(fd)
+            self.dir_times.append(((*canonical, base), m.mtime))
+        elif m.islnk():
+            self.hardlink(m, pfd, base)
+            if not self.layer and not stat.S_ISLNK(os.stat(base, dir_fd=pfd, follow_symlinks=False).st_mode):
+                os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
+                os.chmod(base, mode, dir_fd=pfd)
+                os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=pfd)
+            os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            _set_xattrs(f"/proc/self/fd/{pfd}/{base}", xattrs, follow=False)
+            os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+            device = os.makedev(m.devmajor, m.devminor) if not m.isfifo() else 0
+            os.mknod(base, kind | 0o600, device, dir_fd=pfd)
+            os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            os.chmod(base, mode, dir_fd=pfd, follow_symlinks=False)
+            _set_xattrs(f"/proc/self/fd/{pfd}/{base}", xattrs, follow=False)
+            os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+        # Other member types (GNU volume headers ...) carry no file.
+
+    def hardlink(self, m: tarfile.TarInfo, pfd: int, base: str) -> None:
+        """Hard link `base` to `m.linkname`, a path below the root reached without any symlink."""
+        target = self.parts(m.linkname)
+        if not target:
+            raise self.link_error(m, "root")
+        try:
+            tfd, _ = self.root.open_dir(target[:-1], m.name, create=False, follow=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self.link_error(m, "missing") from None
+        try:
+            if stat.S_ISDIR(os.stat(target[-1], dir_fd=tfd, follow_symlinks=False).st_mode):
+                raise self.link_error(m, "dir")
+            os.link(target[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise self.link_error(m, "missing") from None
+        finally:
+            os.close(tfd)
+
+    def link_error(self, m: tarfile.TarInfo, problem: str) -> UnsafeMemberError:
+        """A hard link that cannot be made: to the `root`, to a `missing` path or to a `dir`."""
+        if self.layer:
+            what = {"root": "hard link to the layer root",
+                    "missing": f"hard link target {m.linkname} is not in the layer",
+                    "dir": f"hard link target {m.linkname} is a directory"}[problem]
+            return UnsafeMemberError(f"{m.name}: {what}")
+        if problem == "root":
+            return UnsafeMemberError(f"archive hard link {m.name!r} targets the extraction root")
+        what = "is not in the archive" if problem == "missing" else "is a directory"
+        return UnsafeMemberError(f"archive hard link {m.name!r}: target {m.linkname!r} {what}")
+
+
+def _whiteout(pfd: int, m: tarfile.TarInfo, base: str) -> None:
+    """A layer's `.wh.` member in the dir `pfd`, in overlayfs' form."""
+    if base == OPAQUE:
+        os.setxattr(pfd, OPAQUE_XATTR, b"y")
+        return
+    if base.startswith(WHITEOUT_META_PREFIX):  # other AUFS metadata (.wh..wh.plnk ...): not content
+        return
+    name = base[len(WHITEOUT_PREFIX):]
+    if name in ("", ".", ".."):
+        raise UnsafeMemberError(f"{m.name}: whiteout of {name!r} is not a file name")
+    remove_leaf(pfd, name)
+    os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd)
+    os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+    os.utime(name, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+
+
+def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    return [
+        (k[len(XATTR_PAX):], v.encode("utf-8", "surrogateescape"))
+        for k, v in m.pax_headers.items()
+        if k.startswith(XATTR_PAX) and not k[len(XATTR_PAX):].startswith(OVERLAY_XATTRS)
+    ]
+
+
+def _set_xattrs(target: int | str, xattrs: list[tuple[str, bytes]], follow: bool = True) -> None:
+    for key, value in xattrs:
+        try:
+            os.setxattr(target, key, value, follow_symlinks=follow)
+        except OSError as e:  # e.g. user.* on a symlink, or a filesystem without that namespace
+            if e.errno not in (errno.ENOTSUP, errno.EPERM):
+                raise

@@ -1,0 +1,104 @@
+"""The machine a build runs on: one build root's stores, snapshots and content, and the executor.
+
+Ops and cache sources are handed a `Worker`, never the solver: what they read and write lives here. A
+rootless or remote executor plugs in below this seam.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from workbench.cache.store import CacheStore, LayerBlob
+from workbench.image.content import ContentStore
+from workbench.snapshot.manager import SnapshotManager
+from workbench.state_root import prepare_root
+
+if TYPE_CHECKING:
+    from workbench.executor.runc import ExecResult, OutputFn
+    from workbench.executor.spec import ExecSpec
+
+DEFAULT_LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """One layer of an image or of an imported cache record: its blob and what it unpacks to."""
+
+    diff_id: str
+    digest: str
+    size: int
+    media_type: str = DEFAULT_LAYER_TYPE
+
+
+def chain_id(parent: str, diff_id: str) -> str:
+    """The OCI chain id of a layer over `parent` (the chain id below it, "" for the bottom layer)."""
+    return diff_id if not parent else "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+
+
+class Worker:
+    """The stores of one build root, and the executor that runs processes on its snapshots."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = prepare_root(root)
+        self.store = CacheStore(root / "cache.db")
+        self.snapshots = SnapshotManager(root)
+        self.content = ContentStore(root / "content")
+
+    def close(self) -> None:
+        self.snapshots.cleanup()
+        self.store.close()
+
+    def has_chain(self, chain: list[str] | None) -> bool:
+        """Whether every snapshot of `chain` is here (False for None)."""
+        return chain is not None and all(self.snapshots.exists(s) for s in chain)
+
+    def ensure_layer_chain(self, layers: Sequence[LayerRef],
+                           open_blob: Callable[[LayerRef], AbstractContextManager[BinaryIO]],
+                           on_extract: Callable[[LayerRef, bool], None]) -> list[str]:
+        """The snapshot chain of `layers`, bottom first: each layer is extracted once, shared by chain id.
+
+        A chain already here is reused; for each layer that is not, `open_blob` gives its (verified) blob
+        and `on_extract(layer, done)` is told when its extraction starts and ends.
+        """
+        from workbench.snapshot.layers import extract_layer
+
+        chain: list[str] = []
+        cid = ""
+        for layer in layers:
+            cid = chain_id(cid, layer.diff_id)
+            key = "layer:" + cid
+            existing = self.store.lookup(key)
+            if existing is not None and self.has_chain(existing):
+                chain = existing
+                continue
+            with open_blob(layer) as blob:
+                on_extract(layer, False)
+                with self.snapshots.prepare() as prepared:
+                    extract_layer(blob, prepared / "fs", layer.media_type)
+                    snapshot = self.snapshots.commit(prepared)
+            self.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
+                                                             layer.media_type))
+            chain = self.store.record(key, chain + [snapshot], f"layer {layer.diff_id}")
+            on_extract(layer, True)
+        return chain
+
+    # -- the executor -------------------------------------------------------------------------------
+
+    def run(self, rootfs: Path, spec: ExecSpec, on_output: OutputFn | None = None,
+            cancel: threading.Event | None = None) -> ExecResult:
+        """Run `spec`'s process on `rootfs` (ExecError when it cannot be started)."""
+        from workbench.executor import runc
+
+        return runc.run(rootfs, spec, self.snapshots.tmp, on_output=on_output, cancel=cancel)
+
+    def run_interactive(self, rootfs: Path, spec: ExecSpec, on_start: Callable[[Callable[[], None]], None]) -> int:
+        """Run `spec`'s process on `rootfs` on this process's terminal; its exit code."""
+        from workbench.executor import runc
+
+        return runc.run_interactive(rootfs, spec, self.snapshots.tmp, on_start=on_start)
