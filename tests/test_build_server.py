@@ -125,7 +125,7 @@ def test_sigint_cancels_like_in_process(tmp_path: Path, registry: str, server_en
 
 
 def test_stale_server_is_replaced(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
-    from workbench import client
+    from workbench import wire
 
     ctx = _project(tmp_path, registry, "FROM BASE\nRUN true\n")
     root = tmp_path / "root"
@@ -138,9 +138,9 @@ def test_stale_server_is_replaced(tmp_path: Path, registry: str, server_env: dic
     sock.connect(server_env["WORKBENCH_SERVER_SOCKET"])
     with sock, open(os.devnull) as null:
         fd = null.fileno()
-        client.send_message(sock, {"argv": ["build"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": "old"},
-                            [fd, fd, fd])
-        reply, _ = client.recv_message(sock)
+        wire.send_message(sock, {"argv": ["build"], "cwd": "/", "env": {}, "umask": 0o22, "stamp": "old"},
+                          [fd, fd, fd])
+        reply, _ = wire.recv_message(sock)
     assert reply == {"stale": True}
     deadline = time.monotonic() + 10
     while subprocess.run(WORKBENCH + ["server", "status"], env=server_env, capture_output=True).returncode == 0:

@@ -12,10 +12,9 @@ from textual.widgets import Static
 from textual.widgets.tree import TreeNode
 
 from tests.tui_pilot import until as _until
-from workbench.debug.fsview import ViewError
+from workbench.results import ViewError
 from workbench.snapshot.scratch import mounts_under
 from workbench.tui.app import WorkbenchApp
-from workbench.tui.debug_session import chain_view, stored_view
 from workbench.tui.screens.files import CONTENT_LIMIT, FileNode, FilesScreen, FileTree, describe_content
 from workbench.tui.source import LiveBuildSource
 from workbench.tui.widgets.dag_view import DagView
@@ -151,9 +150,9 @@ def test_views_of_steps_that_are_gone_say_so(tmp_path: Path) -> None:
     root = tmp_path / "root"
     source = LiveBuildSource(context=tmp_path, dockerfile=tmp_path / "Dockerfile", root=root)
     with pytest.raises(ViewError, match="no longer in the cache"):
-        with stored_view(source.open_worker, "sha256:" + "0" * 64):
+        with source.result_engine().step_view(source.root, "sha256:" + "0" * 64):
             pass
     with pytest.raises(ViewError, match="snapshot 0123abcd is gone"):
-        with chain_view(source.open_worker, ["0123abcd"]):
+        with source.result_engine().chain_view(source.root, ["0123abcd"]):
             pass
     assert not list((root / "tmp").iterdir())  # the snapshot manager opened for the view cleaned up after itself

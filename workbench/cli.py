@@ -120,7 +120,7 @@ def _server(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from workbench import client
+    from workbench import client, wire
 
     path = client.socket_path()
     try:
@@ -132,8 +132,8 @@ def _server(args: argparse.Namespace) -> int:
         if args.action == "status":
             print(f"a build server is listening on {path}")
             return 0
-        client.send_message(sock, {"stop": True})
-        reply, _ = client.recv_message(sock)
+        wire.send_message(sock, {"stop": True})
+        reply, _ = wire.recv_message(sock)
     except (OSError, ValueError):
         reply = None
     finally:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH)
-__all__ = ["code_stamp", "connect", "enabled", "recv_message", "run_via_server", "send_message", "socket_path"]
+__all__ = ["code_stamp", "connect", "enabled", "run_via_server", "socket_path"]
 
 
 def socket_path() -> str:

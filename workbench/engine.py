@@ -1,12 +1,15 @@
 """The backend seam: what the front ends (cli, tui, debug, server) ask of an engine, and the local engine.
 
-A build streams its events on the caller's bus; debugging rides on the request (`BuildRequest.debugger`, whose
-pauses and shells inside steps the engine serves). Another backend (a remote BuildKit) is a second class that
-meets `Engine`; the front ends do not change.
+A build streams its events on the caller's bus. Debugging rides on the request: `BuildRequest.debugger` is any
+`workbench.solver.hooks.StepHooks` (workbench.debug's Debugger), and the engine hands it, at each step, a
+`StepContext` whose `container_spec(argv)` / `workspace()` open the debug container inside the step. A finished
+step's files are opened read-only through the engine. Another backend (a remote BuildKit) is a second class
+that meets `Engine`; the front ends do not change.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,6 +29,13 @@ class Engine(Protocol):
     def llb(self, context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None,
             root: Path) -> list[str]:
         """The build graph the Dockerfile becomes: one JSON line per op, inputs first."""
+
+    def step_view(self, root: Path, cache_key: str) -> AbstractContextManager[Path]:
+        """A read-only view of a finished step's files (by its cache key) while the context is open;
+        workbench.results.ViewError when the result is no longer kept."""
+
+    def chain_view(self, root: Path, chain: list[str]) -> AbstractContextManager[Path]:
+        """A read-only view of the result a running build handed a step (a paused step's input)."""
 
 
 class LocalEngine:
@@ -51,3 +61,13 @@ class LocalEngine:
         from workbench.inspect import llb_lines
 
         return llb_lines(context, dockerfile, build_args, target, root)
+
+    def step_view(self, root: Path, cache_key: str) -> AbstractContextManager[Path]:
+        from workbench.results import step_view
+
+        return step_view(root, cache_key)
+
+    def chain_view(self, root: Path, chain: list[str]) -> AbstractContextManager[Path]:
+        from workbench.results import chain_view
+
+        return chain_view(root, chain)

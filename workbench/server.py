@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 
-from workbench.client import code_stamp, recv_message, send_message
+from workbench.client import code_stamp
 from workbench.context_watch import ContextWatcher
+from workbench.wire import recv_message, send_message
 
 IDLE_EXIT_S = 15 * 60
 
@@ -44,8 +45,10 @@ def preload() -> None:
     for name in ("workbench.engine", "workbench.history.recorder", "workbench.history.store", "workbench.cdi.context",
                  "workbench.image.store", "workbench.exporter.outputs", "workbench.solver.runners",
                  "workbench.executor.runc", "workbench.solver.mounts", "workbench.snapshot.layers",
-                 "workbench.inspect", "workbench.solver.context_memo",
-                 "urllib.request", "http.client", "ssl", "tomllib", "encodings.idna"):
+                 "workbench.inspect", "workbench.solver.context_memo", "workbench.worker", "workbench.snapshot.manager",
+                 "workbench.frontend.dockerfile.dockerignore", "workbench.solver.transfer", "workbench.diskfull",
+                 "workbench.errors", "workbench.http.client", "urllib3", "urllib.request", "http.client", "ssl",
+                 "tomllib", "encodings.idna", "mimetypes", "zipfile", "importlib.metadata"):
         try:
             __import__(name)
         except ImportError:  # an optional part: the child imports what it needs anyway

@@ -6,42 +6,17 @@ import difflib
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.fsutil.paths import resolve_in_root
+from workbench.results import ViewError
 
 if TYPE_CHECKING:
-    from workbench.snapshot.manager import SnapshotManager
-    from workbench.worker import Worker
+    pass
 
 TEXT_DIFF_LIMIT = 64 * 1024  # files larger than this get no line diff
-
-
-class ViewError(Exception):
-    """A path that cannot be shown (missing, not a file, not a directory)."""
-
-
-@contextmanager
-def mounted(worker: Worker, chain: list[str]) -> Iterator[Path]:
-    """A read-only view of a snapshot chain (an empty directory for `scratch`)."""
-    with mounted_snapshots(worker.snapshots, chain) as root:
-        yield root
-
-
-@contextmanager
-def mounted_snapshots(snapshots: SnapshotManager, chain: list[str]) -> Iterator[Path]:
-    """`mounted` with any snapshot manager of the build root (a solver's, or one opened after its build)."""
-    if not chain:
-        empty = snapshots.tmp / "empty-view"
-        empty.mkdir(parents=True, exist_ok=True)
-        yield empty
-        return
-    with snapshots.mount_readonly(chain) as root:
-        yield root
 
 
 @dataclass(frozen=True)

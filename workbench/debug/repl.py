@@ -219,7 +219,7 @@ class DebugRepl:
         return pause, result.chain
 
     def _with_root(self, step_arg: str | None, fn: Callable[[Path], None]) -> None:
-        from workbench.debug.fsview import mounted
+        from workbench.results import mounted
 
         pause, chain = self._view_step(step_arg)
         if chain is None:
@@ -229,7 +229,8 @@ class DebugRepl:
             fn(root)
 
     def cmd_ls(self, args: list[str]) -> bool:
-        from workbench.debug.fsview import ViewError, list_dir
+        from workbench.debug.fsview import list_dir
+        from workbench.results import ViewError
 
         path = args[0] if args else "/"
 
@@ -244,7 +245,8 @@ class DebugRepl:
         return True
 
     def cmd_cat(self, args: list[str]) -> bool:
-        from workbench.debug.fsview import ViewError, read_file
+        from workbench.debug.fsview import read_file
+        from workbench.results import ViewError
 
         if not args:
             raise ValueError("usage: cat PATH [STEP]")
@@ -260,7 +262,8 @@ class DebugRepl:
         return True
 
     def cmd_diff(self, args: list[str]) -> bool:
-        from workbench.debug.fsview import diff_trees, format_diff, mounted
+        from workbench.debug.fsview import diff_trees, format_diff
+        from workbench.results import mounted
 
         if len(args) != 2:
             raise ValueError("usage: diff STEP_A STEP_B")

@@ -507,23 +507,24 @@ class WorkbenchApp(App[int]):
         """What `f` shows (a title and how to open it), or None: at a pause the paused step's input (with the
         paused step selected) or a step this build has finished; otherwise the selected finished step's
         filesystem, as the cache store keeps it."""
-        from workbench.tui.debug_session import chain_view, stored_view
-
         v = self._selected()
         pause = self.pause
-        open_worker = self.source.open_worker
+        root = self.source.root
+        if root is None:
+            return None
+        engine = self.source.result_engine()
         if pause is not None:
             results = pause.step.results
             if v is None or v.id == pause.vertex.digest:
                 chain = list(pause.chain)
-                return f"the input of {pause.vertex.name}", lambda: chain_view(open_worker, chain)
+                return f"the input of {pause.vertex.name}", lambda: engine.chain_view(root, chain)
             if v.id in results:
                 chain = list(results[v.id].chain)
-                return f"#{v.number} {v.name}", lambda: chain_view(open_worker, chain)
-        if v is None or v.internal or self.source.root is None or v.state not in (DONE, CACHED) or not v.cache_key:
+                return f"#{v.number} {v.name}", lambda: engine.chain_view(root, chain)
+        if v is None or v.internal or v.state not in (DONE, CACHED) or not v.cache_key:
             return None
         key = v.cache_key
-        return f"#{v.number} {v.name}", lambda: stored_view(open_worker, key)
+        return f"#{v.number} {v.name}", lambda: engine.step_view(root, key)
 
     def _offer_files(self) -> None:
         """Show or hide `f` in the footer as the selected step gets (or loses) a filesystem to show."""
@@ -552,7 +553,8 @@ class WorkbenchApp(App[int]):
         return out
 
     def action_debug_diff(self) -> None:
-        from workbench.debug.fsview import diff_trees, format_diff, mounted
+        from workbench.debug.fsview import diff_trees, format_diff
+        from workbench.results import mounted
 
         pause = self.pause
         steps = self.diffable_steps()

@@ -1,6 +1,5 @@
 """The TUI's side of the debugger (workbench.debug): breakpoints kept across builds, one Debugger per build,
-a watch that hands each pause the build announces (DebugPaused) to the app, and views of step filesystems
-through a worker. No Textual here."""
+and a watch that hands each pause the build announces (DebugPaused) to the app. No Textual here."""
 
 from __future__ import annotations
 
@@ -8,20 +7,10 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from workbench.debug.controller import Breakpoint, Debugger, Pause
-from workbench.debug.fsview import ViewError, mounted
 from workbench.progress.events import DebugPaused, Event
-
-if TYPE_CHECKING:
-    from workbench.worker import Worker
-
-WorkerOpener = Callable[[], AbstractContextManager["Worker"]]
-"""Opens a worker on the build root for as long as a view is open (workbench.tui.source.EventSource.open_worker)."""
 
 
 class DebugSession:
@@ -137,33 +126,3 @@ def run_shell(dbg: Debugger, pause: Pause, argv: list[str]) -> int:
     if isinstance(result, BaseException):
         raise result
     return result
-
-
-@contextmanager
-def chain_view(open_worker: WorkerOpener, chain: list[str]) -> Iterator[Path]:
-    """A read-only view of snapshot chain `chain`, through a worker opened for the view: it holds the build
-    root's lock (a prune waits) and does not depend on any build's worker staying alive."""
-    with open_worker() as worker:
-        with _chain_view(worker, chain) as view:
-            yield view
-
-
-@contextmanager
-def stored_view(open_worker: WorkerOpener, cache_key: str) -> Iterator[Path]:
-    """A read-only view of a finished step's filesystem after its build: the chain the cache store keeps for
-    the step's cache key."""
-    with open_worker() as worker:
-        chain = worker.store.lookup(cache_key)
-        if chain is None:
-            raise ViewError(f"the step's result ({cache_key[:19]}) is no longer in the cache of {worker.root}")
-        with _chain_view(worker, chain) as view:
-            yield view
-
-
-@contextmanager
-def _chain_view(worker: Worker, chain: list[str]) -> Iterator[Path]:
-    missing = [s for s in chain if not worker.snapshots.exists(s)]
-    if missing:
-        raise ViewError(f"snapshot {missing[0]} is gone from {worker.root} (pruned?)")
-    with mounted(worker, chain) as view:
-        yield view

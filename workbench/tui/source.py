@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,6 @@ from workbench.progress.events import BuildFinished, Event, EventBus
 if TYPE_CHECKING:
     from workbench.debug.controller import Debugger
     from workbench.engine import Engine
-    from workbench.worker import Worker
 
 Sink = Callable[[Event], None]
 
@@ -44,19 +42,11 @@ class EventSource(ABC):
         """`run` with a debugger that may pause the build's steps (sources that cannot debug just run)."""
         self.run(sink, cancel, no_cache)
 
-    @contextmanager
-    def open_worker(self) -> Iterator[Worker]:
-        """A worker of its own on the build root, closed on exit: the stores and snapshots that views of the
-        build's results go through, whether or not a build (and its worker) is still running."""
-        from workbench.worker import Worker
+    def result_engine(self) -> Engine:
+        """The engine that opens views of this source's results (a recording's root is on this machine)."""
+        from workbench.engine import LocalEngine
 
-        if self.root is None:
-            raise ValueError("this source has no build root")
-        worker = Worker(self.root)
-        try:
-            yield worker
-        finally:
-            worker.close()
+        return LocalEngine()
 
 
 @dataclass
@@ -74,6 +64,9 @@ class LiveBuildSource(EventSource):
     rerunnable: bool = True
     debuggable: bool = True
     engine: Engine | None = None
+
+    def result_engine(self) -> Engine:
+        return self.engine if self.engine is not None else super().result_engine()
 
     def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
         self.run_debugged(sink, cancel, no_cache, None)

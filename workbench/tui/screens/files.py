@@ -25,7 +25,8 @@ from textual.widgets import Static, Tree
 from textual.widgets.tree import NodeID, TreeNode, UnknownNodeID
 from textual.worker import get_current_worker
 
-from workbench.debug.fsview import Entry, ViewError, entries, read_file
+from workbench.debug.fsview import Entry, entries, read_file
+from workbench.results import ViewError
 
 CONTENT_LIMIT = 64 * 1024
 """The most of a file shown (the rest is cut, and says so)."""
