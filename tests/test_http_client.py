@@ -144,6 +144,7 @@ def test_unreachable_is_an_error_with_the_socket_error_as_cause() -> None:
 
 
 def test_importing_the_layer_does_not_import_urllib3() -> None:
-    code = "import sys, workbench.http.client, workbench.image.registry; print('urllib3' in sys.modules)"
+    code = ("import sys, workbench.http.client, workbench.image.pull, workbench.image.push; "
+            "print('urllib3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

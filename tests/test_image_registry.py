@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from tests.registry_fixture import Registry, image_registry_fixture  # noqa: F401
-from workbench.image import registry as regmod
+from workbench.image import registry_client, registry_config
 from workbench.image.content import ContentStore, DigestMismatch
+from workbench.image.manifests import resolve, select_platform
+from workbench.image.pull import pull
 from workbench.image.reference import InvalidReference, Reference, parse_reference
-from workbench.image.registry import RegistryError, pull, resolve, select_platform
+from workbench.image.registry_errors import RegistryError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -149,10 +151,10 @@ def test_docker_credentials(tmp_path: Path) -> None:
         "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:secret").decode()},
         "127.0.0.1:5000": {"username": "u", "password": "p"},
     }}))
-    assert regmod.docker_credentials("registry-1.docker.io", tmp_path) == ("hub", "secret")
-    assert regmod.docker_credentials("127.0.0.1:5000", tmp_path) == ("u", "p")
-    assert regmod.docker_credentials("ghcr.io", tmp_path) is None
-    assert regmod.docker_credentials("ghcr.io", tmp_path / "absent") is None
+    assert registry_config.docker_credentials("registry-1.docker.io", tmp_path) == ("hub", "secret")
+    assert registry_config.docker_credentials("127.0.0.1:5000", tmp_path) == ("u", "p")
+    assert registry_config.docker_credentials("ghcr.io", tmp_path) is None
+    assert registry_config.docker_credentials("ghcr.io", tmp_path / "absent") is None
 
 
 # -- the real registry ------------------------------------------------------------------------------------------
@@ -172,13 +174,13 @@ def _assert_verified(store: ContentStore, digests: list[str]) -> None:
 def requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every path the registry client asks for."""
     seen: list[str] = []
-    real = regmod._Client.open
+    real = registry_client.RegistryClient.open
 
     def spy(self: Any, path: str, what: str, accept: str = "*/*") -> Any:
         seen.append(path)
         return real(self, path, what, accept)
 
-    monkeypatch.setattr(regmod._Client, "open", spy)
+    monkeypatch.setattr(registry_client.RegistryClient, "open", spy)
     return seen
 
 

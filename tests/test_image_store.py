@@ -17,7 +17,7 @@ from tests.conftest import WORKBENCH
 from workbench.exporter.outputs import tag_output
 from workbench.image.archive import ArchiveError, import_rootfs, load_archive, write_docker_archive
 from workbench.image.reference import parse_reference
-from workbench.image.registry import uses_http
+from workbench.image.registry_config import uses_http
 from workbench.image.resolve import local_image
 from workbench.image.store import ImageStore, ImageStoreError
 from workbench.request import OutputSpecError, parse_output
@@ -211,7 +211,7 @@ def test_insecure_registries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_registry_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """buildkitd.toml's [registry."host"] http / insecure, from the workbench config file."""
-    from workbench.image.registry import registry_config
+    from workbench.image.registry_config import registry_config
 
     (tmp_path / "wb.toml").write_text('[registry."mirror.internal:5000"]\nhttp = true\n'
                                       '[registry."tls.internal"]\ninsecure = true\n')

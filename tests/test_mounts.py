@@ -33,8 +33,8 @@ SECRET = "s3cr3t-VALUE-do-not-leak-7f1c"
 def base(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Vertex:
     """The busybox image vertex, pinned to its manifest digest."""
     from workbench.image.content import ContentStore
+    from workbench.image.pull import pull
     from workbench.image.reference import parse_reference
-    from workbench.image.registry import pull
 
     image = pull(parse_reference(BUSYBOX), ContentStore(tmp_path_factory.mktemp("content")))
     return Vertex(ImageSource(BUSYBOX, image.manifest_digest), name="busybox")

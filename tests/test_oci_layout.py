@@ -20,8 +20,8 @@ from tests.registry_fixture import DATA, Registry, image_registry_fixture  # noq
 from workbench.image.config import LAYER_GZIP, add_history, build_manifest, dumps, new_image
 from workbench.image.content import ContentStore
 from workbench.image.oci_layout import write_oci_archive
+from workbench.image.pull import PulledImage, pull
 from workbench.image.reference import parse_reference
-from workbench.image.registry import PulledImage, pull
 
 
 def _ocitree() -> ModuleType:

@@ -248,16 +248,11 @@ def test_blob_upload_library_mount_and_chunks(token_registry: tuple[AuthRegistry
                                               rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The functions the registry cache reuses: mount from another repository, chunked and monolithic upload."""
     from workbench.image.content import ContentStore
+    from workbench.image.manifests import fetch_manifest
+    from workbench.image.pull import fetch_blob
+    from workbench.image.push import blob_exists, push_image, upload_blob
     from workbench.image.reference import parse_reference
-    from workbench.image.registry import (
-        blob_exists,
-        fetch_blob,
-        fetch_manifest,
-        pull_client,
-        push_client,
-        push_image,
-        upload_blob,
-    )
+    from workbench.image.registry_client import pull_client, push_client
 
     reg, server = token_registry
     monkeypatch.setenv("DOCKER_CONFIG", str(reg.docker_config()))
@@ -455,8 +450,9 @@ def test_zstd_and_uncompressed_layers_pull_in_parallel_and_build(image_registry,
 
     from workbench.image.config import build_manifest
     from workbench.image.content import ContentStore
+    from workbench.image.pull import pull
+    from workbench.image.push import push_image
     from workbench.image.reference import parse_reference
-    from workbench.image.registry import pull, push_image
 
     root = tmp_path / "root"
     base = _imported(root, rootfs, "busybox-static")

@@ -37,7 +37,8 @@ def preload() -> None:
     workbench.cli.PARSER = workbench.cli._build_parser()
     import workbench.frontend.dockerfile.checks  # noqa: F401
     import workbench.frontend.dockerfile.convert  # noqa: F401
-    import workbench.image.registry  # noqa: F401
+    import workbench.image.pull  # noqa: F401
+    import workbench.image.push  # noqa: F401
     import workbench.lint  # noqa: F401
     import workbench.progress.printers  # noqa: F401
     import workbench.solver.solver  # noqa: F401

@@ -238,8 +238,9 @@ def _owner(blob: str, content: ContentStore, out: OutputSpec) -> str:
 
 def _store_and_push(out: OutputSpec, names: list[str], manifest: str, content: ContentStore, bus: EventBus,
                     vid: str, vname: str) -> None:
+    from workbench.image.push import push_image
     from workbench.image.reference import parse_reference
-    from workbench.image.registry import RegistryError, push_image
+    from workbench.image.registry_errors import RegistryError
     from workbench.image.store import ImageStore, ImageStoreError
 
     images = ImageStore.for_content(content)

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `workbench image ...`; returns the exit status."""
     from workbench.image.archive import ArchiveError
     from workbench.image.content import CorruptBlob
-    from workbench.image.registry import RegistryError
+    from workbench.image.registry_errors import RegistryError
     from workbench.image.store import ImageStore, ImageStoreError
     from workbench.request import default_root
 
@@ -166,7 +166,8 @@ def _import(images, args) -> int:  # type: ignore[no-untyped-def]
 
 def _pull(images, args) -> int:  # type: ignore[no-untyped-def]
     from workbench.image.content import CorruptBlob
-    from workbench.image.registry import RegistryError, pull
+    from workbench.image.pull import pull
+    from workbench.image.registry_errors import RegistryError
     from workbench.image.store import normalise
 
     ref = normalise(args.reference)
@@ -183,7 +184,7 @@ def _pull(images, args) -> int:  # type: ignore[no-untyped-def]
 
 
 def _push(images, args) -> int:  # type: ignore[no-untyped-def]
-    from workbench.image.registry import push_image
+    from workbench.image.push import push_image
     from workbench.image.store import normalise
 
     found = images.resolve(args.reference)

@@ -43,8 +43,9 @@ def resolve_image(ref: str, content: ContentStore, bus: EventBus,
                   platform: str = "linux/amd64") -> tuple[str, str, dict[str, Any]]:
     """(normalized name, manifest digest, config) of `ref` for `platform`; a registry lookup is reported on
     `bus` as `[internal] load metadata for REF`. RuntimeError (its message says why) when it cannot be had."""
+    from workbench.image.pull import pull
     from workbench.image.reference import InvalidReference, parse_reference
-    from workbench.image.registry import RegistryError, pull
+    from workbench.image.registry_errors import RegistryError
 
     try:
         parsed = parse_reference(ref)

@@ -136,7 +136,8 @@ class ImageStore:
 
     def manifest_for(self, digest: str, platform: str) -> str | None:
         """The platform manifest of image `digest` (itself if not an index) if its config matches `platform`."""
-        from workbench.image.registry import RegistryError, select_platform
+        from workbench.image.manifests import select_platform
+        from workbench.image.registry_errors import RegistryError
 
         doc = json.loads(self.content.read(digest))
         if "manifests" in doc:

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 def pull_image(worker: Worker, bus: EventBus, v: Vertex, op: ImageSource) -> list[str]:
     """Fetch the image's blobs (skipping those present) and extract each layer once, shared by chain id."""
     from workbench.image.content import CorruptBlob
+    from workbench.image.pull import pull
     from workbench.image.reference import parse_reference
-    from workbench.image.registry import RegistryError, pull
+    from workbench.image.registry_errors import RegistryError
     from workbench.worker import DEFAULT_LAYER_TYPE, LayerRef
 
     ref = named = parse_reference(op.ref)

@@ -47,14 +47,14 @@ class RegistryBackend:
         return f"registry:{self.ref}"
 
     def _pusher(self) -> Any:
-        from workbench.image.registry import push_client
+        from workbench.image.registry_client import push_client
 
         if self._push is None:
             self._push = push_client(self.ref)
         return self._push
 
     def _puller(self) -> Any:
-        from workbench.image.registry import pull_client
+        from workbench.image.registry_client import pull_client
 
         if self._pull is None:
             self._pull = self._push or pull_client(self.ref)
@@ -62,7 +62,7 @@ class RegistryBackend:
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from workbench.http.errors import HttpError
-        from workbench.image.registry import RegistryError
+        from workbench.image.registry_errors import RegistryError
 
         try:
             return fn(*args, **kwargs)
@@ -72,12 +72,12 @@ class RegistryBackend:
             raise RemoteCacheError(f"{what}: {e}") from None
 
     def has_blob(self, digest: str) -> bool:
-        from workbench.image.registry import blob_exists
+        from workbench.image.push import blob_exists
 
         return bool(self._call(f"checking blob {digest}", blob_exists, self._pusher(), digest))
 
     def put_blob(self, digest: str, path: Path, size: int, progress: Progress) -> None:
-        from workbench.image.registry import upload_blob
+        from workbench.image.push import upload_blob
 
         def report(_digest: str, current: int, total: int) -> None:
             progress(current, total)
@@ -111,7 +111,7 @@ class RegistryBackend:
         return data
 
     def read_configs(self) -> list[bytes]:
-        from workbench.image.registry import fetch_manifest, select_platform
+        from workbench.image.manifests import fetch_manifest, select_platform
 
         client = self._puller()
         reference = self.ref.digest or self.ref.tag or "latest"
@@ -132,7 +132,7 @@ class RegistryBackend:
     def write_config(self, config: bytes, layers: list[dict[str, object]]) -> None:
         import tempfile
 
-        from workbench.image.registry import put_manifest, upload_blob
+        from workbench.image.push import put_manifest, upload_blob
 
         digest = "sha256:" + hashlib.sha256(config).hexdigest()
         with tempfile.NamedTemporaryFile() as tmp:
