@@ -19,9 +19,10 @@ BASE = "localhost:5055/busybox"
 PROMPT = r"\(debug\)"
 
 
-def _spawn(*args: str, cwd: Path) -> pexpect.spawn:
+def _spawn(*args: str, cwd: Path, **env: str) -> pexpect.spawn:
     child = pexpect.spawn(WORKBENCH[0], ["debug", *args], cwd=str(cwd), encoding="utf-8", timeout=60,
-                          dimensions=(40, 160), env=dict(os.environ, WORKBENCH_SERVER="0", PROMPT_TOOLKIT_NO_CPR="1"))
+                          dimensions=(40, 160),
+                          env=dict(os.environ, WORKBENCH_SERVER="0", PROMPT_TOOLKIT_NO_CPR="1", **env))
     return child
 
 
@@ -62,6 +63,8 @@ def test_break_exec_leaves_no_trace(tmp_path: Path, registry: str) -> None:
     child.expect(PROMPT)
     child.sendline("continue")
     child.expect("build finished")
+    child.expect(PROMPT)
+    child.sendline("quit")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -95,6 +98,8 @@ def test_next_and_diff_between_steps(tmp_path: Path, registry: str) -> None:
     child.expect(PROMPT)
     child.sendline("continue")
     child.expect("build finished")
+    child.expect(PROMPT)
+    child.sendline("quit")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -114,6 +119,8 @@ def test_break_on_error_sees_what_the_failed_command_wrote(tmp_path: Path, regis
     child.expect(PROMPT)
     child.sendline("continue")
     child.expect("build failed")
+    child.expect(PROMPT)
+    child.sendline("quit")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1
@@ -141,3 +148,96 @@ def test_a_running_shell_does_not_block_abort_or_quit(tmp_path: Path, registry: 
     # the root is intact: a normal build afterwards works and the aborted step runs then
     built = wb(str(ctx), root=root)
     assert "RUN echo one" in built.stderr
+
+
+FLASK = (f"FROM {BASE}\nWORKDIR /app\nCOPY requirements.txt .\n"
+         "RUN --mount=type=bind,source=wheels,target=/wheels cat requirements.txt && ls /wheels\n")
+
+
+def _flask_project(tmp_path: Path) -> Path:
+    """A Flask-like project: WORKDIR /app, its requirements copied in, pip's wheels bind-mounted at /wheels."""
+    ctx = _project(tmp_path, FLASK)
+    (ctx / "requirements.txt").write_text("flask==3.0\n")
+    (ctx / "wheels").mkdir()
+    (ctx / "wheels" / "flask-3.0-py3-none-any.whl").write_text("wheel\n")
+    return ctx
+
+
+def test_ls_and_cat_start_at_the_step_workdir_and_see_its_mounts(tmp_path: Path, registry: str) -> None:
+    ctx = _flask_project(tmp_path)
+    child = _spawn("--root", str(tmp_path / "root"), "--break", "4", str(ctx), cwd=tmp_path)
+    child.expect(r"Breakpoint before: \[[^\]]*4/4\] RUN --mount=type=bind")
+    child.expect(PROMPT)
+    child.sendline("ls")  # the step's working directory, /app
+    child.expect(r"-rw-r--r--\s+0\s+0\s+11  requirements.txt")
+    child.expect(PROMPT)
+    child.sendline("cat requirements.txt")
+    child.expect("flask==3.0")
+    child.expect(PROMPT)
+    child.sendline("ls /wheels")  # the bind mount, as the step's process sees it
+    child.expect("flask-3.0-py3-none-any.whl")
+    child.expect(PROMPT)
+    child.sendline("ls /")
+    child.expect("wheels/")
+    child.expect(PROMPT)
+    child.sendline("cat /wheels/flask-3.0-py3-none-any.whl")
+    child.expect("wheel")
+    child.expect(PROMPT)
+    child.sendline("continue")
+    child.expect("build finished")
+    child.expect(PROMPT)
+    child.sendline("quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_after_the_build_cached_steps_diff_summary_and_breakpoints(tmp_path: Path, registry: str) -> None:
+    ctx = _flask_project(tmp_path)
+    root = tmp_path / "root"
+    wb(str(ctx), root=root)  # every step is cached in the debugged build
+    child = _spawn("--root", str(root), "--break", "4", str(ctx), cwd=tmp_path, PAGER="sed s/^/paged:/")
+    child.expect(r"Breakpoint before: \[[^\]]*4/4\]")
+    child.expect(PROMPT)
+    child.sendline("continue")
+    child.expect("build finished")
+    child.expect("the build has ended")
+    child.expect(PROMPT)
+    child.sendline("steps")
+    child.expect(r"2  cached  \[[^\]]*2/4\] WORKDIR /app")
+    child.expect(PROMPT)
+    child.sendline("ls / 2")  # a cached step, after the build
+    child.expect("app/")
+    child.expect(PROMPT)
+    child.sendline("ls /app 'COPY requirements'")  # a step by its name
+    child.expect("requirements.txt")
+    child.expect(PROMPT)
+    child.sendline("cat /app/requirements.txt 3/4")
+    child.expect("flask==3.0")
+    child.expect(PROMPT)
+    child.sendline("diff 2 3")  # the summary, then the details through $PAGER
+    child.expect(r"step 2 → step 3: 1 added \(11 B\), 0 changed, 0 removed")
+    child.expect(r"paged:A /app/requirements.txt \(11 B\)")
+    child.expect(PROMPT)
+    child.sendline("break 3")
+    child.expect("breakpoint 2 at line 3")
+    child.expect(PROMPT)
+    child.sendline("delete 1")
+    child.expect("deleted breakpoint 1 at line 4")
+    child.expect(PROMPT)
+    child.sendline("breakpoints")
+    child.expect("2: line 3")
+    child.expect(PROMPT)
+    child.sendline("clear breakpoints")
+    child.expect("deleted breakpoint 2 at line 3")
+    child.expect(PROMPT)
+    child.sendline("breakpoints")
+    child.expect("no breakpoints")
+    child.expect(PROMPT)
+    child.sendline("clear")  # the screen
+    child.expect_exact("\x1b[2J")
+    child.expect(PROMPT)
+    child.sendline("quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -4,7 +4,9 @@ container left; a terminal closed under the shell takes the shell's container wi
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import pytest
 
 from tests.conftest import runc_containers
 from tests.test_tui_tmux import SIZED, _tmux, _wait_pane
+from workbench.snapshot.scratch import mounts_under
 
 DOCKERFILE = """\
 FROM localhost:5055/busybox
@@ -90,6 +93,11 @@ def test_tui_breakpoint_shell_continue_in_tmux(registry: str, tmp_path: Path) ->
         screen = _wait_pane(session, lambda s: "marker-42" in s, 15)
         lines = [ln.strip() for ln in screen.splitlines()]
         assert lines[lines.index("marker-42") - 1] == "one", screen  # /one, written by the step before
+        # the shell has the terminal's TERM and size (its programs draw for the pane: clear, vi, less, top)
+        term = _tmux("show-options", "-gv", "default-terminal").strip()
+        _tmux("send-keys", "-t", session, "-l", "echo T=$TERM S=$(stty size)")
+        _tmux("send-keys", "-t", session, "Enter")
+        _wait_pane(session, lambda s: f"T={term} S=40 120" in s, 15)
         _tmux("send-keys", "-t", session, "-l", "echo x > /leak; exit")
         _tmux("send-keys", "-t", session, "Enter")
         screen = _wait_pane(session, lambda s: "paused before" in s and "shell exited with code 0" in s, 15)
@@ -112,20 +120,45 @@ def test_tui_breakpoint_shell_continue_in_tmux(registry: str, tmp_path: Path) ->
 
 
 def test_a_closed_terminal_ends_the_debug_shell_with_the_app(registry: str, tmp_path: Path) -> None:
-    """The terminal goes away (hang-up) while the user is in the shell: the shell's container ends with the app
-    (runc would keep it running after the app died)."""
+    """The terminal goes away (hang-up) while the user is in the shell: the app itself ends the shell's container
+    and undoes the pause's mounts before it goes (runc would keep the container running after the app died, and
+    the overlay would stay mounted until the next command). The app's reaper, which cleans up after a process
+    killed outright, is stopped first, so only the app's own clean-up counts."""
     session, root, _ = _start_app(tmp_path)
     try:
         _pause_at_line_3(session)
         _tmux("send-keys", "-t", session, "e")
         _wait_pane(session, _shell_prompt, 15)
         assert len(runc_containers(root, running_only=True)) == 1  # the shell's
+        assert mounts_under(root / "tmp"), "the pause's workspace should be mounted"
+        _stop_reapers(root)
     finally:
         _tmux("kill-session", "-t", session)
     try:
-        deadline = time.monotonic() + 10
-        while running := runc_containers(root, running_only=True):
-            assert time.monotonic() < deadline, f"still running after the hang-up: {running}"
-            time.sleep(0.1)
+        _assert_nothing_left(root)
     finally:
         _clean_after_kill(root)
+
+
+def _stop_reapers(root: Path) -> None:
+    """SIGKILL the reapers (workbench.reaper) watching builds on `root`."""
+    tmp = os.path.realpath(root / "tmp")
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"workbench.reaper" in args and tmp.encode() in args:
+            os.kill(int(proc.name), signal.SIGKILL)
+
+
+def _assert_nothing_left(root: Path, timeout: float = 15) -> None:
+    """Within `timeout` of a hang-up, no container of the app is known to runc and nothing under ROOT/tmp is
+    mounted, without anyone cleaning up after the app (not the next command, not the test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left, mounted = runc_containers(root), mounts_under(root / "tmp")
+        if not left and not mounted:
+            return
+        assert time.monotonic() < deadline, f"left after the hang-up: containers {left}, mounts {mounted}"
+        time.sleep(0.1)

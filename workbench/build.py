@@ -19,6 +19,7 @@ from workbench.progress.events import (
 )
 from workbench.request import BuildFailure, BuildRecorder, BuildRequest, BuildResult, OutputSpec, RecorderFactory
 from workbench.solver.explain import save_last_build
+from workbench.solver.hooks import RunClock
 from workbench.solver.session import Session
 
 if TYPE_CHECKING:
@@ -76,21 +77,23 @@ def run_build(req: BuildRequest, bus: EventBus, recorder: RecorderFactory | None
     redactor = Redactor(secret_values(req.session))
     bus = RedactingBus(bus, redactor)
     recording = recorder(req, bus, redactor) if recorder is not None else _Unrecorded()
-    started = time.time()
+    clock = RunClock(req.debugger)  # a debugger's pauses are not build time
     try:
         result = _build(req, bus, recording)
     except BuildFailure as e:
-        bus.emit(BuildFinished(error=e.message, duration=time.time() - started))
-        recording.finish("error", time.time() - started, error=e.message, location=e.location, step=e.step)
+        # where it points, for the views that mark it (the TUI's failed node and editor line); the printers
+        # say only the error, as BuildKit's
+        bus.emit(BuildFinished(error=e.message, duration=clock.seconds(), source=e.location, step=e.step))
+        recording.finish("error", clock.seconds(), error=e.message, location=e.location, step=e.step)
         raise
     except BaseException as e:
-        recording.finish("canceled" if isinstance(e, KeyboardInterrupt) else "error", time.time() - started,
+        recording.finish("canceled" if isinstance(e, KeyboardInterrupt) else "error", clock.seconds(),
                          error=str(e) or type(e).__name__, exception=type(e).__name__)
         raise
-    bus.emit(BuildFinished(duration=time.time() - started))
+    bus.emit(BuildFinished(duration=clock.seconds()))
     if result.steps_run:  # a fully cached build added nothing: no need to measure the store
         _collect_garbage(req.root, bus)
-    recording.finish("completed", time.time() - started, result=result)
+    recording.finish("completed", clock.seconds(), result=result)
     return result
 
 

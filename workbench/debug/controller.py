@@ -11,12 +11,13 @@ come from the cache).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.llb.ops import ExecOp, Vertex
-from workbench.progress.events import DebugPaused, DebugResumed, DebugShell, EventBus
+from workbench.progress.events import DebugHeld, DebugPaused, DebugResumed, DebugShell, EventBus
 from workbench.solver.hooks import Aborted, StepContext, StepHooks
 
 if TYPE_CHECKING:
@@ -128,12 +129,39 @@ class Debugger(StepHooks):
         self._ended = False
         self._kills: list[Any] = []
         self._shell_lock = threading.Lock()
+        self._held: dict[str, float] = {}  # seconds each step was held, by vertex digest
+        self._paused = 0.0  # seconds the build stood at a pause
+        self._held_lock = threading.Lock()
 
     # -- the solver's side --------------------------------------------------------------------------
 
     def wants_fresh_run(self, v: Vertex) -> bool:
         """A step with a breakpoint is run again (not taken from the cache), so it can be paused before."""
         return any(b.matches(v) for b in self.breakpoints) or (self.one_shot is not None and self.one_shot.matches(v))
+
+    def held(self, vertex: Vertex | None = None) -> float:
+        """Seconds `vertex`'s step was held (paused, or waiting behind another pause); with none, the seconds
+        the build stood at a pause."""
+        with self._held_lock:
+            return self._paused if vertex is None else self._held.get(vertex.digest, 0.0)
+
+    def _count(self, v: Vertex, seconds: float, paused: bool) -> None:
+        with self._held_lock:
+            self._held[v.digest] = self._held.get(v.digest, 0.0) + seconds
+            if paused:
+                self._paused += seconds
+
+    def _take_gate(self, v: Vertex) -> bool:
+        """Take the one-pause gate; while another step holds it, this step is held (announced, and counted as
+        held time). Returns whether it was held."""
+        if self._gate.acquire(blocking=False):
+            return False
+        if self.bus is not None:
+            self.bus.emit(DebugHeld(v.digest, v.name))
+        t0 = time.monotonic()
+        self._gate.acquire()
+        self._count(v, time.monotonic() - t0, paused=False)
+        return True
 
     def before_step(self, step: StepContext) -> None:
         """Called before the step runs; blocks while the user looks around. Raises Aborted on `abort`."""
@@ -142,26 +170,34 @@ class Debugger(StepHooks):
             return
         if not (self._stepping or self.wants_fresh_run(v)):
             return
-        with self._gate:
+        held = self._take_gate(v)
+        try:
             if not (self._stepping or self.wants_fresh_run(v)):
+                if held and self.bus is not None:
+                    self.bus.emit(DebugResumed(v.digest, ""))  # let go without a pause of its own
                 return
             reason = "step" if self._stepping and not self.wants_fresh_run(v) else "breakpoint"
             if self.one_shot is not None and self.one_shot.matches(v):
                 self.one_shot = None
             self._wait(Pause(step, reason))
+        finally:
+            self._gate.release()
 
     def on_failure(self, step: StepContext) -> None:
         """Called when a RUN failed, with its filesystem still mounted; blocks while paused."""
         if not self.break_on_error or step.cancel.is_set():
             return
-        with self._gate:
-            try:
-                self._wait(Pause(step, "error"))
-            except Aborted:
-                pass  # the step failed anyway: the build ends with its error
+        self._take_gate(step.vertex)
+        try:
+            self._wait(Pause(step, "error"))
+        except Aborted:
+            pass  # the step failed anyway: the build ends with its error
+        finally:
+            self._gate.release()
 
     def _wait(self, pause: Pause) -> None:
         v = pause.vertex
+        t0 = time.monotonic()
         if self.bus is not None:
             self.bus.emit(DebugPaused(v.digest, v.name, pause.reason, source=v.source, error=pause.error))
         with self._cond:
@@ -170,6 +206,7 @@ class Debugger(StepHooks):
         pause._resumed.wait()
         with self._shell_lock:
             pause.close()
+        self._count(v, time.monotonic() - t0, paused=True)
         if self.bus is not None:
             self.bus.emit(DebugResumed(v.digest, pause._how))
         if pause._how == "abort":
@@ -187,6 +224,11 @@ class Debugger(StepHooks):
         with self._cond:
             self._cond.wait_for(lambda: self._pause is not None or self._ended, timeout)
             return self._pause
+
+    @property
+    def ended(self) -> bool:
+        """Whether the front end said the build thread is done."""
+        return self._ended
 
     def build_ended(self) -> None:
         """The front end says the build thread is done (so waiting for a pause ends)."""

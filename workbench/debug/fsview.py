@@ -1,11 +1,18 @@
-"""Looking at step filesystems: `ls`, `cat`, and the diff between two steps (added / changed / removed)."""
+"""Looking at step filesystems: `ls`, `cat`, and the diff between two steps (added / changed / removed).
+
+A filesystem is a root directory, or a `StepFiles`: a paused step's root as its process sees it, with the
+step's mounts over it and relative paths taken from its working directory.
+"""
 
 from __future__ import annotations
 
 import difflib
 import hashlib
 import os
+import posixpath
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +21,7 @@ from workbench.fsutil.paths import resolve_in_root
 from workbench.results import ViewError
 
 if TYPE_CHECKING:
-    pass
+    from workbench.solver.hooks import StepContext
 
 TEXT_DIFF_LIMIT = 64 * 1024  # files larger than this get no line diff
 
@@ -41,20 +48,98 @@ class Entry:
         return f"{stat.filemode(self.mode)} {self.uid:>5} {self.gid:>5} {self.size:>10}  {shown}"
 
 
-def entries(root: Path, path: str) -> list[Entry]:
-    """The entries of directory `path` inside `root`, by name (the path itself when it is not a directory;
-    symlinks resolved inside `root` only)."""
-    host = resolve_in_root(root, path)
+@dataclass(frozen=True)
+class MountPoint:
+    """A mount of a step: `target` in the step, `host` the directory or file it shows (None: an empty tmpfs)."""
+
+    target: str
+    host: Path | None
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class StepFiles:
+    """A step's filesystem as its process sees it: `root`, the step's mounts over it, and its working dir."""
+
+    root: Path
+    cwd: str = "/"
+    mounts: tuple[MountPoint, ...] = ()
+
+    def absolute(self, path: str) -> str:
+        """`path` as an absolute path in the step (relative ones start at the working directory)."""
+        return _clean(posixpath.join(self.cwd or "/", path or "."))
+
+    def locate(self, path: str) -> tuple[Path | None, str, MountPoint | None]:
+        """Where `path` lives: (the root it is inside, its path there, the mount it is under or None);
+        the root is None inside a tmpfs, which shows as empty here."""
+        absolute = self.absolute(path)
+        best: MountPoint | None = None
+        for m in self.mounts:
+            if absolute == m.target or absolute.startswith(m.target.rstrip("/") + "/"):
+                if best is None or len(m.target) > len(best.target):
+                    best = m
+        if best is None:
+            return self.root, absolute, None
+        if best.host is not None and not best.host.is_dir():  # a file mounted on a file
+            return (best.host.parent, "/" + best.host.name, best) if absolute == best.target else (None, "", best)
+        return best.host, "/" + absolute[len(best.target):].lstrip("/"), best
+
+
+Files = Path | StepFiles
+"""What `entries`, `list_dir` and `read_file` look in: a plain root, or a step's files."""
+
+
+def _files(files: Files) -> StepFiles:
+    return files if isinstance(files, StepFiles) else StepFiles(files)
+
+
+@contextmanager
+def step_files(step: StepContext) -> Iterator[StepFiles]:
+    """A paused step's files as its process sees them: its workspace, its mounts (set up for the block) and
+    its working directory. Secret mounts are listed but never read here."""
+    from workbench.llb.ops import ExecOp
+
+    op = step.vertex.op
+    secrets = {_clean(m.target) for m in op.mounts if m.type == "secret"} if isinstance(op, ExecOp) else set()
+    root = step.workspace()
+    with step.container_spec(["true"]) as spec:
+        mounts = tuple(MountPoint(_clean(m.destination), Path(m.source) if m.type == "bind" else None,
+                                  _clean(m.destination) in secrets) for m in spec.mounts)
+        yield StepFiles(root, spec.cwd or "/", mounts)
+
+
+def _clean(path: str) -> str:
+    """An absolute, normalized container path (never `//x`, which normpath keeps)."""
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
+
+
+def entries(files: Files, path: str) -> list[Entry]:
+    """The entries of directory `path`, by name (the path itself when it is not a directory; symlinks
+    resolved inside their root only); in a step's files, its mount points show in their parent directory."""
+    fs = _files(files)
+    root, inner, mount = fs.locate(path)
+    if root is None:  # inside a tmpfs: empty
+        if mount is not None and fs.absolute(path) == mount.target:
+            return []
+        raise ViewError(f"{path}: no such file or directory")
+    host = resolve_in_root(root, inner)
     if not os.path.lexists(host):
         raise ViewError(f"{path}: no such file or directory")
     if not host.is_dir():
         return [_entry(host, path)]
-    return [_entry(host / name, name) for name in sorted(os.listdir(host))]
+    found = {name: _entry(host / name, name) for name in os.listdir(host)}
+    here = fs.absolute(path)
+    for m in fs.mounts:  # a mount shows as what it mounts, whether or not its target exists below
+        parent, name = posixpath.split(m.target)
+        if parent == here and name:
+            found[name] = _entry(m.host, name) if m.host is not None and os.path.lexists(m.host) \
+                else Entry(name, stat.S_IFDIR | 0o755, 0, 0, 0)
+    return [found[name] for name in sorted(found)]
 
 
-def list_dir(root: Path, path: str) -> list[str]:
-    """`ls -l`-like lines for `path` inside `root` (symlinks resolved inside `root` only)."""
-    return [e.line() for e in entries(root, path)]
+def list_dir(files: Files, path: str) -> list[str]:
+    """`ls -l`-like lines for `path` (symlinks resolved inside their root only)."""
+    return [e.line() for e in entries(files, path)]
 
 
 def _entry(host: Path, name: str) -> Entry:
@@ -63,9 +148,14 @@ def _entry(host: Path, name: str) -> Entry:
     return Entry(name, st.st_mode, st.st_uid, st.st_gid, st.st_size, target)
 
 
-def read_file(root: Path, path: str, limit: int = 1 << 20) -> bytes:
-    """The bytes of a regular file inside `root` (at most `limit`)."""
-    host = resolve_in_root(root, path)
+def read_file(files: Files, path: str, limit: int = 1 << 20) -> bytes:
+    """The bytes of a regular file (at most `limit`); a secret mount's value is refused."""
+    root, inner, mount = _files(files).locate(path)
+    if mount is not None and mount.secret:
+        raise ViewError(f"{path}: a secret mount; its value is not shown (`exec cat {path}` prints it)")
+    if root is None:
+        raise ViewError(f"{path}: no such file")
+    host = resolve_in_root(root, inner)
     if not host.is_file():
         raise ViewError(f"{path}: not a regular file" if os.path.lexists(host) else f"{path}: no such file")
     with open(host, "rb") as f:
@@ -80,6 +170,7 @@ class Change:
     path: str
     size: int  # the new size (the old one for "removed")
     old_size: int = 0
+    is_dir: bool = False
 
 
 def diff_trees(a: Path, b: Path) -> list[Change]:
@@ -88,12 +179,34 @@ def diff_trees(a: Path, b: Path) -> list[Change]:
     changes: list[Change] = []
     for path in sorted(old.keys() | new.keys()):
         if path not in new:
-            changes.append(Change("removed", path, old[path][0].st_size))
+            changes.append(Change("removed", path, old[path][0].st_size, is_dir=_is_dir(old[path][0])))
         elif path not in old:
-            changes.append(Change("added", path, new[path][0].st_size))
+            changes.append(Change("added", path, new[path][0].st_size, is_dir=_is_dir(new[path][0])))
         elif _differs(old[path], new[path]):
-            changes.append(Change("changed", path, new[path][0].st_size, old[path][0].st_size))
+            changes.append(Change("changed", path, new[path][0].st_size, old[path][0].st_size,
+                                  is_dir=_is_dir(new[path][0])))
     return changes
+
+
+def _is_dir(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode)
+
+
+def summarize(changes: list[Change]) -> str:
+    """One line: how many paths were added, changed and removed, and the bytes of their files
+    (`2 added (6.1 kB), 1 changed (120 B → 130 B), 0 removed`)."""
+    parts = []
+    for kind in ("added", "changed", "removed"):
+        these = [c for c in changes if c.kind == kind]
+        size = sum(c.size for c in these if not c.is_dir)
+        if not these:
+            parts.append(f"0 {kind}")
+        elif kind == "changed":
+            old = sum(c.old_size for c in these if not c.is_dir)
+            parts.append(f"{len(these)} {kind} ({_size(old)} → {_size(size)})")
+        else:
+            parts.append(f"{len(these)} {kind} ({_size(size)})")
+    return ", ".join(parts)
 
 
 def _index(root: Path) -> dict[str, tuple[os.stat_result, Path]]:

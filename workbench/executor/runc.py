@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec
+from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec, with_default_path
 from workbench.executor.user import UserError, resolve_user
 from workbench.fsutil.paths import resolve_in_root
 from workbench.reaper import ensure_reaper
@@ -296,13 +296,19 @@ def run_interactive(rootfs: Path, spec: ExecSpec, state_dir: Path,
     """Run `spec` in a container attached to this process's own stdin/stdout/stderr and return its exit code.
 
     When stdin is a terminal the process gets a real pty (runc in the foreground proxies it, puts the
-    terminal in raw mode and passes window-size changes on). `on_start` receives a function that kills
-    the container, for a caller that must be able to end it from another thread (abort, quit).
+    terminal in raw mode and passes window-size changes on), the user's `TERM` and the terminal's size from
+    its first instant. `on_start` receives a function that kills the container, for a caller that must be
+    able to end it from another thread (abort, quit). Raises ExecError, before anything starts, when the
+    program is not in the container's filesystem.
     """
     tty = os.isatty(0)
+    if (missing := missing_program(rootfs, spec)) is not None:
+        raise ExecError(missing)
 
     def use_terminal(config: dict[str, Any]) -> None:
         config["process"]["terminal"] = tty
+        if tty:
+            _share_terminal(config["process"])
 
     with _container(rootfs, spec, state_dir, use_terminal) as (base, bundle, cid):
         proc = subprocess.Popen([*base, "run", "--bundle", str(bundle), cid])
@@ -316,6 +322,53 @@ def run_interactive(rootfs: Path, spec: ExecSpec, state_dir: Path,
             on_start(kill)
         code = proc.wait()
         return 128 - code if code < 0 else code
+
+
+def _share_terminal(process: dict[str, Any]) -> None:
+    """The user's terminal as the container's process sees it: its `TERM` (which describes the terminal the
+    process draws on, so it wins over one the image sets; `xterm` when the user has none, as `docker run -t`)
+    and its size, set before the process starts (runc's own resize comes a moment after it started)."""
+    term = os.environ.get("TERM") or "xterm"
+    process["env"] = [e for e in process.get("env", []) if not e.startswith("TERM=")] + [f"TERM={term}"]
+    for fd in (0, 1, 2):
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        if size.lines and size.columns:
+            process["consoleSize"] = {"height": size.lines, "width": size.columns}
+        return
+
+
+def missing_program(rootfs: Path, spec: ExecSpec) -> str | None:
+    """Why `spec`'s program cannot start in `rootfs` (it is not there, or not executable), or None.
+
+    Looked up as runc does (Go's exec.LookPath in the container): a name with a slash as it is, from the
+    working directory; a bare name in the process's $PATH. A path under one of the spec's mounts is taken
+    on trust (the mount is not there yet)."""
+    if not spec.args:
+        return "no command to run"
+    program = spec.args[0]
+    path = next((e[5:] for e in reversed(with_default_path(spec.env)) if e.startswith("PATH=")), "")
+    if "/" in program:
+        candidates = [posixpath.join(spec.cwd or "/", program)]
+    else:
+        candidates = [posixpath.join(d, program) for d in path.split(":") if d.startswith("/")]
+    mounted = [posixpath.normpath("/" + m.destination) for m in spec.mounts]
+    for candidate in candidates:
+        candidate = posixpath.normpath(candidate)
+        if any(candidate == m or candidate.startswith(m.rstrip("/") + "/") for m in mounted):
+            return None
+        try:
+            host = resolve_in_root(Path(os.path.realpath(rootfs)), candidate)
+        except OSError:
+            continue
+        if host.is_file() and os.stat(host).st_mode & 0o111:
+            return None
+    looked = "" if "/" in program else f" (looked in $PATH={path})"
+    return (f"this step's filesystem has no {program}{looked}; exec a command from it, "
+            "or break on a later step")
+
 
 def _watch_cancel(proc: subprocess.Popen[bytes], base: list[str], cid: str, cancel: threading.Event,
                   done: threading.Event, pid: list[int]) -> None:

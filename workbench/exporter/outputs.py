@@ -26,6 +26,7 @@ from workbench.progress.events import EventBus, VertexCompleted, VertexFailed, V
 if TYPE_CHECKING:
     from workbench.image.content import ContentStore
     from workbench.request import BuildResult, OutputSpec
+    from workbench.worker import Worker
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -66,7 +67,7 @@ class Export:
     """The final filesystem's snapshot chain."""
     image: dict[str, Any]
     """The image config."""
-    worker: Any
+    worker: Worker
     """Where the build's snapshots and blobs are: `.store`, `.snapshots`, `.content`."""
     bus: EventBus
     vid: str
@@ -108,7 +109,7 @@ def exporter(kind: str, title: str, image: bool = False) -> Callable[[Writer], W
     return register
 
 
-def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], worker: Any, bus: EventBus,
+def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], worker: Worker, bus: EventBus,
                   manifest: str | None, metadata: dict[str, Any] | None = None) -> str | None:
     """Write the output `out`; returns the manifest digest (made here if `manifest` is None and needed)."""
     entry = EXPORTERS[out.type]

@@ -6,16 +6,16 @@ from dataclasses import dataclass
 
 from workbench.history.steps import RecordedStep, fold
 from workbench.history.store import RecordedSession
-from workbench.progress.trace import CACHED, CANCELED, DONE, ENDED, FAILED, PENDING, RUNNING
+from workbench.progress.trace import ACTIVE, CACHED, CANCELED, DONE, ENDED, FAILED, PAUSED, PENDING, RUNNING
 
-_RAN = (*ENDED, RUNNING)
+_RAN = (*ENDED, *ACTIVE)
 
 
 def _label(st: RecordedStep | None) -> str:
     if st is None:
         return "-"
     return {CACHED: "CACHED", DONE: "RAN", FAILED: "FAILED", CANCELED: "CANCELED",
-            RUNNING: "RUNNING", PENDING: "PENDING"}[st.state]
+            RUNNING: "RUNNING", PAUSED: "PAUSED", PENDING: "PENDING"}[st.state]
 
 
 @dataclass

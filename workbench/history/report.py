@@ -10,7 +10,7 @@ from typing import Any
 from workbench.history.steps import BuildSteps, RecordedStep, fold
 from workbench.history.store import RecordedSession
 from workbench.progress.events import DeviceGrant, SourceLocation
-from workbench.progress.trace import CACHED, DONE, ENDED, FAILED, RUNNING
+from workbench.progress.trace import ACTIVE, CACHED, DONE, ENDED, FAILED, paused_label
 
 SLOWEST = 5
 ERROR_LOG_LINES = 16
@@ -105,7 +105,7 @@ def format_show(s: RecordedSession) -> str:
     for o in m.get("outputs") or []:
         lines.append("Output:       " + ",".join(f"{k}={v}" for k, v in o.items()))
     lines += [f"Started:      {when(s.started)}",
-              f"Duration:     {seconds(duration(s))}",
+              f"Duration:     {seconds(duration(s))}" + (f" ({paused_label(b.paused)})" if b.paused else ""),
               f"Build Steps:  {done}/{c['total']} ({cached_pct}% cached, {c['failed']} failed)"]
     r = s.result or {}
     if r.get("manifest_digest"):
@@ -122,11 +122,12 @@ def format_show(s: RecordedSession) -> str:
                 lines += ["", f"Logs of {_step_label(st)} (last {len(tail)} lines):", *(f"  {t}" for t in tail)]
     elif s.status == "interrupted":
         lines += ["", "The build was interrupted (killed or crashed): the record ends at its last event."]
-    ran = sorted((st for st in b.steps if st.state in (*ENDED, RUNNING)),
-                 key=lambda st: -st.elapsed)[:SLOWEST]
+    ran = sorted((st for st in b.steps if st.state in (*ENDED, *ACTIVE)),
+                 key=lambda st: -st.elapsed)[:SLOWEST]  # run time: a debugger's pauses are shown apart
     if ran:
         lines += ["", "Slowest steps:"]
-        lines += [f"  {seconds(st.elapsed):>7}  {_step_label(st)}" for st in ran]
+        lines += [f"  {seconds(st.elapsed):>7}  {_step_label(st)}" + (f"  ({paused_label(st.paused)})"
+                                                                      if st.paused else "") for st in ran]
     grants = [e for e in s.events if isinstance(e, DeviceGrant)]
     if grants:
         lines += ["", "Devices:"]

@@ -25,6 +25,8 @@ class BuildSteps:
     finished: BuildFinished | None
     first_ts: float
     last_ts: float
+    paused: float = 0.0
+    """Seconds the build stood at a debugger's pause."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -54,4 +56,4 @@ def fold(events: list[Event]) -> BuildSteps:
                 s.logs.append((ev.ts, ev.stream, ev.data))
     first = events[0].ts if events else 0.0
     last = events[-1].ts if events else 0.0
-    return BuildSteps(trace.steps, trace.finished, first, last)
+    return BuildSteps(trace.steps, trace.finished, first, last, trace.paused_for(last))

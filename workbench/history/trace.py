@@ -13,7 +13,7 @@ from typing import Any
 
 from workbench.history.steps import fold
 from workbench.history.store import RecordedSession
-from workbench.progress.trace import CACHED, CANCELED, FAILED, RUNNING
+from workbench.progress.trace import ACTIVE, CACHED, CANCELED, FAILED
 
 SPAN_KIND_INTERNAL = 1
 STATUS_OK, STATUS_ERROR = 1, 2
@@ -83,7 +83,7 @@ def otlp_trace(s: RecordedSession) -> dict[str, Any]:
         }
         if events:
             span["events"] = events
-        if st.state in (FAILED, CANCELED, RUNNING):
+        if st.state in (FAILED, CANCELED, *ACTIVE):
             span["status"] = {"code": STATUS_ERROR, "message": st.error or "interrupted"}
         spans.append(span)
     return {"resourceSpans": [{

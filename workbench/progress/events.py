@@ -66,15 +66,21 @@ class VertexCached(VertexEvent):
 @dataclass(frozen=True)
 class VertexCompleted(VertexEvent):
     duration: float = 0.0
+    """Seconds it ran: from its start to its end, less `paused`."""
     cache_key: str = ""
     snapshot: str = ""
     """The top snapshot the step produced (empty for internal steps and results without files)."""
+    paused: float = 0.0
+    """Seconds the debugger held it (paused at it, or waiting behind another pause); not in `duration`."""
 
 
 @dataclass(frozen=True)
 class VertexFailed(VertexEvent):
     error: str = ""
     duration: float = 0.0
+    """Seconds it ran, less `paused`."""
+    paused: float = 0.0
+    """Seconds the debugger held it (a pause before it ran, or after it failed)."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,18 @@ class DebugPaused(Event):
 
 
 @dataclass(frozen=True)
+class DebugHeld(Event):
+    """A step waits while the debugger holds another one (one pause at a time): to pause in its turn, or to go
+    on after it failed. The hold ends with the step's own DebugPaused, or a DebugResumed with `how` empty."""
+
+    vertex: str
+    name: str
+
+
+@dataclass(frozen=True)
 class DebugResumed(Event):
-    """The user let the build go on from a pause: `next`, `continue` or `abort`."""
+    """The user let the build go on from a pause: `next`, `continue` or `abort` (empty: a held step let go
+    without a pause of its own)."""
 
     vertex: str
     how: str
@@ -162,6 +178,10 @@ class BuildFinished(Event):
 
     error: str = ""
     duration: float = 0.0
+    source: SourceLocation | None = None
+    """Where in the Dockerfile the error points, when it does (a parse error's line, the failing step's)."""
+    step: str = ""
+    """The name of the step the error belongs to, when one does (BuildKit's `> [2/3] RUN ...:` line)."""
 
 
 Sink = Callable[[Event], None]

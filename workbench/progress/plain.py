@@ -21,7 +21,7 @@ from workbench.progress.events import (
 from workbench.progress.logclip import LogClipper
 from workbench.progress.text import printable
 from workbench.progress.textview import LineStep, amount, device_lines, error_logs, warning_summary
-from workbench.progress.trace import CACHED, CANCELED, FAILED, Trace
+from workbench.progress.trace import CACHED, CANCELED, FAILED, Trace, paused_label
 
 ERROR_LOG_LINES = 10
 """How many of a failed step's last log lines the plain view repeats after the build (BuildKit's logsBuffer)."""
@@ -70,7 +70,8 @@ class PlainPrinter:
         elif v.state == CACHED:
             w.append(f"#{v.number} CACHED\n")
         else:
-            w.append(f"#{v.number} DONE {(v.completed or 0) - (v.started or 0):.1f}s\n")
+            held = f" ({paused_label(v.paused)})" if v.paused else ""  # a debugger's pause, apart from run time
+            w.append(f"#{v.number} DONE {(v.completed or 0) - (v.started or 0) - v.paused:.1f}s{held}\n")
         self.current = None
 
     def _status(self, v: LineStep, ev: VertexStatus) -> list[str]:

@@ -64,7 +64,7 @@ class LineStep(Step):
         return out
 
     def _stamp(self, ts: float, line: bytes) -> str:
-        text = f"{log_stamp(ts - (self.started if self.started is not None else ts))} {line.decode(errors='replace')}"
+        text = f"{log_stamp(self.run_time(ts))} {line.decode(errors='replace')}"  # pauses left out
         self.logs.append(text)
         return text
 

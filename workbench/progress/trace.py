@@ -14,6 +14,9 @@ from typing import Generic, TypeVar
 from workbench.progress.events import (
     BuildFinished,
     BuildWarning,
+    DebugHeld,
+    DebugPaused,
+    DebugResumed,
     Event,
     SourceLocation,
     VertexCached,
@@ -27,8 +30,19 @@ from workbench.progress.events import (
 
 PENDING, RUNNING, CACHED, DONE, FAILED, CANCELED = "pending", "running", "cached", "done", "failed", "canceled"
 """A step's states; it ends in CACHED, DONE, FAILED or CANCELED."""
+PAUSED = "paused"
+"""A step the debugger holds: paused at it (before it runs, or after it failed) or waiting behind another pause."""
 ENDED = (DONE, FAILED, CANCELED)
 """The states of a step that ran (not from the cache) and ended."""
+ACTIVE = (RUNNING, PAUSED)
+"""The states of a step under way (it started and has not ended)."""
+
+
+def paused_label(seconds: float) -> str:
+    """`paused 40s`: how long a step or build was held, as the views show it beside a duration."""
+    if seconds >= 60:
+        return f"paused {int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"paused {seconds:.0f}s" if seconds >= 10 else f"paused {seconds:.1f}s"
 
 
 def is_cancel(error: str) -> bool:
@@ -64,7 +78,12 @@ class Step:
     completed: float | None = None
     """When it ended: its start plus the duration it reported (a cached step ends as it starts)."""
     duration: float | None = None
-    """The duration the step reported on ending; None while it runs, when cached or canceled by the build's end."""
+    """The duration the step reported on ending (its run time, pauses left out); None while it runs, when cached
+    or canceled by the build's end."""
+    paused: float = 0.0
+    """Seconds the debugger held it (ended holds only; `paused_for` adds the one under way)."""
+    paused_since: float | None = None
+    """When the hold under way began (None: not held now)."""
     miss_reason: str = ""
     cache_key: str = ""
     key_parts: Mapping[str, object] | None = None
@@ -81,10 +100,33 @@ class Step:
 
     @property
     def elapsed(self) -> float:
-        """Seconds from its start to its end (0 while either is unknown)."""
+        """Seconds it ran, from its start to its end less its pauses (0 while either is unknown)."""
         if self.started is None or self.completed is None:
             return 0.0
-        return max(self.completed - self.started, 0.0)
+        return max(self.completed - self.started - self.paused, 0.0)
+
+    def paused_for(self, now: float) -> float:
+        """Seconds the debugger has held it by `now`."""
+        return self.paused + (max(now - self.paused_since, 0.0) if self.paused_since is not None else 0.0)
+
+    def run_time(self, now: float) -> float:
+        """Seconds it had run by `now` (a log line's stamp, a live timer): its pauses up to then left out."""
+        return now - self.started - self.paused_for(now) if self.started is not None else 0.0
+
+    def hold(self, ts: float) -> None:
+        """The debugger holds it from `ts` (a pause, or a wait behind one)."""
+        if self.paused_since is None:
+            self.paused_since = ts
+        if self.state == RUNNING:
+            self.state = PAUSED
+
+    def let_go(self, ts: float) -> None:
+        """The debugger's hold ended at `ts`."""
+        if self.paused_since is not None:
+            self.paused += max(ts - self.paused_since, 0.0)
+            self.paused_since = None
+        if self.state == PAUSED:
+            self.state = RUNNING
 
 
 S = TypeVar("S", bound=Step)
@@ -102,6 +144,13 @@ class Trace(Generic[S]):
         self.finished: BuildFinished | None = None
         self.start: float | None = None
         """When the first step event came."""
+        self.paused = 0.0
+        """Seconds the build stood at a pause (ended pauses; `paused_for` adds the one under way)."""
+        self.paused_since: float | None = None
+
+    def paused_for(self, now: float) -> float:
+        """Seconds the build has stood at a pause by `now`."""
+        return self.paused + (max(now - self.paused_since, 0.0) if self.paused_since is not None else 0.0)
 
     def step(self, ev: VertexEvent) -> S:
         """The step of `ev`'s vertex, made on its first event."""
@@ -124,6 +173,8 @@ class Trace(Generic[S]):
         if isinstance(ev, BuildFinished):
             self.finished = ev
             return self.encore(ev.ts)
+        if isinstance(ev, DebugPaused | DebugHeld | DebugResumed):
+            return self._debug(ev)
         if not isinstance(ev, VertexEvent) or isinstance(ev, VertexPlanned):  # steps are what ran
             return []
         s = self.step(ev)
@@ -145,9 +196,12 @@ class Trace(Generic[S]):
                 st.completed = ev.ts
             s.status = "" if ev.done else ev.status_id
         elif isinstance(ev, VertexCompleted | VertexFailed):
+            s.let_go(ev.ts)
+            s.paused = ev.paused or s.paused  # the solver's own count, where it gives one
             if s.started is None:
-                s.started = ev.ts - ev.duration
-            s.completed = s.started + ev.duration if ev.duration > 0 else max(ev.ts, s.started)
+                s.started = ev.ts - ev.duration - s.paused
+            ran = s.paused + ev.duration
+            s.completed = s.started + ran if ran > 0 else max(ev.ts, s.started)
             s.duration, s.status = ev.duration, ""
             if isinstance(ev, VertexFailed):
                 s.state, s.error = CANCELED if is_cancel(ev.error) else FAILED, ev.error
@@ -156,9 +210,29 @@ class Trace(Generic[S]):
                 s.cache_key, s.snapshot = ev.cache_key or s.cache_key, ev.snapshot or s.snapshot
         return [s]
 
+    def _debug(self, ev: DebugPaused | DebugHeld | DebugResumed) -> list[S]:
+        """A step held by the debugger, or let go; the build's own pause time (a held step waits on a pause)."""
+        if isinstance(ev, DebugPaused) and self.paused_since is None:
+            self.paused_since = ev.ts
+        elif isinstance(ev, DebugResumed) and ev.how and self.paused_since is not None:
+            self.paused += max(ev.ts - self.paused_since, 0.0)
+            self.paused_since = None
+        s = self.vertices.get(ev.vertex)
+        if s is None:
+            return []
+        if isinstance(ev, DebugResumed):
+            s.let_go(ev.ts)
+        else:
+            s.hold(ev.ts)
+        return [s]
+
     def encore(self, ts: float) -> list[S]:
-        """At the end, steps still running end as canceled (BuildKit's solver/progress.go encore)."""
-        out = [s for s in self.steps if s.state == RUNNING]
+        """At the end, steps still under way end as canceled (BuildKit's solver/progress.go encore)."""
+        if self.paused_since is not None:
+            self.paused += max(ts - self.paused_since, 0.0)
+            self.paused_since = None
+        out = [s for s in self.steps if s.state in ACTIVE]
         for s in out:
+            s.let_go(ts)
             s.state, s.completed = CANCELED, ts
         return out

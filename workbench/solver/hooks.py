@@ -10,6 +10,7 @@ block it (a debugger's pause); other steps go on.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -63,6 +64,11 @@ class StepHooks:
         """Whether `vertex` must run even though its result is cached (so that `before_step` sees it)."""
         return False
 
+    def held(self, vertex: Vertex | None = None) -> float:
+        """Seconds the hooks have held `vertex`'s step so far (a debugger's pause, or a wait behind one); with
+        no vertex, the seconds the build stood at a pause. Held time is not run time: durations leave it out."""
+        return 0.0
+
     def before_step(self, step: StepContext) -> None:
         """Called before the step runs (after its inputs are done); may block; raise Aborted to stop the build."""
 
@@ -71,3 +77,20 @@ class StepHooks:
 
     def on_failure(self, step: StepContext) -> None:
         """Called when a RUN failed, while its filesystem is still mounted; may block."""
+
+
+class RunClock:
+    """A build's or step's run time: the wall-clock seconds since it was made, less the time `hooks` held it."""
+
+    def __init__(self, hooks: StepHooks | None, vertex: Vertex | None = None) -> None:
+        self._hooks, self._vertex = hooks, vertex
+        self.start = time.time()
+        self._held0 = hooks.held(vertex) if hooks is not None else 0.0
+
+    def held(self) -> float:
+        """Seconds held since the clock started."""
+        return self._hooks.held(self._vertex) - self._held0 if self._hooks is not None else 0.0
+
+    def seconds(self) -> float:
+        """Seconds run since the clock started, held time left out."""
+        return time.time() - self.start - self.held()

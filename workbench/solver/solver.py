@@ -40,7 +40,7 @@ from workbench.solver import dedupe, why
 from workbench.solver.cachesource import CacheSource, LocalCache
 from workbench.solver.checksum import copy_checksum
 from workbench.solver.fileops import FileActionError
-from workbench.solver.hooks import Aborted, StepHooks
+from workbench.solver.hooks import Aborted, RunClock, StepHooks
 from workbench.solver.job import Contexts, SolveJob
 from workbench.solver.session import Session
 from workbench.solver.step import Step
@@ -63,6 +63,11 @@ def _failure_text(e: Exception) -> str:
     if isinstance(e, UnsafePathError):
         return str(e)
     return f"{type(e).__name__}: {e}"
+
+
+class _AbortedAtPause(SolveError):
+    """The user aborted the build at a pause before a step: the build fails with this, the step is canceled
+    (it never ran)."""
 
 
 @dataclass
@@ -141,6 +146,7 @@ class Solver:
         self.lineage_scope = lineage_scope
         self.steps: list[dict[str, object]] = []  # what happened to each step, in order (for `inspect why`)
         self._keys: dict[str, _KeyInfo] = {}
+        self._forced: dict[str, str] = {}  # why a step whose result is cached runs anyway, by vertex digest
 
     def close(self) -> None:
         """Save what this solver learnt about the contexts' files (the worker is closed by its owner)."""
@@ -209,10 +215,11 @@ class Solver:
         store = self.worker.store
         return store.last_lineage(by_text) or store.last_lineage(by_position)
 
-    def _miss_reason(self, v: Vertex, info: _KeyInfo, missed: dict[str, str]) -> str:
+    def _miss_reason(self, v: Vertex, info: _KeyInfo, missed: dict[str, str], forced: str = "") -> str:
         last = None if (self.no_cache or v.ignore_cache) else self._last_record(v)
         old_key, old = last if last is not None else ("", None)
-        return why.explain(old, info.components, old_key, info.key, missed, self.no_cache or v.ignore_cache)
+        return why.explain(old, info.components, old_key, info.key, missed, self.no_cache or v.ignore_cache,
+                           forced)
 
     # -- solving ------------------------------------------------------------------------------------
 
@@ -260,12 +267,17 @@ class Solver:
                 results[v.digest] = Result([], info.key)
                 return True
             fresh = hooks is not None and leads_to_break(v)
-            if not (self.no_cache or v.ignore_cache or fresh):
-                for source in self.cache_sources:
-                    chain = source.materialize(v, info.key)
-                    if chain is not None:
-                        results[v.digest] = Result(chain, info.key)
-                        return True
+            if self.no_cache or v.ignore_cache:
+                return False
+            if fresh:  # its result is kept: it runs again only so that the build stops at the breakpoint
+                if any(source.has(info.key) for source in self.cache_sources):
+                    self._forced[v.digest] = why.BREAKPOINT_RERUN
+                return False
+            for source in self.cache_sources:
+                chain = source.materialize(v, info.key)
+                if chain is not None:
+                    results[v.digest] = Result(chain, info.key)
+                    return True
             return False
 
         # depth first, inputs before dependents, without recursion (a chain can be thousands of steps)
@@ -339,8 +351,9 @@ class Solver:
     def _execute(self, job: SolveJob, v: Vertex, inputs: list[Result]) -> Result:
         info = self._keys[v.digest]
         bus, store = job.bus, self.worker.store
-        start = time.time()
-        reason = self._miss_reason(v, info, job.missed)
+        clock = RunClock(self.hooks, v)  # a debugger's pauses are not run time
+        start = clock.start
+        reason = self._miss_reason(v, info, job.missed, self._forced.get(v.digest, ""))
         self.steps.append({"name": v.name, "digest": v.digest, "cached": False, "reason": reason,
                            "order": job.order.get(v.digest, 0)})
         bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
@@ -371,20 +384,23 @@ class Solver:
                     chain = self._do(job, v, inputs)
                     chain = store.record(info.key, chain, v.name)
         except dedupe.Canceled:
-            bus.emit(VertexFailed(v.digest, v.name, error="canceled", duration=time.time() - start))
+            bus.emit(VertexFailed(v.digest, v.name, error="canceled", duration=clock.seconds(), paused=clock.held()))
             raise SolveError("canceled", v) from None
+        except _AbortedAtPause:  # the step never ran: canceled, not failed
+            bus.emit(VertexFailed(v.digest, v.name, error="canceled", duration=clock.seconds(), paused=clock.held()))
+            raise
         except SolveError as e:
             e.vertex = e.vertex or v
-            bus.emit(VertexFailed(v.digest, v.name, error=e.message, duration=time.time() - start))
+            bus.emit(VertexFailed(v.digest, v.name, error=e.message, duration=clock.seconds(), paused=clock.held()))
             raise
         except Exception as e:
             msg = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
-            bus.emit(VertexFailed(v.digest, v.name, error=msg, duration=time.time() - start))
+            bus.emit(VertexFailed(v.digest, v.name, error=msg, duration=clock.seconds(), paused=clock.held()))
             raise SolveError(msg, v) from e
         for lineage in dict.fromkeys(why.lineages(self.lineage_scope, v)):
             store.record_lineage(lineage, info.key, info.components)
-        bus.emit(VertexCompleted(v.digest, v.name, duration=time.time() - start, cache_key=info.key,
-                                 snapshot=chain[-1] if chain else ""))
+        bus.emit(VertexCompleted(v.digest, v.name, duration=clock.seconds(), cache_key=info.key,
+                                 snapshot=chain[-1] if chain else "", paused=clock.held()))
         result = Result(chain, info.key)
         if self.hooks is not None and step is not None:
             self.hooks.after_step(step, result)
@@ -395,7 +411,7 @@ class Solver:
         try:
             self.hooks.before_step(step)
         except Aborted:
-            raise SolveError("build aborted in the debugger", step.vertex) from None
+            raise _AbortedAtPause("build aborted in the debugger", step.vertex) from None
         finally:
             step.release()
 

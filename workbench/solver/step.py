@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.executor.spec import DEFAULT_PATH, ExecSpec
-from workbench.llb.ops import ExecOp, Vertex
+from workbench.llb.ops import ExecOp, ImageSource, Vertex
 from workbench.solver import mounts
 
 if TYPE_CHECKING:
     from workbench.solver.job import SolveJob
     from workbench.solver.types import Result
     from workbench.worker import Worker
+
+
+class NoFilesystem(RuntimeError):
+    """A container cannot be started at this step: it has no filesystem yet (a FROM before it ran)."""
 
 
 def merge_env(env: list[str], extra: list[str]) -> list[str]:
@@ -74,11 +78,16 @@ class Step:
 
     @contextmanager
     def container_spec(self, argv: list[str]) -> Iterator[ExecSpec]:
+        """Raises NoFilesystem before a FROM has run: there is nothing yet to start a process in."""
         if self._spec is not None:  # the failed step's mounts are still set up
             yield replace(self._spec, args=list(argv))
         elif isinstance(self.vertex.op, ExecOp):
             with ExitStack() as stack:
                 yield exec_spec(self.worker, self._job, self.vertex, self.inputs, stack, argv)
+        elif isinstance(self.vertex.op, ImageSource):
+            program = argv[0] if argv else "a command"
+            raise NoFilesystem(f"this FROM has not run yet, so there is no filesystem to run {program} in: "
+                               "step over it (next) to pull the image and stop at the step after it")
         else:
             yield ExecSpec(args=list(argv), env=[DEFAULT_PATH])
 

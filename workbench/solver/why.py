@@ -5,7 +5,8 @@ inputs' keys, the context files it read). A miss compares the new parts with the
 step in the same Dockerfile — found by stage and instruction text as written (the step's name shows ARG
 and ENV values substituted), else by stage and position — and
 names what changed: a file (with old and new digests), a build arg or env (old and new values), the base
-image digest, a parent step that missed, the instruction itself, `--no-cache`, or "never built".
+image digest, a parent step that missed, the instruction itself, `--no-cache`, or "never built". A step the
+debugger runs again though its result is cached says so (not "record gone").
 """
 
 from __future__ import annotations
@@ -103,14 +104,21 @@ def _file_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return out
 
 
+BREAKPOINT_RERUN = "ran again to stop at a breakpoint"
+"""The reason of a step whose result is cached but runs anyway: the debugger stops at it, or at a step after it."""
+
+
 def explain(old: dict[str, Any] | None, new: dict[str, Any], old_key: str, new_key: str,
-            missed_inputs: dict[str, str], no_cache: bool) -> str:
+            missed_inputs: dict[str, str], no_cache: bool, forced: str = "") -> str:
     """The miss reason for a step whose new key parts are `new` and last record `old` (None: never built).
 
-    `missed_inputs` maps the keys of inputs that missed in this build to their names.
+    `missed_inputs` maps the keys of inputs that missed in this build to their names; `forced` says why a step
+    whose result is in the cache runs anyway (BREAKPOINT_RERUN).
     """
     if no_cache:
         return "cache disabled (--no-cache)"
+    if forced:
+        return forced
     if old is None:
         return "never built before"
     if old_key == new_key:

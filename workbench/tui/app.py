@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from workbench.debug.controller import Pause
-from workbench.progress.trace import CACHED, DONE, FAILED, RUNNING
+from workbench.progress.trace import CACHED, DONE, FAILED, RUNNING, paused_label
 from workbench.tui import themes
 from workbench.tui.debug_session import DebugSession, run_shell
 from workbench.tui.model import BuildModel, VertexState
@@ -253,6 +253,8 @@ class WorkbenchApp(App[int]):
             state = "canceled"
         else:
             state = f"failed after {fin.duration:.1f}s" if fin.error else f"finished in {fin.duration:.1f}s"
+            if model.trace.paused:  # the duration is run time: a debugger's pauses are told apart
+                state += f" ({paused_label(model.trace.paused)})"
         parts = [f"build #{self.generation} {state}"]
         tally = [f"{counts[key]} {label}" for key, label in ((RUNNING, "running"), (CACHED, "cached"),
                                                               (DONE, "done"), (FAILED, "failed")) if counts.get(key)]
@@ -319,6 +321,7 @@ class WorkbenchApp(App[int]):
             if v.source is not None:
                 lines.update(range(v.source.start_line - 1, v.source.end_line))
         problems = dict(self._problems)
+        problems.update(self.model.error_lines())  # an error outranks a warning on its line
         for w in self.model.warnings:
             if w.source is not None:
                 problems.setdefault(w.source.start_line - 1, w.message)

@@ -7,6 +7,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from workbench.debug.controller import Breakpoint, Debugger, Pause
@@ -89,8 +90,10 @@ class PauseWatch:
 def run_shell(dbg: Debugger, pause: Pause, argv: list[str]) -> int:
     """`dbg.exec(pause, argv)` on this process's terminal, from the main thread, returning the exit code.
 
-    If the terminal goes away meanwhile (SIGHUP), the shell's container is killed and then this process ends as
-    the hang-up would have ended it: runc would otherwise keep the container running after the app died.
+    If the terminal goes away meanwhile (SIGHUP), the shell's container is killed, the build is canceled and
+    let go of its pause, and once it has wound down (its mounts undone: the pause's workspace, the shell's)
+    this process ends as the hang-up would have ended it. Neither runc nor the kernel undoes any of that for
+    a process that just dies; the reaper (workbench.reaper) would, but only after the fact.
     `exec` runs in a thread of its own while the main thread wakes every 0.1 s, so the handler runs whichever
     thread the kernel hands the signal to (a main thread blocked in waitpid would never see it).
     """
@@ -114,15 +117,32 @@ def run_shell(dbg: Debugger, pause: Pause, argv: list[str]) -> int:
         while shell.is_alive():
             shell.join(0.1)
             if hung_up.is_set():
-                shell.join(5)  # the killed shell's container is deleted; nobody is left to wait longer for
+                shell.join(_HANG_UP_WAIT_S)  # the killed shell's container is deleted, its mounts undone
                 break
+        if hung_up.is_set():
+            end_build(dbg, pause, _HANG_UP_WAIT_S)
     finally:
         signal.signal(signal.SIGHUP, previous)
     if hung_up.is_set():
-        DebugSession.abort(dbg)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGHUP)
     result = outcome[0] if outcome else RuntimeError("the shell did not end")
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+_HANG_UP_WAIT_S = 10.0
+
+
+def end_build(dbg: Debugger, pause: Pause, timeout: float) -> bool:
+    """Cancel the build `pause` belongs to, let it go of every pause with `abort` (a step running beside it
+    may still stop at a breakpoint) and wait up to `timeout` seconds for its thread to end; whether it did."""
+    pause.step.cancel.set()
+    deadline = time.monotonic() + timeout
+    while not dbg.ended:
+        DebugSession.abort(dbg)
+        if time.monotonic() > deadline:
+            return False
+        dbg.wait_for_pause(0.1)
+    return True

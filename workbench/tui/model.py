@@ -12,14 +12,32 @@ from workbench.progress.events import (
     DebugResumed,
     DeviceGrant,
     Event,
+    SourceLocation,
+    VertexFailed,
     VertexLog,
     VertexPlanned,
     VertexStatus,
 )
-from workbench.progress.trace import CACHED, CANCELED, DONE, FAILED, PENDING, RUNNING, Step, Trace
+from workbench.progress.trace import (
+    ACTIVE,
+    CACHED,
+    CANCELED,
+    DONE,
+    FAILED,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    Step,
+    Trace,
+    is_cancel,
+)
 
-SYMBOLS = {PENDING: "·", RUNNING: "▶", CACHED: "≡", DONE: "✔", FAILED: "✘", CANCELED: "⊘"}
+SYMBOLS = {PENDING: "·", RUNNING: "▶", PAUSED: "‖", CACHED: "≡", DONE: "✔", FAILED: "✘", CANCELED: "⊘"}
 """A symbol per state, so a node reads without colour too."""
+
+BUILD_ERROR = "internal:build error"
+"""The node of an error no step reported (a parse, conversion or check error, a refused entitlement)."""
+BUILD_ERROR_NAME = "[internal] failed to solve"
 
 _STAGE = re.compile(r"^\[(?:(?P<stage>[^\]\s]+) )? *\d+/\d+\]")  # `[ 1/10]`: padded as BuildKit
 
@@ -67,6 +85,15 @@ class VertexState(Step):
 
     def __post_init__(self) -> None:
         self.stage = self.stage or stage_of(self.name)
+
+
+def failure_log(error: str, source: SourceLocation | None) -> str:
+    """The log of a build error's own node: where it points, then the error (as the CLI's closing lines)."""
+    where = ""
+    if source is not None:
+        lines = f"{source.start_line}" + (f"-{source.end_line}" if source.end_line != source.start_line else "")
+        where = f"{source.filename}:{lines}\n"
+    return f"{where}ERROR: failed to solve: {error}\n"
 
 
 class BuildModel:
@@ -124,12 +151,43 @@ class BuildModel:
             self.paused = ev
         elif isinstance(ev, DebugResumed | BuildFinished):
             self.paused = None
+        if isinstance(ev, BuildFinished) and ev.error and not is_cancel(ev.error):
+            self._show_failure(ev)
+
+    def _show_failure(self, ev: BuildFinished) -> None:
+        """Make the build's error visible as a failed node: the step that reported it (given the error's line
+        when it had none), else a node of its own holding the error, so an error before the solve is seen."""
+        failed = self.first_failed()
+        if failed is not None:
+            if failed.source is None:
+                failed.source = ev.source
+            return
+        named = next((v for v in self.trace.steps if ev.step and v.name == ev.step), None)
+        vid, name = (named.id, named.name) if named is not None else (BUILD_ERROR, ev.step or BUILD_ERROR_NAME)
+        v = self.trace.apply(VertexFailed(vid, name, error=ev.error, ts=ev.ts))[0]
+        v.source = ev.source or v.source
+        before = len(v.log.lines)
+        v.log.feed(failure_log(ev.error, v.source).encode())
+        self.combined.extend((v.number, line) for line in v.log.lines[before:])
 
     def running(self) -> list[VertexState]:
-        return [self.vertices[i] for i in self.order if self.vertices[i].state == RUNNING]
+        """The steps under way: running, or held by the debugger."""
+        return [self.vertices[i] for i in self.order if self.vertices[i].state in ACTIVE]
 
     def first_failed(self) -> VertexState | None:
         return next((self.vertices[i] for i in self.order if self.vertices[i].state == FAILED), None)
+
+    def error_lines(self) -> dict[int, str]:
+        """0-based Dockerfile line -> the error of a failed step (or of the build) that points there."""
+        out: dict[int, str] = {}
+        for vid in self.order:
+            v = self.vertices[vid]
+            if v.state == FAILED and v.source is not None:
+                out.setdefault(v.source.start_line - 1, "ERROR: " + v.error.split("\n", 1)[0])
+        fin = self.finished
+        if fin is not None and fin.source is not None and fin.error and not is_cancel(fin.error):
+            out.setdefault(fin.source.start_line - 1, "ERROR: " + fin.error.split("\n", 1)[0])
+        return out
 
     def depth(self) -> dict[str, int]:
         """Each vertex's layer: 0 for those without (known) inputs, else one more than its deepest input."""

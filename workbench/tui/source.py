@@ -85,10 +85,13 @@ class LiveBuildSource(EventSource):
                                debugger=debugger)
         if debugger is not None:
             debugger.bus = bus  # its pauses and shells go on the stream with the build's events
+        ended: list[Event] = []
+        bus.subscribe(lambda ev: ended.append(ev) if isinstance(ev, BuildFinished) else None)
         try:
             (self.engine or recording_engine()).build(request, bus)
-        except BuildFailure:
-            pass  # already on the stream as BuildFinished(error=...)
+        except BuildFailure as e:
+            if not ended:  # refused before the build began (an unusable root): say it, or it never ends
+                sink(BuildFinished(error=e.message, source=e.location, step=e.step))
         except Exception as e:  # a crash in the engine ends this build, not the app
             sink(BuildFinished(error=f"{type(e).__name__}: {e}"))
 

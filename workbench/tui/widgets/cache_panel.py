@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from textual.widgets import Static
 
-from workbench.progress.trace import CACHED, PENDING, RUNNING
+from workbench.progress.trace import ACTIVE, CACHED, PAUSED, PENDING, RUNNING
 from workbench.tui.model import VertexState
 
 
@@ -35,7 +35,7 @@ def describe(v: VertexState | None, snapshot_size: int | None = None, max_files:
     elif v.state == PENDING:
         out.append("not started yet")
     else:
-        out.append("[b]CACHE MISS[/]" + (" (running)" if v.state == RUNNING else ""))
+        out.append("[b]CACHE MISS[/]" + {RUNNING: " (running)", PAUSED: " (paused)"}.get(v.state, ""))
         if v.miss_reason:
             out.append(f"why: {escape(v.miss_reason)}")
     if v.cache_key:
@@ -69,7 +69,7 @@ def describe(v: VertexState | None, snapshot_size: int | None = None, max_files:
     if v.snapshot:
         size = "measuring…" if snapshot_size is None else format_size(snapshot_size) if snapshot_size >= 0 else "?"
         out.append(f"[b]snapshot[/] {v.snapshot} ({size})")
-    elif v.state not in (PENDING, RUNNING):
+    elif v.state not in (PENDING, *ACTIVE):
         out.append("[b]snapshot[/] none (no files produced or not known)")
     return "\n".join(out)
 

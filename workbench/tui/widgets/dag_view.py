@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from workbench.progress.trace import CACHED, CANCELED, DONE, FAILED, PENDING, RUNNING
+from workbench.progress.trace import ACTIVE, CACHED, CANCELED, DONE, FAILED, PENDING, RUNNING, paused_label
 from workbench.tui.model import SYMBOLS, BuildModel, VertexState
 
 
@@ -37,11 +37,18 @@ def short_name(name: str) -> str:
 
 
 def format_timing(v: VertexState, now: float) -> str:
-    if v.state == RUNNING and v.started is not None:
-        return f"{max(0.0, now - v.started):.1f}s"
+    """Its run time (a debugger's pauses left out: `format_paused` shows them), or its end state."""
+    if v.state in ACTIVE and v.started is not None:
+        return f"{max(0.0, v.run_time(now)):.1f}s"
     if v.state == DONE and v.duration is not None:
         return f"{v.duration:.2f}s"
     return {CACHED: "CACHED", FAILED: "ERROR", CANCELED: "CANCELED", PENDING: ""}.get(v.state, "")
+
+
+def format_paused(v: VertexState, now: float) -> str:
+    """`paused 40s` for a step the debugger holds or held (empty for the others)."""
+    held = v.paused_for(now)
+    return paused_label(held) if held or v.paused_since is not None else ""
 
 
 class DagView(ScrollView, can_focus=True):
@@ -60,12 +67,13 @@ class DagView(ScrollView, can_focus=True):
         Binding("z", "fold_all", "Fold all", show=False),
         Binding("x", "next_failed", "Next error", show=False),
     ]
-    COMPONENT_CLASSES = {"dag--pending", "dag--running", "dag--cached", "dag--done", "dag--failed", "dag--stage",
-                         "dag--cursor", "dag--edge"}
+    COMPONENT_CLASSES = {"dag--pending", "dag--running", "dag--paused", "dag--cached", "dag--done", "dag--failed",
+                         "dag--stage", "dag--cursor", "dag--edge"}
     DEFAULT_CSS = """
     DagView { background: $surface; overflow-x: hidden; }
     DagView > .dag--pending { color: $dag-pending; }
     DagView > .dag--running { color: $dag-running; text-style: bold; }
+    DagView > .dag--paused { color: $dag-running; text-style: bold italic; }
     DagView > .dag--cached { color: $dag-cached; }
     DagView > .dag--done { color: $success; }
     DagView > .dag--failed { color: $error; text-style: bold; }
@@ -222,11 +230,15 @@ class DagView(ScrollView, can_focus=True):
             v = self.model.vertices[row.vertex]
             state_style = base + self.get_component_rich_style(f"dag--{'failed' if v.state == CANCELED else v.state}")
             edge_style = base + self.get_component_rich_style("dag--edge")
-            timing = format_timing(v, self.clock())
+            now = self.clock()
+            timing = format_timing(v, now)
             text = self._text(row)
             head, _, name = text.partition(f"#{v.number} ")
-            segments = [Segment(f"{head}#{v.number} {timing:>8} " if timing else f"{head}#{v.number} ", state_style),
-                        Segment(name, state_style)]
+            segments = [Segment(f"{head}#{v.number} {timing:>8} " if timing else f"{head}#{v.number} ", state_style)]
+            paused = format_paused(v, now)
+            if paused:  # beside its run time, before the name: seen in a narrow pane too
+                segments.append(Segment(f"{paused} ", edge_style))
+            segments.append(Segment(name, state_style))
             if v.status and v.state == RUNNING:
                 segments.append(Segment(f"  {v.status}", edge_style))
             segments.append(Segment(self._edges(v), edge_style))
