@@ -163,6 +163,8 @@ class BuildModel:
                 failed.source = ev.source
             return
         named = next((v for v in self.trace.steps if ev.step and v.name == ev.step), None)
+        if named is not None and named.state == CANCELED:
+            return  # aborted at a pause before it ran: nothing failed
         vid, name = (named.id, named.name) if named is not None else (BUILD_ERROR, ev.step or BUILD_ERROR_NAME)
         v = self.trace.apply(VertexFailed(vid, name, error=ev.error, ts=ev.ts))[0]
         v.source = ev.source or v.source
