@@ -341,3 +341,18 @@ def range_reopen(client: HttpClient, url: str, headers: Mapping[str, str], valid
         return client.request("GET", url, headers={**headers, **extra}, **kwargs)  # type: ignore[arg-type]
 
     return reopen
+
+
+_SHARED: dict[tuple[tuple[str, object], ...], HttpClient] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_client(**options: object) -> HttpClient:
+    """The process's one HttpClient for these constructor options (hashable values), made on first use: its
+    pools are shared by every thread that asks for the same options."""
+    key = tuple(sorted(options.items()))
+    with _SHARED_LOCK:
+        client = _SHARED.get(key)
+        if client is None:
+            client = _SHARED[key] = HttpClient(**options)  # type: ignore[arg-type]
+        return client

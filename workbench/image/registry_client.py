@@ -7,11 +7,10 @@ the auth challenges are answered by `registry_auth.RegistryAuth`, its auth hook.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from workbench.http.client import HttpClient, Response
+from workbench.http.client import HttpClient, Response, shared_client
 from workbench.http.errors import HttpError
 from workbench.image.reference import Reference
 from workbench.image.registry_auth import RegistryAuth
@@ -20,18 +19,11 @@ from workbench.image.registry_errors import RegistryError, failure, reason
 
 Progress = Callable[[str, int, int], None]  # (blob digest, bytes so far, total) while a blob moves
 
-_HTTP: dict[bool, HttpClient] = {}
-_HTTP_LOCK = threading.Lock()
-
-
 def _http(verify: bool) -> HttpClient:
     """The HTTP client all registry requests share (one with certificate checks, one without)."""
-    with _HTTP_LOCK:
-        if verify not in _HTTP:
-            # no proxy for loopback, whatever the environment says; the environment's proxies otherwise
-            _HTTP[verify] = HttpClient(timeout=TIMEOUT, direct=LOCAL_HOSTS, verify=verify,
-                                       user_agent="workbench/0.1", maxsize=2 * PARALLEL_PULLS)
-        return _HTTP[verify]
+    # no proxy for loopback, whatever the environment says; the environment's proxies otherwise
+    return shared_client(timeout=TIMEOUT, direct=LOCAL_HOSTS, verify=verify, user_agent="workbench/0.1",
+                         maxsize=2 * PARALLEL_PULLS)
 
 
 class RegistryClient:

@@ -20,7 +20,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.http.client import HttpClient, Response, range_reopen, resumable
+from workbench.http.client import HttpClient, Response, range_reopen, resumable, shared_client
 from workbench.http.errors import HttpError, redact
 from workbench.llb.ops import GitSource, HttpSource, Vertex
 from workbench.progress.events import VertexLog, VertexStatus
@@ -154,17 +153,9 @@ class _Store:
         _atomic_write(self._meta_path(url), json.dumps(body, indent=1).encode())
 
 
-_HTTP: HttpClient | None = None
-_HTTP_LOCK = threading.Lock()
-
-
 def _http() -> HttpClient:
     """One client for every download (the environment's proxies, redirects followed, as urllib's urlopen)."""
-    global _HTTP
-    with _HTTP_LOCK:
-        if _HTTP is None:
-            _HTTP = HttpClient(timeout=_TIMEOUT, user_agent="workbench")
-        return _HTTP
+    return shared_client(timeout=_TIMEOUT, user_agent="workbench")
 
 
 def _failed(url: str, e: HttpError, v: Vertex) -> SolveError:

@@ -13,7 +13,6 @@ import json
 import re
 import secrets
 import struct
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from workbench.cache.remote import Progress, RemoteCacheError
-from workbench.http.client import CHUNK, HttpClient
+from workbench.http.client import CHUNK, HttpClient, shared_client
 from workbench.http.errors import HttpError
 from workbench.http.retry import RetryPolicy
 
@@ -46,17 +45,9 @@ class AlreadyExists(RemoteCacheError):
 THROTTLED = RetryPolicy(statuses=frozenset({429}), methods=None, retries=None, backoff=1.0, max_backoff=90.0)
 """A 429 is retried, for any method (nothing was done), until the request's deadline; no other answer is."""
 
-_HTTP: HttpClient | None = None
-_HTTP_LOCK = threading.Lock()
-
-
 def _http() -> HttpClient:
-    global _HTTP
-    with _HTTP_LOCK:
-        if _HTTP is None:
-            # the cache service and its blob storage are spoken to directly: no proxies, no redirects
-            _HTTP = HttpClient(timeout=None, retry=THROTTLED, proxies=False, redirects=0, user_agent=USER_AGENT)
-        return _HTTP
+    # the cache service and its blob storage are spoken to directly: no proxies, no redirects
+    return shared_client(timeout=None, retry=THROTTLED, proxies=False, redirects=0, user_agent=USER_AGENT)
 
 
 class ServiceError(RemoteCacheError):
