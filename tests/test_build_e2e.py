@@ -6,6 +6,7 @@ import re
 import subprocess
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,17 +94,21 @@ def test_bad_input_is_one_clear_error_and_cache_stays_usable(
     assert (out / "fine").read_text() == "fine\n"
 
 
+KILLED_STEP = "sleep 30.0193"
+"""The killed build's step, told apart from other tests' sleeps in `ps`."""
+
+
 def test_killed_build_leaves_no_trusted_result(registry: str, tmp_path: Path, root: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUN echo half > /half && sleep 30\n")
+    (ctx / "Dockerfile").write_text(f"FROM localhost:5055/busybox\nRUN echo half > /half && {KILLED_STEP}\n")
     proc = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     timer = threading.Timer(3, proc.kill)
     timer.start()
     proc.communicate(timeout=60)
     timer.cancel()
-    (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUN echo half > /half && sleep 30\n")
+    (ctx / "Dockerfile").write_text(f"FROM localhost:5055/busybox\nRUN echo half > /half && {KILLED_STEP}\n")
     again = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -117,3 +122,8 @@ def test_killed_build_leaves_no_trusted_result(registry: str, tmp_path: Path, ro
     wb(str(ctx), root=root)
     with open("/proc/self/mounts") as f:
         assert not [line for line in f if str(root.resolve()) in line]
+    # and the killed clients took their steps with them
+    deadline = time.monotonic() + 10
+    while KILLED_STEP in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline, "a killed client's step is still running"
+        time.sleep(0.2)

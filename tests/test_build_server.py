@@ -81,11 +81,15 @@ def test_failure_exit_status_and_usage_errors_pass_through(tmp_path: Path, regis
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
 
 
+LONG_STEP = "sleep 30.0417"
+"""The step's command, told apart from any other test's sleep in `ps`."""
+
+
 def _long_build_started(
     tmp_path: Path, registry: str, server_env: dict[str, str]
 ) -> tuple[Path, Path, subprocess.Popen[str]]:
-    """(context, root, CLI process) of a build through a running server whose step has started (sleep 30)."""
-    ctx = _project(tmp_path, registry, "FROM BASE\nRUN echo started; sleep 30\n")
+    """(context, root, CLI process) of a build through a running server whose step has started (`LONG_STEP`)."""
+    ctx = _project(tmp_path, registry, f"FROM BASE\nRUN echo started; {LONG_STEP}\n")
     root = tmp_path / "root"
     _build(ctx, tmp_path / "warmup", server_env, "--target", "nonexistent-to-start-server-only")
     _wait_for_server(server_env)
@@ -105,7 +109,7 @@ def test_killing_the_client_kills_the_build(tmp_path: Path, registry: str, serve
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        if "sleep 30" not in ps:
+        if LONG_STEP not in ps:
             break
         time.sleep(0.2)
     else:
