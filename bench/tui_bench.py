@@ -205,6 +205,39 @@ async def edit_to_rerun(tmp: Path, runs: int = 8) -> dict[str, object]:
             "save_to_changed_run_step_started_ms": ms(first_op)}
 
 
+async def replay_seek(keys: int = 10) -> dict[str, object]:
+    """`workbench replay` of the synthetic session, paused in the middle: `keys` quick `.` presses, then as many
+    `,` (all in the app's queue at once, as a terminal delivers a burst); the time until the view shows the
+    position, per key."""
+    from workbench.history.store import RecordedSession
+    from workbench.progress.replay import EventSource
+    from workbench.tui.replay_app import ReplayApp
+
+    events = synthetic_events()
+    middle = len(events) // 2
+    replay = EventSource(events, speed=1.0)
+    replay.seek(middle)
+    replay.pause()
+    with tempfile.TemporaryDirectory() as tmp:
+        session = RecordedSession(Path(tmp), {"id": "bench"}, None, events=events)
+        app = ReplayApp(session, replay, watch=False, devices=[], remember_theme=False)
+        figures: dict[str, float] = {}
+        async with app.run_test(size=(120, 40)) as pilot:
+            while not app.player.synced:
+                await pilot.pause(0.01)
+            for key, target in (("full_stop", middle + keys), ("comma", middle)):
+                t0 = time.perf_counter()
+                for _ in range(keys):
+                    app.simulate_key(key)
+                while not (replay.position == target and app.player.synced):
+                    await asyncio.sleep(0.001)
+                await pilot.pause()  # and drawn
+                figures[key] = time.perf_counter() - t0
+            await pilot.press("q")
+    return {"case": f"replay seek: {keys} quick keys on {len(events)} events",
+            **{f"{k}_ms_per_key": round(v * 1000 / keys, 1) for k, v in figures.items()}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true", help="also real builds (needs the local registry)")
@@ -213,6 +246,7 @@ def main() -> int:
     os.environ.setdefault("WORKBENCH_TUI_STATE", os.path.join(tempfile.gettempdir(), "wb-bench-tui.json"))
     results = [asyncio.run(responsiveness(ReplaySource(synthetic_events(), speed=1.0), "step 10.12", LINES,
                                           "synthetic: 500 vertices, one step printing 200,000 lines"))]
+    results.append(asyncio.run(replay_seek()))
     if args.real:
         with tempfile.TemporaryDirectory() as tmp:
             results.append(asyncio.run(real_build(Path(tmp))))

@@ -6,7 +6,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # golang-github-container-orchestrated-devices-container-device-interface-dev: the CDI project's schema and
 # test spec files (data only), read by tests/test_cdi.py
 # openssl: the token-auth registry test makes its signing certificate with it
-pkgs=(runc busybox-static docker-registry skopeo curl zstd openssl tmux
+# graphviz: `workbench inspect graph --format svg` runs its `dot`
+pkgs=(runc busybox-static docker-registry skopeo curl zstd openssl tmux graphviz
       golang-github-container-orchestrated-devices-container-device-interface-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -113,6 +113,13 @@ def _add_inspect(sub: Any) -> None:
     add_build_arguments(llb, target_help="the stage to show", root_help=_METADATA_ROOT_HELP)
     why = isub.add_parser("why", help="why each step of the last build of a Dockerfile hit or missed the cache")
     add_build_arguments(why, build_args=False)
+    graph = isub.add_parser("graph", help="the build graph as a picture, with the last recorded build's times")
+    add_build_arguments(graph, target_help="the stage to show", root_help="state directory (image metadata, history)")
+    graph.add_argument("--format", choices=("text", "dot", "svg", "mermaid"), default="text",
+                       help="text lanes, Graphviz DOT, SVG (runs Graphviz's dot) or Mermaid")
+    from workbench.imagelayers.cli import add_parser as add_layers_parser
+
+    add_layers_parser(isub)  # inspect layers [CONTEXT|IMAGE]
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -284,6 +291,14 @@ def _inspect(args: argparse.Namespace) -> int:
     from workbench.engine import LocalEngine
     from workbench.inspect import InspectError, print_ast
 
+    if args.what == "layers":
+        from workbench.imagelayers.cli import run as run_layers
+
+        try:
+            layer_build_args = _build_args(args.build_arg)
+        except ValueError as e:
+            return _usage_error(str(e))
+        return run_layers(args, layer_build_args)
     if args.what == "why":
         from workbench.request import default_root
         from workbench.solver.explain import format_last_build, load_last_build
@@ -305,6 +320,17 @@ def _inspect(args: argparse.Namespace) -> int:
         dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
         from workbench.request import default_root
 
+        if args.what == "graph":
+            from workbench.inspect_graph import GraphError, graph_text
+
+            root = Path(args.root) if args.root else default_root()
+            try:
+                sys.stdout.write(graph_text(LocalEngine().llb(context, dockerfile, _build_args(args.build_arg),
+                                                              args.target, root), root, dockerfile, args.format))
+            except GraphError as e:
+                print(str(e), file=sys.stderr)
+                return 1
+            return 0
         for line in LocalEngine().llb(context, dockerfile, _build_args(args.build_arg), args.target,
                                       Path(args.root) if args.root else default_root()):
             print(line)

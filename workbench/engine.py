@@ -9,18 +9,25 @@ that meets `Engine`; the front ends do not change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from workbench.prediction import Prediction
     from workbench.progress.events import EventBus
     from workbench.request import BuildRequest, BuildResult, RecorderFactory
+    from workbench.results import ShellConfig
 
 
 class Engine(Protocol):
     def build(self, request: BuildRequest, bus: EventBus) -> BuildResult:
         """Solve `request`, streaming its events on `bus` (ending with BuildFinished); BuildFailure if it fails."""
+
+    def predict(self, request: BuildRequest) -> Prediction:
+        """Which steps building `request` now would run and why, before any runs (`misses()`: vertex digest ->
+        reason); workbench.prediction.PredictionError when it cannot be told."""
 
     def check(self, context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None, root: Path,
               fmt: str = "text") -> tuple[str, str, bool]:
@@ -37,6 +44,13 @@ class Engine(Protocol):
     def chain_view(self, root: Path, chain: list[str]) -> AbstractContextManager[Path]:
         """A read-only view of the result a running build handed a step (a paused step's input)."""
 
+    def step_chain(self, root: Path, cache_key: str) -> list[str] | None:
+        """The snapshot chain kept for a finished or cached step's cache key (None: no longer kept)."""
+
+    def step_shell(self, root: Path, cache_key: str, argv: list[str], config: ShellConfig,
+                   on_start: Callable[[Callable[[], None]], None]) -> int:
+        """Run `argv` on this terminal in a finished step's filesystem, on a throw-away layer; its exit code."""
+
 
 class LocalEngine:
     """The engine in this process: the solver on this machine's root (workbench.build, workbench.inspect)."""
@@ -49,6 +63,11 @@ class LocalEngine:
         from workbench.build import run_build
 
         return run_build(request, bus, self.recorder)
+
+    def predict(self, request: BuildRequest) -> Prediction:
+        from workbench.prediction import predict_build
+
+        return predict_build(request)
 
     def check(self, context: Path, dockerfile: Path, build_args: dict[str, str], target: str | None, root: Path,
               fmt: str = "text") -> tuple[str, str, bool]:
@@ -71,3 +90,14 @@ class LocalEngine:
         from workbench.results import chain_view
 
         return chain_view(root, chain)
+
+    def step_chain(self, root: Path, cache_key: str) -> list[str] | None:
+        from workbench.results import step_chain
+
+        return step_chain(root, cache_key)
+
+    def step_shell(self, root: Path, cache_key: str, argv: list[str], config: ShellConfig,
+                   on_start: Callable[[Callable[[], None]], None]) -> int:
+        from workbench.results import step_shell
+
+        return step_shell(root, cache_key, argv, config, on_start)

@@ -1,13 +1,15 @@
-"""Read-only views of a build's results: a step's files, mounted from its snapshot chain while a view is open.
+"""A build's results after the fact: a step's files, mounted read-only from its snapshot chain while a view is
+open, the chain the cache store keeps for a step, and a shell on a throw-away layer over a finished step.
 
-A view opens a worker of its own on the build root (it holds the root's lock, so a prune waits, and does not
+Each opens a worker of its own on the build root (it holds the root's lock, so a prune waits, and does not
 depend on any build's worker staying alive); `workbench.engine.LocalEngine` hands these out to the front ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,16 @@ if TYPE_CHECKING:
 
 class ViewError(Exception):
     """What cannot be shown: a path (missing, not a file, not a directory) or a result no longer stored."""
+
+
+@dataclass(frozen=True)
+class ShellConfig:
+    """How a shell in a finished step's filesystem runs: the env, working directory and user of its image
+    config at that step, where known (else BuildKit's defaults)."""
+
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
 
 
 @contextmanager
@@ -76,3 +88,43 @@ def _chain_view(worker: Worker, chain: list[str]) -> Iterator[Path]:
         raise ViewError(f"snapshot {missing[0]} is gone from {worker.root} (pruned?)")
     with mounted(worker, chain) as view:
         yield view
+
+
+def step_chain(root: Path, cache_key: str) -> list[str] | None:
+    """The snapshot chain the cache store of `root` keeps for a step's cache key (None: not kept)."""
+    from workbench.worker import Worker
+
+    worker = Worker(root)
+    try:
+        return worker.store.lookup(cache_key)
+    finally:
+        worker.close()
+
+
+def step_shell(root: Path, cache_key: str, argv: list[str], config: ShellConfig,
+               on_start: Callable[[Callable[[], None]], None]) -> int:
+    """Run `argv` on this process's terminal in a container on a throw-away writable layer over a finished
+    step's filesystem (as `docker buildx debug --invoke`); its exit code. Nothing it does is kept, and nothing
+    stays mounted or running once it returns. `on_start` gets a function that kills the container (a hang-up).
+    ViewError when the result is gone or the program is not in its filesystem."""
+    from workbench.executor.runc import ExecError
+    from workbench.executor.spec import ExecSpec, with_default_path
+    from workbench.worker import Worker
+
+    worker = Worker(root)
+    try:
+        chain = worker.store.lookup(cache_key)
+        if chain is None:
+            raise ViewError(f"the step's result ({cache_key[:19]}) is no longer in the cache of {worker.root}")
+        missing = [s for s in chain if not worker.snapshots.exists(s)]
+        if missing:
+            raise ViewError(f"snapshot {missing[0]} is gone from {worker.root} (pruned?)")
+        spec = ExecSpec(args=list(argv), env=with_default_path(list(config.env)), cwd=config.cwd or "/",
+                        user=config.user)
+        with worker.snapshots.prepare() as prepared, worker.snapshots.mount_writable(chain, prepared) as rootfs:
+            try:
+                return worker.run_interactive(rootfs, spec, on_start)
+            except ExecError as e:
+                raise ViewError(str(e)) from None
+    finally:
+        worker.close()

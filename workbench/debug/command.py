@@ -50,7 +50,7 @@ def main_debug(args: argparse.Namespace, engine: Engine) -> int:
 
     breaks = [Breakpoint(line=int(b)) if b.isdigit() else Breakpoint(stage=b) for b in args.breaks]
     repl = DebugRepl(make_request, sys.stdout, breaks, break_on_error=not args.no_break_on_error,
-                     engine=engine)
+                     engine=engine, dockerfile=dockerfile)
     if not breaks:
         print(f"debugging {dockerfile}: set breakpoints (`break LINE`), then `continue`; `help` lists commands")
     return run_repl(repl, root / "debug-history", start=bool(breaks))

@@ -132,12 +132,30 @@ class Debugger(StepHooks):
         self._held: dict[str, float] = {}  # seconds each step was held, by vertex digest
         self._paused = 0.0  # seconds the build stood at a pause
         self._held_lock = threading.Lock()
+        self.dockerfile: Path | None = None
+        """The Dockerfile built: a breakpoint on a FROM with no step of its own stops at its stage's first."""
+        self._moved: dict[int, int] | None = None  # FROM line -> its stage's first step line, read once a build
 
     # -- the solver's side --------------------------------------------------------------------------
 
     def wants_fresh_run(self, v: Vertex) -> bool:
         """A step with a breakpoint is run again (not taken from the cache), so it can be paused before."""
-        return any(b.matches(v) for b in self.breakpoints) or (self.one_shot is not None and self.one_shot.matches(v))
+        one_shot = self.one_shot
+        return any(self._hits(b, v) for b in self.breakpoints) or (one_shot is not None and one_shot.matches(v))
+
+    def _hits(self, bp: Breakpoint, v: Vertex) -> bool:
+        """`bp` stops at `v`: its line is `v`'s, or a FROM without a step whose stage `v` starts."""
+        if bp.matches(v):
+            return True
+        if bp.line is None or self.dockerfile is None:
+            return False
+        if self._moved is None:
+            from workbench.debug.stepless import read_targets
+
+            self._moved = {line: t.first_step for line, t in read_targets(self.dockerfile).items()
+                           if t.first_step is not None}
+        moved = self._moved.get(bp.line)
+        return moved is not None and Breakpoint(line=moved).matches(v)
 
     def held(self, vertex: Vertex | None = None) -> float:
         """Seconds `vertex`'s step was held (paused, or waiting behind another pause); with none, the seconds
@@ -241,6 +259,7 @@ class Debugger(StepHooks):
         with self._cond:
             self._ended = False
             self._pause = None
+            self._moved = None  # the Dockerfile may have changed
 
     def resume_stepping(self) -> None:
         """Stop before the next step that runs (`next` before the build has started)."""

@@ -37,11 +37,12 @@ class DebugRepl:
     """One debugging session: a build request, its debugger, and the command loop."""
 
     def __init__(self, make_request: Callable[[Debugger], Any], out: TextIO, breakpoints: Iterable[Breakpoint] = (),
-                 break_on_error: bool = True, *, engine: Engine) -> None:
+                 break_on_error: bool = True, *, engine: Engine, dockerfile: Path | None = None) -> None:
         self.make_request = make_request
         self.engine = engine
         self.out = out
         self.debugger = Debugger(break_on_error=break_on_error)
+        self.debugger.dockerfile = dockerfile
         self.steps = StepTable()
         self.thread: threading.Thread | None = None
         self.failure: str | None = None
@@ -54,6 +55,7 @@ class DebugRepl:
         self._cwd = "/"  # where relative paths start: the working directory of the last paused step
         for bp in breakpoints:
             self._add_breakpoint(bp)
+            self._note(bp)
 
     # -- the build ----------------------------------------------------------------------------------
 
@@ -173,7 +175,16 @@ class DebugRepl:
             raise ValueError("usage: break LINE | break STAGE")
         bp = _breakpoint(args[0])
         self._say(f"breakpoint {self._add_breakpoint(bp)} at {bp}")
+        self._note(bp)
         return True
+
+    def _note(self, bp: Breakpoint) -> None:
+        """Say where a breakpoint on a line with no step of its own (FROM scratch) stops, if anywhere."""
+        from workbench.debug.stepless import read_targets
+
+        target = read_targets(self.debugger.dockerfile).get(bp.line or 0) if self.debugger.dockerfile else None
+        if target is not None:
+            self._say(target.note(bp.line or 0))
 
     def cmd_breakpoints(self, args: list[str]) -> bool:
         if not self.debugger.breakpoints:

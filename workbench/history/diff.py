@@ -1,7 +1,9 @@
-"""`workbench history diff A B`: the steps whose cache state changed between two recorded builds, and why."""
+"""Two recorded builds step by step: `workbench history diff A B` (the steps whose cache state changed, and
+why) and the TUI's side-by-side comparison (every step, its state and run time in each, the miss reason)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from workbench.history.steps import RecordedStep, fold
@@ -9,6 +11,9 @@ from workbench.history.store import RecordedSession
 from workbench.progress.trace import ACTIVE, CACHED, CANCELED, DONE, ENDED, FAILED, PAUSED, PENDING, RUNNING
 
 _RAN = (*ENDED, *ACTIVE)
+_COUNTER = re.compile(r"^\[(?:(?P<stage>[^\]\s]+) )? *\d+/\d+\] ")
+"""The `[stage-0 2/4] ` that starts a step's name: the counter shifts when an edit adds or removes a step."""
+ABSENT = "absent"
 
 
 def _label(st: RecordedStep | None) -> str:
@@ -18,12 +23,25 @@ def _label(st: RecordedStep | None) -> str:
             RUNNING: "RUNNING", PAUSED: "PAUSED", PENDING: "PENDING"}[st.state]
 
 
+def outcome(st: RecordedStep | None) -> str:
+    """A step's state in one build, as the comparison shows it: cached, ran, failed, canceled, … or absent."""
+    return ABSENT if st is None else _label(st).lower()
+
+
 @dataclass
 class StepChange:
+    """One step of either build: its record in A and in B (None: not in that build) and what changed."""
+
     name: str
     a: RecordedStep | None
     b: RecordedStep | None
     why: str
+
+    @property
+    def changed(self) -> bool:
+        """Whether its cache state differs between the builds (or the step itself was edited)."""
+        return _label(self.a) != _label(self.b) or (self.a is not None and self.b is not None
+                                                     and _loose(self.a.name) != _loose(self.b.name))
 
 
 def _why(a: RecordedStep | None, b: RecordedStep | None) -> str:
@@ -41,19 +59,59 @@ def _why(a: RecordedStep | None, b: RecordedStep | None) -> str:
     return ""
 
 
+def _loose(name: str) -> str:
+    """The name without its counter (`[stage-0 2/4] COPY a /a` -> `stage-0 COPY a /a`)."""
+    m = _COUNTER.match(name)
+    return f"{m.group('stage') or ''} {name[m.end():]}" if m else name
+
+
+def _stage(st: RecordedStep) -> str:
+    m = _COUNTER.match(st.name)
+    return (m.group("stage") or "") if m else ""
+
+
+def pair_steps(steps_a: list[RecordedStep], steps_b: list[RecordedStep]) \
+        -> list[tuple[RecordedStep | None, RecordedStep | None]]:
+    """B's steps in B's order, each with the same step of A (None: A has none), then A's steps B lacks.
+
+    The same step: by name; else (an edit added or removed a step, shifting the counters) the same
+    instruction in the same stage; else (the instruction itself was edited) the step of the same stage on the
+    same Dockerfile line.
+    """
+    rest = list(steps_a)
+    pairs: dict[int, RecordedStep] = {}
+    for key in (lambda s: s.name, lambda s: _loose(s.name),
+                lambda s: (_stage(s), s.source.start_line) if s.source is not None else None):
+        wanted: dict[object, RecordedStep] = {}
+        for sa in rest:
+            k = key(sa)
+            if k is not None:
+                wanted.setdefault(k, sa)
+        for n, sb in enumerate(steps_b):
+            if n in pairs:
+                continue
+            k = key(sb)
+            match = wanted.pop(k, None) if k is not None else None
+            if match is not None:
+                pairs[n] = match
+                rest.remove(match)
+    out: list[tuple[RecordedStep | None, RecordedStep | None]] = [(pairs.get(n), sb) for n, sb in enumerate(steps_b)]
+    return out + [(sa, None) for sa in rest]
+
+
+def side_by_side(a: RecordedSession, b: RecordedSession) -> list[StepChange]:
+    """Every step of either build (internal ones left out), B's order first, with why its state is what it is."""
+    steps_a = [st for st in fold(a.events).steps if not st.internal]
+    steps_b = [st for st in fold(b.events).steps if not st.internal]
+    return [StepChange(sb.name if sb is not None else sa.name if sa is not None else "", sa, sb, _why(sa, sb))
+            for sa, sb in pair_steps(steps_a, steps_b)]
+
+
 def compare(a: RecordedSession, b: RecordedSession) -> tuple[list[StepChange], int]:
-    """The steps (internal ones left out) whose state differs, matched by name; and how many stayed the same."""
-    steps_a = {st.name: st for st in fold(a.events).steps if not st.internal}
-    steps_b = {st.name: st for st in fold(b.events).steps if not st.internal}
-    changes: list[StepChange] = []
-    same = 0
-    for name in [*steps_b, *(n for n in steps_a if n not in steps_b)]:
-        sa, sb = steps_a.get(name), steps_b.get(name)
-        if sa is not None and sb is not None and _label(sa) == _label(sb):
-            same += 1
-            continue
-        changes.append(StepChange(name, sa, sb, _why(sa, sb)))
-    return changes, same
+    """The steps (internal ones left out) whose state differs; and how many stayed the same."""
+    rows = side_by_side(a, b)
+    changes = [r for r in rows if r.changed]
+    return changes, len(rows) - len(changes)
 
 
 def format_diff(a: RecordedSession, b: RecordedSession) -> str:

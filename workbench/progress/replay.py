@@ -8,8 +8,13 @@
 
 and for a timeline: `len(source)`, `source.position` (events delivered so far), `source.step()` (the next
 event, or None at the end), `source.seek(n)` / `source.seek_time(t)` (move to before event n / time t
-seconds into the build; the caller rebuilds its view from `source.played()`), `source.time_at(n)`,
-`source.duration`, `pause()`/`resume()` and `speed`, which may change while playing.
+seconds into the build), `source.advance(dt)` (play on by dt seconds of wall time, for a view that keeps its
+own clock), `source.time_at(n)`, `source.duration`, `pause()`/`resume()` and `speed`, which may change while
+playing.
+
+`SeekableFold` keeps a view's model folded from the events up to any position: moving forward applies only the
+events in between, moving back starts from a copy of the model kept every few hundred events, so a seek never
+replays the whole session.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TextIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TextIO, TypeVar
 
 from workbench.progress.events import Event
 
@@ -38,6 +43,8 @@ class EventSource:
         self._resume = threading.Event()
         self._resume.set()
         self._moved = threading.Event()
+        self._owed = 0.0
+        """Wall seconds `advance` has played toward the next event."""
 
     def __len__(self) -> int:
         return len(self.events)
@@ -82,6 +89,7 @@ class EventSource:
     def seek(self, index: int) -> None:
         """Move so that the next event delivered is event `index` (0 = the beginning)."""
         self.position = min(max(index, 0), len(self.events))
+        self._owed = 0.0
         self._moved.set()
 
     def seek_time(self, seconds: float) -> None:
@@ -107,6 +115,24 @@ class EventSource:
             gap = min(gap, self.max_gap)
         return gap / self.speed
 
+    def advance(self, real_seconds: float) -> int:
+        """Play on by `real_seconds` of wall time (nothing while paused; all at once at speed 0): the events
+        due by then count as delivered. The new position; time short of the next event carries over."""
+        if self.paused or self.at_end:
+            self._owed = 0.0
+            return self.position
+        if self.speed <= 0:
+            self.position = len(self.events)
+            return self.position
+        self._owed += max(real_seconds, 0.0)
+        while not self.at_end:
+            delay = self.delay_before(self.position)
+            if delay > self._owed:
+                break
+            self._owed -= delay
+            self.position += 1
+        return self.position
+
     def play(self, sleep: Callable[[float], object] | None = None) -> Iterator[Event]:
         """Deliver the remaining events with their recorded timing; honours pause and seek while it runs."""
         while not self.at_end:
@@ -124,6 +150,47 @@ class EventSource:
             event = self.step()
             if event is not None:
                 yield event
+
+
+M = TypeVar("M")
+
+
+class SeekableFold(Generic[M]):
+    """A model folded from `events` up to any position, cheaply: forward by applying the events in between,
+    back from the nearest copy of the model kept every `interval` events (one copy and at most `interval`
+    events per seek, however long the session)."""
+
+    def __init__(self, events: Sequence[Event], new: Callable[[], M], apply: Callable[[M, Event], object],
+                 copy: Callable[[M], M], interval: int | None = None) -> None:
+        self.events = events
+        self._new, self._apply, self._copy = new, apply, copy
+        self.interval = interval or max(256, len(events) // 64)
+        """Events between kept copies (at most about 64 copies)."""
+        self.model: M = new()
+        self.position = 0
+        """How many events `model` has been folded from."""
+        self._kept: dict[int, M] = {}
+
+    def seek(self, index: int, budget_s: float | None = None) -> bool:
+        """Fold `model` to just before event `index`; whether `model` is now another object (it moved back).
+        With `budget_s`, folding forward stops after about that long: `position` says how far it got."""
+        index = min(max(index, 0), len(self.events))
+        replaced = False
+        if index < self.position:
+            base = max((k for k in self._kept if k <= index), default=0)
+            self.model = self._copy(self._kept[base]) if base else self._new()
+            self.position = base
+            replaced = True
+        deadline = time.perf_counter() + budget_s if budget_s is not None else None
+        while self.position < index:
+            self._apply(self.model, self.events[self.position])
+            self.position += 1
+            if self.position % self.interval == 0:
+                if self.position not in self._kept:
+                    self._kept[self.position] = self._copy(self.model)
+            elif deadline is not None and self.position % 32 == 0 and time.perf_counter() > deadline:
+                break
+        return replaced
 
 
 def replay_text(events: list[Event], mode: str, out: TextIO, log_limit: int | None = None) -> None:

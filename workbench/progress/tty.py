@@ -16,7 +16,7 @@ from typing import TextIO
 from workbench.progress.events import BuildFinished, Event, VertexCompleted, VertexFailed, VertexLog
 from workbench.progress.logclip import LogClipper
 from workbench.progress.textview import RESET, LineStep, amount, error_logs, warning_summary
-from workbench.progress.trace import CACHED, CANCELED, FAILED, Trace
+from workbench.progress.trace import CACHED, CANCELED, FAILED, Trace, paused_label
 
 TERM_HEIGHT = 6
 """Log lines shown under a running step in the tty view (BuildKit's termHeight; BUILDKIT_TTY_LOG_LINES)."""
@@ -251,14 +251,19 @@ class TtyPrinter:
         done = sum(1 for v in trace.steps if v.completed is not None)
         status = "FINISHED" if final and done and done == total else ""
         start = trace.start if trace.start is not None else now
-        header = _align(f"[+] {self.phase} {now - start:.1f}s ({done}/{total}) {status}", "", width)
+        held = trace.paused_for(now)  # a debugger's pauses are not build time: told apart
+        head = f"[+] {self.phase} {now - start - held:.1f}s ({done}/{total})"
+        head += (f" {status}" if status else "") + (f" ({paused_label(held)})" if held else "")
+        header = _align(head, "", width)
         w.append(header[:width] + "\n")
         count = 0
         for j in jobs:
             if j.start is None:
                 continue
-            dt = (j.stop if j.stop is not None else now) - j.start
-            timer = f" {0.0 if dt < 0.05 else dt:3.1f}s\n"
+            end = j.stop if j.stop is not None else now
+            held = j.vertex.paused_for(end) if j.vertex is not None else 0.0
+            dt = end - j.start - held  # run time: the timer stands still while the debugger holds the step
+            timer = (f" ({paused_label(held)})" if held else "") + f" {0.0 if dt < 0.05 else dt:3.1f}s\n"
             pfx = " => "
             left = width - len(pfx) - len(timer) - 1
             show_status = bool(j.status) and left + len(j.status) > 20

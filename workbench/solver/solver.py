@@ -165,12 +165,7 @@ class Solver:
         components["inputs"] = [{"name": i.name, "key": k} for i, k in zip(v.inputs, input_keys, strict=True)]
         parts += input_keys
         if isinstance(v.op, HttpSource | GitSource):
-            from workbench.solver import remote
-
-            try:
-                remote_key = remote.source_key(self.worker, job, v)
-            except SolveError as e:  # BuildKit's words for a remote source that cannot be reached for its key
-                raise SolveError(f"failed to load cache key: {e.message}", v) from None
+            remote_key = self._remote_key(job, v)
             parts.append(remote_key)
             components["remote"] = remote_key
         if isinstance(v.op, ExecOp) and v.op.mounts:
@@ -204,6 +199,15 @@ class Solver:
                 components["files"] = files
         key = "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
         return _KeyInfo(key, components)
+
+    def _remote_key(self, job: SolveJob, v: Vertex) -> str:
+        """The part of a remote source's key that stands for its content (asked of the remote)."""
+        from workbench.solver import remote
+
+        try:
+            return remote.source_key(self.worker, job, v)
+        except SolveError as e:  # BuildKit's words for a remote source that cannot be reached for its key
+            raise SolveError(f"failed to load cache key: {e.message}", v) from None
 
     def key_of(self, v: Vertex) -> str:
         """The cache key computed for `v` in the last solve ("" if it was not part of it)."""
@@ -248,6 +252,28 @@ class Solver:
                 raise
 
         results = job.results
+        to_run = self._plan(job, target)
+        job.missed = {self._keys[v.digest].key: v.name for v in to_run}
+        # Everything not run is reported as cached, inputs first (as BuildKit shows them).
+        run_set = {v.digest for v in to_run}
+        for v in vertices:
+            if v.digest in run_set or isinstance(v.op, LocalSource):
+                continue
+            info = self._keys[v.digest]
+            if v.digest in results or any(source.has(info.key) for source in self.cache_sources):
+                self.steps.append({"name": v.name, "digest": v.digest, "cached": True, "order": job.order[v.digest]})
+                chain = results[v.digest].chain if v.digest in results else []
+                bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
+                                      source=v.source, cache_key=info.key, snapshot=chain[-1] if chain else "",
+                                      key_parts=_shown_parts(info.components)))
+        self.worker.store.touch([r.key for r in results.values() if r.key])
+        self._run(job, to_run)
+        return results[target.digest]
+
+    def _plan(self, job: SolveJob, target: Vertex) -> list[Vertex]:
+        """The vertices that must run, inputs first (keys computed); the results of those that need not are
+        put in `job.results`. A vertex found in a cache source is not run, and neither are its inputs."""
+        results = job.results
         to_run: list[Vertex] = []
         seen: set[str] = set()
         breaks_below: dict[str, bool] = {}
@@ -291,22 +317,7 @@ class Solver:
                 if not cached(v):
                     stack.append((v, True))
                     stack.extend((i, False) for i in reversed(v.inputs))
-        job.missed = {self._keys[v.digest].key: v.name for v in to_run}
-        # Everything not run is reported as cached, inputs first (as BuildKit shows them).
-        run_set = {v.digest for v in to_run}
-        for v in vertices:
-            if v.digest in run_set or isinstance(v.op, LocalSource):
-                continue
-            info = self._keys[v.digest]
-            if v.digest in results or any(source.has(info.key) for source in self.cache_sources):
-                self.steps.append({"name": v.name, "digest": v.digest, "cached": True, "order": job.order[v.digest]})
-                chain = results[v.digest].chain if v.digest in results else []
-                bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
-                                      source=v.source, cache_key=info.key, snapshot=chain[-1] if chain else "",
-                                      key_parts=_shown_parts(info.components)))
-        self.worker.store.touch([r.key for r in results.values() if r.key])
-        self._run(job, to_run)
-        return results[target.digest]
+        return to_run
 
     def _run(self, job: SolveJob, to_run: list[Vertex]) -> None:
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="solve") as pool:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -21,21 +22,30 @@ from textual.message import Message
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from workbench.debug.controller import Pause
-from workbench.progress.trace import CACHED, DONE, FAILED, RUNNING, paused_label
+from workbench.progress.trace import CACHED, CANCELED, DONE, FAILED, RUNNING, paused_label
 from workbench.tui import themes
-from workbench.tui.debug_session import DebugSession, run_shell
+from workbench.tui.debug_session import DebugSession, run_shell, run_step_shell
 from workbench.tui.model import BuildModel, VertexState
+from workbench.tui.predict import check as check_prediction
+from workbench.tui.predict import expecting, on_screen, request_for
 from workbench.tui.runner import BuildRunner
 from workbench.tui.screens.diff import DiffScreen
 from workbench.tui.screens.files import FilesScreen, ViewOpener
 from workbench.tui.screens.help import HelpScreen
+from workbench.tui.screens.layers import LayersScreen, build_analysis, layers_ready
 from workbench.tui.source import EventSource
+from workbench.tui.stepviews import FAILED_FS, EarlierResults, StepView, diff_pair, failed_view, result_view, step_views
 from workbench.tui.widgets.cache_panel import CachePanel
 from workbench.tui.widgets.dag_view import DagView
 from workbench.tui.widgets.debug_bar import DebugBar
 from workbench.tui.widgets.devices_panel import DevicesPanel, known_devices
 from workbench.tui.widgets.editor import DockerfileEditor
 from workbench.tui.widgets.log_pane import LogPane
+
+if TYPE_CHECKING:
+    from workbench.history.lastrun import LastRun
+    from workbench.prediction import Prediction
+    from workbench.request import BuildRequest
 
 NARROW = 100
 """Below this width the graph goes above the panels instead of beside them."""
@@ -51,6 +61,19 @@ class EventsReady(Message):
     """Events are queued for the UI (posted once per batch, from the build's thread)."""
 
 
+class PredictionReady(Message):
+    """The prediction `token` of the next build came (None, with `error`, when it could not be told); `build`:
+    start that build now (watch mode)."""
+
+    def __init__(self, token: int, prediction: Prediction | None, error: str, build: bool) -> None:
+        super().__init__()
+        self.token, self.prediction, self.error, self.build = token, prediction, error, build
+
+
+PREDICT_WAIT_S = 1.0
+"""How long a watch-mode rebuild waits for its prediction before it starts anyway."""
+
+
 class PauseReady(Message):
     """Build `generation` is paused at a step (posted from the thread that watches its pauses)."""
 
@@ -60,8 +83,9 @@ class PauseReady(Message):
         self.pause = pause
 
 
-DEBUG_ACTIONS = ("debug_resume", "debug_shell", "debug_diff", "debug_abort")
-"""Actions that need a pause (hidden from the footer and off while the build runs)."""
+DEBUG_ACTIONS = ("debug_resume", "debug_abort")
+"""Actions that need a pause (hidden from the footer and off while the build runs); `e` and `d` work at a
+pause and after the build (see `check_action`)."""
 
 
 class WorkbenchApp(App[int]):
@@ -88,6 +112,9 @@ class WorkbenchApp(App[int]):
         Binding("d", "debug_diff", "Diff"),
         Binding("f", "browse_files", "Files"),
         Binding("A,f8", "debug_abort", "Abort"),
+        Binding("H", "history", "History", show=False, tooltip="past builds of this Dockerfile: replay, compare"),
+        Binding("L", "layers", "Layers",
+                tooltip="the finished build's image layer by layer (like dive): sizes, waste, each one's changes"),
     ]
 
     def __init__(self, source: EventSource, theme: str | None = None, watch: bool = True,
@@ -112,7 +139,11 @@ class WorkbenchApp(App[int]):
         self._grants_shown = -1
         self._status_text = ""
         self._problems_text = "\0"
-        self._files_offered = False
+        self._files_offered: tuple[bool, ...] = ()
+        self.earlier = EarlierResults()
+        """Each step's results in the earlier builds of this app (`d` compares a step across builds)."""
+        self._snapshots: dict[str, str | None] = {}  # cache key -> top snapshot looked up (None: looking)
+        self._last_runs: dict[str, LastRun | str] = {}  # cache key -> its last run, or what to say instead
         self._graph_dirty = False
         self._views_pending = False
         self._views_shown = 0.0
@@ -123,11 +154,19 @@ class WorkbenchApp(App[int]):
             self.register_theme(t)
         wanted = theme or str(themes.load_state().get("theme") or themes.DEFAULT_THEME)
         self._theme_name = wanted if wanted in self._themes else themes.DEFAULT_THEME
+        self._predict_token = 0
+        self._expected: Prediction | None = None  # the prediction of the next build, held to it when it ends
+        self._checking: tuple[int, Prediction] | None = None  # (build generation, its prediction)
 
     @property
     def generation(self) -> int:
         """The number of the build shown (1 for the first)."""
         return self.runner.generation
+
+    @property
+    def build_label(self) -> str:
+        """How the status line names the build shown: `build #N`, the Nth build this app started."""
+        return f"build #{self.generation}"
 
     @property
     def first_step_seen(self) -> dict[int, float]:
@@ -189,9 +228,21 @@ class WorkbenchApp(App[int]):
 
     def start_build(self) -> None:
         """Start a build of the source (canceling the running one first; nothing of it is cached half-done)."""
-        self.runner.start(self.no_cache)
+        self.earlier.remember(self.model, self.generation)
+        self._predict_token += 1  # a prediction still under way is for a build that has begun: dropped
+        gen = self.runner.start(self.no_cache)
         self._set_pause(None)
         self.model = BuildModel()
+        self._checking = (gen, self._expected) if self._expected is not None else None
+        if self._expected is not None:
+            self.model.prediction_note = expecting(self._expected)
+        self._expected = None
+        if self._main_screen_hidden():  # the history screen, help…: the views take the new model once it closes
+            self._graph_dirty = True
+            if not self._views_pending:
+                self._views_pending = True
+                self._refresh_views()
+            return
         self.query_one(DagView).set_model(self.model)
         self.query_one(LogPane).show(self.model, None)
         self._show_selected()
@@ -206,7 +257,14 @@ class WorkbenchApp(App[int]):
     def _drain(self) -> None:
         revision = self.model.revision
         self.runner.drain(self.model.apply, DRAIN_BUDGET_S)
+        if self._checking is not None and self.model.finished is not None and self._checking[0] == self.generation:
+            self.model.prediction_note = check_prediction(self._checking[1], self.model)
+            self._checking = None
         self._graph_dirty |= self.model.revision != revision
+        self.views_follow()
+
+    def views_follow(self) -> None:
+        """Redraw the views from the model soon (the graph too when `_graph_dirty`)."""
         if not self._views_pending:
             # views follow the model at most every VIEW_INTERVAL_S: a busy build costs the UI a bounded share
             self._views_pending = True
@@ -226,6 +284,10 @@ class WorkbenchApp(App[int]):
             return
         self._views_pending = False
         self._views_shown = time.monotonic()
+        if self.query_one(DagView).model is not self.model:  # a build began under a modal screen (history)
+            self.query_one(DagView).set_model(self.model)
+            self.query_one(LogPane).show(self.model, None)
+            self._graph_dirty = True
         if self._graph_dirty:
             self._graph_dirty = False
             self.query_one(DagView).refresh_rows()
@@ -252,12 +314,14 @@ class WorkbenchApp(App[int]):
         elif fin.error == "canceled":
             state = "canceled"
         else:
-            state = f"failed after {fin.duration:.1f}s" if fin.error else f"finished in {fin.duration:.1f}s"
+            ended = "failed" if model.first_failed() is not None else "aborted"  # at a pause: nothing failed
+            state = f"{ended} after {fin.duration:.1f}s" if fin.error else f"finished in {fin.duration:.1f}s"
             if model.trace.paused:  # the duration is run time: a debugger's pauses are told apart
                 state += f" ({paused_label(model.trace.paused)})"
-        parts = [f"build #{self.generation} {state}"]
+        parts = [f"{self.build_label} {state}"]
         tally = [f"{counts[key]} {label}" for key, label in ((RUNNING, "running"), (CACHED, "cached"),
-                                                              (DONE, "done"), (FAILED, "failed")) if counts.get(key)]
+                                                              (DONE, "done"), (FAILED, "failed"),
+                                                              (CANCELED, "canceled")) if counts.get(key)]
         if tally:
             parts.append(" ".join(tally))
         if self.pause is not None:
@@ -266,6 +330,8 @@ class WorkbenchApp(App[int]):
                          + (f" at line {src.start_line}" if src is not None else ""))
         if self.no_cache:
             parts.append("next run: no-cache")
+        if model.prediction_note:
+            parts.append(model.prediction_note)
         if self.watching:
             parts.append("watching")
         name = self.source.dockerfile.name if self.source.dockerfile else "replay"
@@ -289,14 +355,56 @@ class WorkbenchApp(App[int]):
         v = self._selected()
         active = self.query_one(TabbedContent).active
         if active == "tab-logs":
-            self.query_one(LogPane).show(self.model, v)
+            self.query_one(LogPane).show(self.model, v, self._last_run_of(v))
         elif active == "tab-cache":
-            size = self._sizes.get(v.snapshot) if v is not None and v.snapshot else None
-            self.query_one(CachePanel).show(v, size)
-            if v is not None and v.snapshot and size is None and self.source.root is not None:
-                self._measure(v.snapshot)
+            snapshot = self._snapshot_of(v)
+            size = self._sizes.get(snapshot) if snapshot else None
+            self.query_one(CachePanel).show(v, size, snapshot)
+            if snapshot and size is None and self.source.root is not None:
+                self._measure(snapshot)
         elif active == "tab-editor":
             self._update_marks()
+
+    def _snapshot_of(self, v: VertexState | None) -> str | None:
+        """`v`'s top snapshot: as its events told it, else (a cached step below another cached one, which the
+        solver never looked at) as the cache store keeps it for its key; None while that is looked up."""
+        if v is None or v.snapshot or v.state != CACHED or not v.cache_key or self.source.root is None:
+            return v.snapshot if v is not None else ""
+        if v.cache_key not in self._snapshots:
+            self._snapshots[v.cache_key] = None
+            self._lookup_snapshot(v.cache_key)
+        return self._snapshots[v.cache_key]
+
+    @work(thread=True, group="snapshot-lookup")
+    def _lookup_snapshot(self, key: str) -> None:
+        assert self.source.root is not None
+        try:
+            chain = self.source.result_engine().step_chain(self.source.root, key)
+        except Exception:  # a root that cannot be opened now: the panel says `none`
+            chain = None
+        self._snapshots[key] = chain[-1] if chain else ""
+        self.call_from_thread(self._show_selected)
+
+    def _last_run_of(self, v: VertexState | None) -> LastRun | str | None:
+        """For a cached step: its last run from the build history (looked up once per cache key)."""
+        if v is None or v.state != CACHED or not v.cache_key or self.source.root is None:
+            return None
+        if v.cache_key not in self._last_runs:
+            self._last_runs[v.cache_key] = "looking for its last run in the build history…"
+            self._find_last_run(v.cache_key)
+        return self._last_runs[v.cache_key]
+
+    @work(thread=True, group="last-run")
+    def _find_last_run(self, key: str) -> None:
+        from workbench.history.lastrun import last_run
+
+        assert self.source.root is not None
+        try:
+            found: LastRun | str | None = last_run(self.source.root, key)
+        except Exception as e:  # an unreadable history: said in the pane, not fatal
+            found = f"its last run cannot be read from the build history ({type(e).__name__}: {e})"
+        self._last_runs[key] = found or "no recorded run of this step in the build history"
+        self.call_from_thread(self._show_selected)
 
     @on(TabbedContent.TabActivated)
     def _tab_opened(self) -> None:
@@ -331,6 +439,7 @@ class WorkbenchApp(App[int]):
             src = self.pause.vertex.source
             paused = set(range(src.start_line - 1, src.end_line))
         editor.set_debug_marks({n - 1 for n in self.debugging.lines()}, paused)
+        self.query_one(DagView).set_breakpoints(self.debugging.lines())
         text = "\n".join(f"line {n + 1}: {msg}" for n, msg in sorted(problems.items())[:8])
         if text != self._problems_text:
             self._problems_text = text
@@ -373,11 +482,60 @@ class WorkbenchApp(App[int]):
 
     def _inputs_changed(self, changed: list[str]) -> None:
         if not self.watching:
+            self._predict_next(build=False)  # shown on the graph until `r` builds
             return
         dockerfile = self.source.dockerfile
         if dockerfile is not None and str(dockerfile.resolve()) in changed:
-            self.query_one(DockerfileEditor).reload()
-        self.start_build()
+            self.screen_stack[0].query_one(DockerfileEditor).reload()  # a modal screen may be on top
+        self.runner.cancel()  # stopped before the prediction looks at the cache, which it may still write
+        self._predict_next(build=True)
+
+    def _predict_next(self, build: bool) -> None:
+        """Predict the next build (a worker); with `build`, start it once the prediction is in (or late)."""
+        request = request_for(self.source, self.no_cache, self.debugging.new_debugger())
+        if request is None:
+            if build:
+                self.start_build()
+            return
+        self._predict_token += 1
+        token = self._predict_token
+        self._predict(token, request, build)
+        if build:
+            self.set_timer(PREDICT_WAIT_S, lambda: self._prediction_late(token))
+
+    @work(thread=True, group="predict")
+    def _predict(self, token: int, request: BuildRequest, build: bool) -> None:
+        from workbench.prediction import PredictionError
+
+        prediction, error = None, ""
+        try:
+            prediction = self.source.result_engine().predict(request)
+        except PredictionError as e:
+            error = str(e)
+        except Exception as e:  # a prediction never takes the app down
+            error = f"{type(e).__name__}: {e}"
+        self.post_message(PredictionReady(token, prediction, error, build))
+
+    def _prediction_late(self, token: int) -> None:
+        if token == self._predict_token:
+            self.start_build()
+
+    @on(PredictionReady)
+    def _prediction_ready(self, event: PredictionReady) -> None:
+        if event.token != self._predict_token:
+            return  # a newer change, or the build it was for began without it
+        if event.prediction is None:
+            self.model.set_prediction({}, "next build: cannot predict: " + event.error.split("\n", 1)[0])
+        else:
+            shown = on_screen(event.prediction, self.model)
+            self.model.set_prediction(shown.predicted, shown.note())
+            self.notify(shown.message(), title="prediction", timeout=4)
+        self._expected = event.prediction
+        if event.build:
+            self.start_build()
+            return
+        self._graph_dirty = True
+        self.call_later(self._refresh_views)
 
     # -- actions --------------------------------------------------------------------------------------
 
@@ -388,6 +546,8 @@ class WorkbenchApp(App[int]):
     def action_toggle_no_cache(self) -> None:
         self.no_cache = not self.no_cache
         self.notify(f"no-cache {'on' if self.no_cache else 'off'} for the next run", timeout=2)
+        if self._expected is not None:  # the prediction shown was for the other setting
+            self._predict_next(build=False)
         self._update_status()
 
     def action_toggle_watch(self) -> None:
@@ -410,6 +570,15 @@ class WorkbenchApp(App[int]):
         self.notify(f"theme {self.theme}", timeout=2)
         self.query_one(DockerfileEditor).set_marks(set(), {})
         self._update_marks()
+
+    def action_history(self) -> None:
+        """`H`: the past builds of this Dockerfile (workbench.tui.screens.history); the live build goes on."""
+        from workbench.tui.screens.history import HistoryScreen
+
+        if self.source.root is None:
+            self.notify("no build history here: this is not a live build", timeout=2)
+            return
+        self.push_screen(HistoryScreen(self.source.root, self.source.dockerfile))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -434,10 +603,18 @@ class WorkbenchApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in DEBUG_ACTIONS:
             return self.pause is not None
-        if action == "browse_files":  # offered for a step with a filesystem to show
+        if action in ("browse_files", "debug_diff", "debug_shell"):  # offered where they have something to open
             if self._main_screen_hidden() or not self.query(DagView):
                 return False
-            return self.files_target() is not None
+            if action == "browse_files":
+                return self.files_target() is not None
+            if self.pause is not None:
+                return action == "debug_shell" or len(self.diffable_steps()) >= 2
+            if self.model.finished is None:  # while a build runs, only at its pauses
+                return False
+            return self.shell_target() is not None if action == "debug_shell" else len(self.diffable_steps()) >= 2
+        if action == "layers":  # once a build has finished
+            return not self._main_screen_hidden() and layers_ready(self.model, self.source.root)
         return True
 
     @on(PauseReady)
@@ -448,7 +625,7 @@ class WorkbenchApp(App[int]):
     def _set_pause(self, pause: Pause | None) -> None:
         self.pause = pause
         if self._main_screen_hidden():
-            self.call_later(self._set_pause, pause)  # shown once the modal screen closes
+            self.set_timer(0.1, lambda: self._set_pause(self.pause))  # shown once the modal screen closes
             return
         self.query_one(DebugBar).show(pause.info() if pause is not None else None)
         if pause is not None and pause.vertex.digest in self.model.vertices:
@@ -472,7 +649,9 @@ class WorkbenchApp(App[int]):
                 return
             line = v.source.start_line
         now_set = self.debugging.toggle(line)
-        self.notify(f"breakpoint {'set' if now_set else 'cleared'} at line {line}", timeout=2)
+        note = editor.breakpoint_note(line) if now_set else None  # a FROM scratch: where it stops instead
+        self.notify(f"breakpoint {'set' if now_set else 'cleared'} at line {line}" + (f"\n{note}" if note else ""),
+                    timeout=5 if note else 2)
         self._update_marks()
 
     def action_debug_resume(self, how: str) -> None:
@@ -487,17 +666,30 @@ class WorkbenchApp(App[int]):
         self.runner.cancel()
 
     def action_debug_shell(self) -> None:
-        """`sh` inside the paused step: the app steps aside, the terminal is the shell's until it exits."""
+        """`sh` inside the paused step, or after the build in the selected finished step's filesystem (on a
+        throw-away layer): the app steps aside, the terminal is the shell's until it exits."""
         from textual.app import SuspendNotSupported
 
         pause, dbg = self.pause, self.runner.debugger
-        if pause is None or dbg is None:
+        target = self.shell_target() if pause is None else None
+        if (pause is None or dbg is None) and target is None:
             return
         try:
-            with self.suspend():
-                print(f"workbench: a shell in {pause.vertex.name} (changes are thrown away); exit to go back",
-                      flush=True)
-                code = run_shell(dbg, pause, ["sh"])
+            if pause is not None and dbg is not None:
+                with self.suspend():
+                    print(f"workbench: a shell in {pause.vertex.name} (changes are thrown away); exit to go back",
+                          flush=True)
+                    code = run_shell(dbg, pause, ["sh"])
+            else:
+                from workbench.history.lastrun import shell_config
+
+                assert target is not None and self.source.root is not None
+                v, root = target, self.source.root
+                config, origin = shell_config(root, v.id)
+                with self.suspend():
+                    print(f"workbench: a shell in the filesystem of {v.name} (a throw-away layer: changes are "
+                          f"dropped; env, workdir and user: {origin}); exit to go back", flush=True)
+                    code = run_step_shell(self.source.result_engine(), root, v.cache_key, ["sh"], config)
         except SuspendNotSupported:
             self.notify("this terminal cannot hand itself to a shell", severity="error")
             return
@@ -506,35 +698,50 @@ class WorkbenchApp(App[int]):
             return
         self.notify(f"shell exited with code {code}", timeout=3)
 
+    def shell_target(self) -> VertexState | None:
+        """The step `e` opens a shell in after the build: the selected finished or cached step (None: none)."""
+        v = self._selected()
+        if self.model.finished is None or self.source.root is None or v is None:
+            return None
+        return v if not v.internal and v.state in (DONE, CACHED) and v.cache_key else None
+
     def files_target(self) -> tuple[str, ViewOpener] | None:
-        """What `f` shows (a title and how to open it), or None: at a pause the paused step's input (with the
-        paused step selected) or a step this build has finished; otherwise the selected finished step's
-        filesystem, as the cache store keeps it."""
+        """What `f` shows (a title and how to open it), or None: at a pause with the paused step selected its
+        input, or after a failure the filesystem the failed step left; else the selected step's result: as
+        the build handed it on at a pause, or as the cache store keeps it (a finished or cached step)."""
         v = self._selected()
         pause = self.pause
         root = self.source.root
         if root is None:
             return None
         engine = self.source.result_engine()
-        if pause is not None:
-            results = pause.step.results
-            if v is None or v.id == pause.vertex.digest:
-                chain = list(pause.chain)
-                return f"the input of {pause.vertex.name}", lambda: engine.chain_view(root, chain)
-            if v.id in results:
-                chain = list(results[v.id].chain)
-                return f"#{v.number} {v.name}", lambda: engine.chain_view(root, chain)
-        if v is None or v.internal or v.state not in (DONE, CACHED) or not v.cache_key:
+        if pause is not None and (v is None or v.id == pause.vertex.digest):
+            if pause.reason == "error":
+                failed = pause
+                return f"{pause.vertex.name}: {FAILED_FS}", lambda: failed_view(failed)
+            chain = list(pause.chain)
+            return f"the input of {pause.vertex.name}", lambda: engine.chain_view(root, chain)
+        if v is None:
             return None
-        key = v.cache_key
-        return f"#{v.number} {v.name}", lambda: engine.step_view(root, key)
+        view = result_view(v, pause, root, engine)
+        return (view.label, view.open) if view is not None else None
 
     def _offer_files(self) -> None:
-        """Show or hide `f` in the footer as the selected step gets (or loses) a filesystem to show."""
-        offered = self.files_target() is not None
+        """Show or hide `f`, `d` and `e` in the footer as the selected step gets (or loses) a filesystem."""
+        offered = tuple(bool(self.check_action(a, ()))
+                        for a in ("browse_files", "debug_diff", "debug_shell", "layers"))
         if offered != self._files_offered:
             self._files_offered = offered
             self.refresh_bindings()
+
+    def action_layers(self) -> None:
+        """The finished build's image, layer by layer (workbench.tui.screens.layers)."""
+        root = self.source.root
+        if root is None or not layers_ready(self.model, root):
+            self.notify("the layers are shown once a build has finished", timeout=2)
+            return
+        title = self.source.dockerfile.name if self.source.dockerfile else "the build"
+        self.push_screen(LayersScreen(title, build_analysis(self.model, root, title)))
 
     def action_browse_files(self) -> None:
         target = self.files_target()
@@ -543,38 +750,33 @@ class WorkbenchApp(App[int]):
             return
         self.push_screen(FilesScreen(*target))
 
-    def diffable_steps(self) -> list[tuple[str, str]]:
-        """(digest, label) of the steps whose filesystem can be compared now (those finished at this pause)."""
-        if self.pause is None:
+    def _step_views(self) -> list[StepView]:
+        root = self.source.root
+        if root is None or (self.pause is None and self.model.finished is None):
             return []
-        results = self.pause.step.results
-        out = []
-        for vid in self.model.order:
-            v = self.model.vertices[vid]
-            if not v.internal and v.source is not None and vid in results:
-                out.append((vid, f"#{v.number} {v.name}"))
-        return out
+        return step_views(self.model, self.pause, root, self.source.result_engine(), self.earlier)
+
+    def diffable_steps(self) -> list[tuple[str, str]]:
+        """(id, label) of the filesystems `d` can compare now: at a pause or after the build, each step's
+        result (a failed step's: what it left), and before a step, its result in an earlier build where it
+        differed (ids `earlier:<digest>`)."""
+        return [(view.id, view.label) for view in self._step_views()]
 
     def action_debug_diff(self) -> None:
         from workbench.debug.fsview import diff_trees, format_diff
-        from workbench.results import mounted
 
-        pause = self.pause
-        steps = self.diffable_steps()
-        if pause is None or len(steps) < 2:
+        views = self._step_views()
+        if len(views) < 2:
             self.notify("a diff needs two finished steps", timeout=2)
             return
-        worker, results = pause.step.worker, pause.step.results
-        ids = [vid for vid, _ in steps]
-        second = ids.index(self.query_one(DagView).selected) if self.query_one(DagView).selected in ids \
-            else len(ids) - 1
-        second = max(second, 1)
+        by_id = {view.id: view for view in views}
+        first, second = diff_pair(views, self.query_one(DagView).selected)
 
         def diff(a: str, b: str) -> list[str]:
-            with mounted(worker, results[a].chain) as ra, mounted(worker, results[b].chain) as rb:
+            with by_id[a].open() as ra, by_id[b].open() as rb:
                 return format_diff(diff_trees(ra, rb), ra, rb)
 
-        self.push_screen(DiffScreen(steps, diff, second - 1, second))
+        self.push_screen(DiffScreen([(view.id, view.label) for view in views], diff, first, second))
 
 
 def snapshot_size(root: Path, snapshot: str) -> int:

@@ -1,5 +1,7 @@
 """The TUI's side of the debugger (workbench.debug): breakpoints kept across builds, one Debugger per build,
-and a watch that hands each pause the build announces (DebugPaused) to the app. No Textual here."""
+a watch that hands each pause the build announces (DebugPaused) to the app, and shells on the terminal (in a
+paused step, or in a finished step's filesystem after the build) that a hang-up cannot leave behind. No
+Textual here."""
 
 from __future__ import annotations
 
@@ -9,9 +11,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.debug.controller import Breakpoint, Debugger, Pause
 from workbench.progress.events import DebugPaused, Event
+from workbench.results import ViewError
+
+if TYPE_CHECKING:
+    from workbench.engine import Engine
+    from workbench.results import ShellConfig
 
 
 class DebugSession:
@@ -94,33 +103,60 @@ def run_shell(dbg: Debugger, pause: Pause, argv: list[str]) -> int:
     let go of its pause, and once it has wound down (its mounts undone: the pause's workspace, the shell's)
     this process ends as the hang-up would have ended it. Neither runc nor the kernel undoes any of that for
     a process that just dies; the reaper (workbench.reaper) would, but only after the fact.
-    `exec` runs in a thread of its own while the main thread wakes every 0.1 s, so the handler runs whichever
-    thread the kernel hands the signal to (a main thread blocked in waitpid would never see it).
     """
+    return _hang_up_safe(lambda: dbg.exec(pause, argv), dbg.kill_shells,
+                         lambda: end_build(dbg, pause, _HANG_UP_WAIT_S))
+
+
+def run_step_shell(engine: Engine, root: Path, cache_key: str, argv: list[str], config: ShellConfig) -> int:
+    """`argv` on this process's terminal in a finished step's filesystem (its result by cache key, under a
+    throw-away writable layer), from the main thread, returning the exit code; a hang-up kills the container
+    and, once its layer is unmounted, ends this process as it would have. RuntimeError when it cannot start."""
+    kills: list[Callable[[], None]] = []
+
+    def run() -> int:
+        try:
+            return engine.step_shell(root, cache_key, argv, config, on_start=kills.append)
+        except ViewError as e:
+            raise RuntimeError(str(e)) from None
+
+    def kill_all() -> None:
+        for kill in list(kills):
+            kill()
+
+    return _hang_up_safe(run, kill_all)
+
+
+def _hang_up_safe(run: Callable[[], int], kill: Callable[[], None],
+                  after_hang_up: Callable[[], object] | None = None) -> int:
+    """`run()` (a process on this terminal) in a thread of its own while the main thread wakes every 0.1 s,
+    so a SIGHUP handler runs whichever thread the kernel hands the signal to (a main thread blocked in
+    waitpid would never see it): on a hang-up `kill()` ends the process, `run` is given time to undo its
+    mounts, `after_hang_up()` winds down the rest, and this process ends as the hang-up would have ended it."""
     outcome: list[int | BaseException] = []
     hung_up = threading.Event()
 
-    def run() -> None:
+    def target() -> None:
         try:
-            outcome.append(dbg.exec(pause, argv))
+            outcome.append(run())
         except BaseException as e:  # handed to the caller below
             outcome.append(e)
 
     def hang_up(signum: int, frame: object) -> None:
         hung_up.set()
-        dbg.kill_shells()
+        kill()
 
     previous = signal.signal(signal.SIGHUP, hang_up)
     try:
-        shell = threading.Thread(target=run, name="debug-shell", daemon=True)
+        shell = threading.Thread(target=target, name="debug-shell", daemon=True)
         shell.start()
         while shell.is_alive():
             shell.join(0.1)
             if hung_up.is_set():
                 shell.join(_HANG_UP_WAIT_S)  # the killed shell's container is deleted, its mounts undone
                 break
-        if hung_up.is_set():
-            end_build(dbg, pause, _HANG_UP_WAIT_S)
+        if hung_up.is_set() and after_hang_up is not None:
+            after_hang_up()
     finally:
         signal.signal(signal.SIGHUP, previous)
     if hung_up.is_set():

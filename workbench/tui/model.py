@@ -110,6 +110,29 @@ class BuildModel:
         self.started_at: float | None = None
         self.revision = 0
         """Bumped on every change of a vertex's state or set (not on log lines), so views redraw only then."""
+        self.predicted: dict[str, str] = {}
+        """Vertex id of this graph -> why the next build will re-run it (workbench.tui.predict; a new build's
+        model starts without)."""
+        self.prediction_note = ""
+        """One line for the status bar about the prediction: of the next build, or how this build kept to it."""
+
+    def set_prediction(self, predicted: dict[str, str], note: str) -> None:
+        """Mark the steps the next build will re-run (with why), and say so in `note`."""
+        self.predicted, self.prediction_note = dict(predicted), note
+        self.revision += 1
+
+    def warn(self, message: str, vertex: str = "") -> None:
+        """A warning of the TUI's own about this build (a wrong prediction): kept with the build's warnings and
+        written into the step's log (and the interleaved one), so it is seen where the step is."""
+        self.trace.apply(BuildWarning(message, vertex=vertex))
+        v = self.vertices.get(vertex)
+        if v is not None:
+            before = len(v.log.lines)
+            if v.log.partial:
+                v.log.feed(b"\n")
+            v.log.feed(f"WARNING: {message}\n".encode())
+            self.combined.extend((v.number, line) for line in v.log.lines[before:])
+        self.revision += 1
 
     @property
     def vertices(self) -> dict[str, VertexState]:

@@ -85,6 +85,7 @@ class LiveBuildSource(EventSource):
                                debugger=debugger)
         if debugger is not None:
             debugger.bus = bus  # its pauses and shells go on the stream with the build's events
+            debugger.dockerfile = self.dockerfile  # where a breakpoint on a FROM without a step stops
         ended: list[Event] = []
         bus.subscribe(lambda ev: ended.append(ev) if isinstance(ev, BuildFinished) else None)
         try:

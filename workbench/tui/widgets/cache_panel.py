@@ -22,8 +22,14 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-def describe(v: VertexState | None, snapshot_size: int | None = None, max_files: int = 40) -> str:
-    """The panel's text (Rich markup) for one step."""
+LOOKING_UP = None
+"""`snapshot` while the cache store is asked for a cached step's snapshot."""
+
+
+def describe(v: VertexState | None, snapshot_size: int | None = None, max_files: int = 40,
+             snapshot: str | None = "") -> str:
+    """The panel's text (Rich markup) for one step; `snapshot` is its top snapshot when the events did not tell
+    it (a cached step under another cached one: looked up in the cache store), LOOKING_UP meanwhile."""
     if v is None:
         return "[dim]select a step to see its cache record[/]"
     out = [f"[b]#{v.number} {escape(v.name)}[/]"]
@@ -66,9 +72,12 @@ def describe(v: VertexState | None, snapshot_size: int | None = None, max_files:
             if total > min(max_files, len(files)):
                 out.append(f"    … {total - min(max_files, len(files))} more")
     out.append("")
-    if v.snapshot:
+    top = v.snapshot or snapshot
+    if top:
         size = "measuring…" if snapshot_size is None else format_size(snapshot_size) if snapshot_size >= 0 else "?"
-        out.append(f"[b]snapshot[/] {v.snapshot} ({size})")
+        out.append(f"[b]snapshot[/] {top} ({size})")
+    elif snapshot is LOOKING_UP:
+        out.append("[b]snapshot[/] looking it up in the cache store…")
     elif v.state not in (PENDING, *ACTIVE):
         out.append("[b]snapshot[/] none (no files produced or not known)")
     return "\n".join(out)
@@ -79,8 +88,8 @@ class CachePanel(Static):
 
     _shown = "\0"
 
-    def show(self, v: VertexState | None, snapshot_size: int | None = None) -> None:
-        text = describe(v, snapshot_size)
+    def show(self, v: VertexState | None, snapshot_size: int | None = None, snapshot: str | None = "") -> None:
+        text = describe(v, snapshot_size, snapshot=snapshot)
         if text != self._shown:  # an update re-lays out the panel: only when it changed
             self._shown = text
             self.update(text)

@@ -1,5 +1,6 @@
 """The Dockerfile editor: pygments' DockerLexer highlighting, check warnings and parse errors at their lines,
-the running step's lines marked; ctrl+s writes the file."""
+the running step's lines marked, breakpoints and the paused step marked in the gutter (a glyph, not colour
+alone); ctrl+s writes the file."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ from pathlib import Path
 
 from pygments.lexers import DockerLexer
 from pygments.token import Token, _TokenType
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import TextArea
+
+BREAKPOINT_GLYPH = "●"
+PAUSE_GLYPH = "▶"
+"""Drawn in the gutter, after the line number: a breakpoint's line, the first line of the step paused at."""
 
 _LEXER = DockerLexer()
 # pygments token types to the highlight names TextArea themes style
@@ -99,6 +106,32 @@ class DockerfileEditor(TextArea):
             line.stylize(self._variable_style("editor-step-background"))
         return line
 
+    def gutter_glyph(self, line_index: int) -> str:
+        """The mark in the gutter of a (0-based) line: the paused step's first line, a breakpoint, or none."""
+        if self.pause_lines and line_index == min(self.pause_lines):
+            return PAUSE_GLYPH
+        return BREAKPOINT_GLYPH if line_index in self.breakpoint_lines else ""
+
+    def _render_line(self, y: int) -> Strip:
+        strip = super()._render_line(y)
+        if not self.show_line_numbers or not (self.breakpoint_lines or self.pause_lines):
+            return strip
+        info = self.wrapped_document._offset_to_line_info
+        offset = y + self.scroll_offset.y
+        if not 0 <= offset < len(info) or info[offset][1] != 0:
+            return strip  # past the end, or a wrapped line's continuation
+        glyph = self.gutter_glyph(info[offset][0])
+        if not glyph:
+            return strip
+        # the gutter is `NUMBER` and a two-cell margin: the glyph takes the margin's first cell
+        at = self.gutter_width - 2
+        cell = next(iter(strip.crop(at, at + 1)), None)
+        style = (cell.style if cell is not None and cell.style else Style()) + Style(bold=True)
+        colour = self.app.theme_variables.get("error" if glyph == BREAKPOINT_GLYPH else "accent")
+        if colour:
+            style += Style(color=colour)
+        return Strip.join([strip.crop(0, at), Strip([Segment(glyph, style)], 1), strip.crop(at + 1)])
+
     def _variable_style(self, name: str) -> Style:
         colour = self.app.theme_variables.get(name)
         return Style(bgcolor=colour) if colour else Style(reverse=True)
@@ -117,6 +150,13 @@ class DockerfileEditor(TextArea):
         self.breakpoint_lines, self.pause_lines = breakpoints, paused
         self._line_cache.clear()
         self.refresh()
+
+    def breakpoint_note(self, line: int) -> str | None:
+        """Where a breakpoint at (1-based) `line` stops when the line has no step of its own (FROM scratch)."""
+        from workbench.debug.stepless import stepless_froms
+
+        target = stepless_froms(self.text).get(line)
+        return target.note(line) if target is not None else None
 
     def reload(self) -> None:
         """Take the file's new text from disk (it changed outside the editor)."""

@@ -1,4 +1,5 @@
-"""The logs panel: which step, its error when it failed, its full log (or all steps), and `/` search."""
+"""The logs panel: which step, its error when it failed, its full log (or all steps), and `/` search; for a
+cached step, the log of its last run, from the build history."""
 
 from __future__ import annotations
 
@@ -8,9 +9,23 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
-from workbench.progress.trace import CANCELED, FAILED
+from workbench.history.lastrun import LastRun
+from workbench.progress.trace import CACHED, CANCELED, FAILED
 from workbench.tui.model import BuildModel, VertexState
 from workbench.tui.widgets.log_view import CombinedLines, LogView, NoLines, StepLines
+
+
+class RecordedLines:
+    """A fixed list of lines (a cached step's last run)."""
+
+    def __init__(self, lines: tuple[str, ...]) -> None:
+        self.lines = lines
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def line(self, index: int) -> str:
+        return self.lines[index]
 
 
 class LogPane(Vertical):
@@ -26,6 +41,8 @@ class LogPane(Vertical):
         self.model: BuildModel | None = None
         self.vertex: VertexState | None = None
         self.combined = False
+        self.last_run: LastRun | str | None = None
+        """For a cached step: its last run from the history, or what to say instead (still looking, none)."""
         self._shown: tuple[object, ...] = ()
 
     def compose(self) -> ComposeResult:
@@ -34,21 +51,30 @@ class LogPane(Vertical):
         yield LogView(id="log-view")
         yield Input(placeholder="search the log (enter: next, shift+enter… esc: close)", id="log-search")
 
-    def show(self, model: BuildModel, vertex: VertexState | None) -> None:
-        self.model, self.vertex = model, vertex
+    def show(self, model: BuildModel, vertex: VertexState | None, last_run: LastRun | str | None = None) -> None:
+        self.model, self.vertex, self.last_run = model, vertex, last_run
         self.refresh_log()
+
+    def _earlier(self) -> LastRun | str | None:
+        """The last run to show for the step shown (a cached step that logged nothing itself), if any."""
+        v = self.vertex
+        return self.last_run if v is not None and v.state == CACHED and not len(v.log) else None
 
     def refresh_log(self) -> None:
         """Pick up new lines (cheap when nothing but lines changed)."""
         view = self.query_one(LogView)
         model, vertex = self.model, self.vertex
-        key: tuple[object, ...] = (id(model), self.combined, vertex.id if vertex and not self.combined else "")
+        earlier = self._earlier()
+        key: tuple[object, ...] = (id(model), self.combined, vertex.id if vertex and not self.combined else "",
+                                   id(earlier))
         if key != self._shown:
             self._shown = key
             if model is None:
                 view.set_source(NoLines())
             elif self.combined:
                 view.set_source(CombinedLines(model))
+            elif isinstance(earlier, LastRun):
+                view.set_source(RecordedLines(earlier.lines))
             elif vertex is not None:
                 view.set_source(StepLines(vertex))
             else:
@@ -64,7 +90,15 @@ class LogPane(Vertical):
                 error.display = False
             return
         lines = len(vertex.log)
-        self._set(title, f"#{vertex.number} {vertex.name} — {vertex.state}, {lines} line{'s' if lines != 1 else ''}")
+        if isinstance(earlier, LastRun):
+            n = len(earlier.lines)
+            self._set(title, f"#{vertex.number} {vertex.name} — cached; its last run's {n} line{'s' if n != 1 else ''}"
+                             f", {earlier.label()}")
+        elif earlier is not None:
+            self._set(title, f"#{vertex.number} {vertex.name} — cached; {earlier}")
+        else:
+            plural = "s" if lines != 1 else ""
+            self._set(title, f"#{vertex.number} {vertex.name} — {vertex.state}, {lines} line{plural}")
         message = f"ERROR: {vertex.error}" if vertex.state in (FAILED, CANCELED) and vertex.error else ""
         if getattr(error, "_wb_text", None) != message:  # its height varies: re-laid out, so only on change
             error._wb_text = message  # type: ignore[attr-defined]
