@@ -123,3 +123,22 @@ def test_what_cannot_be_predicted_says_why(registry: str, ctx: Path, root: Path)
     (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nRUNN echo hi\n")
     with pytest.raises(PredictionError, match="RUNN"):
         LocalEngine().predict(BuildRequest(context=ctx, dockerfile=ctx / "Dockerfile", root=root))
+
+
+def test_a_prediction_changes_nothing_in_the_cache_index(registry: str, ctx: Path, root: Path) -> None:
+    """Looking ahead is not a use: no record's last use moves (GC would otherwise keep what only a prediction saw)."""
+    import sqlite3
+    import time
+
+    req = BuildRequest(context=ctx, dockerfile=ctx / "Dockerfile", root=root)
+    outcome(req)
+
+    def rows() -> list[tuple[str, float]]:
+        with sqlite3.connect(root / "cache.db") as db:
+            return sorted(db.execute("SELECT key, last_used FROM results").fetchall())
+
+    before = rows()
+    time.sleep(0.05)
+    prediction = LocalEngine().predict(req)
+    assert prediction.steps and not prediction.misses()  # all cached: every record was looked at
+    assert rows() == before

@@ -268,6 +268,11 @@ class CacheStore:
             return None
         return list(json.loads(row[0]))
 
+    def peek(self, key: str) -> list[str] | None:
+        """`lookup` without counting a use: for looking ahead (a prediction), which must change nothing."""
+        row = self._q(lambda db: db.execute("SELECT chain FROM results WHERE key=?", (key,)).fetchone())
+        return None if row is None else list(json.loads(row[0]))
+
     def _complete(self, chain: list[str]) -> bool:
         """Whether every snapshot of `chain` is on disk (always true for a store without a snapshots dir)."""
         if not self._snapshots.is_dir():

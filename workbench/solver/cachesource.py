@@ -36,3 +36,14 @@ class LocalCache:
     def materialize(self, v: Vertex, key: str) -> list[str] | None:
         chain = self.worker.store.lookup(key)
         return chain if chain is not None and self.worker.has_chain(chain) else None
+
+
+class PeekCache(LocalCache):
+    """The local store, looked at without counting a use (a prediction must leave the GC's view unchanged)."""
+
+    def has(self, key: str) -> bool:
+        return self.worker.store.peek(key) is not None
+
+    def materialize(self, v: Vertex, key: str) -> list[str] | None:
+        chain = self.worker.store.peek(key)
+        return chain if chain is not None and self.worker.has_chain(chain) else None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from workbench.llb.ops import LocalSource, ScratchSource, Vertex
 from workbench.progress.events import EventBus, SourceLocation
+from workbench.solver.cachesource import PeekCache
 from workbench.solver.job import SolveJob
 from workbench.solver.solver import Solver
 from workbench.solver.types import LocalContext
@@ -102,6 +103,7 @@ def predict(worker: Worker, target: Vertex, contexts: dict[str, LocalContext], *
     they want run afresh (a debugger's breakpoints); `lineage_scope` is the build's (the Dockerfile's path)."""
     solver = _Predictor(worker, EventBus(), contexts, no_cache=no_cache, session=session, hooks=hooks,
                         lineage_scope=lineage_scope)
+    solver.cache_sources = [PeekCache(worker)]  # looked at, not used: no record's last use moves
     try:
         return solver.plan_only(target)
     finally:
