@@ -51,11 +51,13 @@ EXPLAIN = {
                          "The editor's gutter marks it ●, and ▶ the step paused at",
     "debug_resume('continue')": "continue to the next breakpoint",
     "debug_resume('next')": "next: run this step, stop before the next",
-    "debug_shell": "a shell (sh) inside the paused step; the app comes back when it exits (changes are thrown "
-                   "away)",
-    "debug_diff": "diff two finished steps: added / changed / removed files with sizes, text diffs",
-    "browse_files": "the files of the selected finished step (at a pause with the paused step selected: its "
-                    "input) as a tree; enter opens a directory or shows a file, esc closes",
+    "debug_shell": "a shell (sh) inside the paused step, or after the build in the selected finished step's "
+                   "files; the app comes back when it exits (changes are thrown away)",
+    "debug_diff": "diff two finished or cached steps, or a step with its result in an earlier build: added / "
+                  "changed / removed files with sizes, text diffs",
+    "browse_files": "the files of the selected finished or cached step (at a pause with the paused step "
+                    "selected: its input; at a failed step: what it left) as a tree; enter opens a directory or "
+                    "shows a file, esc closes",
     "debug_abort": "abort the build",
     "toggle_pause": "pause / play the replay",
     "step(1)": "one event forward (and pause)",

@@ -92,10 +92,11 @@ class LogPane(Vertical):
         lines = len(vertex.log)
         if isinstance(earlier, LastRun):
             n = len(earlier.lines)
-            self._set(title, f"#{vertex.number} {vertex.name} — cached; its last run's {n} line{'s' if n != 1 else ''}"
-                             f", {earlier.label()}")
+            # the note first: a long step name would push it past the pane's one-line title
+            self._set(title, f"#{vertex.number} cached; its last run's {n} line{'s' if n != 1 else ''}, "
+                             f"{earlier.label()} · {vertex.name}")
         elif earlier is not None:
-            self._set(title, f"#{vertex.number} {vertex.name} — cached; {earlier}")
+            self._set(title, f"#{vertex.number} cached; {earlier} · {vertex.name}")
         else:
             plural = "s" if lines != 1 else ""
             self._set(title, f"#{vertex.number} {vertex.name} — {vertex.state}, {lines} line{plural}")
