@@ -3,7 +3,7 @@ named as the build names it, clustered by stage), with durations and the critica
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from workbench.progress.graph_layout import NODE, GraphNode, critical_path, layout, short_name, stage_order
@@ -48,6 +48,22 @@ def to_text(graph: Graph) -> str:
     return "\n".join(out) + "\n"
 
 
+def _stages(graph: Graph) -> list[tuple[str, list[GraphNode]]]:
+    """The stages in drawing order, each with its nodes."""
+    by_stage: dict[str, list[GraphNode]] = {}
+    for node in graph.nodes:
+        by_stage.setdefault(node.stage, []).append(node)
+    return [(stage, by_stage[stage]) for stage in stage_order(graph.nodes)]
+
+
+def _label(graph: Graph, node: GraphNode, marked: set[str], escape: Callable[[str], str], newline: str) -> str:
+    """A node's name and timing (escaped, on two lines), `CRITICAL` first when it is on the critical path."""
+    label = escape(graph.names[node.id])
+    if node.id in graph.timings:
+        label += newline + escape(graph.timings[node.id])
+    return f"{CRITICAL} {label}" if node.id in marked else label
+
+
 def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -57,23 +73,16 @@ def to_dot(graph: Graph) -> str:
     chain, total = graph.critical()
     marked = set(chain)
     ids = {node.id: f"n{n}" for n, node in enumerate(graph.nodes, 1)}
-    by_stage: dict[str, list[GraphNode]] = {}
-    for node in graph.nodes:
-        by_stage.setdefault(node.stage, []).append(node)
     out = ["digraph build {", "  rankdir=TB;", '  node [shape=box, style=rounded, fontname="monospace"];']
     if chain:
         out.append(f'  label="{CRITICAL} critical path {total:.2f}s"; labelloc=b;')
-    for n, stage in enumerate(stage_order(graph.nodes)):
+    for n, (stage, nodes) in enumerate(_stages(graph)):
         out.append(f'  subgraph cluster_{n} {{')
         out.append(f'    label="stage {_dot_text(stage)}"; style=dashed;')
-        for node in by_stage[stage]:
-            label = graph.names[node.id]
-            if node.id in graph.timings:
-                label += "\n" + graph.timings[node.id]
-            if node.id in marked:
-                label = f"{CRITICAL} {label}"
+        for node in nodes:
             extra = ", penwidth=3" if node.id in marked else ""
-            out.append(f'    {ids[node.id]} [label="{_dot_text(label)}"{extra}];')
+            label = _label(graph, node, marked, _dot_text, "\\n")  # DOT's own line break, escaped
+            out.append(f'    {ids[node.id]} [label="{label}"{extra}];')
         out.append("  }")
     for node in graph.nodes:
         for i in node.inputs:
@@ -93,18 +102,11 @@ def to_mermaid(graph: Graph) -> str:
     chain, total = graph.critical()
     marked = set(chain)
     ids = {node.id: f"n{n}" for n, node in enumerate(graph.nodes, 1)}
-    by_stage: dict[str, list[GraphNode]] = {}
-    for node in graph.nodes:
-        by_stage.setdefault(node.stage, []).append(node)
     out = ["flowchart TD"]
-    for n, stage in enumerate(stage_order(graph.nodes)):
+    for n, (stage, nodes) in enumerate(_stages(graph)):
         out.append(f'  subgraph s{n}["stage {_mermaid_text(stage)}"]')
-        for node in by_stage[stage]:
-            label = _mermaid_text(graph.names[node.id])
-            if node.id in graph.timings:
-                label += "<br/>" + _mermaid_text(graph.timings[node.id])
-            if node.id in marked:
-                label = f"{CRITICAL} {label}"
+        for node in nodes:
+            label = _label(graph, node, marked, _mermaid_text, "<br/>")
             out.append(f'    {ids[node.id]}["{label}"]')
         out.append("  end")
     for node in graph.nodes:
