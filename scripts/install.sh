@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # test spec files (data only), read by tests/test_cdi.py
 # openssl: the token-auth registry test makes its signing certificate with it
 # graphviz: `workbench inspect graph --format svg` runs its `dot`
-pkgs=(runc busybox-static docker-registry skopeo curl zstd openssl tmux graphviz
+# pigz: bench/images.py's physical reference for gzip throughput
+pkgs=(runc busybox-static docker-registry skopeo curl zstd pigz openssl tmux graphviz
       golang-github-container-orchestrated-devices-container-device-interface-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

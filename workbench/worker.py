@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from workbench.executor.spec import ExecSpec
 
 DEFAULT_LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+EXTRACT_PARALLEL = 4  # layers fetched and extracted at once by ensure_layer_chain
 
 
 @dataclass(frozen=True)
@@ -63,29 +64,54 @@ class Worker:
                            on_extract: Callable[[LayerRef, bool], None]) -> list[str]:
         """The snapshot chain of `layers`, bottom first: each layer is extracted once, shared by chain id.
 
-        A chain already here is reused; for each layer that is not, `open_blob` gives its (verified) blob
-        and `on_extract(layer, done)` is told when its extraction starts and ends.
+        The longest chain already here is reused. The layers above it are extracted in parallel (up to
+        EXTRACT_PARALLEL at once; each is its own snapshot dir, so order does not matter): `open_blob` gives a
+        layer's blob, verified by the time its `with` closes cleanly (it may still be downloading while it is
+        read), and `on_extract(layer, done)` is told when its extraction starts and ends. Each extraction goes
+        into a temp dir, committed and recorded bottom first only after its blob checked out, so a failed or
+        interrupted layer leaves nothing that a later build trusts.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
         from workbench.snapshot.layers import extract_layer
 
-        chain: list[str] = []
-        cid = ""
+        keys, cid = [], ""
         for layer in layers:
             cid = chain_id(cid, layer.diff_id)
-            key = "layer:" + cid
-            existing = self.store.lookup(key)
+            keys.append("layer:" + cid)
+        chain: list[str] = []
+        start = 0
+        for i in reversed(range(len(layers))):
+            existing = self.store.lookup(keys[i])
             if existing is not None and self.has_chain(existing):
-                chain = existing
-                continue
+                chain, start = existing, i + 1
+                break
+        if start == len(layers):
+            return chain
+
+        def extract(layer: LayerRef, prepared: Path) -> None:
             with open_blob(layer) as blob:
                 on_extract(layer, False)
-                with self.snapshots.prepare() as prepared:
-                    extract_layer(blob, prepared / "fs", layer.media_type)
-                    snapshot = self.snapshots.commit(prepared)
-            self.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
-                                                             layer.media_type))
-            chain = self.store.record(key, chain + [snapshot], f"layer {layer.diff_id}")
+                extract_layer(blob, prepared / "fs", layer.media_type)
             on_extract(layer, True)
+
+        todo = range(start, len(layers))
+        with ExitStack() as stack, ThreadPoolExecutor(min(EXTRACT_PARALLEL, len(todo)),
+                                                      thread_name_prefix="layer") as pool:
+            prepared = [stack.enter_context(self.snapshots.prepare()) for _ in todo]
+            futures = [pool.submit(extract, layers[i], dir_) for i, dir_ in zip(todo, prepared, strict=True)]
+            try:
+                for i, dir_, future in zip(todo, prepared, futures, strict=True):
+                    future.result()  # the lowest failure is the one raised
+                    layer = layers[i]
+                    snapshot = self.snapshots.commit(dir_)
+                    self.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
+                                                                     layer.media_type))
+                    chain = self.store.record(keys[i], chain + [snapshot], f"layer {layer.diff_id}")
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # the running ones end first; their temp dirs go with the stack
+                raise
         return chain
 
     # -- the executor -------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 type=image stores the image in the local image store under each name (comma-separated) and, with push=true,
 pushes it to each name's registry. type=oci / type=docker write archives (a docker archive is also an OCI
 layout), type=tar the final filesystem as one tar, type=local as files. `compression=gzip|zstd|uncompressed`
-picks the layer compression of image outputs. The metadata is buildctl's: containerimage.digest,
-containerimage.config.digest, containerimage.descriptor and image.name.
+picks the layer compression of image outputs, `compression-level=N` its level (gzip 0-9, default 6; zstd 1-22,
+default 3: BuildKit's) and `force-compression=true` recompresses remembered and base layers of another one.
+The metadata is buildctl's: containerimage.digest, containerimage.config.digest, containerimage.descriptor and
+image.name.
 
 A new output type is a writer registered with `@exporter(TYPE, vertex name)` below (and its name in
 workbench.request.OUTPUT_TYPES, which `--output` accepts).
@@ -24,11 +26,13 @@ from workbench.image.content import CorruptBlob
 from workbench.progress.events import EventBus, VertexCompleted, VertexFailed, VertexStarted, VertexStatus
 
 if TYPE_CHECKING:
+    from workbench.image.assemble import Compression
     from workbench.image.content import ContentStore
     from workbench.request import BuildResult, OutputSpec
     from workbench.worker import Worker
 
 _TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 class ExportError(Exception):
@@ -141,19 +145,41 @@ def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], work
 
 def _image_manifest(job: Export) -> str:
     """The image's layers, config and manifest in the content store (made once for gzip, shared by outputs)."""
-    from workbench.image.assemble import LAYER_TYPES, build_image
+    from workbench.image.assemble import Compression, build_image
 
-    compression = job.out.attrs.get("compression", "gzip")
-    if compression not in LAYER_TYPES:
-        raise ExportError(f"--output type={job.out.type}: unknown compression {compression!r} "
-                          f"(gzip, zstd, uncompressed)")
-    if job.manifest is not None and compression == "gzip":
+    comp = compression_of(job.out)
+    if job.manifest is not None and comp == Compression():
         return job.manifest
     job.status("exporting layers")
     w = job.worker
-    manifest = build_image(job.chain, job.image, w.store, w.snapshots, w.content, compression)
+    manifest = build_image(job.chain, job.image, w.store, w.snapshots, w.content, comp)
     job.status("exporting layers", done=True)
     return manifest
+
+
+def compression_of(out: OutputSpec) -> Compression:
+    """buildx's `compression=`, `compression-level=` and `force-compression=` of an image output."""
+    from workbench.fsutil.compress import LEVELS
+    from workbench.image.assemble import LAYER_TYPES, Compression
+
+    kind = out.attrs.get("compression", "gzip")
+    if kind not in LAYER_TYPES:
+        raise ExportError(f"--output type={out.type}: unknown compression {kind!r} (gzip, zstd, uncompressed)")
+    level: int | None = None
+    allowed = LEVELS.get(kind)
+    if "compression-level" in out.attrs and allowed is not None:  # ignored when uncompressed, as BuildKit does
+        text = out.attrs["compression-level"]
+        try:
+            level = int(text)
+        except ValueError:
+            level = None
+        if level is None or level not in allowed:
+            raise ExportError(f"--output type={out.type}: compression-level={text!r} is not a {kind} level "
+                              f"({allowed.start}-{allowed.stop - 1})")
+    force = out.attrs.get("force-compression", "false").lower()
+    if force not in _TRUE + _FALSE:
+        raise ExportError(f"--output type={out.type}: force-compression={force!r} is not true or false")
+    return Compression(kind, level, force in _TRUE)
 
 
 def _record_metadata(job: Export, metadata: dict[str, Any]) -> None:

@@ -9,7 +9,6 @@ plus docker's manifest.json and repositories, whose Config and Layers point at t
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -293,10 +292,10 @@ def import_rootfs(path: Path, images: ImageStore, name: str | None, changes: lis
     `changes` are Dockerfile-like lines applied to the config: ENV K=V, CMD, ENTRYPOINT (JSON or shell form),
     WORKDIR, USER, LABEL K=V, EXPOSE.
     """
+    from workbench.fsutil.compress import write_compressed
     from workbench.image.config import add_history, new_image
 
     store = images.content
-    diff = hashlib.sha256()
     try:
         src = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
@@ -313,17 +312,13 @@ def import_rootfs(path: Path, images: ImageStore, name: str | None, changes: lis
         else:
             raw = src
         with store.writer() as w:
-            gz = gzip.GzipFile(fileobj=w, mode="wb", mtime=0)
-            while chunk := raw.read(1 << 20):
-                diff.update(chunk)
-                gz.write(chunk)
-            gz.close()
+            diff_id = write_compressed(lambda dst: shutil.copyfileobj(raw, dst, 1 << 20), w, "gzip")[0]
     try:
         tarfile.open(store.path(w.digest), "r:gz").next()
     except (tarfile.TarError, OSError, EOFError):
         raise ArchiveError(f"{path}: not a tar archive (plain, gzip or zstd)") from None
     config = new_image(None, platform)
-    config["rootfs"]["diff_ids"] = ["sha256:" + diff.hexdigest()]
+    config["rootfs"]["diff_ids"] = [diff_id]
     for change in changes or []:
         _apply_change(config["config"], change)
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "")  # reproducible imports, as docker/buildkit honour it

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from workbench.cache.store import CacheStore, LayerBlob
@@ -13,36 +15,96 @@ from workbench.snapshot.manager import SnapshotManager
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TYPES = {"gzip": GZIP_LAYER, "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
                "uncompressed": "application/vnd.oci.image.layer.v1.tar"}
+_GZIP_TYPES = (GZIP_LAYER, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+_LAYERS_AT_ONCE = 4
+"""Layers written side by side: enough to keep the compressor threads fed, few enough to bound memory."""
+
+
+@dataclass(frozen=True)
+class Compression:
+    """How an export compresses its layers: buildx's `compression`, `compression-level`, `force-compression`."""
+
+    kind: str = "gzip"
+    """gzip, zstd or uncompressed."""
+    level: int | None = None
+    """None: BuildKit's default for the kind (gzip 6, zstd 3)."""
+    force: bool = False
+    """Recompress remembered (and pulled) blobs of another compression too; without it any remembered blob is
+    reused whatever its compression, as BuildKit does."""
+
+    @property
+    def media_type(self) -> str:
+        return LAYER_TYPES[self.kind]
+
+    def reuses(self, known: LayerBlob) -> bool:
+        """Whether a remembered blob serves this export as it is."""
+        if not self.force:
+            return True
+        return known.media_type in _GZIP_TYPES if self.kind == "gzip" else known.media_type == self.media_type
 
 
 def layer_blob(snapshot: str, store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
-               compression: str = "gzip") -> LayerBlob:
-    """The compressed blob of a snapshot, made once and remembered. With the default (gzip) a remembered blob
-    is reused whatever its compression (base layers stay as pulled, as BuildKit without force-compression);
-    zstd / uncompressed blobs are made on each export unless the remembered one already is one."""
+               compression: str | Compression = "gzip") -> LayerBlob:
+    """The compressed blob of a snapshot, made once and remembered (gzip blobs only, as pulled ones are).
+
+    A remembered blob is reused whatever its compression unless `force` (base layers stay as pulled, as in
+    BuildKit without force-compression)."""
+    comp = compression if isinstance(compression, Compression) else Compression(compression)
+    blob = _known(snapshot, store, content, comp)
+    if blob is None:
+        blob = _write(snapshot, snapshots, content, comp)
+        _remember(snapshot, store, comp, blob)
+    return blob
+
+
+def _known(snapshot: str, store: CacheStore, content: ContentStore, comp: Compression) -> LayerBlob | None:
+    known = store.layer_blob(snapshot)
+    if known is not None and content.has(known.digest) and comp.reuses(known):
+        return known
+    return None
+
+
+def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, comp: Compression) -> LayerBlob:
     from workbench.snapshot.layers import write_layer
 
-    media_type = LAYER_TYPES[compression]
-    known = store.layer_blob(snapshot)
-    if known is not None and content.has(known.digest) and (compression == "gzip" or known.media_type == media_type):
-        return known
     with content.writer() as w:
-        diff_id, digest, size = write_layer(snapshots.path(snapshot), w,
-                                            "none" if compression == "uncompressed" else compression)
-    blob = LayerBlob(diff_id, digest, size, media_type)
-    if compression == "gzip":
+        diff_id, digest, size = write_layer(snapshots.path(snapshot), w, comp.kind, comp.level)
+    return LayerBlob(diff_id, digest, size, comp.media_type)
+
+
+def _remember(snapshot: str, store: CacheStore, comp: Compression, blob: LayerBlob) -> None:
+    if comp.kind == "gzip":
         store.record_layer_blob(snapshot, blob)
-    return blob
+
+
+def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
+                compression: str | Compression = "gzip") -> list[LayerBlob]:
+    """`layer_blob` of each snapshot of `chain`, the ones to write compressed side by side (each on every
+    core as well: the producers of several tars keep the compressor threads busier than one does)."""
+    comp = compression if isinstance(compression, Compression) else Compression(compression)
+    blobs = {s: _known(s, store, content, comp) for s in dict.fromkeys(chain)}
+    todo = [s for s, b in blobs.items() if b is None]
+    if len(todo) == 1:
+        blobs[todo[0]] = _write(todo[0], snapshots, content, comp)
+    elif todo:
+        with ThreadPoolExecutor(min(len(todo), _LAYERS_AT_ONCE), thread_name_prefix="layer") as pool:
+            futures = {s: pool.submit(_write, s, snapshots, content, comp) for s in todo}
+            for s, f in futures.items():
+                blobs[s] = f.result()
+    done = {s: b for s, b in blobs.items() if b is not None}
+    for s in todo:  # the store is written from this thread, as before
+        _remember(s, store, comp, done[s])
+    return [done[s] for s in chain]
 
 
 def build_image(
     chain: list[str], image: dict[str, Any], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
-    compression: str = "gzip",
+    compression: str | Compression = "gzip",
 ) -> str:
     """Write the layers, config and manifest of the image; returns the manifest digest."""
     from workbench.image.config import build_manifest
 
-    blobs = [layer_blob(s, store, snapshots, content, compression) for s in chain]
+    blobs = layer_blobs(chain, store, snapshots, content, compression)
     config = copy.deepcopy(image)
     config["rootfs"] = {"type": "layers", "diff_ids": [b.diff_id for b in blobs]}
     config.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

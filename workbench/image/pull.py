@@ -2,14 +2,21 @@
 
 Every blob is verified against its digest; blobs already in the content store are not fetched again, and a
 pull by digest whose blobs are all present does not touch the network. Layers download in parallel, and a
-download cut short resumes with a Range request.
+download cut short resumes with a Range request. A pull may also leave the layers to be streamed by whoever
+unpacks them (`pull(..., layers=False)`, then `PulledImage.open_layer`): each blob is then stored, hashed and
+read by the extractor in one pass, and counts as present only once its digest matched.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
-from typing import Any
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, cast
 
 from workbench.http.client import Response, resumable
 from workbench.http.errors import BrokenDownload
@@ -23,6 +30,7 @@ from workbench.image.registry_errors import RegistryError, reason
 
 CHUNK = 1 << 20
 RESUME_ATTEMPTS = 3
+STREAM_AHEAD = 8  # chunks a streamed layer's download may run ahead of its reader: bounds its memory (8 MiB)
 
 
 @dataclass
@@ -35,17 +43,137 @@ class PulledImage:
     config: dict[str, Any]
     config_digest: str
     layers: list[dict[str, Any]]
+    client: RegistryClient | None = field(default=None, repr=False, compare=False)
+
+    @contextmanager
+    def open_layer(self, store: ContentStore, digest: str, progress: Progress | None = None) -> Iterator[BinaryIO]:
+        """The layer blob `digest` as a stream that is verified by the time the `with` closes cleanly: read from
+        `store` if there (CorruptBlob if damaged), else downloaded as it is read and stored once its digest
+        matched (see `LayerDownload`; RegistryError when it does not)."""
+        if store.has(digest) or self.client is None:
+            with store.open(digest) as blob:
+                yield cast(BinaryIO, blob)
+            return
+        desc = next(layer for layer in self.layers if layer.get("digest") == digest)
+        with LayerDownload(self.client, desc, store, progress) as stream:
+            yield cast(BinaryIO, stream)
 
 
-def _fetch_blob(client: RegistryClient, desc: dict[str, Any], store: ContentStore, progress: Progress | None
-                ) -> None:
-    """Download one blob into the store, verifying size and digest (skipped if present).
+class BlobDigestMismatch(RegistryError):
+    """A blob from the registry did not hash to its digest; nothing was stored."""
+
+
+class _Canceled(Exception):
+    """The reader of a streamed layer went away: its download stops and stores nothing."""
+
+
+class LayerDownload(io.RawIOBase):
+    """A layer blob read from the registry while it is stored, in one pass: each chunk goes to the content
+    store's writer (hashed, written to an ingest file) and then to the reader.
+
+    A pump thread downloads up to STREAM_AHEAD chunks ahead, so the network, the hash and the blob file work
+    while the reader decompresses and extracts. The end of the stream comes only once the blob's size and
+    digest matched and it was renamed into the store. As a context manager: a clean exit reads what the reader
+    left (a tar's padding) so the check always runs; an error the reader raised over damaged bytes becomes
+    the RegistryError (digest mismatch) that explains it; nothing is stored unless the digest matched.
+    """
+
+    def __init__(self, client: RegistryClient, desc: dict[str, Any], store: ContentStore,
+                 progress: Progress | None = None) -> None:
+        super().__init__()
+        self.desc, self.store = desc, store
+        self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(STREAM_AHEAD)
+        self.rest = memoryview(b"")
+        self.ended = False
+        self.failure: BaseException | None = None
+        self.canceled = threading.Event()
+        self.pump = threading.Thread(target=self._pump, args=(client, progress), daemon=True,
+                                     name=f"layer {str(desc.get('digest'))[7:19]}")
+        self.pump.start()
+
+    def _pump(self, client: RegistryClient, progress: Progress | None) -> None:
+        try:
+            _fetch_blob(client, self.desc, self.store, progress, sink=self._put)
+            record_source(self.store, [str(self.desc["digest"])], client.ref)
+            self._put(None)
+        except _Canceled:
+            pass
+        except BaseException as e:  # handed to the reader, raised there
+            try:
+                self._put(e)
+            except _Canceled:
+                pass
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while True:
+            try:
+                self.chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self.canceled.is_set():
+                    raise _Canceled from None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self.rest:
+            if self.ended:
+                return 0
+            item = self.chunks.get()
+            if item is None:
+                self.ended = True
+                return 0
+            if isinstance(item, BaseException):
+                self.ended, self.failure = True, item
+                raise item
+            self.rest = memoryview(item)
+        n = min(len(buffer), len(self.rest))
+        buffer[:n] = self.rest[:n]
+        self.rest = self.rest[n:]
+        return n
+
+    def finish(self) -> None:
+        """Read the rest of the blob: returns once it is verified and stored (RegistryError if not)."""
+        self.rest = memoryview(b"")
+        while not self.ended:
+            item = self.chunks.get()
+            self.ended = not isinstance(item, bytes)
+            if isinstance(item, BaseException):
+                self.failure = item
+        if self.failure is not None:
+            raise self.failure
+
+    def close(self) -> None:
+        if not self.ended:
+            self.canceled.set()  # the pump stops at its next chunk; its ingest file goes
+        super().close()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        try:
+            if kind is None:
+                self.finish()
+            elif isinstance(error, Exception) and error is not self.failure:
+                try:
+                    self.finish()
+                except BlobDigestMismatch as bad:
+                    raise bad from error
+                except Exception:  # the reader's own error stands
+                    pass
+        finally:
+            self.close()
+
+
+def _fetch_blob(client: RegistryClient, desc: dict[str, Any], store: ContentStore, progress: Progress | None,
+                sink: Callable[[bytes], None] | None = None) -> None:
+    """Download one blob into the store, verifying size and digest (skipped if present, unless `sink` is given:
+    then every chunk also goes to `sink` once written, and the blob is fetched even if present).
 
     A download cut short (connection reset, early end) resumes where it stopped with a Range request, up to
     RESUME_ATTEMPTS times, when the registry answers ranges (206); the digest covers the joined bytes.
     """
     ref, digest = client.ref, str(desc.get("digest", ""))
-    if store.has(digest):
+    if sink is None and store.has(digest):
         return
     size = int(desc.get("size", -1))
     what = f"blob {digest} of {ref} from registry {ref.registry}"
@@ -65,6 +193,8 @@ def _fetch_blob(client: RegistryClient, desc: dict[str, Any], store: ContentStor
                     raise RegistryError(f"{what}: more than the {size} bytes its descriptor says")
                 if progress:
                     progress(digest, w.size, max(size, 0))
+                if sink is not None:
+                    sink(chunk)
             if 0 <= size != w.size:
                 raise RegistryError(f"{what}: got {w.size} bytes, its descriptor says {size}")
     except BrokenDownload as e:
@@ -73,7 +203,7 @@ def _fetch_blob(client: RegistryClient, desc: dict[str, Any], store: ContentStor
                                 "cannot resume it (no range support)") from None
         raise RegistryError(f"{what}: download failed after {e.resumptions} resumptions: {reason(e)}") from None
     except DigestMismatch as e:
-        raise RegistryError(f"{what} failed verification (digest mismatch): {e}; nothing was stored") from None
+        raise BlobDigestMismatch(f"{what} failed verification (digest mismatch): {e}; nothing was stored") from None
     except OSError as e:
         raise RegistryError(f"{what}: download failed: {reason(e)}") from None
     finally:
@@ -87,8 +217,9 @@ def fetch_blob(client: RegistryClient, digest: str, size: int, store: ContentSto
 
 
 def pull(ref: Reference, store: ContentStore, platform: str = "linux/amd64",
-         progress: Progress | None = None) -> PulledImage:
-    """Resolve `ref` for `platform` and fetch its manifest, config and layers into `store`.
+         progress: Progress | None = None, layers: bool = True) -> PulledImage:
+    """Resolve `ref` for `platform` and fetch its manifest, config and (unless `layers` is False: see
+    `PulledImage.open_layer`) layers into `store`.
 
     progress(blob digest, bytes so far, total) is called while blobs download; present blobs are skipped.
     """
@@ -100,14 +231,14 @@ def pull(ref: Reference, store: ContentStore, platform: str = "linux/amd64",
     client = RegistryClient(ref)
     digest, manifest, _raw = resolve_platform(client, platform, store)
     config_desc = manifest["config"]
-    layers = [dict(layer) for layer in manifest.get("layers") or []]
-    for desc in [config_desc, *layers]:
+    descs = [dict(layer) for layer in manifest.get("layers") or []]
+    for desc in [config_desc, *descs]:
         try:
             store.path(str(desc.get("digest")))
         except ValueError as e:
             raise RegistryError(f"{ref}: manifest {digest}: {e}") from None
     _fetch_blob(client, config_desc, store, None)
-    missing = [layer for layer in layers if not store.has(str(layer["digest"]))]
+    missing = [layer for layer in descs if layers and not store.has(str(layer["digest"]))]
     if len(missing) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -126,7 +257,7 @@ def pull(ref: Reference, store: ContentStore, platform: str = "linux/amd64",
     if not isinstance(config, dict):
         raise RegistryError(f"{ref}: image config {config_digest} is not a JSON object")
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-    if len(diff_ids) != len(layers):
+    if len(diff_ids) != len(descs):
         raise RegistryError(f"{ref}: image config lists {len(diff_ids)} layer diff_ids, "
-                            f"the manifest {len(layers)} layers")
-    return PulledImage(ref, digest, manifest, config, config_digest, layers)
+                            f"the manifest {len(descs)} layers")
+    return PulledImage(ref, digest, manifest, config, config_digest, descs, client)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
 from workbench.llb.ops import Copy, ExecOp, FileOp, ImageSource, LocalSource, Mkdir, Mkfile, Rm, Vertex
 from workbench.progress.events import EventBus, VertexLog, VertexStatus
@@ -10,13 +10,16 @@ from workbench.solver import fileops
 from workbench.solver.types import SolveError
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from workbench.solver.job import SolveJob
     from workbench.solver.types import Result
     from workbench.worker import Worker
 
 
 def pull_image(worker: Worker, bus: EventBus, v: Vertex, op: ImageSource) -> list[str]:
-    """Fetch the image's blobs (skipping those present) and extract each layer once, shared by chain id."""
+    """Fetch the image's blobs (skipping those present) and extract each layer once, shared by chain id; a
+    missing layer is extracted while it downloads."""
     from workbench.image.content import CorruptBlob
     from workbench.image.pull import pull
     from workbench.image.reference import parse_reference
@@ -31,14 +34,14 @@ def pull_image(worker: Worker, bus: EventBus, v: Vertex, op: ImageSource) -> lis
         bus.emit(VertexStatus(v.digest, v.name, status_id=what, current=current, total=total,
                               done=current >= total > 0))
 
-    def open_blob(layer: LayerRef) -> BinaryIO:
-        return cast(BinaryIO, worker.content.open(layer.digest))  # verified as it is read
+    def open_blob(layer: LayerRef) -> AbstractContextManager[BinaryIO]:
+        return image.open_layer(worker.content, layer.digest, progress)  # verified as it is read
 
     def on_extract(layer: LayerRef, done: bool) -> None:
         bus.emit(VertexStatus(v.digest, v.name, status_id=f"extracting {layer.digest[:19]}", done=done))
 
     try:
-        image = pull(ref, worker.content, op.platform, progress=progress)
+        image = pull(ref, worker.content, op.platform, progress=progress, layers=False)  # streamed as extracted
     except RegistryError as e:
         raise SolveError(str(e), v) from None
     except CorruptBlob as e:
@@ -48,6 +51,8 @@ def pull_image(worker: Worker, bus: EventBus, v: Vertex, op: ImageSource) -> lis
               for layer, diff_id in zip(image.layers, diff_ids, strict=True)]
     try:
         return worker.ensure_layer_chain(layers, open_blob, on_extract)
+    except RegistryError as e:
+        raise SolveError(str(e), v) from None
     except CorruptBlob as e:
         raise SolveError(str(e.for_image(str(named))), v) from None
 

@@ -1,0 +1,154 @@
+"""Streaming layer compressors that use every core, with output independent of the thread count.
+
+gzip is pigz's scheme: the input is cut into fixed `CHUNK`s, each deflated in a thread (zlib releases the
+GIL) with the previous chunk's last 32 KiB as its dictionary and ended by a sync flush, so the pieces join
+into one ordinary gzip member. zstd is libzstd's own multi-threaded mode, whose frames do not depend on
+the number of workers (as long as there is at least one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, BinaryIO, cast
+
+CHUNK = 1 << 20
+"""Input bytes per gzip piece: fixed, so the output never depends on the thread count."""
+_WINDOW = 32 * 1024
+
+GZIP_DEFAULT_LEVEL = 6
+"""BuildKit's: Go's `gzip.NewWriter`, DefaultCompression, which compress/flate runs as level 6."""
+ZSTD_DEFAULT_LEVEL = 3
+"""BuildKit's: klauspost/compress `SpeedDefault`, zstd's level 3."""
+LEVELS = {"gzip": range(0, 10), "zstd": range(1, 23)}
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _deflate(data: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict else zlib.compressobj(level, wbits=-15)
+    return c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+class ParallelGzipWriter(io.RawIOBase):
+    """A write-only gzip stream onto `out` (left open by `close`), deflated by `threads` threads.
+
+    At most `threads + 2` pieces are in flight, so memory stays a few MiB whatever the input size.
+    """
+
+    def __init__(self, out: IO[bytes], level: int = GZIP_DEFAULT_LEVEL, threads: int | None = None) -> None:
+        super().__init__()
+        self.out, self.level = out, level
+        self.threads = max(1, threads or default_threads())
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gzip")
+        self.pending: deque[Future[bytes]] = deque()
+        self.buf = bytearray()
+        self.zdict = b""
+        self.crc = 0
+        self.size = 0
+        xfl = 2 if level == 9 else 4 if level == 1 else 0
+        out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes((xfl, 255)))  # mtime 0, OS unknown as Go
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        n = memoryview(b).nbytes
+        self.crc = zlib.crc32(b, self.crc)
+        self.size += n
+        self.buf += b
+        while len(self.buf) > CHUNK:  # `>`: the last piece is held back, it ends the stream
+            self._submit(bytes(self.buf[:CHUNK]), last=False)
+            del self.buf[:CHUNK]
+        return n
+
+    def _submit(self, data: bytes, last: bool) -> None:
+        self.pending.append(self.pool.submit(_deflate, data, self.zdict, self.level, last))
+        self.zdict = data[-_WINDOW:]
+        while len(self.pending) > self.threads + 2:
+            self.out.write(self.pending.popleft().result())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._submit(bytes(self.buf), last=True)
+            while self.pending:
+                self.out.write(self.pending.popleft().result())
+            self.out.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop without finishing the stream (the caller failed); the threads are released."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
+        super().close()
+
+
+def open_compressor(kind: str, out: IO[bytes], level: int | None = None,
+                    threads: int | None = None) -> IO[bytes] | None:
+    """A writer compressing into `out` as `kind` ("gzip", "zstd"; None for "none"/"uncompressed"), at `level`
+    (None: BuildKit's default). Its `close()` ends the stream and leaves `out` open."""
+    if kind in ("none", "", "uncompressed"):
+        return None
+    if kind not in LEVELS:
+        raise ValueError(f"unknown layer compression {kind!r}")
+    if level is not None and level not in LEVELS[kind]:
+        r = LEVELS[kind]
+        raise ValueError(f"{kind} compression level {level} is out of range ({r.start}-{r.stop - 1})")
+    if kind == "gzip":
+        return cast(IO[bytes], ParallelGzipWriter(out, GZIP_DEFAULT_LEVEL if level is None else level, threads))
+    import zstandard
+
+    zc = zstandard.ZstdCompressor(level=ZSTD_DEFAULT_LEVEL if level is None else level,
+                                  threads=max(1, threads or default_threads()))  # ≥ 1: same frames for any count
+    return cast(IO[bytes], zc.stream_writer(out, closefd=False))
+
+
+class HashingWriter(io.RawIOBase):
+    """Pass-through writer that hashes and counts what goes through it."""
+
+    def __init__(self, out: IO[bytes] | None) -> None:
+        self.out, self.sha, self.size = out, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self.sha.update(b)
+        n = memoryview(b).nbytes
+        self.size += n
+        if self.out is not None:
+            self.out.write(b)
+        return n
+
+
+def write_compressed(fill: Callable[[IO[bytes]], None], out: BinaryIO, compress: str = "gzip",
+                     compresslevel: int | None = None, threads: int | None = None) -> tuple[str, str, int]:
+    """Stream the bytes `fill` writes (a layer tar) through their digest (the diff ID) and the compressor
+    into `out`, in one pass. Returns ("sha256:" diff ID, "sha256:" digest of the bytes written, their size)."""
+    blob = HashingWriter(out)
+    compressor = open_compressor(compress, cast(IO[bytes], blob), compresslevel, threads)
+    raw = HashingWriter(compressor if compressor is not None else cast(IO[bytes], blob))
+    try:
+        fill(cast(IO[bytes], raw))
+    except BaseException:
+        if isinstance(compressor, ParallelGzipWriter):
+            compressor.abort()
+        raise
+    if compressor is not None:
+        compressor.close()  # writes the gzip trailer / zstd frame end; `out` stays open
+    return "sha256:" + raw.sha.hexdigest(), "sha256:" + blob.sha.hexdigest(), blob.size
