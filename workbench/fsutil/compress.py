@@ -12,11 +12,12 @@ import hashlib
 import io
 import os
 import struct
-import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, BinaryIO, cast
+
+from workbench.fsutil.deflate import zlib
 
 CHUNK = 1 << 20
 """Input bytes per gzip piece: fixed, so the output never depends on the thread count."""
@@ -37,7 +38,31 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+_PROBES = 8
+_PROBE = 4096
+_STORED_ABOVE = 0.97
+
+
+def incompressible(data: bytes) -> bool:
+    """Whether every one of `_PROBES` evenly spaced 4 KiB samples of `data` deflates (fastest level) to more
+    than 97 % of its size: random or already compressed bytes, which a higher level only spends time on.
+    One compressible sample is enough to say no, so a piece that mixes kinds is deflated as usual."""
+    if len(data) < _PROBES * _PROBE * 4:
+        return False
+    step = (len(data) - _PROBE) // (_PROBES - 1)
+    for i in range(_PROBES):
+        sample = data[i * step: i * step + _PROBE]
+        c = zlib.compressobj(1, zlib.DEFLATED, -15)
+        if len(c.compress(sample)) + len(c.flush()) <= _STORED_ABOVE * _PROBE:
+            return False
+    return True
+
+
 def _deflate(data: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+    """One piece of the stream; stored as is (deflate's level 0) when it is `incompressible`, as zstd and
+    klauspost/compress skip what does not compress: the ratio is the same, the time a fraction."""
+    if level > 0 and incompressible(data):
+        level = 0
     c = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict else zlib.compressobj(level, wbits=-15)
     return c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
@@ -126,6 +151,9 @@ class HashingWriter(io.RawIOBase):
 
     def writable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        return self.size
 
     def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         self.sha.update(b)

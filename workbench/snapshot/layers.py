@@ -11,11 +11,11 @@ import io
 import os
 import stat
 import tarfile
-import zlib
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
 from workbench.fsutil.compress import write_compressed
+from workbench.fsutil.deflate import zlib
 from workbench.fsutil.tar import OPAQUE, OPAQUE_XATTR, OVERLAY_XATTRS, WHITEOUT_PREFIX, XATTR_PAX, extract
 
 
@@ -160,7 +160,9 @@ def write_layer(layer_dir: Path, out: BinaryIO, compress: str = "gzip", compress
 
 def _write_tree(stream: IO[bytes], layer_dir: Path) -> None:
     links: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    # "w", not the stream mode "w|": that one cuts everything into 10 KiB writes; this writes each header at
+    # once and file data in 1 MiB blocks (the same bytes, a fraction of the calls)
+    with tarfile.TarFile(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_CHUNK) as tar:
         for name, host, st in _walk(layer_dir):
             _write_entry(tar, name, host, st, links)
 
