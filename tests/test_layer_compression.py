@@ -149,6 +149,45 @@ def test_force_compression_recompresses_remembered_layers(worker: Worker) -> Non
     assert export(Compression("gzip", force=True))[0]["digest"] == digest
 
 
+def test_blobs_of_every_compression_are_remembered(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zstd export remembers its blob as a gzip one is: the next zstd export of the layer compresses nothing,
+    a gzip export between them does not replace it, and the cache's disk usage counts it with its snapshot
+    (not as an orphan blob a prune would delete)."""
+    from workbench.gc.usage import scan
+    from workbench.image import assemble
+    from workbench.image.assemble import Compression
+
+    layer = _snapshot(worker, 1)
+    worker.store.record("step", [layer], "a step")
+    image = {"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z"}
+    written: list[str] = []
+    real_write = assemble._write
+
+    def counting(snapshot: str, *args: object) -> LayerBlob:
+        written.append(snapshot)
+        return real_write(snapshot, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(assemble, "_write", counting)
+
+    def export(comp: Compression) -> dict[str, object]:
+        return _layers(worker, build_image([layer], image, worker.store, worker.snapshots, worker.content,
+                                           comp))[0]
+
+    zstd = export(Compression("zstd"))
+    assert zstd["mediaType"] == ZSTD and written == [layer]
+    assert export(Compression("zstd")) == zstd and written == [layer]
+    gzip_layer = export(Compression("gzip", force=True))
+    assert gzip_layer["mediaType"] == GZIP and written == [layer, layer]
+    assert export(Compression("zstd")) == zstd and export(Compression("gzip")) == gzip_layer
+    assert written == [layer, layer]
+    assert export(Compression("uncompressed", force=True))["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+    assert export(Compression("zstd", force=True)) == zstd and len(written) == 3
+    usage = scan(worker.root, worker.store, exclusive=True)
+    assert str(zstd["digest"]) not in usage.orphans.blobs and str(gzip_layer["digest"]) not in usage.orphans.blobs
+    worker.store.forget(["step"], [layer])
+    assert worker.store.layer_blob_variants() == []
+
+
 # --- the --output options, end to end --------------------------------------------------------------------------
 
 

@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS layer_blobs (
     size INTEGER NOT NULL,
     media_type TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS layer_blob_variants (
+    snapshot TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    diff_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (snapshot, media_type)
+);
 CREATE TABLE IF NOT EXISTS lineage (
     lineage TEXT PRIMARY KEY,
     key TEXT NOT NULL,
@@ -311,6 +319,25 @@ class CacheStore:
         ).fetchone())
         return LayerBlob(*row) if row else None
 
+    def layer_blob_variant(self, snapshot: str, media_type: str) -> LayerBlob | None:
+        """The blob of `snapshot` compressed as `media_type` (zstd, uncompressed) by an export, if remembered."""
+        row = self._q(lambda db: db.execute(
+            "SELECT diff_id, digest, size, media_type FROM layer_blob_variants WHERE snapshot=? AND media_type=?",
+            (snapshot, media_type)).fetchone())
+        return LayerBlob(*row) if row else None
+
+    def record_layer_blob_variant(self, snapshot: str, blob: LayerBlob) -> None:
+        """Remember a blob of `snapshot` in another compression than its `layer_blob` (one per media type)."""
+        self._q(lambda db: db.execute(
+            "INSERT OR REPLACE INTO layer_blob_variants (snapshot, media_type, diff_id, digest, size) "
+            "VALUES (?,?,?,?,?)", (snapshot, blob.media_type, blob.diff_id, blob.digest, blob.size)))
+
+    def layer_blob_variants(self) -> list[tuple[str, LayerBlob]]:
+        """Every remembered (snapshot, blob) in another compression than the snapshot's `layer_blob`."""
+        rows = self._q(lambda db: db.execute(
+            "SELECT snapshot, diff_id, digest, size, media_type FROM layer_blob_variants").fetchall())
+        return [(r[0], LayerBlob(*r[1:])) for r in rows]
+
     def record_layer_blob(self, snapshot: str, blob: LayerBlob) -> None:
         self._q(lambda db: db.execute(
             "INSERT OR REPLACE INTO layer_blobs (snapshot, diff_id, digest, size, media_type) VALUES (?,?,?,?,?)",
@@ -359,6 +386,7 @@ class CacheStore:
             try:
                 db.executemany("DELETE FROM results WHERE key=?", [(k,) for k in keys])
                 db.executemany("DELETE FROM layer_blobs WHERE snapshot=?", [(s,) for s in snapshots])
+                db.executemany("DELETE FROM layer_blob_variants WHERE snapshot=?", [(s,) for s in snapshots])
                 db.executemany("DELETE FROM snapshot_sizes WHERE snapshot=?", [(s,) for s in snapshots])
             except BaseException:
                 try:

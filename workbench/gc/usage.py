@@ -80,8 +80,9 @@ def scan(root: Path, store: CacheStore, exclusive: bool, remember: bool = True) 
     names = sorted(os.listdir(blobs)) if blobs.is_dir() else []
     blob_owner: dict[str, str] = {}
     layer_blobs = store.layer_blobs()
-    stale_rows = sorted((set(layer_blobs) | set(known)) - on_disk)
-    for snap, blob in sorted(layer_blobs.items()):
+    variants = sorted(store.layer_blob_variants(), key=lambda v: (v[0], v[1].media_type))
+    stale_rows = sorted((set(layer_blobs) | set(known) | {snap for snap, _ in variants}) - on_disk)
+    for snap, blob in [*sorted(layer_blobs.items()), *variants]:
         if snap in refs:
             blob_owner.setdefault(blob.digest, snap)
     blob_owner.update(attach_metadata(blobs, names, blob_owner))

@@ -36,32 +36,34 @@ class Compression:
     def media_type(self) -> str:
         return LAYER_TYPES[self.kind]
 
-    def reuses(self, known: LayerBlob) -> bool:
-        """Whether a remembered blob serves this export as it is."""
-        if not self.force:
-            return True
+    def matches(self, known: LayerBlob) -> bool:
+        """Whether a remembered blob is in this export's compression."""
         return known.media_type in _GZIP_TYPES if self.kind == "gzip" else known.media_type == self.media_type
 
 
 def layer_blob(snapshot: str, store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
                compression: str | Compression = "gzip") -> LayerBlob:
-    """The compressed blob of a snapshot, made once and remembered (gzip blobs only, as pulled ones are).
+    """The compressed blob of a snapshot, made once per compression and remembered.
 
-    A remembered blob is reused whatever its compression unless `force` (base layers stay as pulled, as in
-    BuildKit without force-compression)."""
+    A remembered blob in the asked compression is reused; without `force` so is the snapshot's usual one
+    whatever its compression (base layers stay as pulled, as in BuildKit without force-compression)."""
     comp = compression if isinstance(compression, Compression) else Compression(compression)
     blob = _known(snapshot, store, content, comp)
     if blob is None:
         blob = _write(snapshot, snapshots, content, comp)
-        _remember(snapshot, store, comp, blob)
+        _remember(snapshot, store, content, comp, blob)
     return blob
 
 
 def _known(snapshot: str, store: CacheStore, content: ContentStore, comp: Compression) -> LayerBlob | None:
-    known = store.layer_blob(snapshot)
-    if known is not None and content.has(known.digest) and comp.reuses(known):
-        return known
-    return None
+    """A remembered blob that serves: one in the asked compression first, else (without force) the snapshot's
+    usual one, whatever its compression."""
+    usable = [b for b in (store.layer_blob_variant(snapshot, comp.media_type), store.layer_blob(snapshot))
+              if b is not None and content.has(b.digest)]
+    for blob in usable:
+        if comp.matches(blob):
+            return blob
+    return usable[-1] if usable and not comp.force else None
 
 
 def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, comp: Compression) -> LayerBlob:
@@ -72,9 +74,14 @@ def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, com
     return LayerBlob(diff_id, digest, size, comp.media_type)
 
 
-def _remember(snapshot: str, store: CacheStore, comp: Compression, blob: LayerBlob) -> None:
-    if comp.kind == "gzip":
+def _remember(snapshot: str, store: CacheStore, content: ContentStore, comp: Compression, blob: LayerBlob) -> None:
+    """A gzip blob becomes the snapshot's usual one (what pulls record) unless it has one; any other is kept as
+    a variant, found again by an export in the same compression."""
+    usual = store.layer_blob(snapshot)
+    if comp.kind == "gzip" and (usual is None or not content.has(usual.digest)):
         store.record_layer_blob(snapshot, blob)
+    else:
+        store.record_layer_blob_variant(snapshot, blob)
 
 
 def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
@@ -93,7 +100,7 @@ def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager,
                 blobs[s] = f.result()
     done = {s: b for s, b in blobs.items() if b is not None}
     for s in todo:  # the store is written from this thread, as before
-        _remember(s, store, comp, done[s])
+        _remember(s, store, content, comp, done[s])
     return [done[s] for s in chain]
 
 
