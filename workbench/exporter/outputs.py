@@ -26,7 +26,7 @@ from workbench.image.content import CorruptBlob
 from workbench.progress.events import EventBus, VertexCompleted, VertexFailed, VertexStarted, VertexStatus
 
 if TYPE_CHECKING:
-    from workbench.image.assemble import Compression
+    from workbench.image.assemble import Compression, Uploads
     from workbench.image.content import ContentStore
     from workbench.request import BuildResult, OutputSpec
     from workbench.worker import Worker
@@ -152,9 +152,36 @@ def _image_manifest(job: Export) -> str:
         return job.manifest
     job.status("exporting layers")
     w = job.worker
-    manifest = build_image(job.chain, job.image, w.store, w.snapshots, w.content, comp)
+    manifest = build_image(job.chain, job.image, w.store, w.snapshots, w.content, comp, _streamed_push(job))
     job.status("exporting layers", done=True)
     return manifest
+
+
+def _streamed_push(job: Export) -> Uploads | None:
+    """For `type=image,push=true`: new layers go to the first name's registry while they are compressed (the
+    push then finds them there); None where that cannot start, the push saying why if it matters."""
+    if job.out.type != "image" or job.out.attrs.get("push", "").lower() not in _TRUE or not job.names:
+        return None
+    from workbench.image.reference import parse_reference
+    from workbench.image.registry_client import push_client
+    from workbench.image.registry_errors import RegistryError
+    from workbench.image.upload import StreamingUpload
+
+    try:
+        ref = parse_reference(job.names[0])
+        client = push_client(ref)
+        with client.request("HEAD", "/blobs/sha256:" + "0" * 64, f"authenticating to push {ref}",
+                            not_found_ok=True):
+            pass  # earns the token before any body is streamed
+    except (RegistryError, ValueError, OSError):
+        return None
+    status = f"pushing {ref}"
+
+    def progress(label: str, current: int, total: int) -> None:
+        job.bus.emit(VertexStatus(job.vid, job.name, status_id=f"{status} {label}", current=current, total=total,
+                                  done=current >= total > 0))
+
+    return lambda snapshot: StreamingUpload(client, f"layer {snapshot[:12]}", progress)
 
 
 def compression_of(out: OutputSpec) -> Compression:

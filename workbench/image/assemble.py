@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import io
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 from workbench.cache.store import CacheStore, LayerBlob
 from workbench.image.content import ContentStore
@@ -66,11 +68,50 @@ def _known(snapshot: str, store: CacheStore, content: ContentStore, comp: Compre
     return usable[-1] if usable and not comp.force else None
 
 
-def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, comp: Compression) -> LayerBlob:
+class BlobUpload(Protocol):
+    """Where a new layer blob also goes while it is written (`workbench.image.upload.StreamingUpload`)."""
+
+    def write(self, b: bytes) -> int: ...
+
+    def finish(self, digest: str) -> bool: ...
+
+    def abort(self) -> None: ...
+
+
+Uploads = Callable[[str], BlobUpload]
+"""Opens the upload of a snapshot's new blob."""
+
+
+class _Tee(io.RawIOBase):
+    def __init__(self, *outs: IO[bytes] | BlobUpload) -> None:
+        super().__init__()
+        self.outs = outs
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        for out in self.outs:
+            out.write(bytes(b) if not isinstance(b, bytes) else b)
+        return memoryview(b).nbytes
+
+
+def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, comp: Compression,
+           uploads: Uploads | None = None) -> LayerBlob:
+    """Compress the snapshot into the content store (and, with `uploads`, to the registry at the same time)."""
     from workbench.snapshot.layers import write_layer
 
-    with content.writer() as w:
-        diff_id, digest, size = write_layer(snapshots.path(snapshot), w, comp.kind, comp.level)
+    upload = uploads(snapshot) if uploads is not None else None
+    try:
+        with content.writer() as w:
+            out = w if upload is None else cast(BinaryIO, _Tee(w, upload))
+            diff_id, digest, size = write_layer(snapshots.path(snapshot), out, comp.kind, comp.level)
+    except BaseException:
+        if upload is not None:
+            upload.abort()
+        raise
+    if upload is not None:
+        upload.finish(digest)  # if it failed, the push uploads the blob from the content store
     return LayerBlob(diff_id, digest, size, comp.media_type)
 
 
@@ -85,17 +126,18 @@ def _remember(snapshot: str, store: CacheStore, content: ContentStore, comp: Com
 
 
 def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
-                compression: str | Compression = "gzip") -> list[LayerBlob]:
+                compression: str | Compression = "gzip", uploads: Uploads | None = None) -> list[LayerBlob]:
     """`layer_blob` of each snapshot of `chain`, the ones to write compressed side by side (each on every
-    core as well: the producers of several tars keep the compressor threads busier than one does)."""
+    core as well: the producers of several tars keep the compressor threads busier than one does); new blobs
+    also go to `uploads` as they are written."""
     comp = compression if isinstance(compression, Compression) else Compression(compression)
     blobs = {s: _known(s, store, content, comp) for s in dict.fromkeys(chain)}
     todo = [s for s, b in blobs.items() if b is None]
     if len(todo) == 1:
-        blobs[todo[0]] = _write(todo[0], snapshots, content, comp)
+        blobs[todo[0]] = _write(todo[0], snapshots, content, comp, uploads)
     elif todo:
         with ThreadPoolExecutor(min(len(todo), _LAYERS_AT_ONCE), thread_name_prefix="layer") as pool:
-            futures = {s: pool.submit(_write, s, snapshots, content, comp) for s in todo}
+            futures = {s: pool.submit(_write, s, snapshots, content, comp, uploads) for s in todo}
             for s, f in futures.items():
                 blobs[s] = f.result()
     done = {s: b for s, b in blobs.items() if b is not None}
@@ -106,12 +148,13 @@ def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager,
 
 def build_image(
     chain: list[str], image: dict[str, Any], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
-    compression: str | Compression = "gzip",
+    compression: str | Compression = "gzip", uploads: Uploads | None = None,
 ) -> str:
-    """Write the layers, config and manifest of the image; returns the manifest digest."""
+    """Write the layers, config and manifest of the image; returns the manifest digest. New layer blobs also
+    go to `uploads` while they are written (a push)."""
     from workbench.image.config import build_manifest
 
-    blobs = layer_blobs(chain, store, snapshots, content, compression)
+    blobs = layer_blobs(chain, store, snapshots, content, compression, uploads)
     config = copy.deepcopy(image)
     config["rootfs"] = {"type": "layers", "diff_ids": [b.diff_id for b in blobs]}
     config.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -1,0 +1,156 @@
+"""A pushed build uploads its new layers while they are compressed (issue 19), through a recording proxy in front
+of a real registry; a registry that refuses chunked uploads still gets the image, from the content store."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.registry_fixture import Registry, image_registry_fixture  # noqa: F401
+from workbench.image import upload as upload_module
+
+WORKBENCH = [str(Path(sys.executable).parent / "workbench")]
+LAYER_MB = 40  # random bytes: stored, not deflated, so the layer is as big as this
+
+
+class RecordingProxy:
+    """Forwards every request to the registry (Host kept, so its Locations point back here) and records
+    (method, path, Content-Range, whether `ingest` held a blob being written); can refuse PATCH (405)."""
+
+    def __init__(self, upstream: str, ingest: Path) -> None:
+        self.upstream, self.ingest = upstream, ingest
+        self.log: list[tuple[str, str, str, bool]] = []
+        self.refuse_patch = False
+        self.hold_first_patch = 0.3  # seconds: the writer must stall on its full queue meanwhile
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def handle_one(self) -> None:
+                proxy.forward(self)
+
+            do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = handle_one  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def forward(self, h: BaseHTTPRequestHandler) -> None:
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        busy = self.ingest.is_dir() and any(self.ingest.iterdir())
+        first_patch = h.command == "PATCH" and not any(m == "PATCH" for m, *_ in self.log)
+        self.log.append((h.command, h.path, h.headers.get("Content-Range", ""), busy))
+        if h.command == "PATCH" and self.refuse_patch:
+            h.send_response(405)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        if first_patch:
+            time.sleep(self.hold_first_patch)
+        conn = http.client.HTTPConnection(self.upstream, timeout=60)
+        conn.request(h.command, h.path, body=body if h.command not in ("GET", "HEAD") else None,
+                     headers={k: v for k, v in h.headers.items() if k.lower() not in ("connection",)})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        h.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                h.send_header(k, v)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(image_registry: Registry, tmp_path: Path) -> Iterator[RecordingProxy]:
+    p = RecordingProxy(image_registry.host, tmp_path / "root" / "content" / "ingest")
+    yield p
+    p.close()
+
+
+def _build_and_push(tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "big.bin").write_bytes(os.urandom(LAYER_MB << 20))
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY big.bin /big.bin\n")
+    env = {**os.environ, "WORKBENCH_SERVER": "0"}
+    return subprocess.run(WORKBENCH + ["build", str(ctx), "--root", str(tmp_path / "root"), "--progress", "plain",
+                                       "--output", f"type=image,name={name},push=true"],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def _layer_digest(root: Path, host: str, repo: str) -> str:
+    from workbench.image.store import ImageStore
+    from workbench.worker import Worker
+
+    worker = Worker(root)
+    try:
+        manifest = json.loads(worker.content.read(ImageStore.for_content(worker.content).resolve(
+            f"{host}/{repo}:1").digest))
+        return str(manifest["layers"][0]["digest"])
+    finally:
+        worker.close()
+
+
+def _pulled_layer(tmp_path: Path, name: str, digest: str) -> bytes:
+    fresh = tmp_path / "fresh"
+    proc = subprocess.run(WORKBENCH + ["image", "pull", "--root", str(fresh), name], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return (fresh / "content" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+
+
+def test_new_layers_upload_while_they_are_compressed(proxy: RecordingProxy, tmp_path: Path) -> None:
+    name = f"{proxy.host}/streamed:1"
+    proc = _build_and_push(tmp_path, name)
+    assert proc.returncode == 0, proc.stderr
+    digest = _layer_digest(tmp_path / "root", proxy.host, "streamed")
+    local = (tmp_path / "root" / "content" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+    patches = [(path, rng, busy) for method, path, rng, busy in proxy.log if method == "PATCH"]
+    piece = upload_module.PIECE
+    assert [rng for _, rng, _ in patches] == [f"{at}-{min(at + piece, len(local)) - 1}"
+                                              for at in range(0, len(local), piece)]
+    assert patches[0][2], "the first piece reached the registry before the layer blob was written in full"
+    layer_puts = [path for method, path, *_ in proxy.log
+                  if method == "PUT" and f"digest={digest.replace(':', '%3A')}" in path]
+    assert len(layer_puts) == 1  # the stream's: the push found the layer there
+    assert [m for m, *_ in proxy.log].count("POST") == 2  # the layer's upload and the config's
+    assert _pulled_layer(tmp_path, name, digest) == local
+    assert "sha256:" + hashlib.sha256(local).hexdigest() == digest
+
+
+def test_registry_refusing_chunks_still_gets_the_image(proxy: RecordingProxy, tmp_path: Path) -> None:
+    proxy.refuse_patch = True
+    name = f"{proxy.host}/monolithic:1"
+    proc = _build_and_push(tmp_path, name)
+    assert proc.returncode == 0, proc.stderr
+    digest = _layer_digest(tmp_path / "root", proxy.host, "monolithic")
+    methods = [m for m, path, *_ in proxy.log if "/blobs/uploads/" in path]
+    assert methods[:3] == ["POST", "PATCH", "DELETE"]  # the refused stream is cancelled at the registry
+    puts = [path for m, path, *_ in proxy.log if m == "PUT" and "/blobs/uploads/" in path]
+    assert any(f"digest={digest.replace(':', '%3A')}" in p for p in puts)  # then uploaded from the store
+    local = (tmp_path / "root" / "content" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+    assert _pulled_layer(tmp_path, name, digest) == local

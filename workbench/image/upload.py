@@ -1,0 +1,139 @@
+"""Upload a blob to a registry while it is being written (a layer while it is compressed).
+
+The registry's chunked upload protocol: one POST opens the upload, each piece goes in a PATCH with its
+Content-Range, and the closing PUT names the digest, which the registry checks. A sender thread sends the
+pieces as the writer fills them, at most `AHEAD` waiting, so the network works while the layer is compressed
+and memory stays a few MiB per layer.
+
+Nothing here can fail the export: a registry that refuses chunked uploads, or any error on the way, leaves the
+upload `broken` (cancelled at the registry); the push after the export then finds the blob missing and uploads
+it from the content store as before.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Callable
+
+from workbench.image.push import _location, _with_query
+from workbench.image.registry_client import RegistryClient
+from workbench.image.registry_errors import RegistryError
+
+PIECE = 4 << 20
+"""Bytes per PATCH."""
+AHEAD = 2
+"""Pieces that may wait for the sender."""
+
+_OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+class StreamingUpload(io.RawIOBase):
+    """A write-only stream whose bytes go to the registry in PATCHes; `finish(digest)` completes the upload.
+
+    `progress(label, bytes sent, 0)` is told of each piece sent (the size is not known before the end).
+    """
+
+    def __init__(self, client: RegistryClient, label: str = "layer",
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
+        super().__init__()
+        self.client, self.label, self.progress = client, label, progress
+        self.what = f"pushing {label} while it is compressed"
+        self.buf = bytearray()
+        self.offset = 0  # bytes handed to the sender
+        self.sent = 0
+        self.error: BaseException | None = None
+        self.pieces: queue.Queue[bytes | None] = queue.Queue(AHEAD)
+        self.location = ""
+        try:
+            with client.request("POST", "/blobs/uploads/", self.what, data=b"") as resp:
+                self.location = _location(client, resp, self.what)
+        except (RegistryError, OSError) as e:
+            self.error = e
+        self.sender = threading.Thread(target=self._send, daemon=True, name=f"upload {label}")
+        if self.error is None:
+            self.sender.start()
+
+    @property
+    def broken(self) -> bool:
+        """Whether the upload failed (the blob must then be pushed from the content store)."""
+        return self.error is not None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        n = memoryview(b).nbytes
+        if self.error is not None:
+            return n
+        self.buf += b
+        while len(self.buf) >= PIECE:
+            self._hand(bytes(self.buf[:PIECE]))
+            del self.buf[:PIECE]
+        return n
+
+    def _hand(self, piece: bytes | None) -> None:
+        while self.error is None:
+            try:
+                self.pieces.put(piece, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _send(self) -> None:
+        try:
+            while (piece := self.pieces.get()) is not None:
+                if self.error is not None:
+                    return  # abandoned; the writer stops handing pieces once `error` is set
+                headers = {**_OCTETS, "Content-Length": str(len(piece)),
+                           "Content-Range": f"{self.sent}-{self.sent + len(piece) - 1}"}
+                with self.client.request("PATCH", self.location, self.what, data=piece, headers=headers) as resp:
+                    self.location = _location(self.client, resp, self.what)
+                self.sent += len(piece)
+                if self.progress:
+                    self.progress(self.label, self.sent, 0)
+        except BaseException as e:  # kept: the blob is pushed from the content store instead
+            self.error = e
+
+    def finish(self, digest: str) -> bool:
+        """Send the rest and complete the upload as `digest`; whether the registry now has the blob."""
+        if self.error is None:
+            self._hand(bytes(self.buf) if self.buf else b"")
+            self.buf.clear()
+            self._hand(None)
+            self.sender.join()
+        if self.error is None:
+            try:
+                with self.client.request("PUT", _with_query(self.location, digest=digest), self.what, data=b"",
+                                         headers={**_OCTETS, "Content-Length": "0"}):
+                    pass
+                if self.progress:
+                    self.progress(self.label, self.sent, self.sent)
+                return True
+            except (RegistryError, OSError) as e:
+                self.error = e
+        self.abort()
+        return False
+
+    def abort(self) -> None:
+        """Give up: the sender stops and the registry is told to drop what it got (best effort)."""
+        if self.error is None:
+            self.error = RegistryError("upload abandoned")
+        if self.sender.is_alive():
+            self._unblock()
+            self.sender.join(timeout=30)
+        if self.location:
+            try:
+                with self.client.request("DELETE", self.location, self.what, not_found_ok=True):
+                    pass
+            except (RegistryError, OSError):
+                pass
+            self.location = ""
+        super().close()
+
+    def _unblock(self) -> None:
+        try:
+            self.pieces.put_nowait(None)
+        except queue.Full:
+            pass
