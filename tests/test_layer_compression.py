@@ -88,6 +88,33 @@ def test_gzip_levels_and_one_member(tree: Path) -> None:
         write_layer(tree, io.BytesIO(), "gzip", 10)
 
 
+def test_pieces_that_do_not_compress_are_stored() -> None:
+    """A 1 MiB piece of random bytes is stored (deflate's level 0, no time spent searching for matches); a piece
+    with anything compressible in it is deflated at the asked level. The stream stays one valid gzip member."""
+    from workbench.fsutil.compress import CHUNK, ParallelGzipWriter
+
+    rnd = random.Random(7)
+    noise = rnd.randbytes(CHUNK)
+    text = b"".join(b"line %d of some source text\n" % i for i in range(CHUNK // 24))[:CHUNK]
+    mixed = noise[: CHUNK // 2] + text[: CHUNK // 2]
+    data = noise + text + mixed + b"tail"
+    out = io.BytesIO()
+    with ParallelGzipWriter(out, 6, threads=2) as gz:
+        gz.write(data)
+    blob = out.getvalue()
+    assert zlib.decompress(blob, 16 + zlib.MAX_WBITS) == data
+
+    from workbench.fsutil.deflate import zlib as engine_zlib  # the writer's deflate: its stored blocks
+
+    c = engine_zlib.compressobj(0, engine_zlib.DEFLATED, -15)
+    stored = c.compress(noise) + c.flush(engine_zlib.Z_SYNC_FLUSH)
+    assert blob[10:10 + len(stored)] == stored  # the random piece, as level 0 writes it
+    assert len(stored) < CHUNK * 1.001
+    inflate = zlib.decompressobj(-15)  # the others are real deflate: they shrink
+    body = inflate.decompress(blob[10:])
+    assert body == data and len(blob) < len(noise) + len(mixed) // 2 + len(text) // 4
+
+
 @pytest.fixture()
 def worker(tmp_path: Path) -> Iterator[Worker]:
     w = Worker(tmp_path / "root")
