@@ -215,6 +215,36 @@ def test_blobs_of_every_compression_are_remembered(worker: Worker, monkeypatch: 
     assert worker.store.layer_blob_variants() == []
 
 
+def test_a_failed_layer_stops_the_export(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When one layer of an export fails, the layers not yet started are not compressed, and those that were
+    finished are remembered (the next export reuses them)."""
+    import threading
+    import time
+
+    from workbench.image import assemble
+
+    chain = [_snapshot(worker, s) for s in range(1, 7)]
+    started: list[str] = []
+    lock = threading.Lock()
+    real_write = assemble._write
+
+    def write(snapshot: str, *args: object) -> LayerBlob:
+        with lock:
+            started.append(snapshot)
+        if snapshot == chain[0]:
+            time.sleep(0.1)
+            raise OSError(28, "No space left on device")
+        time.sleep(1.0)
+        return real_write(snapshot, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(assemble, "_write", write)
+    with pytest.raises(OSError, match="No space left"):
+        build_image(chain, {"architecture": "amd64", "os": "linux"}, worker.store, worker.snapshots,
+                    worker.content)
+    assert chain[5] not in started  # queued behind the four running ones: cancelled
+    assert all(worker.store.layer_blob(s) is not None for s in started if s != chain[0])
+
+
 # --- the --output options, end to end --------------------------------------------------------------------------
 
 

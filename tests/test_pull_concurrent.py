@@ -84,11 +84,13 @@ def _gzip(tar: bytes, members: int) -> bytes:
     return b"".join(gzip.compress(p, mtime=0) for p in parts) + (b"\0" * 7 if members > 1 else b"")
 
 
-def _push(reg: Registry, repo: str, tars: list[bytes]) -> list[str]:
-    """Push an image of `tars` (the middle one as two gzip members); its layer blob digests."""
+def _push(reg: Registry, repo: str, tars: list[bytes], diff_ids: list[str] | None = None) -> list[str]:
+    """Push an image of `tars` (the middle one as two gzip members) whose config gives `diff_ids` (the tars'
+    own by default); its layer blob digests."""
     blobs = [_gzip(t, 2 if i == 1 else 1) for i, t in enumerate(tars)]
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [_digest(t) for t in tars]}}).encode()
+                         "rootfs": {"type": "layers",
+                                    "diff_ids": diff_ids or [_digest(t) for t in tars]}}).encode()
     for blob in [*blobs, config]:
         reg.push_blob(repo, blob)
     reg.push_manifest(repo, "latest", {
@@ -281,6 +283,57 @@ def test_layers_extract_while_they_download_all_at_once(image_registry: Registry
     chain = _pull(root, f"{proxy.host}/held")
     assert proxy.timed_out == []
     assert [_tree(root / "snapshots" / s / "fs") for s in chain] == _reference(tars, tmp_path)
+
+
+def test_layer_lying_about_its_diff_id_poisons_nothing(image_registry: Registry, proxy: Proxy, root: Path,
+                                                         tmp_path: Path) -> None:
+    """An image whose config claims another image's diff ID for its own (validly digested) layer is refused, and
+    the real image's layer is not taken from it later: the diff ID is the cache key of a pulled layer."""
+    real = _layers(7)
+    evil = _layers(8)
+    _push(image_registry, "real", real)
+    claimed = [_digest(real[0]), _digest(evil[1]), _digest(evil[2])]  # layer 0 claims to be the real one's
+    _push(image_registry, "evil", evil, diff_ids=claimed)
+    with pytest.raises(SolveError, match=rf"unpacks to {_digest(evil[0])}, not to the diff ID {claimed[0]}"):
+        _pull(root, f"{proxy.host}/evil")
+    worker = Worker(root)
+    try:
+        assert worker.store.lookup(_keys(real)[0]) is None
+    finally:
+        worker.close()
+    assert list((root / "tmp").glob("*/new-*")) == []
+    chain = _pull(root, f"{proxy.host}/real")
+    assert [_tree(root / "snapshots" / s / "fs") for s in chain] == _reference(real, tmp_path)
+
+
+@pytest.mark.parametrize("junk", [b"not a tar at all\n" * 200, b"\x28\xb5\x2f\xfd" + b"\xff" * 64])
+def test_layer_that_is_not_a_tar_is_a_build_error(image_registry: Registry, proxy: Proxy, root: Path,
+                                                  junk: bytes) -> None:
+    """A correctly digested blob that is no (compressed) tar, plain or with zstd's magic, is the pull's error,
+    naming the image; nothing is kept."""
+    repo = f"junk-{len(junk)}"
+    tars = [_layers(10)[0], junk]
+    digests = _push(image_registry, repo, tars)
+    with pytest.raises(SolveError, match=rf"{proxy.host}/{repo}.*not a valid (zstd )?layer"):
+        _pull(root, f"{proxy.host}/{repo}")
+    assert _trusted(root, tars, digests)[1][1] is False
+    assert list((root / "tmp").glob("*/new-*")) == []
+
+
+def test_a_failed_layer_stops_the_other_downloads(image_registry: Registry, proxy: Proxy, root: Path) -> None:
+    """Layer 2 lies about its diff ID while layer 0's tail is held back for 15 s: the pull fails as soon as
+    layer 2 is refused, instead of waiting for layer 0 to finish downloading."""
+    tars = _layers(9)
+    digests = _push(image_registry, "stopped", tars, diff_ids=[_digest(t) for t in tars[:2]] + [_digest(tars[0])])
+    proxy.hold = {digests[0]}
+    t0 = time.monotonic()
+    with pytest.raises(SolveError, match="not to the diff ID"):
+        _pull(root, f"{proxy.host}/stopped")
+    assert time.monotonic() - t0 < 10
+    blobs, chains, markers = _trusted(root, tars, digests)
+    assert not blobs[0] and chains == [False, False, False] and markers == []
+    # (layer 0's ingest file goes when its pump next hears from the socket, or with a later GC if this process
+    # has exited by then: it is never taken for a blob)
 
 
 @pytest.mark.parametrize("where", ["gzip header", "middle"])

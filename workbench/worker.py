@@ -61,19 +61,22 @@ class Worker:
 
     def ensure_layer_chain(self, layers: Sequence[LayerRef],
                            open_blob: Callable[[LayerRef], AbstractContextManager[BinaryIO]],
-                           on_extract: Callable[[LayerRef, bool], None]) -> list[str]:
+                           on_extract: Callable[[LayerRef, bool], None],
+                           stop: threading.Event | None = None) -> list[str]:
         """The snapshot chain of `layers`, bottom first: each layer is extracted once, shared by chain id.
 
         The longest chain already here is reused. The layers above it are extracted in parallel (up to
         EXTRACT_PARALLEL at once; each is its own snapshot dir, so order does not matter): `open_blob` gives a
         layer's blob, verified by the time its `with` closes cleanly (it may still be downloading while it is
         read), and `on_extract(layer, done)` is told when its extraction starts and ends. Each extraction goes
-        into a temp dir, committed and recorded bottom first only after its blob checked out, so a failed or
-        interrupted layer leaves nothing that a later build trusts.
+        into a temp dir, committed and recorded bottom first only after its blob checked out and its tar hashed
+        to the layer's diff ID (else `LayerContentError`), so a failed, lying or interrupted layer leaves nothing
+        that a later build trusts. On a failure (or Ctrl-C) `stop` is set: the other extractions end at once
+        (the caller's downloads may watch it too).
         """
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
-        from workbench.snapshot.layers import extract_layer
+        from workbench.snapshot.layers import LayerContentError, extract_layer
 
         keys, cid = [], ""
         for layer in layers:
@@ -89,10 +92,15 @@ class Worker:
         if start == len(layers):
             return chain
 
+        stop = stop if stop is not None else threading.Event()
+
         def extract(layer: LayerRef, prepared: Path) -> None:
             with open_blob(layer) as blob:
                 on_extract(layer, False)
-                extract_layer(blob, prepared / "fs", layer.media_type)
+                diff_id = extract_layer(blob, prepared / "fs", layer.media_type, stop)
+            if diff_id != layer.diff_id:
+                raise LayerContentError(f"layer {layer.digest} unpacks to {diff_id}, not to the diff ID "
+                                        f"{layer.diff_id} its image config gives: not trusted, nothing was kept")
             on_extract(layer, True)
 
         todo = range(start, len(layers))
@@ -101,16 +109,21 @@ class Worker:
             prepared = [stack.enter_context(self.snapshots.prepare()) for _ in todo]
             futures = [pool.submit(extract, layers[i], dir_) for i, dir_ in zip(todo, prepared, strict=True)]
             try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # a failure stops the others at once
+                for future in futures:
+                    if future in done and future.exception() is not None:
+                        future.result()  # the lowest failure is the one raised
                 for i, dir_, future in zip(todo, prepared, futures, strict=True):
-                    future.result()  # the lowest failure is the one raised
+                    future.result()
                     layer = layers[i]
                     snapshot = self.snapshots.commit(dir_)
                     self.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
                                                                      layer.media_type))
                     chain = self.store.record(keys[i], chain + [snapshot], f"layer {layer.diff_id}")
             except BaseException:
+                stop.set()  # the running ones end at their next read; their temp dirs go with the stack
                 for future in futures:
-                    future.cancel()  # the running ones end first; their temp dirs go with the stack
+                    future.cancel()
                 raise
         return chain
 

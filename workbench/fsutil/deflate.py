@@ -13,4 +13,10 @@ try:
 except ImportError:  # pragma: no cover - zlib-ng is a dependency; plain zlib keeps every format working
     import zlib  # type: ignore[no-redef]
 
-__all__ = ["zlib"]
+import zlib as _stdlib_zlib
+from typing import cast
+
+ERRORS: tuple[type[Exception], ...] = (_stdlib_zlib.error, cast("type[Exception]", zlib.error))
+"""What a damaged deflate stream raises, from either zlib."""
+
+__all__ = ["ERRORS", "zlib"]

@@ -65,15 +65,20 @@ class _Prepend(io.RawIOBase):
         return len(data)
 
 
-def _decompressed(stream: IO[bytes], formats: frozenset[str], media_type: str = "") -> IO[bytes]:
-    """The tar stream inside `stream`, by its magic bytes (or a zstd media type) among `formats`, else as is."""
+def sniff(stream: IO[bytes], n: int) -> tuple[bytes, IO[bytes]]:
+    """The first `n` bytes of `stream` (fewer if it is shorter), and the whole stream again, those put back."""
     head = b""
-    while len(head) < 6:
-        more = stream.read(6 - len(head))
+    while len(head) < n:
+        more = stream.read(n - len(head))
         if not more:
             break
         head += more
-    raw = io.BufferedReader(_Prepend(head, stream), _CHUNK)
+    return head, io.BufferedReader(_Prepend(head, stream), _CHUNK)
+
+
+def _decompressed(stream: IO[bytes], formats: frozenset[str], media_type: str = "") -> IO[bytes]:
+    """The tar stream inside `stream`, by its magic bytes (or a zstd media type) among `formats`, else as is."""
+    head, raw = sniff(stream, 6)
     found = next((name for magic, name in _MAGIC if head.startswith(magic) and name in formats), "")
     if found == "gzip":
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
@@ -102,8 +107,10 @@ def is_archive(path: Path) -> bool:
 # --- extraction ------------------------------------------------------------------------------------------------
 
 
-def extract(stream: IO[bytes], dest: Path, *, whiteouts: bool, owner: Owner = None, media_type: str = "") -> None:
-    """Extract the (plain or compressed) tar `stream` into the existing dir `dest`, streaming, with `dest` as "/".
+def extract(stream: IO[bytes], dest: Path, *, whiteouts: bool, owner: Owner = None, media_type: str = "",
+            compressed: bool = True) -> None:
+    """Extract the (plain or, unless `compressed` is False, compressed) tar `stream` into the existing dir `dest`,
+    streaming, with `dest` as "/".
 
     `whiteouts`: the tar is an image layer, extracted as containerd applies one into an overlay lower dir:
     `.wh.NAME` becomes a 0:0 char device, `.wh..wh..opq` the opaque xattr on its dir, PAX xattrs are set, a
@@ -115,7 +122,8 @@ def extract(stream: IO[bytes], dest: Path, *, whiteouts: bool, owner: Owner = No
     member) where a member cannot be placed safely.
     """
     formats = _LAYER_COMPRESSIONS if whiteouts else _ARCHIVE_COMPRESSIONS
-    _Extraction(dest, layer=whiteouts, owner=owner).run(_decompressed(stream, formats, media_type))
+    _Extraction(dest, layer=whiteouts, owner=owner).run(_decompressed(stream, formats, media_type) if compressed
+                                                        else stream)
 
 
 class _Extraction:
@@ -129,10 +137,11 @@ class _Extraction:
         self.root = Root(self.dest)
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for m in tar:
+                while (m := tar.next()) is not None:
                     parts = self.parts(m.name)
                     if parts:  # not the root itself: containerd and moby ignore it
                         self.member(tar, m, parts)
+                    tar.members.clear()  # type: ignore[attr-defined]  # every header read (~400 B): not needed
             for canonical, mtime in reversed(self.dir_times):  # children first changed their parents' times
                 try:
                     fd, _ = self.root.open_dir(list(canonical), "", create=False, follow=False)

@@ -138,8 +138,15 @@ def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager,
     elif todo:
         with ThreadPoolExecutor(min(len(todo), _LAYERS_AT_ONCE), thread_name_prefix="layer") as pool:
             futures = {s: pool.submit(_write, s, snapshots, content, comp, uploads) for s in todo}
-            for s, f in futures.items():
-                blobs[s] = f.result()
+            try:
+                for s, f in futures.items():
+                    blobs[s] = f.result()
+            except BaseException:  # a failed layer or Ctrl-C: the layers not started are not, those done stay known
+                pool.shutdown(wait=True, cancel_futures=True)
+                for s, f in futures.items():
+                    if f.done() and not f.cancelled() and f.exception() is None:
+                        _remember(s, store, content, comp, f.result())
+                raise
     done = {s: b for s, b in blobs.items() if b is not None}
     for s in todo:  # the store is written from this thread, as before
         _remember(s, store, content, comp, done[s])

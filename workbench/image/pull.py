@@ -46,16 +46,18 @@ class PulledImage:
     client: RegistryClient | None = field(default=None, repr=False, compare=False)
 
     @contextmanager
-    def open_layer(self, store: ContentStore, digest: str, progress: Progress | None = None) -> Iterator[BinaryIO]:
+    def open_layer(self, store: ContentStore, digest: str, progress: Progress | None = None,
+                   stop: threading.Event | None = None) -> Iterator[BinaryIO]:
         """The layer blob `digest` as a stream that is verified by the time the `with` closes cleanly: read from
         `store` if there (CorruptBlob if damaged), else downloaded as it is read and stored once its digest
-        matched (see `LayerDownload`; RegistryError when it does not)."""
+        matched (see `LayerDownload`; RegistryError when it does not). Once `stop` is set a download waiting
+        for bytes gives up (`DownloadStopped`)."""
         if store.has(digest) or self.client is None:
             with store.open(digest) as blob:
                 yield cast(BinaryIO, blob)
             return
         desc = next(layer for layer in self.layers if layer.get("digest") == digest)
-        with LayerDownload(self.client, desc, store, progress) as stream:
+        with LayerDownload(self.client, desc, store, progress, stop) as stream:
             yield cast(BinaryIO, stream)
 
 
@@ -65,6 +67,10 @@ class BlobDigestMismatch(RegistryError):
 
 class _Canceled(Exception):
     """The reader of a streamed layer went away: its download stops and stores nothing."""
+
+
+class DownloadStopped(Exception):
+    """A streamed layer's reader was told to stop (another layer failed, or the build was interrupted)."""
 
 
 class LayerDownload(io.RawIOBase):
@@ -79,9 +85,9 @@ class LayerDownload(io.RawIOBase):
     """
 
     def __init__(self, client: RegistryClient, desc: dict[str, Any], store: ContentStore,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, stop: threading.Event | None = None) -> None:
         super().__init__()
-        self.desc, self.store = desc, store
+        self.desc, self.store, self.stop = desc, store, stop
         self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(STREAM_AHEAD)
         self.rest = memoryview(b"")
         self.ended = False
@@ -116,11 +122,19 @@ class LayerDownload(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bytes | BaseException | None:
+        while True:
+            try:
+                return self.chunks.get(timeout=0.2)
+            except queue.Empty:
+                if self.stop is not None and self.stop.is_set():
+                    raise DownloadStopped("stopped") from None
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self.rest:
             if self.ended:
                 return 0
-            item = self.chunks.get()
+            item = self._next()
             if item is None:
                 self.ended = True
                 return 0
@@ -137,7 +151,7 @@ class LayerDownload(io.RawIOBase):
         """Read the rest of the blob: returns once it is verified and stored (RegistryError if not)."""
         self.rest = memoryview(b"")
         while not self.ended:
-            item = self.chunks.get()
+            item = self._next()
             self.ended = not isinstance(item, bytes)
             if isinstance(item, BaseException):
                 self.failure = item

@@ -7,34 +7,92 @@ snapshot dir into a deterministic OCI layer tar.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import stat
 import tarfile
+import threading
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
 from workbench.fsutil.compress import write_compressed
+from workbench.fsutil.deflate import ERRORS as ZLIB_ERRORS
 from workbench.fsutil.deflate import zlib
-from workbench.fsutil.tar import OPAQUE, OPAQUE_XATTR, OVERLAY_XATTRS, WHITEOUT_PREFIX, XATTR_PAX, extract
+from workbench.fsutil.tar import OPAQUE, OPAQUE_XATTR, OVERLAY_XATTRS, WHITEOUT_PREFIX, XATTR_PAX, extract, sniff
+
+
+class LayerContentError(Exception):
+    """A layer that cannot be trusted: not a valid (compressed) tar, or not the tar its diff ID names."""
+
+
+class LayerExtractionStopped(Exception):
+    """The extraction was told to stop (another layer failed, or the build was interrupted)."""
 
 
 def extract_layer(
-    stream: BinaryIO, dest: Path, media_type: str = "application/vnd.oci.image.layer.v1.tar+gzip"
-) -> None:
-    """Extract a (gzip/zstd/plain) layer tar into `dest` as an overlay lower dir, streaming.
+    stream: BinaryIO, dest: Path, media_type: str = "application/vnd.oci.image.layer.v1.tar+gzip",
+    stop: threading.Event | None = None,
+) -> str:
+    """Extract a (gzip/zstd/plain, by its magic bytes or a zstd media type) layer tar into `dest` as an overlay
+    lower dir, streaming; returns its diff ID, the sha256 of the whole uncompressed tar (read to its end).
 
     `.wh.NAME` becomes a 0:0 char device, `.wh..wh..opq` the opaque xattr on its dir. Members are
-    placed with `dest` as "/"; a member that would reach outside raises `UnsafePathError`.
+    placed with `dest` as "/"; a member that would reach outside raises `UnsafePathError`. Bytes that do not
+    decompress or are not a tar raise `LayerContentError`; `stop`, once set, `LayerExtractionStopped`.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    if "zstd" not in media_type:
-        stream = cast(BinaryIO, io.BufferedReader(_Gunzipped(stream), _CHUNK))
-    extract(stream, dest, whiteouts=True, media_type=media_type)
+    head, raw = sniff(stream, 4)
+    tar: IO[bytes]
+    if head.startswith(_ZSTD_MAGIC) or ("zstd" in media_type and not head.startswith(_GZIP_MAGIC)):
+        import zstandard
+
+        tar = cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+    else:
+        tar = io.BufferedReader(_Gunzipped(raw), _CHUNK)  # gzip, or a plain tar as is
+    hashed = _Hashed(tar, stop)
+    try:
+        extract(cast(IO[bytes], hashed), dest, whiteouts=True, compressed=False)
+        hashed.drain()  # the tar's padding after its end blocks is part of the diff ID
+    except (LayerExtractionStopped, OSError):
+        raise
+    except _NOT_A_TAR as e:
+        raise LayerContentError(f"not a valid layer tar: {e}") from None
+    except Exception as e:
+        if type(e).__name__ == "ZstdError":
+            raise LayerContentError(f"not a valid zstd layer: {e}") from None
+        raise
+    return "sha256:" + hashed.sha.hexdigest()
+
+
+class _Hashed(io.RawIOBase):
+    """A read-only stream hashing what passes through; `stop`, once set, ends it with LayerExtractionStopped."""
+
+    def __init__(self, stream: IO[bytes], stop: threading.Event | None) -> None:
+        super().__init__()
+        self.stream, self.stop, self.sha = stream, stop, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.stop is not None and self.stop.is_set():
+            raise LayerExtractionStopped("stopped")
+        data = self.stream.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.sha.update(data)
+        return n
+
+    def drain(self) -> None:
+        while self.readinto(bytearray(_CHUNK)):
+            pass
 
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_NOT_A_TAR: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, *ZLIB_ERRORS)
 
 
 class _Gunzipped(io.RawIOBase):
@@ -165,6 +223,7 @@ def _write_tree(stream: IO[bytes], layer_dir: Path) -> None:
     with tarfile.TarFile(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_CHUNK) as tar:
         for name, host, st in _walk(layer_dir):
             _write_entry(tar, name, host, st, links)
+            tar.members.clear()  # type: ignore[attr-defined]  # every header written (~400 B): not needed
 
 
 def _write_entry(

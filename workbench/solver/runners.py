@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, BinaryIO
 
 from workbench.llb.ops import Copy, ExecOp, FileOp, ImageSource, LocalSource, Mkdir, Mkfile, Rm, Vertex
@@ -24,6 +25,7 @@ def pull_image(worker: Worker, bus: EventBus, v: Vertex, op: ImageSource) -> lis
     from workbench.image.pull import pull
     from workbench.image.reference import parse_reference
     from workbench.image.registry_errors import RegistryError
+    from workbench.snapshot.layers import LayerContentError
     from workbench.worker import DEFAULT_LAYER_TYPE, LayerRef
 
     ref = named = parse_reference(op.ref)
@@ -34,8 +36,10 @@ def pull_image(worker: Worker, bus: EventBus, v: Vertex, op: ImageSource) -> lis
         bus.emit(VertexStatus(v.digest, v.name, status_id=what, current=current, total=total,
                               done=current >= total > 0))
 
+    stop = threading.Event()  # set by ensure_layer_chain when a layer fails: the other downloads stop too
+
     def open_blob(layer: LayerRef) -> AbstractContextManager[BinaryIO]:
-        return image.open_layer(worker.content, layer.digest, progress)  # verified as it is read
+        return image.open_layer(worker.content, layer.digest, progress, stop)  # verified as it is read
 
     def on_extract(layer: LayerRef, done: bool) -> None:
         bus.emit(VertexStatus(v.digest, v.name, status_id=f"extracting {layer.digest[:19]}", done=done))
@@ -50,9 +54,9 @@ def pull_image(worker: Worker, bus: EventBus, v: Vertex, op: ImageSource) -> lis
     layers = [LayerRef(diff_id, layer["digest"], int(layer["size"]), layer.get("mediaType", DEFAULT_LAYER_TYPE))
               for layer, diff_id in zip(image.layers, diff_ids, strict=True)]
     try:
-        return worker.ensure_layer_chain(layers, open_blob, on_extract)
-    except RegistryError as e:
-        raise SolveError(str(e), v) from None
+        return worker.ensure_layer_chain(layers, open_blob, on_extract, stop)
+    except (RegistryError, LayerContentError) as e:
+        raise SolveError(f"{named}: {e}" if isinstance(e, LayerContentError) else str(e), v) from None
     except CorruptBlob as e:
         raise SolveError(str(e.for_image(str(named))), v) from None
 
