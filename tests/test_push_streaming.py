@@ -33,6 +33,7 @@ class RecordingProxy:
         self.upstream, self.ingest = upstream, ingest
         self.log: list[tuple[str, str, str, bool]] = []
         self.refuse_patch = False
+        self.post_headers: dict[str, str] = {}  # added to the answers to POST
         self.hold_first_patch = 0.3  # seconds: the writer must stall on its full queue meanwhile
         proxy = self
 
@@ -73,6 +74,9 @@ class RecordingProxy:
         h.send_response(resp.status)
         for k, v in resp.getheaders():
             if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                h.send_header(k, v)
+        if h.command == "POST":
+            for k, v in self.post_headers.items():
                 h.send_header(k, v)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
@@ -150,7 +154,69 @@ def test_registry_refusing_chunks_still_gets_the_image(proxy: RecordingProxy, tm
     digest = _layer_digest(tmp_path / "root", proxy.host, "monolithic")
     methods = [m for m, path, *_ in proxy.log if "/blobs/uploads/" in path]
     assert methods[:3] == ["POST", "PATCH", "DELETE"]  # the refused stream is cancelled at the registry
+    assert "(not streamed: 405 Method Not Allowed)" in proc.stderr + proc.stdout  # the layer's row says why
     puts = [path for m, path, *_ in proxy.log if m == "PUT" and "/blobs/uploads/" in path]
     assert any(f"digest={digest.replace(':', '%3A')}" in p for p in puts)  # then uploaded from the store
     local = (tmp_path / "root" / "content" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
     assert _pulled_layer(tmp_path, name, digest) == local
+
+
+def _client(host: str, repo: str) -> Any:
+    from workbench.image.reference import parse_reference
+    from workbench.image.registry_client import push_client
+
+    return push_client(parse_reference(f"{host}/{repo}:1"))
+
+
+def _stream(upload: upload_module.StreamingUpload, data: bytes, step: int = 1 << 20) -> bool:
+    for at in range(0, len(data), step):
+        upload.write(data[at:at + step])
+    return upload.finish("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def _ranges(proxy: RecordingProxy) -> list[str]:
+    return [rng for method, _, rng, _ in proxy.log if method == "PATCH"]
+
+
+def test_blob_of_exactly_k_pieces_streams(proxy: RecordingProxy, image_registry: Registry) -> None:
+    """No empty last piece (`Content-Range: N-(N-1)`, which distribution answers with 416)."""
+    piece = upload_module.PIECE
+    data = os.urandom(2 * piece)
+    upload = upload_module.StreamingUpload(_client(proxy.host, "exact"), "layer exact")
+    assert _stream(upload, data), upload.error
+    assert _ranges(proxy) == [f"0-{piece - 1}", f"{piece}-{2 * piece - 1}"]
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    code, _, body = image_registry.request("GET", f"/v2/exact/blobs/{digest}")
+    assert code == 200 and body == data
+
+
+def test_registry_chunk_min_length_is_honoured(proxy: RecordingProxy) -> None:
+    """OCI-Chunk-Min-Length on the POST's answer: pieces of that size (the last one what is left)."""
+    least = upload_module.PIECE + (2 << 20)
+    proxy.post_headers = {"OCI-Chunk-Min-Length": str(least)}
+    data = os.urandom(2 * least + 12345)
+    upload = upload_module.StreamingUpload(_client(proxy.host, "minchunk"), "layer minchunk")
+    assert _stream(upload, data), upload.error
+    assert _ranges(proxy) == [f"0-{least - 1}", f"{least}-{2 * least - 1}", f"{2 * least}-{len(data) - 1}"]
+
+
+def test_fallback_ends_the_layer_row_with_why(proxy: RecordingProxy) -> None:
+    rows: list[tuple[str, int, int]] = []
+    proxy.refuse_patch = True
+    data = os.urandom(upload_module.PIECE + 10)
+    upload = upload_module.StreamingUpload(_client(proxy.host, "refused"), "layer abc",
+                                           lambda label, cur, total: rows.append((label, cur, total)))
+    assert not _stream(upload, data)
+    assert rows == [("layer abc (not streamed: 405 Method Not Allowed)", len(data), len(data))]
+
+
+def test_fallback_reason_has_no_credentials() -> None:
+    from workbench.image.registry_errors import RegistryError
+
+    error = RegistryError("pushing layer abc while it is compressed for r.example/a:1 from registry r.example: "
+                          "cannot reach https://user:hunter2@blobs.example/up/1?X-Amz-Signature=s3cr3t&x=1 "
+                          "(Authorization: Bearer eyJhbGciOi.s3cr3t) or Basic dXNlcjpodW50ZXIy")
+    why = upload_module.short_reason(error, "r.example")
+    assert why.startswith("cannot reach https://blobs.example/")
+    for secret in ("hunter2", "s3cr3t", "user:", "dXNlcjpodW50ZXIy", "eyJhbGciOi"):
+        assert secret not in why, why

@@ -2,8 +2,11 @@
 
 gzip is pigz's scheme: the input is cut into fixed `CHUNK`s, each deflated in a thread (zlib releases the
 GIL) with the previous chunk's last 32 KiB as its dictionary and ended by a sync flush, so the pieces join
-into one ordinary gzip member. zstd is libzstd's own multi-threaded mode, whose frames do not depend on
-the number of workers (as long as there is at least one).
+into one ordinary gzip member. zstd is libzstd's own multi-threaded mode with a fixed job size
+(`ZSTD_JOB`), whose frames then do not depend on the number of workers (as long as there is at least one):
+each job is compressed with the level's parameters for a job-sized input, so memory stays bounded at every
+level (the level's own window at level 22 is 128 MiB, its tables over 600 MiB a worker), and the workers are
+as many as `ZSTD_MEMORY` holds.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ GZIP_DEFAULT_LEVEL = 6
 ZSTD_DEFAULT_LEVEL = 3
 """BuildKit's: klauspost/compress `SpeedDefault`, zstd's level 3."""
 LEVELS = {"gzip": range(0, 10), "zstd": range(1, 23)}
+
+ZSTD_JOB = 4 << 20
+"""Input bytes per zstd job: fixed, so the frames never depend on the thread count (libzstd's default grows
+with the level's window, to 512 MiB at level 22, and each job in flight holds its input and output)."""
+ZSTD_MEMORY = 48 << 20
+"""About what one zstd writer may hold: its workers are as many as fit (at least one), each with its
+compression context and a job's input and output (the bytes are the same for any number of workers)."""
 
 
 def default_threads() -> int:
@@ -136,11 +146,62 @@ def open_compressor(kind: str, out: IO[bytes], level: int | None = None,
         raise ValueError(f"{kind} compression level {level} is out of range ({r.start}-{r.stop - 1})")
     if kind == "gzip":
         return cast(IO[bytes], ParallelGzipWriter(out, GZIP_DEFAULT_LEVEL if level is None else level, threads))
+    return cast(IO[bytes], ZstdWriter(out, ZSTD_DEFAULT_LEVEL if level is None else level, threads))
+
+
+def zstd_parameters(level: int, threads: int | None = None) -> object:
+    """The `zstandard.ZstdCompressionParameters` of a layer at `level`: the level's parameters for one
+    `ZSTD_JOB`-sized input (libzstd's own choice: the same as the level's up to level 18, a 4 MiB window and
+    tables to match above), in multi-threaded mode with `ZSTD_JOB` jobs, on at most `threads` workers (≥ 1,
+    fewer where `ZSTD_MEMORY` would not hold them)."""
     import zstandard
 
-    zc = zstandard.ZstdCompressor(level=ZSTD_DEFAULT_LEVEL if level is None else level,
-                                  threads=max(1, threads or default_threads()))  # ≥ 1: same frames for any count
-    return cast(IO[bytes], zc.stream_writer(out, closefd=False))
+    params = zstandard.ZstdCompressionParameters.from_level(level, source_size=ZSTD_JOB)
+    per_worker = params.estimated_compression_context_size() + 3 * ZSTD_JOB  # context, job in (+ overlap), out
+    workers = max(1, min(threads or default_threads(), ZSTD_MEMORY // per_worker))
+    return zstandard.ZstdCompressionParameters.from_level(level, source_size=ZSTD_JOB, threads=workers,
+                                                          job_size=ZSTD_JOB)
+
+
+class ZstdWriter(io.RawIOBase):
+    """A write-only zstd stream onto `out` (left open by `close`) in libzstd's multi-threaded mode, whose bytes
+    do not depend on the thread count.
+
+    libzstd hands a full job to a worker as soon as a slot is free; when the input ends exactly on a job
+    boundary, whether that last full job went out before the end (then an empty last block follows it) or
+    with it (then it is the last block) depends on the workers' timing. Flushing first in that case sends it
+    out before the end every time.
+    """
+
+    def __init__(self, out: IO[bytes], level: int = ZSTD_DEFAULT_LEVEL, threads: int | None = None) -> None:
+        import zstandard
+
+        super().__init__()
+        params = cast(zstandard.ZstdCompressionParameters, zstd_parameters(level, threads))
+        self.writer = zstandard.ZstdCompressor(compression_params=params).stream_writer(out, closefd=False)
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        n = memoryview(b).nbytes
+        if n:
+            self.writer.write(b)
+            self.size += n
+        return n
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            import zstandard
+
+            if self.size and self.size % ZSTD_JOB == 0:
+                self.writer.flush(zstandard.FLUSH_BLOCK)
+            self.writer.close()
+        finally:
+            super().close()
 
 
 class HashingWriter(io.RawIOBase):

@@ -2,7 +2,9 @@
 
 On a challenge: a Bearer token from the realm (anonymous, or with basic credentials from docker's config.json
 "auths"), or Basic with those credentials. The Authorization earned is kept for the repository's later
-requests; it goes to the registry only, not on to a redirect target (blob storage with signed URLs).
+requests; it goes to the registry only: to a URL of the registry's origin (scheme, host and port, as docker and
+containerd match it), not to an upload `Location` on another host nor on to a redirect target (blob storage
+with signed URLs), and a challenge from another origin is not answered.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from workbench.http.client import HttpClient, StaticAuth
 from workbench.http.errors import HttpError
 from workbench.image.reference import Reference
-from workbench.image.registry_config import docker_credentials
+from workbench.image.registry_config import docker_credentials, uses_http
 from workbench.image.registry_errors import RegistryError, failure, reason
 
 
@@ -39,11 +41,16 @@ class RegistryAuth:
         self.extra_pull = extra_pull  # other repositories blobs may be mounted from (token scopes)
         self.authorization: str | None = None
         self._lock = threading.Lock()
+        self.origin = _origin(f"{'http' if uses_http(ref.registry) else 'https'}://{ref.registry}/")
 
     def authorize(self, url: str) -> dict[str, str]:
-        return {"Authorization": self.authorization} if self.authorization else {}
+        if not self.authorization or _origin(url) != self.origin:
+            return {}
+        return {"Authorization": self.authorization}
 
     def challenge(self, error: HttpError, sent: Mapping[str, str]) -> bool:
+        if _origin(error.url) != self.origin:
+            return False  # another host (blob storage): our credentials are not for it
         with self._lock:
             if self.authorization == sent.get("Authorization"):  # else a thread renewed it
                 self.authenticate(error.headers.get("www-authenticate", ""))
@@ -106,3 +113,16 @@ class RegistryAuth:
 
     def _fail(self, why: str) -> RegistryError:
         return failure(self.ref, "authenticating", why)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of `url`, the port filled in for http and https; ("", "", None) if it has none."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "", "", None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)

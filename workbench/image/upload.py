@@ -5,26 +5,33 @@ Content-Range, and the closing PUT names the digest, which the registry checks. 
 pieces as the writer fills them, at most `AHEAD` waiting, so the network works while the layer is compressed
 and memory stays a few MiB per layer.
 
+Pieces are `PIECE` bytes, or the registry's `OCI-Chunk-Min-Length` where it asks for more; the last one is
+whatever is left, and none is empty (distribution answers an empty range with 416).
+
 Nothing here can fail the export: a registry that refuses chunked uploads, or any error on the way, leaves the
 upload `broken` (cancelled at the registry); the push after the export then finds the blob missing and uploads
-it from the content store as before.
+it from the content store as before. The layer's progress row then ends with the reason ("not streamed: ..."),
+with URLs cut to their host and no credentials.
 """
 
 from __future__ import annotations
 
 import io
 import queue
+import re
 import threading
 from collections.abc import Callable
 
 from workbench.image.push import _location, _with_query
 from workbench.image.registry_client import RegistryClient
-from workbench.image.registry_errors import RegistryError
+from workbench.image.registry_errors import RegistryError, reason
 
 PIECE = 4 << 20
 """Bytes per PATCH."""
 AHEAD = 2
 """Pieces that may wait for the sender."""
+MAX_PIECE = 64 << 20
+"""The largest piece a registry's `OCI-Chunk-Min-Length` may ask for (`AHEAD + 2` of them are held)."""
 
 _OCTETS = {"Content-Type": "application/octet-stream"}
 
@@ -43,12 +50,18 @@ class StreamingUpload(io.RawIOBase):
         self.buf = bytearray()
         self.offset = 0  # bytes handed to the sender
         self.sent = 0
+        self.size = 0  # bytes written to the stream (sent or not)
         self.error: BaseException | None = None
         self.pieces: queue.Queue[bytes | None] = queue.Queue(AHEAD)
         self.location = ""
+        self.piece = PIECE
+        self.reported = False  # whether `progress` was told of a piece
         try:
             with client.request("POST", "/blobs/uploads/", self.what, data=b"") as resp:
                 self.location = _location(client, resp, self.what)
+                self.piece = max(PIECE, _min_length(resp.headers.get("OCI-Chunk-Min-Length")))
+            if self.piece > MAX_PIECE:
+                self.error = RegistryError(f"the registry wants pieces of at least {self.piece >> 20} MiB")
         except (RegistryError, OSError) as e:
             self.error = e
         self.sender = threading.Thread(target=self._send, daemon=True, name=f"upload {label}")
@@ -65,12 +78,13 @@ class StreamingUpload(io.RawIOBase):
 
     def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         n = memoryview(b).nbytes
+        self.size += n
         if self.error is not None:
             return n
         self.buf += b
-        while len(self.buf) >= PIECE:
-            self._hand(bytes(self.buf[:PIECE]))
-            del self.buf[:PIECE]
+        while len(self.buf) >= self.piece:
+            self._hand(bytes(self.buf[:self.piece]))
+            del self.buf[:self.piece]
         return n
 
     def _hand(self, piece: bytes | None) -> None:
@@ -92,6 +106,7 @@ class StreamingUpload(io.RawIOBase):
                     self.location = _location(self.client, resp, self.what)
                 self.sent += len(piece)
                 if self.progress:
+                    self.reported = True
                     self.progress(self.label, self.sent, 0)
         except BaseException as e:  # kept: the blob is pushed from the content store instead
             self.error = e
@@ -99,7 +114,8 @@ class StreamingUpload(io.RawIOBase):
     def finish(self, digest: str) -> bool:
         """Send the rest and complete the upload as `digest`; whether the registry now has the blob."""
         if self.error is None:
-            self._hand(bytes(self.buf) if self.buf else b"")
+            if self.buf:  # never an empty piece: a blob of k pieces exactly ends with the k-th
+                self._hand(bytes(self.buf))
             self.buf.clear()
             self._hand(None)
             self.sender.join()
@@ -114,7 +130,21 @@ class StreamingUpload(io.RawIOBase):
             except (RegistryError, OSError) as e:
                 self.error = e
         self.abort()
+        self._report_fallback()
         return False
+
+    def _report_fallback(self) -> None:
+        """End the layer's progress row with why it was not streamed (the push uploads it instead)."""
+        if not self.progress:
+            return
+        if self.reported:  # the row of the pieces sent ends; the reason follows
+            self.progress(self.label, self.sent, self.sent)
+        size = max(self.size, 1)  # the blob's size: the push sends it instead
+        self.progress(f"{self.label} (not streamed: {self.why()})", size, size)
+
+    def why(self) -> str:
+        """The failure, short: without the message's "pushing ... from registry R: " and with no credentials."""
+        return short_reason(self.error, self.client.ref.registry)
 
     def abort(self) -> None:
         """Give up: the sender stops and the registry is told to drop what it got (best effort)."""
@@ -137,3 +167,27 @@ class StreamingUpload(io.RawIOBase):
             self.pieces.put_nowait(None)
         except queue.Full:
             pass
+
+
+def _min_length(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@]*@)?([^/\s?#]*)[^\s\"')]*")
+_CREDENTIALS = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def short_reason(error: BaseException | None, registry: str, limit: int = 120) -> str:
+    """A short reason for a failed stream, fit to show: URLs cut to scheme and host (no user info, path or
+    signed query), Authorization values dropped."""
+    text = (str(error) if isinstance(error, RegistryError) else reason(error)) if error is not None else "unknown"
+    marker = f"from registry {registry}: "
+    if marker in text:
+        text = text.rsplit(marker, 1)[1]
+    text = _URL.sub(lambda m: m.group(1) + m.group(2) + "/…", text)
+    text = _CREDENTIALS.sub(lambda m: m.group(1) + " …", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
