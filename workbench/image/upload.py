@@ -28,7 +28,7 @@ from workbench.image.registry_errors import RegistryError, reason
 
 PIECE = 4 << 20
 """Bytes per PATCH."""
-AHEAD = 2
+AHEAD = 1
 """Pieces that may wait for the sender."""
 MAX_PIECE = 64 << 20
 """The largest piece a registry's `OCI-Chunk-Min-Length` may ask for (`AHEAD + 2` of them are held)."""
