@@ -238,6 +238,12 @@ class CacheStore:
                    f"{moved.name} and started an empty one (cached results are rebuilt)")
         return True
 
+    @property
+    def identity(self) -> tuple[int, int]:
+        """The index file now in use (device, inode): it changes when a corrupt one was moved aside, so a reader
+        of several queries can tell that the earlier ones read the old index."""
+        return self._inode
+
     def _q(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `fn` on the database under the lock; on corruption, recover and run it once more on a new index."""
         with self._lock:

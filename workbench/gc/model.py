@@ -60,6 +60,7 @@ class Usage:
     refs: dict[str, set[str]] = field(default_factory=dict)
     blob_owner: dict[str, str] = field(default_factory=dict)
     stale_rows: list[str] = field(default_factory=list)  # layer_blobs/size rows of snapshots not on disk
+    index: tuple[int, int] | None = None  # the cache index file it was read from (CacheStore.identity)
 
     @property
     def shared(self) -> int:

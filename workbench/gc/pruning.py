@@ -81,6 +81,10 @@ def _delete(root: Path, store: CacheStore, usage: Usage, chosen: list[tuple[Reco
     still = {s for s, who in usage.refs.items() if who - keys}
     gone = sorted((set(usage.refs) - still) | set(usage.orphans.snapshots))
     store.forget(sorted(keys) + usage.orphans.records, gone + usage.stale_rows)
+    if usage.index is not None and store.identity != usage.index:
+        # the index was found corrupt and replaced while forgetting: nothing it referred to is referenced now,
+        # so what to remove is decided again on the new index (every old snapshot is an orphan there)
+        return _delete(root, store, scan(root, store, exclusive=True), [])
 
     result = PruneResult(orphans=usage.orphans.count, orphan_bytes=usage.orphans.size)
     for r, n in chosen:

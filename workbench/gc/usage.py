@@ -55,7 +55,17 @@ def _mtime(p: Path) -> float:
 
 def scan(root: Path, store: CacheStore, exclusive: bool, remember: bool = True) -> Usage:
     """Everything `du` reports; `exclusive`: no build can be running (we hold the lock); `remember`: store the
-    sizes of newly measured snapshots (off when the disk is full: then nothing may be written)."""
+    sizes of newly measured snapshots (off when the disk is full: then nothing may be written).
+
+    `index` is the cache index as the scan began: if it was found corrupt and replaced since (midway, or
+    while a prune forgot records), a prune decides again on the new one."""
+    identity = store.identity
+    usage = _scan(root, store, exclusive, remember)
+    usage.index = identity
+    return usage
+
+
+def _scan(root: Path, store: CacheStore, exclusive: bool, remember: bool) -> Usage:
     since = None if exclusive else running_since(root)
     snapdir = root / "snapshots"
     on_disk = {p.name for p in snapdir.iterdir() if p.name != "empty"} if snapdir.is_dir() else set()

@@ -30,14 +30,16 @@ def blob_exists(client: RegistryClient, digest: str) -> bool:
         return bool(resp.status == 200)
 
 
-def _location(client: RegistryClient, resp: Any, what: str) -> str:
+def upload_location(client: RegistryClient, resp: Any, what: str) -> str:
+    """The absolute URL an upload goes on to, from a POST or PATCH answer's Location (RegistryError if none)."""
     location = resp.headers.get("Location")
     if not location:
         raise client.fail(what, "the registry gave no upload Location")
     return client.url(location)
 
 
-def _with_query(url: str, **params: str) -> str:
+def with_query(url: str, **params: str) -> str:
+    """`url` with `params` added to its query (an upload Location may carry one already)."""
     import urllib.parse
 
     return url + ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
@@ -65,11 +67,11 @@ def upload_blob(client: RegistryClient, digest: str, size: int, path: Path, moun
                 if progress:
                     progress(digest, size, size)
                 return "mounted"
-            location = _location(client, resp, what)  # 202: the mount was refused, an upload began instead
+            location = upload_location(client, resp, what)  # 202: the mount was refused, an upload began instead
             break
     if location is None:
         with client.request("POST", "/blobs/uploads/", what, data=b"") as resp:
-            location = _location(client, resp, what)
+            location = upload_location(client, resp, what)
     if chunk_size is None and size > CHUNKED_THRESHOLD:
         chunk_size = CHUNK_UPLOAD
     octets = {"Content-Type": "application/octet-stream"}
@@ -77,7 +79,7 @@ def upload_blob(client: RegistryClient, digest: str, size: int, path: Path, moun
         progress(digest, 0, size)
     with open(path, "rb") as f:
         if chunk_size is None:
-            with client.request("PUT", _with_query(location, digest=digest), what, data=f,
+            with client.request("PUT", with_query(location, digest=digest), what, data=f,
                                 headers={**octets, "Content-Length": str(size)}):
                 pass
         else:
@@ -88,11 +90,11 @@ def upload_blob(client: RegistryClient, digest: str, size: int, path: Path, moun
                 with client.request("PATCH", location, what, data=chunk,
                                     headers={**octets, "Content-Length": str(n),
                                              "Content-Range": f"{offset}-{offset + n - 1}"}) as resp:
-                    location = _location(client, resp, what)
+                    location = upload_location(client, resp, what)
                 offset += n
                 if progress:
                     progress(digest, offset, size)
-            with client.request("PUT", _with_query(location, digest=digest), what, data=b"",
+            with client.request("PUT", with_query(location, digest=digest), what, data=b"",
                                 headers={**octets, "Content-Length": "0"}):
                 pass
     if progress:

@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Callable
 
-from workbench.image.push import _location, _with_query
+from workbench.image.push import upload_location, with_query
 from workbench.image.registry_client import RegistryClient
 from workbench.image.registry_errors import RegistryError, reason
 
@@ -58,7 +58,7 @@ class StreamingUpload(io.RawIOBase):
         self.reported = False  # whether `progress` was told of a piece
         try:
             with client.request("POST", "/blobs/uploads/", self.what, data=b"") as resp:
-                self.location = _location(client, resp, self.what)
+                self.location = upload_location(client, resp, self.what)
                 self.piece = max(PIECE, _min_length(resp.headers.get("OCI-Chunk-Min-Length")))
             if self.piece > MAX_PIECE:
                 self.error = RegistryError(f"the registry wants pieces of at least {self.piece >> 20} MiB")
@@ -103,7 +103,7 @@ class StreamingUpload(io.RawIOBase):
                 headers = {**_OCTETS, "Content-Length": str(len(piece)),
                            "Content-Range": f"{self.sent}-{self.sent + len(piece) - 1}"}
                 with self.client.request("PATCH", self.location, self.what, data=piece, headers=headers) as resp:
-                    self.location = _location(self.client, resp, self.what)
+                    self.location = upload_location(self.client, resp, self.what)
                 self.sent += len(piece)
                 if self.progress:
                     self.reported = True
@@ -121,7 +121,7 @@ class StreamingUpload(io.RawIOBase):
             self.sender.join()
         if self.error is None:
             try:
-                with self.client.request("PUT", _with_query(self.location, digest=digest), self.what, data=b"",
+                with self.client.request("PUT", with_query(self.location, digest=digest), self.what, data=b"",
                                          headers={**_OCTETS, "Content-Length": "0"}):
                     pass
                 if self.progress:
