@@ -4,20 +4,19 @@ of a real registry; a registry that refuses chunked uploads still gets the image
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.http_forwarding import ForwardingServer, read_body, relay
 from tests.registry_fixture import Registry, image_registry_fixture  # noqa: F401
 from workbench.image import upload as upload_module
 
@@ -25,36 +24,20 @@ WORKBENCH = [str(Path(sys.executable).parent / "workbench")]
 LAYER_MB = 40  # random bytes: stored, not deflated, so the layer is as big as this
 
 
-class RecordingProxy:
+class RecordingProxy(ForwardingServer):
     """Forwards every request to the registry (Host kept, so its Locations point back here) and records
     (method, path, Content-Range, whether `ingest` held a blob being written); can refuse PATCH (405)."""
 
     def __init__(self, upstream: str, ingest: Path) -> None:
+        super().__init__()
         self.upstream, self.ingest = upstream, ingest
         self.log: list[tuple[str, str, str, bool]] = []
         self.refuse_patch = False
         self.post_headers: dict[str, str] = {}  # added to the answers to POST
         self.hold_first_patch = 0.3  # seconds: the writer must stall on its full queue meanwhile
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def handle_one(self) -> None:
-                proxy.forward(self)
-
-            do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = handle_one  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def forward(self, h: BaseHTTPRequestHandler) -> None:
-        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        body = read_body(h)
         busy = self.ingest.is_dir() and any(self.ingest.iterdir())
         first_patch = h.command == "PATCH" and not any(m == "PATCH" for m, *_ in self.log)
         self.log.append((h.command, h.path, h.headers.get("Content-Range", ""), busy))
@@ -65,27 +48,8 @@ class RecordingProxy:
             return
         if first_patch:
             time.sleep(self.hold_first_patch)
-        conn = http.client.HTTPConnection(self.upstream, timeout=60)
-        conn.request(h.command, h.path, body=body if h.command not in ("GET", "HEAD") else None,
-                     headers={k: v for k, v in h.headers.items() if k.lower() not in ("connection",)})
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        h.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
-                h.send_header(k, v)
-        if h.command == "POST":
-            for k, v in self.post_headers.items():
-                h.send_header(k, v)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(data)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        relay(h, self.upstream, body, {k: v for k, v in h.headers.items() if k.lower() != "connection"},
+              extra=self.post_headers if h.command == "POST" else None)
 
 
 @pytest.fixture

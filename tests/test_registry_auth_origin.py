@@ -13,14 +13,13 @@ import hashlib
 import http.client
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.http_forwarding import ForwardingServer, read_body, relay
 from tests.test_push_registry import PASSWORD, USER, AuthRegistry, basic_registry  # noqa: F401
 from tests.test_push_registry import pytestmark as _needs_registry
 
@@ -28,57 +27,23 @@ pytestmark = _needs_registry
 _BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
-class Forwarder:
+class Forwarder(ForwardingServer):
     """Forwards every request to `upstream`, recording (method, path, Authorization or None); `rewrite` maps the
     answer's Location; `authorization`, when set, replaces the request's."""
 
     def __init__(self, upstream: str, rewrite: Callable[[str], str] = lambda loc: loc,
                  authorization: str | None = None) -> None:
+        super().__init__()
         self.upstream, self.rewrite, self.authorization = upstream, rewrite, authorization
         self.seen: list[tuple[str, str, str | None]] = []
-        me = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def handle_one(self) -> None:
-                me.forward(self)
-
-            do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = handle_one  # noqa: N815
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def forward(self, h: BaseHTTPRequestHandler) -> None:
-        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        body = read_body(h)
         self.seen.append((h.command, h.path, h.headers.get("Authorization")))
         headers = {k: v for k, v in h.headers.items() if k.lower() not in ("connection", "authorization")}
         if self.authorization or h.headers.get("Authorization"):
             headers["Authorization"] = self.authorization or h.headers["Authorization"]
-        conn = http.client.HTTPConnection(self.upstream, timeout=60)
-        conn.request(h.command, h.path, body=body if h.command not in ("GET", "HEAD") else None, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        h.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() == "location":
-                v = self.rewrite(v)
-            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
-                h.send_header(k, v)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(data)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        relay(h, self.upstream, body, headers, rewrite=self.rewrite)
 
 
 @pytest.fixture
