@@ -23,7 +23,10 @@ class ForwardingServer:
                 pass
 
             def handle_one(self) -> None:
-                me.forward(self)
+                try:
+                    me.forward(self)
+                except ConnectionError:  # the client went away mid-request: nothing to answer
+                    self.close_connection = True
 
             do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = handle_one  # noqa: N815
 
@@ -40,8 +43,32 @@ class ForwardingServer:
         self.server.server_close()
 
 
-def read_body(h: BaseHTTPRequestHandler) -> bytes:
-    return h.rfile.read(int(h.headers.get("Content-Length") or 0))
+def read_body(h: BaseHTTPRequestHandler, first: Callable[[], None] = lambda: None) -> bytes:
+    """The request's body, by Content-Length or chunked; `first()` is called once its first bytes are in."""
+    if h.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(min(length, 1))
+        first()
+        return body + h.rfile.read(length - len(body))
+    parts: list[bytes] = []
+    while size := int(_line(h).split(b";")[0].strip() or b"0", 16):
+        parts.append(h.rfile.read(size))
+        if len(parts[-1]) < size or not _line(h):  # and the CRLF after the chunk
+            raise ConnectionError("the body broke off")
+        if len(parts) == 1:
+            first()
+    while _line(h).strip():  # trailers, up to the blank line
+        pass
+    if not parts:
+        first()
+    return b"".join(parts)
+
+
+def _line(h: BaseHTTPRequestHandler) -> bytes:
+    line = h.rfile.readline()
+    if not line:
+        raise ConnectionError("the body broke off")
+    return line
 
 
 def relay(h: BaseHTTPRequestHandler, upstream: str, body: bytes, headers: Mapping[str, str],
@@ -49,7 +76,8 @@ def relay(h: BaseHTTPRequestHandler, upstream: str, body: bytes, headers: Mappin
     """Send `h`'s request (with `body` and `headers`) to `upstream` and its answer back to the client, the
     Location header through `rewrite`, `extra` headers added."""
     conn = http.client.HTTPConnection(upstream, timeout=60)
-    conn.request(h.command, h.path, body=body if h.command not in ("GET", "HEAD") else None, headers=dict(headers))
+    headers = {k: v for k, v in headers.items() if k.lower() != "transfer-encoding"}  # the body goes whole
+    conn.request(h.command, h.path, body=body if h.command not in ("GET", "HEAD") else None, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
     conn.close()

@@ -26,30 +26,29 @@ LAYER_MB = 40  # random bytes: stored, not deflated, so the layer is as big as t
 
 class RecordingProxy(ForwardingServer):
     """Forwards every request to the registry (Host kept, so its Locations point back here) and records
-    (method, path, Content-Range, whether `ingest` held a blob being written); can refuse PATCH (405)."""
+    (method, path, Content-Range or Transfer-Encoding, whether `ingest` held a blob being written when the
+    first body bytes came in); can refuse PATCH (405, after reading the body)."""
 
     def __init__(self, upstream: str, ingest: Path) -> None:
         super().__init__()
         self.upstream, self.ingest = upstream, ingest
         self.log: list[tuple[str, str, str, bool]] = []
         self.refuse_patch = False
-        self.post_headers: dict[str, str] = {}  # added to the answers to POST
-        self.hold_first_patch = 0.3  # seconds: the writer must stall on its full queue meanwhile
+        self.hold_first_patch = 0.3  # seconds before reading the body: the writer must stall meanwhile
 
     def forward(self, h: BaseHTTPRequestHandler) -> None:
-        body = read_body(h)
-        busy = self.ingest.is_dir() and any(self.ingest.iterdir())
-        first_patch = h.command == "PATCH" and not any(m == "PATCH" for m, *_ in self.log)
-        self.log.append((h.command, h.path, h.headers.get("Content-Range", ""), busy))
+        if h.command == "PATCH" and not any(m == "PATCH" for m, *_ in self.log):
+            time.sleep(self.hold_first_patch)
+        busy: list[bool] = []
+        body = read_body(h, lambda: busy.append(self.ingest.is_dir() and any(self.ingest.iterdir())))
+        framing = h.headers.get("Content-Range") or h.headers.get("Transfer-Encoding", "")
+        self.log.append((h.command, h.path, framing, bool(busy and busy[0])))
         if h.command == "PATCH" and self.refuse_patch:
             h.send_response(405)
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
-        if first_patch:
-            time.sleep(self.hold_first_patch)
-        relay(h, self.upstream, body, {k: v for k, v in h.headers.items() if k.lower() != "connection"},
-              extra=self.post_headers if h.command == "POST" else None)
+        relay(h, self.upstream, body, {k: v for k, v in h.headers.items() if k.lower() != "connection"})
 
 
 @pytest.fixture
@@ -97,11 +96,8 @@ def test_new_layers_upload_while_they_are_compressed(proxy: RecordingProxy, tmp_
     assert proc.returncode == 0, proc.stderr
     digest = _layer_digest(tmp_path / "root", proxy.host, "streamed")
     local = (tmp_path / "root" / "content" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
-    patches = [(path, rng, busy) for method, path, rng, busy in proxy.log if method == "PATCH"]
-    piece = upload_module.PIECE
-    assert [rng for _, rng, _ in patches] == [f"{at}-{min(at + piece, len(local)) - 1}"
-                                              for at in range(0, len(local), piece)]
-    assert patches[0][2], "the first piece reached the registry before the layer blob was written in full"
+    patches = [(framing, busy) for method, _, framing, busy in proxy.log if method == "PATCH"]
+    assert patches == [("chunked", True)], "one streamed PATCH, begun before the layer blob was written in full"
     layer_puts = [path for method, path, *_ in proxy.log
                   if method == "PUT" and f"digest={digest.replace(':', '%3A')}" in path]
     assert len(layer_puts) == 1  # the stream's: the push found the layer there
@@ -138,30 +134,35 @@ def _stream(upload: upload_module.StreamingUpload, data: bytes, step: int = 1 <<
     return upload.finish("sha256:" + hashlib.sha256(data).hexdigest())
 
 
-def _ranges(proxy: RecordingProxy) -> list[str]:
-    return [rng for method, _, rng, _ in proxy.log if method == "PATCH"]
+def _patches(proxy: RecordingProxy) -> list[str]:
+    return [framing for method, _, framing, _ in proxy.log if method == "PATCH"]
 
 
-def test_blob_of_exactly_k_pieces_streams(proxy: RecordingProxy, image_registry: Registry) -> None:
-    """No empty last piece (`Content-Range: N-(N-1)`, which distribution answers with 416)."""
-    piece = upload_module.PIECE
-    data = os.urandom(2 * piece)
-    upload = upload_module.StreamingUpload(_client(proxy.host, "exact"), "layer exact")
-    assert _stream(upload, data), upload.error
-    assert _ranges(proxy) == [f"0-{piece - 1}", f"{piece}-{2 * piece - 1}"]
+@pytest.mark.parametrize("size", [0, 1, upload_module.PIECE, 3 * upload_module.PIECE + 7])
+def test_blob_goes_whole_in_one_streamed_patch(proxy: RecordingProxy, image_registry: Registry, size: int) -> None:
+    """Any size, empty and exact multiples of a piece included: one chunked PATCH, and the registry holds
+    exactly the bytes written."""
+    data = os.urandom(size)
+    upload = upload_module.StreamingUpload(_client(proxy.host, "whole"), "layer whole")
+    assert _stream(upload, data, step=upload_module.PIECE // 3 + 1), upload.error
+    assert _patches(proxy) == ["chunked"]
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    code, _, body = image_registry.request("GET", f"/v2/exact/blobs/{digest}")
+    code, _, body = image_registry.request("GET", f"/v2/whole/blobs/{digest}")
     assert code == 200 and body == data
 
 
-def test_registry_chunk_min_length_is_honoured(proxy: RecordingProxy) -> None:
-    """OCI-Chunk-Min-Length on the POST's answer: pieces of that size (the last one what is left)."""
-    least = upload_module.PIECE + (2 << 20)
-    proxy.post_headers = {"OCI-Chunk-Min-Length": str(least)}
-    data = os.urandom(2 * least + 12345)
-    upload = upload_module.StreamingUpload(_client(proxy.host, "minchunk"), "layer minchunk")
-    assert _stream(upload, data), upload.error
-    assert _ranges(proxy) == [f"0-{least - 1}", f"{least}-{2 * least - 1}", f"{2 * least}-{len(data) - 1}"]
+def test_abandoned_stream_breaks_off_and_is_cancelled(proxy: RecordingProxy, image_registry: Registry) -> None:
+    """abort() in the middle: the PATCH is broken off (never ended as a short blob) and the upload deleted."""
+    proxy.hold_first_patch = 0
+    upload = upload_module.StreamingUpload(_client(proxy.host, "abandoned"), "layer abandoned")
+    location = upload.location
+    upload.write(os.urandom(2 * upload_module.PIECE))
+    upload.abort()
+    assert upload.broken and not upload.sender.is_alive()
+    assert [m for m, *_ in proxy.log] == ["POST", "DELETE"]  # the PATCH never completed, so it was not relayed
+    path = location.split(proxy.host, 1)[1]
+    code, _, _ = image_registry.request("GET", path)
+    assert code == 404  # the registry dropped the upload
 
 
 def test_fallback_ends_the_layer_row_with_why(proxy: RecordingProxy) -> None:
@@ -171,7 +172,9 @@ def test_fallback_ends_the_layer_row_with_why(proxy: RecordingProxy) -> None:
     upload = upload_module.StreamingUpload(_client(proxy.host, "refused"), "layer abc",
                                            lambda label, cur, total: rows.append((label, cur, total)))
     assert not _stream(upload, data)
-    assert rows == [("layer abc (not streamed: 405 Method Not Allowed)", len(data), len(data))]
+    # the refusal came after the body: the row of the bytes sent ends, then the reason follows
+    assert rows[-2:] == [("layer abc", len(data), len(data)),
+                         ("layer abc (not streamed: 405 Method Not Allowed)", len(data), len(data))]
 
 
 def test_fallback_reason_has_no_credentials() -> None:
