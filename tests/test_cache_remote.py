@@ -333,3 +333,49 @@ def test_bad_cache_flags(tmp_path: Path, args: list[str], env: dict[str, str], e
                           capture_output=True, text=True, timeout=60, env={**base, **env})
     assert proc.returncode == 2
     assert error in proc.stderr, proc.stderr
+
+
+def _replace_blob(cache: Path, old: str, data: bytes) -> None:
+    """Put `data` in the local cache in place of the blob `old`, and every document above it (manifest list,
+    index.json) rewritten to point at the new digest and size."""
+    blobs = cache / "blobs" / "sha256"
+    new = "sha256:" + hashlib.sha256(data).hexdigest()
+    (blobs / new[7:]).write_bytes(data)
+    size = len(data)
+    for path in [*blobs.iterdir(), cache / "index.json"]:
+        raw = path.read_bytes()
+        if old.encode() not in raw or path.name == old[7:]:
+            continue
+        doc = json.loads(raw)
+        for desc in [doc.get("config") or {}, *(doc.get("manifests") or []), *(doc.get("layers") or [])]:
+            if desc.get("digest") == old:
+                desc["digest"], desc["size"] = new, size
+        rewritten = json.dumps(doc).encode()
+        if path.name == "index.json":
+            path.write_bytes(rewritten)
+        else:
+            _replace_blob(cache, "sha256:" + path.name, rewritten)
+
+
+def test_layer_lying_about_its_diff_id_is_not_imported(registry: str, project: Path, tmp_path: Path) -> None:
+    """A cache whose config gives a layer another layer's diff ID: the import is refused with a warning naming
+    the mismatch, the steps run, and nothing of the lie is left in the store for a later build to trust."""
+    cache = tmp_path / "cache"
+    _run(project, tmp_path / "r1", "--cache-to", f"type=local,dest={cache},mode=max")
+    blobs = cache / "blobs" / "sha256"
+    config_path = next(p for p in blobs.iterdir() if p.stat().st_size < 100_000
+                       and b'"records"' in p.read_bytes() and b"vnd.workbench.cacheconfig" in p.read_bytes())
+    config = json.loads(config_path.read_bytes())
+    a, b = config["layers"][-1], config["layers"][-2]
+    a["diffID"], b["diffID"] = b["diffID"], a["diffID"]
+    _replace_blob(cache, "sha256:" + config_path.name, json.dumps(config).encode())
+
+    root = tmp_path / "r2"
+    proc = _run(project, root, "--cache-from", f"type=local,src={cache}", "-o", f"type=local,dest={tmp_path / 'out'}")
+    warned = [line for line in proc.stderr.splitlines() if "failed to import cache for" in line]
+    assert warned and all(re.search(r"diff id", line, re.IGNORECASE) for line in warned), proc.stderr
+    assert "RUN" in set(_steps(proc.stderr).values())  # what could not be imported ran
+    assert (tmp_path / "out" / "a.copy").read_text() == "a\n" and (tmp_path / "out" / "two").read_text() == "two\n"
+    again = _run(project, root, "-o", f"type=local,dest={tmp_path / 'out2'}")  # the store holds only true results
+    assert len(_steps(again.stderr)) >= 3 and set(_steps(again.stderr).values()) == {"CACHED"}, again.stderr
+    assert (tmp_path / "out2" / "a.copy").read_text() == "a\n"
