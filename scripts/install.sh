@@ -8,7 +8,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # openssl: the token-auth registry test makes its signing certificate with it
 # graphviz: `workbench inspect graph --format svg` runs its `dot`
 # pigz: bench/images.py's physical reference for gzip throughput
-pkgs=(runc busybox-static docker-registry skopeo curl zstd pigz openssl tmux graphviz
+# docker.io: Docker 20.10's dockerd (embedded BuildKit v0.8), the old-daemon engine that tests/docker_daemon.py
+# starts for `workbench builders` and remote builds (tests/test_remote_*.py)
+pkgs=(runc busybox-static docker-registry skopeo curl zstd pigz openssl tmux graphviz docker.io
       golang-github-container-orchestrated-devices-container-device-interface-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -35,6 +35,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from workbench.debug.command import add_parser as add_debug_parser
 
     add_debug_parser(sub)
+    from workbench.remote.cli import add_parser as add_builders_parser
+
+    add_builders_parser(sub)  # builders: the BuildKit daemon of --addr / $BUILDKIT_HOST, or the local engine
     srv = sub.add_parser("server", help="the resident build server that keeps the engine imported")
     srv.add_argument("action", choices=["stop", "status"])
     return parser
@@ -459,6 +462,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from workbench.image.cli import run as run_image
 
         return run_image(args)
+    if args.command == "builders":
+        from workbench.remote.cli import run as run_builders
+
+        return run_builders(args)
     if args.command == "gha-server":
         from workbench.gha.server import main as gha_main
 

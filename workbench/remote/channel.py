@@ -1,0 +1,215 @@
+"""A grpcio channel to an `Address`; for docker:// through an in-process relay to the daemon's `/grpc` endpoint.
+
+grpcio cannot take a connected socket, and Docker serves BuildKit's gRPC only after an HTTP/1.1 upgrade
+(`POST /grpc`, `Upgrade: h2c`, answered `101 Switching Protocols`). So the relay listens on a private unix
+socket, and joins each connection grpcio opens to a fresh, upgraded connection to the docker socket; from
+then on it only copies bytes. The relay dies with the channel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from typing import TYPE_CHECKING, Any
+
+from workbench.remote.address import Address
+
+if TYPE_CHECKING:
+    import grpc
+
+MAX_MESSAGE = 16 << 20  # buildctl's send/receive limits
+DOCKER_MAX_MESSAGE = 4 << 20  # moby's /grpc is a plain grpc.NewServer(): 4 MiB received at most
+UPGRADE_REQUEST = (b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                   b"Content-Length: 0\r\n\r\n")
+
+
+class RelayError(OSError):
+    """The docker socket could not be reached or would not upgrade; the message says which."""
+
+
+def dial_docker_grpc(docker_socket: str, timeout: float = 10.0) -> tuple[socket.socket, bytes, str]:
+    """A connection to Docker's `/grpc`, upgraded to h2c: the socket, the bytes read past the 101 headers
+    (they are HTTP/2's), and the status line."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(docker_socket)
+        except OSError as e:
+            raise RelayError(f"{docker_socket}: {e.strerror or e}") from None
+        sock.sendall(UPGRADE_REQUEST)
+        head, rest = _read_head(sock, docker_socket)
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        if status.split(" ")[1:2] != ["101"]:
+            raise RelayError(f"{docker_socket} answered {status!r} to POST /grpc, not 101 (not a Docker "
+                                f"daemon with BuildKit's API, or older than 18.09)")
+        sock.settimeout(None)
+        return sock, rest, status
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _read_head(sock: socket.socket, where: str) -> tuple[bytes, bytes]:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RelayError(f"{where} closed the connection before answering POST /grpc")
+        buf += chunk
+        if len(buf) > 64 << 10:
+            raise RelayError(f"{where}: headers too long in the answer to POST /grpc")
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def docker_version(docker_socket: str, timeout: float = 10.0) -> dict[str, Any]:
+    """`GET /version` of the Docker daemon (its engine version, API version, OS and arch)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(docker_socket)
+        sock.sendall(b"GET /version HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _unchunk(body)
+    answer = json.loads(body)
+    return answer if isinstance(answer, dict) else {}
+
+
+def _unchunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += body[:size]
+        body = body[size + 2:]
+    return out
+
+
+class DockerRelay:
+    """A private unix socket whose each connection is spliced onto an upgraded connection to Docker's `/grpc`."""
+
+    def __init__(self, docker_socket: str) -> None:
+        self.docker_socket = docker_socket
+        self.error: str | None = None  # why the last connection to Docker failed, for the caller's message
+        self._dir = tempfile.mkdtemp(prefix="workbench-docker-relay-")
+        os.chmod(self._dir, 0o700)
+        self.path = os.path.join(self._dir, "grpc.sock")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(8)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        threading.Thread(target=self._accept, name="docker-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._join, args=(conn,), name="docker-relay-conn", daemon=True).start()
+
+    def _join(self, conn: socket.socket) -> None:
+        try:
+            upstream, rest, _ = dial_docker_grpc(self.docker_socket)
+        except (OSError, ValueError) as e:
+            self.error = str(e) if isinstance(e, RelayError) else f"{self.docker_socket}: {e}"
+            conn.close()
+            return
+        with self._lock:
+            if self._closed:
+                conn.close()
+                upstream.close()
+                return
+            self._open.update((conn, upstream))
+        if rest:
+            conn.sendall(rest)
+        back = threading.Thread(target=_copy, args=(upstream, conn), name="docker-relay-down", daemon=True)
+        back.start()
+        _copy(conn, upstream)
+        back.join()
+        with self._lock:
+            self._open.difference_update((conn, upstream))
+        conn.close()
+        upstream.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            sockets = list(self._open)
+        for s in [self._listener, *sockets]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._listener.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _copy(src: socket.socket, dst: socket.socket) -> None:
+    """Bytes from src to dst until src ends; then dst's writing half is closed too."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class RemoteChannel:
+    """A grpcio channel to `address`, with the relay it needs (docker://); close() ends both."""
+
+    def __init__(self, address: Address) -> None:
+        # grpc's C core logs connection failures to stderr; ControlError says them in one line instead
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+        import grpc
+
+        self.address = address
+        self.relay: DockerRelay | None = None
+        limit = DOCKER_MAX_MESSAGE if address.scheme == "docker" else MAX_MESSAGE
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", MAX_MESSAGE),
+                                          ("grpc.max_send_message_length", limit)]
+        if address.scheme == "unix":
+            self.grpc: grpc.Channel = grpc.insecure_channel(f"unix:{address.path}", options=options)
+        elif address.scheme == "docker":
+            self.relay = DockerRelay(address.path)
+            # the authority Docker's h2 server sees; the default would be the relay's socket path
+            options.append(("grpc.default_authority", "docker"))
+            self.grpc = grpc.insecure_channel(f"unix:{self.relay.path}", options=options)
+        elif address.tls is None:
+            self.grpc = grpc.insecure_channel(f"{address.host}:{address.port}", options=options)
+        else:
+            tls = address.tls
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            creds = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key,
+                                                 certificate_chain=tls.cert)
+            self.grpc = grpc.secure_channel(f"{address.host}:{address.port}", creds, options=options)
+
+    def close(self) -> None:
+        self.grpc.close()
+        if self.relay is not None:
+            self.relay.close()
+
+    def __enter__(self) -> RemoteChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
