@@ -5,20 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.remote.session.h2server import Handler
 from workbench.solver.session import SecretSource
+
+if TYPE_CHECKING:
+    from workbench.remote.session.filesend import Output
 
 METHOD_HEADER = "x-docker-expose-session-grpc-method"
 
 
 @dataclass
 class SessionServices:
-    """The client side of a build: named local directories, secrets, registry credentials, health."""
+    """The client side of a build: named local directories, secrets, registry credentials, health, and when
+    given, the build's output (FileSend) and its ssh agents (SSH)."""
 
     dirs: Mapping[str, Path] = field(default_factory=dict)  # dir-name (e.g. context, dockerfile) -> directory
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)
     docker_config: Path | None = None  # None: $DOCKER_CONFIG or ~/.docker
+    output: Output | None = None  # filesend.LocalOutput / TarOutput: where `--output` lands
+    ssh: Mapping[str, str | Path] = field(default_factory=dict)  # ssh id -> agent socket path
 
     def handlers(self) -> dict[str, Handler]:
         from workbench.remote.session.auth import auth_handlers
@@ -29,6 +36,14 @@ class SessionServices:
         table: dict[str, Handler] = {**HEALTH, **auth_handlers(self.docker_config), **secrets_handlers(self.secrets)}
         if self.dirs:
             table["/moby.filesync.v1.FileSync/DiffCopy"] = diffcopy_handler(self.dirs)
+        if self.output is not None:
+            from workbench.remote.session.filesend import filesend_handler
+
+            table["/moby.filesync.v1.FileSend/DiffCopy"] = filesend_handler([self.output])
+        if self.ssh:
+            from workbench.remote.session.sshforward import ssh_handlers
+
+            table.update(ssh_handlers(self.ssh))
         return table
 
 
