@@ -58,6 +58,11 @@ def _add_build(sub: Any) -> None:
                         "type=local,dest=DIR")
     b.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
                    help="import build cache: type=gha[,url_v2=URL,token=T,scope=S] | type=local,src=DIR")
+    from workbench.remote.address import add_address_arguments
+
+    add_address_arguments(b)  # --addr / $BUILDKIT_HOST and --tls*: build on that BuildKit daemon
+    b.add_argument("--frontend", metavar="NAME",
+                   help="with --addr: the daemon's own frontend to build with (dockerfile.v0)")
 
 
 def _add_devices(sub: Any) -> None:
@@ -210,8 +215,22 @@ def _build(args: argparse.Namespace) -> int:
                            cache_to=cache_to, cache_from=cache_from, cdi_spec_dirs=args.cdi_spec_dir,
                            config=Path(args.config) if args.config else None)
     from workbench.history.recorder import recording_engine
+    from workbench.remote.address import AddressError, address_from_args
 
-    engine = recording_engine()
+    try:
+        address = address_from_args(args)
+    except AddressError as e:
+        return _usage_error(str(e))
+    engine: Any = recording_engine()
+    if address is not None:
+        if problem := _remote_problem(args):
+            return _usage_error(problem)
+        from workbench.history.recorder import Recording
+        from workbench.remote.engine import RemoteEngine
+
+        engine = RemoteEngine(address, args.frontend, recorder=Recording.start)
+    elif args.frontend:
+        return _usage_error("--frontend needs a BuildKit daemon: pass --addr ADDR (or set BUILDKIT_HOST)")
     if args.watch:
         from dataclasses import replace
 
@@ -245,6 +264,18 @@ def _build(args: argparse.Namespace) -> int:
         print(f"ERROR: {full}", file=sys.stderr)
         return 1
     return 0
+
+
+def _remote_problem(args: argparse.Namespace) -> str:
+    """Why this build cannot go to a remote daemon as asked ("" when it can)."""
+    from workbench.remote.engine import DOCKERFILE_FRONTEND
+
+    if args.frontend != DOCKERFILE_FRONTEND:
+        return (f"sending workbench's own build graph to a remote BuildKit lands later; pass --frontend "
+                f"{DOCKERFILE_FRONTEND} to build with the daemon's Dockerfile frontend")
+    if args.watch:
+        return "--watch is not available with a remote BuildKit (--addr) yet"
+    return ""
 
 
 def _devices(args: argparse.Namespace) -> int:
@@ -394,8 +425,9 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
         argv = ["tui"]  # plain `workbench` in a folder with a Dockerfile opens the workbench
     if not via_server and argv[:1] == ["build"] and "--watch" not in argv:
         from workbench import client
+        from workbench.entry import remote_build
 
-        if client.enabled():
+        if client.enabled() and not remote_build(argv):  # a remote build's session is served from here
             code = client.run_via_server(argv)
             if code is not None:
                 return code

@@ -1,0 +1,157 @@
+"""One Solve on a BuildKit daemon: open the session (our side of the build: context, Dockerfile, secrets,
+credentials, health), call Solve with its Status stream beside it, and close the session at the end.
+
+Setting `cancel` (or Ctrl-C in the calling thread) cancels the Solve RPC; the daemon then cancels the job and its
+vertices end with "context canceled".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets as _random
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.remote.control import SERVICE, Control, ControlError
+from workbench.remote.session.filesend import Output
+from workbench.solver.session import SecretSource
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+STATUS_GRACE = 3.0  # buildctl too lets the Status stream run this long after Solve returns
+
+
+class SolveFailed(Exception):
+    """The daemon ended the solve with an error; str() is its message."""
+
+
+class SolveCanceled(Exception):
+    """The solve was canceled (the request's cancel event, or Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class Exporter:
+    type: str
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SolvePlan:
+    """What to ask of the daemon: a frontend with its attributes, the exporters, the session's directories."""
+
+    frontend: str
+    frontend_attrs: dict[str, str] = field(default_factory=dict)
+    exporters: list[Exporter] = field(default_factory=list)
+    legacy_exporter: bool = False
+    """Send the exporter in fields 3/4 only (BuildKit v0.8, Docker 20.10, reads nothing else)."""
+    entitlements: list[str] = field(default_factory=list)
+    dirs: dict[str, Path] = field(default_factory=dict)
+    secrets: Mapping[str, SecretSource] = field(default_factory=dict)
+    name: str = ""  # the session's name (the context's folder)
+    output: Output | None = None  # the output the daemon sends back through the session (exporter 0)
+
+
+def new_id() -> str:
+    """25 characters of base36, as BuildKit's identity.NewID()."""
+    return "".join(_random.choice(_ALPHABET) for _ in range(25))
+
+
+def shared_key(context: Path) -> str:
+    """Stable per context and machine, so the daemon's copy of the context is reused (incremental transfers)."""
+    return hashlib.sha256(f"{socket.gethostname()}:{context.resolve()}".encode()).hexdigest()[:32]
+
+
+def solve_request(plan: SolvePlan, ref: str, session_id: str) -> Any:
+    from workbench.remote.proto import control_pb2 as pb
+
+    # Cache is always sent, if empty: buildkitd v0.20 dereferences it unchecked (a nil one panics the daemon)
+    req = pb.SolveRequest(Ref=ref, Session=session_id, Frontend=plan.frontend, FrontendAttrs=plan.frontend_attrs,
+                          Entitlements=plan.entitlements, Cache=pb.CacheOptions())
+    if plan.exporters:
+        first = plan.exporters[0]
+        req.ExporterDeprecated = first.type
+        req.ExporterAttrsDeprecated.update(first.attrs)
+        if not plan.legacy_exporter:
+            req.Exporters.extend(pb.Exporter(Type=e.type, Attrs=e.attrs) for e in plan.exporters)
+    return req
+
+
+def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None],
+              cancel: threading.Event | None = None, shared: str = "", docker_session: bool = False) -> dict[str, str]:
+    """Solve `plan` on the daemon, handing every StatusResponse to `on_status` (from another thread);
+    the exporter response. Raises SolveFailed, SolveCanceled, or ControlError (the daemon is unreachable).
+    `docker_session`: for a docker:// daemon, serve the session on a hijacked `POST /session` connection (as the
+    docker CLI does) instead of the `Control.Session` stream."""
+    import grpc
+
+    from workbench.remote.proto import control_pb2 as pb
+    from workbench.remote.session.h2server import H2GrpcServer, Pipe
+    from workbench.remote.session.pipe import BytesMessagePipe, dial_docker_session
+    from workbench.remote.session.services import SessionServices, session_metadata
+
+    ref, session_id = new_id(), new_id()
+    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output).handlers()
+    metadata = [("x-docker-expose-session-uuid", session_id), ("x-docker-expose-session-name", plan.name or "build"),
+                ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)]
+    channel = control.channel.grpc
+    pipe: Pipe
+    if docker_session and control.address.scheme == "docker":
+        from workbench.remote.channel import RelayError
+
+        try:
+            pipe = dial_docker_session(control.address.path, metadata)
+        except RelayError as e:
+            raise ControlError(f"cannot open a session with Docker at {control.address}: {e}") from None
+    else:
+        pipe = BytesMessagePipe(channel, metadata)
+    server = H2GrpcServer(pipe, handlers)
+    threading.Thread(target=server.serve, name="session", daemon=True).start()
+
+    status_stub = channel.unary_stream(SERVICE + "Status", request_serializer=pb.StatusRequest.SerializeToString,
+                                       response_deserializer=pb.StatusResponse.FromString)
+    status_call = status_stub(pb.StatusRequest(Ref=ref))
+
+    def read_status() -> None:
+        try:
+            for response in status_call:
+                on_status(response)
+        except grpc.RpcError:
+            pass  # canceled by us, or the daemon went away (Solve says which)
+
+    reader = threading.Thread(target=read_status, name="solve-status", daemon=True)
+    reader.start()
+    solve_stub = channel.unary_unary(SERVICE + "Solve", request_serializer=pb.SolveRequest.SerializeToString,
+                                     response_deserializer=pb.SolveResponse.FromString)
+    future = solve_stub.future(solve_request(plan, ref, session_id))
+    try:
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    future.cancel()
+                    raise SolveCanceled("canceled")
+                try:
+                    response = future.result(timeout=0.2)
+                    break
+                except grpc.FutureTimeoutError:
+                    continue
+        except grpc.FutureCancelledError:
+            raise SolveCanceled("canceled") from None
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.CANCELLED:
+                raise SolveCanceled("canceled") from None
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+                raise control.fault(e, "Solve") from None
+            raise SolveFailed(e.details() or e.code().name.lower()) from None
+        except BaseException:  # Ctrl-C
+            future.cancel()
+            raise
+    finally:
+        reader.join(STATUS_GRACE)  # the final updates (errors, "context canceled") come after Solve ends
+        status_call.cancel()
+        reader.join(1.0)
+        pipe.close()
+        server.close()
+    return dict(response.ExporterResponse)
