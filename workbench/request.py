@@ -107,6 +107,8 @@ class BuildRequest:
     """`--cdi-spec-dir` values: they replace the config file's CDI spec dirs."""
     config: Path | None = None
     """The config file (`--config`, else $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present)."""
+    engine: str = "local"
+    """Which engine runs the build, as the history record names it (a remote one: its daemon and address)."""
 
     def __post_init__(self) -> None:
         # Resolved once, at the start: every host path handed on (to runc above all, which resolves a

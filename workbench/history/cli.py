@@ -103,7 +103,8 @@ def _history(args: argparse.Namespace) -> int:
         if args.format == "json":
             docs = [{"id": s.id, "started": s.started, "status": s.status, "duration": report.duration(s),
                      "steps": report.counts(s), "target": s.meta.get("target", ""),
-                     "dockerfile": s.meta.get("dockerfile", "")} for s in records]
+                     "dockerfile": s.meta.get("dockerfile", ""), "engine": s.meta.get("engine", "local")}
+                    for s in records]
             print(json.dumps(docs, indent=1))
         else:
             sys.stdout.write(report.format_ls(records))

@@ -142,6 +142,7 @@ def _request_meta(req: BuildRequest, session_id: str, redactor: Redactor) -> dic
         "secrets": sorted(s.secrets),  # ids only, never values or where they came from
         "ssh": sorted(s.ssh),
         "entitlements": sorted(s.entitlements),
+        "engine": req.engine,
         # the views clip step logs by this (printers.log_limit); a replay clips the same way
         "step_log_max_size": os.environ.get("BUILDKIT_STEP_LOG_MAX_SIZE", ""),
     })

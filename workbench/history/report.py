@@ -57,11 +57,13 @@ def duration(s: RecordedSession) -> float:
 
 def format_ls(records: list[RecordedSession]) -> str:
     """`history ls`: one row per build, newest first."""
-    rows = [("BUILD ID", "CREATED AT", "STATUS", "DURATION", "STEPS", "CACHED", "FAILED", "TARGET", "DOCKERFILE")]
+    rows = [("BUILD ID", "CREATED AT", "STATUS", "DURATION", "STEPS", "CACHED", "FAILED", "TARGET", "ENGINE",
+             "DOCKERFILE")]
     for s in records:
         c = counts(s)
         rows.append((s.id, when(s.started), s.status, seconds(duration(s)), str(c["total"]), str(c["cached"]),
                      str(c["failed"]), str(s.meta.get("target") or "-"),
+                     str(s.meta.get("engine") or "local").split(" at ", 1)[0],  # the daemon; its address is long
                      _display_path(str(s.meta.get("dockerfile", "")))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "".join("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1] + "\n"

@@ -7,9 +7,11 @@ prediction, step views and shells) is not available on a remote daemon yet.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,8 @@ class RemoteEngine:
 
         redactor = Redactor(secret_values(request.session))
         bus = RedactingBus(bus, redactor)
+        if self.recorder is not None:
+            request = replace(request, engine=self.describe())
         recording = self.recorder(request, bus, redactor) if self.recorder is not None else None
         t0 = time.monotonic()
         try:
@@ -89,8 +93,16 @@ class RemoteEngine:
         except SolveFailed as e:
             failed = fold.failed()
             step = failed[0].name if failed else ""
-            raise BuildFailure(_error_text(str(e)), step=step) from None
+            raise BuildFailure(cap_error(self.daemon, _error_text(str(e))), step=step) from None
         steps_run = sum(1 for v in fold.vertices.values() if v.state == "completed")
+        if self.address.scheme == "docker":
+            from workbench.remote.dockerpush import PushError, push_image
+
+            for name in _docker_pushes(request.outputs):
+                try:
+                    push_image(self.address.path, name, bus.emit)
+                except PushError as e:
+                    raise BuildFailure(str(e), step=f"pushing {name}") from None
         return BuildResult(response.get("containerimage.digest"), {}, 0.0, steps_run, dict(response))
 
     def plan(self, request: BuildRequest) -> SolvePlan:
@@ -100,10 +112,9 @@ class RemoteEngine:
         if self.frontend != DOCKERFILE_FRONTEND:
             raise BuildFailure(f"sending workbench's own build graph to a remote BuildKit lands later; pass "
                                f"--frontend {DOCKERFILE_FRONTEND} to build with the daemon's Dockerfile frontend")
-        if request.session.ssh:
-            raise BuildFailure(f"--ssh is not forwarded to {self.daemon} yet")
-        if request.cache_to or request.cache_from:
-            raise BuildFailure(f"--cache-to/--cache-from are not passed to {self.daemon} yet")
+        ssh = self._ssh(request.session.ssh)
+        cache_imports = [self._cache(spec) for spec in request.cache_from]
+        cache_exports = [self._cache(spec) for spec in request.cache_to]
         dockerfile = request.dockerfile
         if not dockerfile.is_file():
             raise BuildFailure(f"the Dockerfile {dockerfile} does not exist")
@@ -118,6 +129,9 @@ class RemoteEngine:
             attrs["no-cache"] = ""
         docker = self.address.scheme == "docker"
         entitlements = sorted(request.session.entitlements)
+        if docker and (device := next((e for e in entitlements if e.split("=", 1)[0] == "device"), None)):
+            raise BuildFailure(f"--allow {device}: {self.daemon} has no devices entitlement (CDI devices need "
+                               f"BuildKit v0.20 or later: build with --addr on a buildkitd)")
         if docker:  # the test daemon has no bridge: steps run on the host's network, granted by default
             attrs["force-network-mode"] = "host"
             entitlements = sorted({*entitlements, "network.host"})
@@ -125,7 +139,65 @@ class RemoteEngine:
         return SolvePlan(frontend=DOCKERFILE_FRONTEND, frontend_attrs=attrs, exporters=exporters,
                          legacy_exporter=docker, entitlements=entitlements,
                          dirs={"context": request.context, "dockerfile": dockerfile.parent},
-                         secrets=request.session.secrets, name=request.context.name, output=file_output)
+                         secrets=request.session.secrets, name=request.context.name, output=file_output, ssh=ssh,
+                         cache_imports=cache_imports, cache_exports=cache_exports)
+
+    def _ssh(self, agents: dict[str, tuple[str, ...]]) -> dict[str, str]:
+        """`--ssh` ids with the agent socket each forwards; key files are refused (the session forwards an agent)."""
+        import stat
+
+        out = {}
+        for sid, paths in sorted(agents.items()):
+            try:
+                is_socket = len(paths) == 1 and stat.S_ISSOCK(Path(paths[0]).stat().st_mode)
+            except OSError:
+                is_socket = False
+            if not is_socket:
+                raise BuildFailure(f"--ssh {sid}={','.join(paths)}: {self.daemon} is lent an ssh agent, not key "
+                                   f"files; load the keys into ssh-agent and pass --ssh {sid}=$SSH_AUTH_SOCK")
+            out[sid] = paths[0]
+        return out
+
+    def _cache(self, spec: Any) -> Any:
+        """One `--cache-to` / `--cache-from` as the daemon's CacheOptionsEntry; what it cannot do, in one line."""
+        from workbench.remote.solve import Exporter
+
+        flag = "--cache-to" if spec.export else "--cache-from"
+        docker = self.address.scheme == "docker"
+        if spec.type == "local":
+            instead = "type=inline" if docker and spec.export else "type=registry"
+            raise BuildFailure(f"{flag} type=local: {self.daemon} reads and writes a local cache through the "
+                               f"client's content store, which workbench does not serve over the session yet; "
+                               f"use {instead}")
+        supported: tuple[str, ...]
+        if docker:
+            supported = ("inline",) if spec.export else ("registry",)
+        else:
+            supported = ("registry", "inline", "gha") if spec.export else ("registry", "gha")
+        if spec.type not in supported:
+            raise BuildFailure(f"{flag} type={spec.type} is not supported by {self.daemon} (it supports "
+                               f"type={', type='.join(supported)})")
+        return Exporter(spec.type, dict(spec.attrs))
+
+    def describe(self) -> str:
+        """The engine, as the build's history record names it: the daemon, its version when it tells, its address."""
+        if self.address.scheme == "docker":
+            from workbench.remote.channel import docker_version
+
+            try:
+                version = str(docker_version(self.address.path, timeout=5).get("Version", ""))
+            except (OSError, ValueError):
+                return f"docker at {self.address}"
+            bundled = " (buildkit v0.8)" if version.startswith("20.10.") else ""
+            return f"docker {version}{bundled} at {self.address}"
+        from workbench.remote.control import Control, ControlError
+
+        try:
+            with Control(self.address, timeout=5) as control:
+                info = control.info()
+        except ControlError:
+            return f"buildkit at {self.address}"
+        return f"buildkit {info.version.version} at {self.address}" if info.version else f"buildkit at {self.address}"
 
     def _exporters(self, outputs: list[OutputSpec]) -> tuple[list[Any], Any]:
         """The daemon's exporters for `outputs`, the one written through the session (FileSend) first, since
@@ -153,11 +225,11 @@ class RemoteEngine:
             if out.type != "image":
                 continue
             if not docker:
-                exporters.append(Exporter("image", {k: v for k, v in out.attrs.items() if k in ("name", "push")}))
-            elif out.attrs.get("push") == "true":
-                raise BuildFailure("--output type=image,push=true: Docker 20.10's BuildKit does not push; "
-                                   "build with -t, then push with `docker push`")
-            else:
+                attrs = {k: v for k, v in out.attrs.items() if k in IMAGE_ATTRS}
+                if attrs.get("push") == "true" and _all_local(attrs.get("name", "")):
+                    attrs.setdefault("registry.insecure", "true")  # a registry on this machine speaks plain HTTP
+                exporters.append(Exporter("image", attrs))
+            else:  # pushed after the build, through the Docker API (_docker_pushes)
                 exporters.append(Exporter("moby", {"name": out.attrs["name"]}))
         return exporters, file_output
 
@@ -200,6 +272,40 @@ class RemoteEngine:
         from workbench.results import ViewError
 
         raise ViewError(f"a shell in a step's result is {NOT_REMOTE} ({self.address})")
+
+
+IMAGE_ATTRS = ("name", "push", "push-by-digest", "registry.insecure", "compression", "oci-mediatypes", "unpack")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _all_local(names: str) -> bool:
+    hosts = [n.split("/", 1)[0].rsplit(":", 1)[0] for n in names.split(",") if "/" in n]
+    return bool(hosts) and all(h in LOCAL_HOSTS for h in hosts)
+
+
+def _docker_pushes(outputs: list[OutputSpec]) -> list[str]:
+    """The image names Docker must push after the build (its BuildKit stores, and never pushes)."""
+    return [n.strip() for o in outputs if o.type == "image" and o.attrs.get("push") == "true"
+            for n in o.attrs.get("name", "").split(",") if n.strip()]
+
+
+_CAP_ERROR = re.compile(r"(?:requested (?:\w+ )?feature (?P<id>\S+)[^,:]*?(?P<why> is not supported by build server"
+                        r"(?: \(added in [^)]*\))?| has been disabled on the build server(?:: [^\n]*)?)"
+                        r"|unknown API capability (?P<unknown>\S+))")
+
+
+def cap_error(daemon: str, message: str) -> str:
+    """A daemon's capability error (BuildKit's apicaps.CapError, wherever it sits in the message) as one line
+    naming the daemon and the capability; any other message unchanged."""
+    m = _CAP_ERROR.search(message)
+    if m is None:
+        return message
+    if m["unknown"]:
+        return f"{daemon} does not know the capability {m['unknown']} this build needs; use a newer BuildKit"
+    why = re.sub(r" \(added in ([^)]*)\)", r", added in \1", m["why"].strip())
+    why = why.replace("is not supported by build server", "not supported").replace(
+        "has been disabled on the build server", "disabled there")
+    return f"{daemon} lacks the capability {m['id']} this build needs ({why}); use a newer BuildKit"
 
 
 def _error_text(details: str) -> str:

@@ -8,6 +8,7 @@ vertices end with "context canceled".
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets as _random
 import socket
 import threading
@@ -52,6 +53,9 @@ class SolvePlan:
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)
     name: str = ""  # the session's name (the context's folder)
     output: Output | None = None  # the output the daemon sends back through the session (exporter 0)
+    ssh: Mapping[str, str | Path] = field(default_factory=dict)  # ssh id -> agent socket, forwarded to the build
+    cache_imports: list[Exporter] = field(default_factory=list)  # `--cache-from`, as CacheOptionsEntry
+    cache_exports: list[Exporter] = field(default_factory=list)  # `--cache-to`
 
 
 def new_id() -> str:
@@ -68,8 +72,13 @@ def solve_request(plan: SolvePlan, ref: str, session_id: str) -> Any:
     from workbench.remote.proto import control_pb2 as pb
 
     # Cache is always sent, if empty: buildkitd v0.20 dereferences it unchecked (a nil one panics the daemon)
-    req = pb.SolveRequest(Ref=ref, Session=session_id, Frontend=plan.frontend, FrontendAttrs=plan.frontend_attrs,
-                          Entitlements=plan.entitlements, Cache=pb.CacheOptions())
+    cache = pb.CacheOptions(Imports=[pb.CacheOptionsEntry(Type=c.type, Attrs=c.attrs) for c in plan.cache_imports],
+                            Exports=[pb.CacheOptionsEntry(Type=c.type, Attrs=c.attrs) for c in plan.cache_exports])
+    attrs = dict(plan.frontend_attrs)
+    if plan.cache_imports and plan.frontend:  # a frontend solves by itself: it reads the imports from here (buildctl)
+        attrs["cache-imports"] = json.dumps([{"Type": c.type, "Attrs": c.attrs} for c in plan.cache_imports])
+    req = pb.SolveRequest(Ref=ref, Session=session_id, Frontend=plan.frontend, FrontendAttrs=attrs,
+                          Entitlements=plan.entitlements, Cache=cache)
     if plan.exporters:
         first = plan.exporters[0]
         req.ExporterDeprecated = first.type
@@ -93,7 +102,8 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
     from workbench.remote.session.services import SessionServices, session_metadata
 
     ref, session_id = new_id(), new_id()
-    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output).handlers()
+    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output,
+                               ssh=plan.ssh).handlers()
     metadata = [("x-docker-expose-session-uuid", session_id), ("x-docker-expose-session-name", plan.name or "build"),
                 ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)]
     channel = control.channel.grpc
@@ -114,9 +124,12 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
                                        response_deserializer=pb.StatusResponse.FromString)
     status_call = status_stub(pb.StatusRequest(Ref=ref))
 
+    heard = threading.Event()  # the daemon took the job: a connection lost after this is a daemon gone away
+
     def read_status() -> None:
         try:
             for response in status_call:
+                heard.set()
                 on_status(response)
         except grpc.RpcError:
             pass  # canceled by us, or the daemon went away (Solve says which)
@@ -142,6 +155,9 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.CANCELLED:
                 raise SolveCanceled("canceled") from None
+            if heard.is_set() and _connection_lost(e):
+                raise ControlError(f"the daemon went away: the connection to {control.address} closed during the "
+                                   f"build ({(e.details() or e.code().name).strip()})") from None
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 raise control.fault(e, "Solve") from None
             raise SolveFailed(e.details() or e.code().name.lower()) from None
@@ -155,3 +171,17 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
         pipe.close()
         server.close()
     return dict(response.ExporterResponse)
+
+
+_LOST = ("socket closed", "connection reset", "transport is closing", "broken pipe", "goaway",
+         "connection refused", "stream removed")
+
+
+def _connection_lost(error: Any) -> bool:
+    """The RPC failed because the connection to the daemon went, not because the daemon answered an error."""
+    import grpc
+
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        return True
+    details = (error.details() or "").lower()
+    return error.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL) and any(m in details for m in _LOST)
