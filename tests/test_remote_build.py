@@ -65,6 +65,8 @@ RUN cat /hello.txt && ls / > /listing && echo remote-run-$((6 * 7))
 
 def test_build_then_rebuild_cached(addr: str, tmp_path: Path, root: Path) -> None:
     ctx = context_with(tmp_path, COPY_RUN)
+    with (ctx / "hello.txt").open("a") as f:  # new content each run: a daemon keeps its cache between runs
+        f.write(f"run {os.urandom(8).hex()}\n")
     first = workbench("--addr", addr, "--frontend", "dockerfile.v0", "--progress", "plain", str(ctx), root=root)
     assert first.returncode == 0, first.stderr
     out = first.stderr
