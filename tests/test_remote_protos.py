@@ -28,7 +28,7 @@ def test_the_committed_modules_are_what_gen_protos_makes(tmp_path: Path) -> None
     committed = generated(PROTO)
     suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
     assert sorted(fresh) == sorted(committed) == sorted(
-        f"{name}{suffix}" for name in ("control", "ops", "worker") for suffix in suffixes)
+        f"{name}{suffix}" for name in ("control", "gateway", "ops", "worker") for suffix in suffixes)
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert stale == [], "run scripts/gen-protos.sh and commit the result"
 
@@ -76,3 +76,22 @@ def test_a_worker_record_as_docker_20_10_sends_it_decodes() -> None:
     answer = c.ListWorkersResponse.FromString(b"\x0a" + bytes([len(record)]) + record)
     assert [(r.ID, [(p.OS, p.Architecture) for p in r.platforms]) for r in answer.record] == [
         ("moby", [("linux", "amd64")])]
+
+
+def test_gateway_wire_numbers_are_buildkits() -> None:
+    from workbench.remote.proto import gateway_pb2 as gw
+
+    assert numbers(gw.SolveRequest) == {"Definition": 1, "Frontend": 2, "FrontendOpt": 3, "allowResultReturn": 5,
+                                        "allowResultArrayRef": 6, "Final": 10, "ExporterAttr": 11, "Evaluate": 14}
+    assert numbers(gw.Result) == {"refDeprecated": 1, "refsDeprecated": 2, "ref": 3, "refs": 4, "metadata": 10}
+    assert numbers(gw.NewContainerRequest) == {"ContainerID": 1, "Mounts": 2, "Network": 3, "platform": 4,
+                                               "constraints": 5, "extraHosts": 6, "hostname": 7}
+    assert numbers(gw.ExecMessage) == {"ProcessID": 1, "Init": 2, "File": 3, "Resize": 4, "Started": 5, "Exit": 6,
+                                       "Done": 7, "Signal": 8}
+    assert numbers(gw.InitMessage) == {"ContainerID": 1, "Meta": 2, "Fds": 3, "Tty": 4, "Security": 5,
+                                       "secretenv": 6}
+    assert numbers(gw.ExitMessage) == {"Code": 1, "Error": 2}
+    assert numbers(gw.FdMessage) == {"Fd": 1, "EOF": 2, "Data": 3}
+    assert numbers(gw.ReturnRequest) == {"result": 1, "error": 2}
+    assert numbers(gw.RPCStatus) == {"code": 1, "message": 2, "details": 3}  # google.rpc.Status
+    assert numbers(gw.PongResponse) == {"FrontendAPICaps": 1, "LLBCaps": 2, "Workers": 3}

@@ -110,6 +110,9 @@ def _add_check(sub: Any) -> None:
     add_build_arguments(c, target_help="check only the stages this target needs", root_help=_METADATA_ROOT_HELP)
     c.add_argument("--format", choices=("text", "json"), default="text",
                    help="text, or BuildKit's JSON (as docker build --call=check,format=json)")
+    from workbench.remote.address import add_address_arguments
+
+    add_address_arguments(c)  # accepted as on build: the checks are static and run here, whatever the daemon
 
 
 def _add_inspect(sub: Any) -> None:
@@ -377,8 +380,13 @@ def _inspect(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from workbench.engine import LocalEngine
     from workbench.inspect import InspectError
+    from workbench.remote.address import AddressError, address_from_args
     from workbench.request import default_root
 
+    try:
+        address_from_args(args)  # a bad --addr is refused as on build; a good one changes nothing
+    except AddressError as e:
+        return _usage_error(str(e))
     context = Path(args.context)
     dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
     try:

@@ -19,6 +19,13 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--break", dest="breaks", action="append", default=[], metavar="LINE|STAGE",
                    help="a breakpoint (repeatable); with any, the build starts at once")
     d.add_argument("--no-break-on-error", action="store_true", help="do not stop after a failed step")
+    from workbench.remote.address import add_address_arguments
+
+    add_address_arguments(d)  # --addr / $BUILDKIT_HOST: build on that daemon, then --invoke CMD in the result
+    d.add_argument("--frontend", metavar="NAME",
+                   help="with --addr: the daemon's own frontend to build with (dockerfile.v0)")
+    d.add_argument("--invoke", metavar="CMD",
+                   help="with --addr: the command to run in the build's result (default: sh), as buildx debug")
 
 
 def main_debug(args: argparse.Namespace, engine: Engine) -> int:
@@ -48,6 +55,21 @@ def main_debug(args: argparse.Namespace, engine: Engine) -> int:
                             outputs=outputs, no_cache=args.no_cache, root=root, session=session,
                             cancel=threading.Event(), debugger=debugger)
 
+    from workbench.remote.address import AddressError, address_from_args
+
+    try:
+        address = address_from_args(args)
+    except AddressError as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2
+    if address is not None:
+        from workbench.debug.remote import main_remote_debug
+
+        return main_remote_debug(args, address, make_request(Debugger()))
+    if args.frontend or args.invoke:
+        print(f"workbench: error: {'--frontend' if args.frontend else '--invoke'} needs a BuildKit daemon: pass "
+              "--addr ADDR (or set BUILDKIT_HOST)", file=sys.stderr)
+        return 2
     breaks = [Breakpoint(line=int(b)) if b.isdigit() else Breakpoint(stage=b) for b in args.breaks]
     repl = DebugRepl(make_request, sys.stdout, breaks, break_on_error=not args.no_break_on_error,
                      engine=engine, dockerfile=dockerfile)

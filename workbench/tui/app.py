@@ -33,7 +33,7 @@ from workbench.tui.screens.diff import DiffScreen
 from workbench.tui.screens.files import FilesScreen, ViewOpener
 from workbench.tui.screens.help import HelpScreen
 from workbench.tui.screens.layers import LayersScreen, build_analysis, layers_ready
-from workbench.tui.source import EventSource
+from workbench.tui.source import EventSource, remote_note
 from workbench.tui.stepviews import FAILED_FS, EarlierResults, StepView, diff_pair, failed_view, result_view, step_views
 from workbench.tui.widgets.cache_panel import CachePanel
 from workbench.tui.widgets.dag_view import DagView
@@ -86,6 +86,8 @@ class PauseReady(Message):
 DEBUG_ACTIONS = ("debug_resume", "debug_abort")
 """Actions that need a pause (hidden from the footer and off while the build runs); `e` and `d` work at a
 pause and after the build (see `check_action`)."""
+LOCAL_ACTIONS = ("toggle_breakpoint", "debug_shell", "debug_diff", "browse_files", "layers")
+"""Actions on this machine's results and solver: off when the builds run on a remote BuildKit (said once)."""
 
 
 class WorkbenchApp(App[int]):
@@ -214,6 +216,8 @@ class WorkbenchApp(App[int]):
         self.query_one(DevicesPanel).show(self.model, self.devices)
         self.set_interval(0.25, self._tick)
         self._lint_now()
+        if self.source.remote:
+            self.notify(remote_note(self.source.remote), title="remote BuildKit", timeout=10)
         self.start_build()
         if self.watching:
             self._watch_inputs()
@@ -334,6 +338,8 @@ class WorkbenchApp(App[int]):
             parts.append(model.prediction_note)
         if self.watching:
             parts.append("watching")
+        if self.source.remote:
+            parts.append(f"on {self.source.remote}")
         name = self.source.dockerfile.name if self.source.dockerfile else "replay"
         text = f"[b]workbench[/] {name} · " + " · ".join(parts)
         if text != self._status_text:  # an update re-lays out the screen: only when it changed
@@ -601,6 +607,8 @@ class WorkbenchApp(App[int]):
     # -- the debugger ---------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.source.remote and action in LOCAL_ACTIONS:
+            return False
         if action in DEBUG_ACTIONS:
             return self.pause is not None
         if action in ("browse_files", "debug_diff", "debug_shell"):  # offered where they have something to open

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workbench.engine import Engine
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,6 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-watch", action="store_true", help="do not rebuild when inputs change")
     p.add_argument("--no-break-on-error", action="store_true",
                    help="do not hold a failed step for a look inside (break on error is on by default)")
+    from workbench.remote.address import add_address_arguments
+
+    add_address_arguments(p)  # --addr / $BUILDKIT_HOST and --tls*: the builds run on that BuildKit daemon
+    p.add_argument("--frontend", metavar="NAME",
+                   help="with --addr: the daemon's own frontend to build with (dockerfile.v0)")
 
 
 def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
@@ -44,14 +53,19 @@ def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
         print(f"workbench tui: error: {e}", file=sys.stderr)
         return 2
 
-    from workbench.history.recorder import recording_engine
+    try:
+        engine, remote = _engine(args)
+    except ValueError as e:
+        print(f"workbench tui: error: {e}", file=sys.stderr)
+        return 2
     from workbench.tui.app import WorkbenchApp
     from workbench.tui.source import LiveBuildSource
 
     source = LiveBuildSource(context=context, dockerfile=dockerfile,
                              root=Path(args.root) if args.root else default_root(), build_args=build_args,
                              target=args.target, session=session, cdi_spec_dirs=args.cdi_spec_dir,
-                             config=Path(args.config) if args.config else None, engine=recording_engine())
+                             config=Path(args.config) if args.config else None, engine=engine,
+                             debuggable=not remote, remote=remote)
     from workbench.tui.widgets.devices_panel import known_devices
 
     devices = known_devices(args.cdi_spec_dir, source.config)
@@ -62,3 +76,24 @@ def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
     finally:
         app.stop()
     return code or 0
+
+
+def _engine(args: argparse.Namespace) -> tuple[Engine, str]:
+    """The engine of `--addr` / BUILDKIT_HOST (builds recorded), and how the UI names its daemon ("": the local
+    engine); ValueError (one line) for flags that do not go together."""
+    from workbench.history.recorder import recording_engine
+    from workbench.remote.address import address_from_args
+
+    address = address_from_args(args)  # AddressError is a ValueError
+    if address is None:
+        if args.frontend:
+            raise ValueError("--frontend needs a BuildKit daemon: pass --addr ADDR (or set BUILDKIT_HOST)")
+        return recording_engine(), ""
+    from workbench.history.recorder import Recording
+    from workbench.remote.engine import DOCKERFILE_FRONTEND, RemoteEngine
+
+    if args.frontend != DOCKERFILE_FRONTEND:
+        raise ValueError(f"sending workbench's own build graph to a remote BuildKit lands later; pass --frontend "
+                         f"{DOCKERFILE_FRONTEND} to build with the daemon's Dockerfile frontend")
+    engine = RemoteEngine(address, args.frontend, recorder=Recording.start)
+    return engine, engine.daemon

@@ -30,7 +30,7 @@ def request_for(source: EventSource, no_cache: bool, hooks: StepHooks | None = N
     from workbench.solver.session import Session
     from workbench.tui.source import LiveBuildSource
 
-    if not isinstance(source, LiveBuildSource):
+    if not isinstance(source, LiveBuildSource) or source.remote:  # a remote daemon keeps the cache: no prediction
         return None
     session = source.session if isinstance(source.session, Session) else Session()
     return BuildRequest(context=source.context, dockerfile=source.dockerfile, build_args=dict(source.build_args),

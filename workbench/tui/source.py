@@ -33,6 +33,9 @@ class EventSource(ABC):
 
     debuggable: bool = False
     """Whether builds can stop at breakpoints (`run_debugged` takes a workbench.debug Debugger)."""
+    remote: str = ""
+    """The BuildKit daemon the builds run on, as the UI names it ("": this machine's engine, whose results
+    can be opened, predicted and debugged)."""
 
     @abstractmethod
     def run(self, sink: Sink, cancel: threading.Event, no_cache: bool = False) -> None:
@@ -64,6 +67,7 @@ class LiveBuildSource(EventSource):
     rerunnable: bool = True
     debuggable: bool = True
     engine: Engine | None = None
+    remote: str = ""
 
     def result_engine(self) -> Engine:
         return self.engine if self.engine is not None else super().result_engine()
@@ -116,6 +120,13 @@ class ReplaySource(EventSource):
                 time.sleep((ev.ts - previous) / self.speed)
             previous = ev.ts
             sink(ev)
+
+
+def remote_note(daemon: str) -> str:
+    """What the UI says once when the builds run on a remote BuildKit: what stays on this machine's engine."""
+    return (f"building on {daemon}: the graph, logs and CACHED come from the daemon; breakpoints, shells, the "
+            "file browser, layers, predictions and the \"why\" of a miss from our own cache keys need the local "
+            "engine and are not available on a remote BuildKit")
 
 
 def retimed(events: Sequence[Event], start: float) -> list[Event]:
