@@ -252,14 +252,6 @@ def test_unreachable_addr_is_one_line(tmp_path: Path, root: Path) -> None:
                     f"BUILDKIT_HOST) at a running daemon")
 
 
-def test_without_frontend_says_to_pass_it(tmp_path: Path, root: Path) -> None:
-    ctx = context_with(tmp_path, "FROM scratch\n")
-    r = workbench("--addr", "unix:///run/buildkit/buildkitd.sock", str(ctx), root=root, timeout=60)
-    assert r.returncode == 2
-    assert one_error_line(r) == ("workbench: error: sending workbench's own build graph to a remote BuildKit lands "
-                                 "later; pass --frontend dockerfile.v0 to build with the daemon's Dockerfile frontend")
-
-
 def test_frontend_without_addr_is_refused(tmp_path: Path, root: Path) -> None:
     ctx = context_with(tmp_path, "FROM scratch\n")
     r = workbench("--frontend", "dockerfile.v0", str(ctx), root=root, timeout=60)
@@ -312,3 +304,28 @@ def test_the_solve_request_always_carries_cache_options() -> None:
     legacy = solve_request(SolvePlan("dockerfile.v0", exporters=[Exporter("moby", {"name": "x"})],
                                      legacy_exporter=True), "ref", "session")
     assert not legacy.Exporters and legacy.ExporterDeprecated == "moby" and legacy.HasField("Cache")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=ENV)
+
+
+def test_du_and_prune_on_the_daemon(docker_daemon: DockerDaemon, registry: str, tmp_path: Path,  # noqa: F811
+                                    root: Path) -> None:
+    """`du --addr` lists the daemon's build cache (not the local root's), `prune --addr --all` empties it."""
+    ctx = context_with(tmp_path, f"FROM localhost:5055/busybox\nRUN echo {os.urandom(6).hex()} > /f\n")
+    built = workbench("--addr", docker_daemon.addr, "--frontend", "dockerfile.v0", str(ctx), root=root)
+    assert built.returncode == 0, built.stderr
+    du = _cli("du", "--addr", docker_daemon.addr)
+    assert du.returncode == 0, du.stderr
+    lines = du.stdout.splitlines()
+    assert lines[0].split() == ["ID", "RECLAIMABLE", "SIZE", "LAST", "ACCESSED"] and len(lines) > 3, du.stdout
+    assert lines[-1].startswith("Total:") and lines[-1].split()[1] != "0B", du.stdout
+    pruned = _cli("prune", "--addr", docker_daemon.addr, "--all")
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.splitlines()[-1].startswith("Total:") and len(pruned.stdout.splitlines()) > 2
+    after = _cli("du", "--addr", docker_daemon.addr).stdout.splitlines()
+    assert after[-1].split()[1] in ("0B", "0.0B"), after
+    bad = _cli("du", "--addr", "unix:///nonexistent/buildkitd.sock")
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -75,6 +75,9 @@ def _add_disk(sub: Any) -> None:
     du = sub.add_parser("du", help="disk usage of the build cache (like docker buildx du)")
     du.add_argument("--verbose", action="store_true", help="one block per record")
     du.add_argument("--root", help=ROOT_HELP)
+    from workbench.remote.address import add_address_arguments
+
+    add_address_arguments(du)  # --addr / $BUILDKIT_HOST: the daemon's cache instead of the local root's
     pr = sub.add_parser("prune", help="remove build cache (like docker buildx prune)")
     pr.add_argument("--all", "-a", action="store_true", help="include internal records (pulled base layers)")
     pr.add_argument("--keep-storage", metavar="SIZE", help="remove least recently used records down to SIZE")
@@ -82,6 +85,7 @@ def _add_disk(sub: Any) -> None:
                     help="only records unused for longer than DURATION (e.g. 24h)")
     pr.add_argument("--verbose", action="store_true")
     pr.add_argument("--root", help=ROOT_HELP)
+    add_address_arguments(pr)
 
 
 def _add_gha_server(sub: Any) -> None:
@@ -273,12 +277,45 @@ def _remote_problem(args: argparse.Namespace) -> str:
     """Why this build cannot go to a remote daemon as asked ("" when it can)."""
     from workbench.remote.engine import DOCKERFILE_FRONTEND
 
-    if args.frontend != DOCKERFILE_FRONTEND:
-        return (f"sending workbench's own build graph to a remote BuildKit lands later; pass --frontend "
-                f"{DOCKERFILE_FRONTEND} to build with the daemon's Dockerfile frontend")
+    if args.frontend and args.frontend != DOCKERFILE_FRONTEND:
+        return (f"--frontend {args.frontend}: the daemon's frontend can only be {DOCKERFILE_FRONTEND}; leave "
+                f"--frontend out to send workbench's own build graph")
     if args.watch:
         return "--watch is not available with a remote BuildKit (--addr) yet"
     return ""
+
+
+def _prune_until(args: argparse.Namespace) -> str | None:
+    """The DURATION of `--filter until=DURATION` (None without one); ValueError for another kind of filter."""
+    until = None
+    for f in args.filter:
+        key, eq, value = f.partition("=")
+        if key != "until" or not eq:
+            raise ValueError(f"--filter {f!r}: only until=DURATION is supported")
+        until = value
+    return until
+
+
+def _remote_disk(args: argparse.Namespace, address: Any) -> int:
+    """`workbench du|prune --addr A`: the daemon's build cache (DiskUsage / Prune)."""
+    from workbench.gc.units import parse_duration, parse_size
+    from workbench.remote.control import ControlError
+    from workbench.remote.disk import remote_du, remote_prune
+
+    try:
+        if args.command == "du":
+            sys.stdout.write(remote_du(address, args.verbose))
+            return 0
+        until = _prune_until(args)
+        sys.stdout.write(remote_prune(address, all=args.all, verbose=args.verbose,
+                                      keep_storage=parse_size(args.keep_storage) if args.keep_storage else None,
+                                      until=parse_duration(until) if until else None))
+    except ValueError as e:
+        return _usage_error(str(e))
+    except ControlError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _devices(args: argparse.Namespace) -> int:
@@ -402,20 +439,22 @@ def _check(args: argparse.Namespace) -> int:
 
 def _disk(args: argparse.Namespace) -> int:
     from workbench.gc import main_du, main_prune
+    from workbench.remote.address import AddressError, address_from_args
     from workbench.request import default_root
     from workbench.state_root import prepare_root
 
+    try:
+        address = address_from_args(args)
+    except AddressError as e:
+        return _usage_error(str(e))
+    if address is not None:
+        return _remote_disk(args, address)
     root = prepare_root(Path(args.root) if args.root else default_root())
     if args.command == "du":
         sys.stdout.write(main_du(root, args.verbose))
         return 0
-    until = None
-    for f in args.filter:
-        key, eq, value = f.partition("=")
-        if key != "until" or not eq:
-            return _usage_error(f"--filter {f!r}: only until=DURATION is supported")
-        until = value
     try:
+        until = _prune_until(args)
         sys.stdout.write(main_prune(root, all=args.all, keep_storage=args.keep_storage, until=until,
                                     verbose=args.verbose))
     except ValueError as e:

@@ -1,12 +1,15 @@
 """`RemoteEngine`: a BuildKit daemon (buildkitd, or the one inside Docker) behind `workbench.engine.Engine`.
 
-Builds run on the daemon with its own Dockerfile frontend (`--frontend dockerfile.v0`); its SolveStatus becomes
-our events. The checks and the LLB are static and come from the local frontend. What needs our own store (the
-prediction, step views and shells) is not available on a remote daemon yet.
+By default our own graph is sent: the local Dockerfile frontend parses, checks and converts as for a local build,
+the graph goes as a pb.Definition (workbench.remote.marshal) with the image config for the exporters, and the
+daemon's SolveStatus becomes our events under our vertex digests and names. `--frontend dockerfile.v0` instead
+builds with the daemon's own Dockerfile frontend. The checks and the LLB are static and come from the local
+frontend. What needs our own store (the prediction, step views and shells) is not available on a remote daemon yet.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -17,10 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.progress.events import BuildFinished, EventBus, VertexFailed
 from workbench.remote.address import Address
-from workbench.request import BuildFailure, BuildRequest, BuildResult, OutputSpec, RecorderFactory
+from workbench.request import (
+    BuildFailure,
+    BuildRecorder,
+    BuildRequest,
+    BuildResult,
+    OutputSpec,
+    RecorderFactory,
+)
 
 if TYPE_CHECKING:
     from workbench.prediction import Prediction
+    from workbench.remote.control import Control
+    from workbench.remote.graph import LocalGraph
+    from workbench.remote.marshal import Marshalled
     from workbench.remote.solve import SolvePlan
     from workbench.results import ShellConfig
 
@@ -56,11 +69,11 @@ class RemoteEngine:
         recording = self.recorder(request, bus, redactor) if self.recorder is not None else None
         t0 = time.monotonic()
         try:
-            result = self._build(request, bus)
+            result = self._build(request, bus, recording)
         except BuildFailure as e:
-            bus.emit(BuildFinished(error=e.message, duration=time.monotonic() - t0, step=e.step))
+            bus.emit(BuildFinished(error=e.message, duration=time.monotonic() - t0, source=e.location, step=e.step))
             if recording is not None:
-                recording.finish("error", time.monotonic() - t0, error=e.message, step=e.step)
+                recording.finish("error", time.monotonic() - t0, error=e.message, location=e.location, step=e.step)
             raise
         except BaseException as e:
             if recording is not None:
@@ -73,15 +86,29 @@ class RemoteEngine:
             recording.finish("completed", result.duration, result=result)
         return result
 
-    def _build(self, request: BuildRequest, bus: EventBus) -> BuildResult:
+    def _build(self, request: BuildRequest, bus: EventBus, recording: BuildRecorder | None = None) -> BuildResult:
         from workbench.remote.control import Control, ControlError
         from workbench.remote.solve import SolveCanceled, SolveFailed, run_solve, shared_key
         from workbench.remote.status import StatusFold
 
-        plan = self.plan(request)
-        fold = StatusFold(bus.emit)
+        graph, marshalled = None, None
+        if self.frontend:
+            plan = self.plan(request)
+        else:  # our own graph: the local frontend converts, as for a local build
+            from workbench.remote.graph import convert_request
+
+            graph = convert_request(request, bus)
+            if recording is not None:
+                recording.record_llb(graph.vertex, graph.text)
         try:
             with Control(self.address) as control:
+                if graph is not None:
+                    marshalled = self._marshal(control, graph, request)
+                    plan = self.graph_plan(request, marshalled, graph.image)
+                fold = StatusFold(bus.emit)
+                if marshalled is not None:
+                    fold = StatusFold(bus.emit, graph=_ours(marshalled), sources=marshalled.locations,
+                                      names=marshalled.names)
                 response = run_solve(control, plan, fold.apply, request.cancel, shared_key(request.context),
                                      self.docker_session)
         except ControlError as e:
@@ -93,7 +120,15 @@ class RemoteEngine:
         except SolveFailed as e:
             failed = fold.failed()
             step = failed[0].name if failed else ""
-            raise BuildFailure(cap_error(self.daemon, _error_text(str(e))), step=step) from None
+            message = cap_error(self.daemon, _error_text(str(e)))
+            if graph is None:
+                raise BuildFailure(message, step=step) from None
+            from workbench.remote.marshal_errors import solve_error_location
+
+            location, found, text = solve_error_location(e.details, graph.text, marshalled)
+            if location is None and failed and failed[0].source is not None:
+                location = failed[0].source
+            raise BuildFailure(message, location, found or step, text) from None
         steps_run = sum(1 for v in fold.vertices.values() if v.state == "completed")
         if self.address.scheme == "docker":
             from workbench.remote.dockerpush import PushError, push_image
@@ -103,18 +138,31 @@ class RemoteEngine:
                     push_image(self.address.path, name, bus.emit)
                 except PushError as e:
                     raise BuildFailure(str(e), step=f"pushing {name}") from None
-        return BuildResult(response.get("containerimage.digest"), {}, 0.0, steps_run, dict(response))
+        return BuildResult(response.get("containerimage.digest"), graph.image if graph else {}, 0.0, steps_run,
+                           dict(response))
+
+    def _marshal(self, control: Control, graph: LocalGraph, request: BuildRequest) -> Marshalled:
+        """`graph` as a Definition for this daemon's caps; one located line for what it cannot express."""
+        from workbench.remote.marshal import MarshalError, marshal
+        from workbench.remote.marshal_caps import V08_CAPS
+
+        docker = self.address.scheme == "docker"
+        caps = V08_CAPS if docker or not _has_merge(control) else None
+        try:
+            # Docker's test daemon has no bridge: steps run in the host's network (entitled in _plan)
+            return marshal(graph.vertex, graph.text, caps=caps, network_host=docker, shared_key_hint="context",
+                           no_cache=request.no_cache)
+        except MarshalError as e:
+            raise BuildFailure(str(e), e.location, dockerfile_text=graph.text) from None
 
     def plan(self, request: BuildRequest) -> SolvePlan:
-        """The Solve for `request`; BuildFailure (one line) for what this daemon cannot do."""
+        """The Solve for `request` with the daemon's Dockerfile frontend; BuildFailure (one line) for what this
+        daemon cannot do."""
         from workbench.remote.solve import SolvePlan
 
         if self.frontend != DOCKERFILE_FRONTEND:
-            raise BuildFailure(f"sending workbench's own build graph to a remote BuildKit lands later; pass "
-                               f"--frontend {DOCKERFILE_FRONTEND} to build with the daemon's Dockerfile frontend")
-        ssh = self._ssh(request.session.ssh)
-        cache_imports = [self._cache(spec) for spec in request.cache_from]
-        cache_exports = [self._cache(spec) for spec in request.cache_to]
+            raise BuildFailure(f"--frontend {self.frontend}: the daemon's frontend can only be "
+                               f"{DOCKERFILE_FRONTEND}; leave --frontend out to send workbench's own build graph")
         dockerfile = request.dockerfile
         if not dockerfile.is_file():
             raise BuildFailure(f"the Dockerfile {dockerfile} does not exist")
@@ -127,20 +175,45 @@ class RemoteEngine:
             attrs[f"build-arg:{k}"] = v
         if request.no_cache:
             attrs["no-cache"] = ""
+        plan = self._plan(request, SolvePlan(frontend=DOCKERFILE_FRONTEND, frontend_attrs=attrs,
+                                             dirs={"context": request.context, "dockerfile": dockerfile.parent}))
+        if self.address.scheme == "docker":  # the test daemon has no bridge: steps run on the host's network
+            plan.frontend_attrs["force-network-mode"] = "host"
+        return plan
+
+    def graph_plan(self, request: BuildRequest, marshalled: Marshalled, image: dict[str, Any]) -> SolvePlan:
+        """The Solve of our own graph (`marshalled`), its image config handed to the image exporters."""
+        from workbench.remote.solve import Exporter, SolvePlan
+
+        plan = self._plan(request, SolvePlan(frontend="", definition=marshalled.data,
+                                             dirs={"context": request.context}))
+        config = json.dumps(image, separators=(",", ":"))
+        if self.address.scheme == "docker" and any(e.type == "moby" for e in plan.exporters):
+            # Docker 20.10's moby exporter takes the config only from the result's metadata (the gateway's Return)
+            plan.result_metadata = {CONFIG_KEY: config.encode()}
+        else:
+            plan.exporters = [Exporter(e.type, {**e.attrs, CONFIG_KEY: config}) if e.type in IMAGE_EXPORTERS else e
+                              for e in plan.exporters]
+        return plan
+
+    def _plan(self, request: BuildRequest, plan: SolvePlan) -> SolvePlan:
+        """`plan` completed with what both kinds of Solve share: ssh, caches, entitlements, exporters, secrets."""
+        plan.ssh = self._ssh(request.session.ssh)
+        plan.cache_imports = [self._cache(spec) for spec in request.cache_from]
+        plan.cache_exports = [self._cache(spec) for spec in request.cache_to]
         docker = self.address.scheme == "docker"
         entitlements = sorted(request.session.entitlements)
         if docker and (device := next((e for e in entitlements if e.split("=", 1)[0] == "device"), None)):
             raise BuildFailure(f"--allow {device}: {self.daemon} has no devices entitlement (CDI devices need "
                                f"BuildKit v0.20 or later: build with --addr on a buildkitd)")
         if docker:  # the test daemon has no bridge: steps run on the host's network, granted by default
-            attrs["force-network-mode"] = "host"
             entitlements = sorted({*entitlements, "network.host"})
-        exporters, file_output = self._exporters(request.outputs)
-        return SolvePlan(frontend=DOCKERFILE_FRONTEND, frontend_attrs=attrs, exporters=exporters,
-                         legacy_exporter=docker, entitlements=entitlements,
-                         dirs={"context": request.context, "dockerfile": dockerfile.parent},
-                         secrets=request.session.secrets, name=request.context.name, output=file_output, ssh=ssh,
-                         cache_imports=cache_imports, cache_exports=cache_exports)
+        plan.exporters, plan.output = self._exporters(request.outputs)
+        plan.legacy_exporter = docker
+        plan.entitlements = entitlements
+        plan.secrets = request.session.secrets
+        plan.name = request.context.name
+        return plan
 
     def _ssh(self, agents: dict[str, tuple[str, ...]]) -> dict[str, str]:
         """`--ssh` ids with the agent socket each forwards; key files are refused (the session forwards an agent)."""
@@ -274,8 +347,33 @@ class RemoteEngine:
         raise ViewError(f"a shell in a step's result is {NOT_REMOTE} ({self.address})")
 
 
+CONFIG_KEY = "containerimage.config"  # BuildKit's exptypes.ExporterImageConfigKey
+IMAGE_EXPORTERS = ("image", "oci", "docker")  # they take a config among their attrs (into their metadata)
 IMAGE_ATTRS = ("name", "push", "push-by-digest", "registry.insecure", "compression", "oci-mediatypes", "unpack")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _ours(marshalled: Marshalled | None) -> dict[str, str]:
+    """op digest → our vertex digest (the first of ours that marshals to it)."""
+    out: dict[str, str] = {}
+    for ours, op in (marshalled.op_digests.items() if marshalled else ()):
+        out.setdefault(op, ours)
+    return out
+
+
+def _has_merge(control: Control) -> bool:
+    """Whether the daemon has MergeOp (BuildKit v0.10+). One without `Info` is v0.8; one whose version does
+    not parse (a development build says v0.0.0+unknown) is taken for a current one."""
+    from workbench.remote.control import ControlError
+
+    try:
+        info = control.info()
+    except ControlError:
+        return False
+    if not info.has_info:
+        return False
+    m = re.match(r"v?(\d+)\.(\d+)", info.version.version if info.version else "")
+    return m is None or (int(m[1]), int(m[2])) in ((0, 0),) or (int(m[1]), int(m[2])) >= (0, 10)
 
 
 def _all_local(names: str) -> bool:

@@ -26,7 +26,12 @@ STATUS_GRACE = 3.0  # buildctl too lets the Status stream run this long after So
 
 
 class SolveFailed(Exception):
-    """The daemon ended the solve with an error; str() is its message."""
+    """The daemon ended the solve with an error; str() is its message, `details` BuildKit's error details
+    (type_url, JSON value): the failed vertex, its source lines."""
+
+    def __init__(self, message: str, details: list[tuple[str, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
 
 
 class SolveCanceled(Exception):
@@ -41,7 +46,8 @@ class Exporter:
 
 @dataclass
 class SolvePlan:
-    """What to ask of the daemon: a frontend with its attributes, the exporters, the session's directories."""
+    """What to ask of the daemon: a frontend with its attributes, or our own graph (`definition`), the exporters,
+    the session's directories."""
 
     frontend: str
     frontend_attrs: dict[str, str] = field(default_factory=dict)
@@ -56,6 +62,11 @@ class SolvePlan:
     ssh: Mapping[str, str | Path] = field(default_factory=dict)  # ssh id -> agent socket, forwarded to the build
     cache_imports: list[Exporter] = field(default_factory=list)  # `--cache-from`, as CacheOptionsEntry
     cache_exports: list[Exporter] = field(default_factory=list)  # `--cache-to`
+    definition: bytes = b""
+    """A serialised pb.Definition to solve instead of a frontend."""
+    result_metadata: dict[str, bytes] | None = None
+    """Set: the definition goes through the gateway (LLBBridge.Solve then Return) with this result metadata
+    (`containerimage.config`), for an exporter that reads the config only from there (Docker 20.10's moby)."""
 
 
 def new_id() -> str:
@@ -79,6 +90,8 @@ def solve_request(plan: SolvePlan, ref: str, session_id: str) -> Any:
         attrs["cache-imports"] = json.dumps([{"Type": c.type, "Attrs": c.attrs} for c in plan.cache_imports])
     req = pb.SolveRequest(Ref=ref, Session=session_id, Frontend=plan.frontend, FrontendAttrs=attrs,
                           Entitlements=plan.entitlements, Cache=cache)
+    if plan.definition and plan.result_metadata is None:
+        req.Definition.ParseFromString(plan.definition)
     if plan.exporters:
         first = plan.exporters[0]
         req.ExporterDeprecated = first.type
@@ -139,6 +152,9 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
     solve_stub = channel.unary_unary(SERVICE + "Solve", request_serializer=pb.SolveRequest.SerializeToString,
                                      response_deserializer=pb.SolveResponse.FromString)
     future = solve_stub.future(solve_request(plan, ref, session_id))
+    if plan.definition and plan.result_metadata is not None:
+        threading.Thread(target=_return_definition, args=(channel, ref, plan, future), name="solve-gateway",
+                         daemon=True).start()
     try:
         try:
             while True:
@@ -160,7 +176,10 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
                                    f"build ({(e.details() or e.code().name).strip()})") from None
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 raise control.fault(e, "Solve") from None
-            raise SolveFailed(e.details() or e.code().name.lower()) from None
+            from workbench.remote.marshal_errors import rpc_error_details
+
+            message, details = rpc_error_details(e)
+            raise SolveFailed(message or e.code().name.lower(), details) from None
         except BaseException:  # Ctrl-C
             future.cancel()
             raise
@@ -171,6 +190,60 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
         pipe.close()
         server.close()
     return dict(response.ExporterResponse)
+
+
+BRIDGE = "/moby.buildkit.v1.frontend.LLBBridge/"
+REGISTER_WAIT_S = 10.0  # the daemon registers the build for the gateway a moment after Solve arrives
+
+
+def _return_definition(channel: Any, ref: str, plan: SolvePlan, solve_future: Any) -> None:
+    """Be the build's frontend (as BuildKit's client.Build): once the daemon knows the build, solve our
+    Definition through LLBBridge (lazily: nothing runs yet) and Return its ref with `plan.result_metadata`;
+    the exporters then build and export it. A failure is Returned as the build's error."""
+    import time
+
+    import grpc
+
+    from workbench.remote.proto import gateway_pb2 as gw
+    from workbench.remote.proto import ops_pb2
+
+    metadata = [("buildkit-controlapi-buildid", ref)]
+
+    def call(method: str, request: Any, response_cls: Any, timeout: float | None = None) -> Any:
+        stub = channel.unary_unary(BRIDGE + method, request_serializer=type(request).SerializeToString,
+                                   response_deserializer=response_cls.FromString)
+        return stub(request, metadata=metadata, timeout=timeout)
+
+    deadline = time.monotonic() + REGISTER_WAIT_S
+    while True:
+        try:
+            call("Ping", gw.PingRequest(), gw.PongResponse, timeout=5)
+            break
+        except grpc.RpcError as e:
+            if solve_future.done() or time.monotonic() > deadline or e.code() == grpc.StatusCode.UNAVAILABLE:
+                return  # Control.Solve tells what went wrong
+            time.sleep(0.05)  # "no such job" until the daemon has registered the Solve
+    try:
+        definition = ops_pb2.Definition.FromString(plan.definition)
+        res = call("Solve", gw.SolveRequest(Definition=definition, allowResultReturn=True), gw.SolveResponse).result
+        which = res.WhichOneof("result")
+        ref_id = res.ref.id if which == "ref" else res.refDeprecated
+        result = gw.Result(ref=gw.Ref(id=ref_id)) if which == "ref" else gw.Result(refDeprecated=ref_id)
+        for k, v in (plan.result_metadata or {}).items():
+            result.metadata[k] = v
+        request = gw.ReturnRequest(result=result)
+    except grpc.RpcError as e:
+        from google.protobuf.any_pb2 import Any as AnyPb
+
+        from workbench.remote.marshal_errors import rpc_error_details
+
+        message, details = rpc_error_details(e)
+        request = gw.ReturnRequest(error=gw.RPCStatus(code=e.code().value[0], message=message,
+                                                      details=[AnyPb(type_url=u, value=v) for u, v in details]))
+    try:
+        call("Return", request, gw.ReturnResponse, timeout=30)
+    except grpc.RpcError:
+        pass  # the daemon went away or canceled: Control.Solve says so
 
 
 _LOST = ("socket closed", "connection reset", "transport is closing", "broken pipe", "goaway",

@@ -3,18 +3,21 @@ build as they read a local one.
 
 The daemon sends partial updates: one vertex digest comes several times (started, then completed / cached /
 error), so updates are merged by digest and each state change is emitted once. Vertices named `[internal] …`
-get ids `internal:<name>`, as the local engine gives its own internal steps.
+get ids `internal:<name>`, as the local engine gives its own internal steps. When the daemon runs our own graph,
+`graph` maps its op digests to our vertex digests (and `sources` to Dockerfile lines), so the events name our
+steps exactly as a local build's do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.progress.events import (
     BuildWarning,
     Event,
+    SourceLocation,
     VertexCached,
     VertexCompleted,
     VertexFailed,
@@ -36,6 +39,7 @@ class _Vertex:
     id: str
     name: str
     inputs: tuple[str, ...] = ()
+    source: SourceLocation | None = None
     started: float | None = None
     state: str = ""  # "", started, cached, completed, failed
 
@@ -45,6 +49,12 @@ class StatusFold:
     """Turns StatusResponse messages into events on `emit`, in the order the daemon reported them."""
 
     emit: Callable[[Event], None]
+    graph: Mapping[str, str] = field(default_factory=dict)
+    """op digest → our vertex digest, for a Definition of ours."""
+    sources: Mapping[str, SourceLocation] = field(default_factory=dict)
+    """op digest → the step's Dockerfile lines."""
+    names: Mapping[str, str] = field(default_factory=dict)
+    """op digest → our step's name (a daemon sharing a vertex between jobs may tell another job's name)."""
     vertices: dict[str, _Vertex] = field(default_factory=dict)
     _ids: dict[str, str] = field(default_factory=dict)  # digest -> event vertex id
     _statuses_done: set[tuple[str, str]] = field(default_factory=set)
@@ -52,7 +62,9 @@ class StatusFold:
     def vertex_id(self, digest: str, name: str = "") -> str:
         if digest not in self._ids:
             vid = digest
-            if name.startswith("[internal]"):
+            if digest in self.graph:
+                vid = self.graph[digest]
+            elif name.startswith("[internal]"):
                 vid = "internal:" + name
                 if vid in self._ids.values():
                     vid = f"internal:{name} ({digest})"
@@ -85,8 +97,10 @@ class StatusFold:
     def _vertex(self, v: Any) -> None:
         known = self.vertices.get(v.digest)
         if known is None:
-            known = self.vertices[v.digest] = _Vertex(self.vertex_id(v.digest, v.name), v.name)
-        if v.name:
+            ours = self.names.get(v.digest, "")
+            known = self.vertices[v.digest] = _Vertex(self.vertex_id(v.digest, ours or v.name), ours or v.name,
+                                                      source=self.sources.get(v.digest))
+        if v.name and v.digest not in self.names:
             known.name = v.name
         inputs = tuple(self.vertex_id(i) for i in v.inputs)
         known.inputs = inputs or known.inputs
@@ -96,23 +110,25 @@ class StatusFold:
         if v.cached:
             if known.state != "cached":
                 known.state = "cached"
-                self.emit(VertexCached(known.id, known.name, inputs=known.inputs, ts=completed or started or _now()))
+                self.emit(VertexCached(known.id, known.name, inputs=known.inputs, source=known.source,
+                                       ts=completed or started or _now()))
             return
         if started is not None and known.state == "":
             known.state, known.started = "started", started
-            self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, ts=started))
+            self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, source=known.source, ts=started))
         if v.error:
             end = completed or _now()
             if known.state == "":
                 known.started = end
-                self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, ts=end))
+                self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, source=known.source, ts=end))
             known.state = "failed"
             self.emit(VertexFailed(known.id, known.name, error=v.error,
                                    duration=max(end - (known.started or end), 0.0), ts=end))
         elif completed is not None:
             if known.state == "":
                 known.started = started or completed
-                self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, ts=known.started))
+                self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, source=known.source,
+                                        ts=known.started))
             known.state = "completed"
             self.emit(VertexCompleted(known.id, known.name, duration=max(completed - (known.started or completed), 0.0),
                                       ts=completed))
