@@ -74,7 +74,7 @@ def main_remote_debug(args: argparse.Namespace, address: Address, request: Build
         with Control(address) as control:
             outcome = run_in_result(control, plan, Invocation(argv, sys.stdin.buffer, out(sys.stdout),
                                                               out(sys.stderr), network_host=address.scheme == "docker"),
-                                    fold.apply, shared_key(request.context), on_error)
+                                    fold.apply, shared_key(request.context, request.root), on_error)
     except (ControlError, RemoteDebugError) as e:
         return _error(str(e), 1)
     except KeyboardInterrupt:

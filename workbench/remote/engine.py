@@ -109,7 +109,7 @@ class RemoteEngine:
                 if marshalled is not None:
                     fold = StatusFold(bus.emit, graph=_ours(marshalled), sources=marshalled.locations,
                                       names=marshalled.names)
-                response = run_solve(control, plan, fold.apply, request.cancel, shared_key(request.context),
+                response = run_solve(control, plan, fold.apply, request.cancel, shared_key(request.context, request.root),
                                      self.docker_session)
         except ControlError as e:
             raise BuildFailure(str(e)) from None

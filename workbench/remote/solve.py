@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets as _random
-import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,9 +74,45 @@ def new_id() -> str:
     return "".join(_random.choice(_ALPHABET) for _ in range(25))
 
 
-def shared_key(context: Path) -> str:
-    """Stable per context and machine, so the daemon's copy of the context is reused (incremental transfers)."""
-    return hashlib.sha256(f"{socket.gethostname()}:{context.resolve()}".encode()).hexdigest()[:32]
+def shared_key(context: Path, root: Path) -> str:
+    """Stable per context and state root, so the daemon's copy of the context is reused (incremental
+    transfers), and secret: the daemon reuses the copy made under a key for whoever names that key, so a key
+    anyone could compute (host name and path) would let another user of the daemon read or plant files in
+    this context. Hence the root's random node ID in it, as Docker's CLI mixes in its `.buildNodeID`."""
+    return hashlib.sha256(f"{node_id(root)}:{context.resolve()}".encode()).hexdigest()[:32]
+
+
+def node_id(root: Path) -> str:
+    """The random ID of the state root `root` (ROOT/node-id, 0600, made once; the root is its owner's alone)."""
+    path = root / "node-id"
+    if value := _read_id(path):
+        return value
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = root / f"node-id.{os.getpid()}.{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, _random.token_hex(32).encode())
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic: the first process's ID wins, the others read it
+    except FileExistsError:
+        if not _read_id(path):
+            os.replace(tmp, path)  # a damaged one is replaced
+    finally:
+        tmp.unlink(missing_ok=True)
+    if value := _read_id(path):
+        return value
+    raise OSError(f"{path}: cannot keep this state root's node ID")
+
+
+def _read_id(path: Path) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            value = f.read(128).strip()
+    except FileNotFoundError:
+        return ""
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else ""
 
 
 def solve_request(plan: SolvePlan, ref: str, session_id: str) -> Any:
