@@ -14,8 +14,20 @@ import grpc
 import pytest
 
 from tests.test_remote_session import Served
+from workbench.remote.session import filesend
 from workbench.remote.session.filesend import LocalOutput, TarOutput, filesend_handler, unix_mode
-from workbench.remote.session.filesync import MODE_DIR, MODE_SYMLINK, TreeWalk, go_mode
+from workbench.remote.session.filesync import (
+    MODE_CHAR_DEVICE,
+    MODE_DEVICE,
+    MODE_DIR,
+    MODE_NAMED_PIPE,
+    MODE_SETGID,
+    MODE_SETUID,
+    MODE_STICKY,
+    MODE_SYMLINK,
+    TreeWalk,
+    go_mode,
+)
 from workbench.remote.session.h2server import Call, Handler
 from workbench.remote.session.proto.filesync_pb2 import BytesMessage
 from workbench.remote.session.proto.fsutil_types_pb2 import Packet, Stat
@@ -171,8 +183,13 @@ def _stat(path: str, mode: int = 0o644, linkname: str = "", size: int = 0) -> St
     ([_stat("d", MODE_DIR | 0o755), _stat("d/l", MODE_SYMLINK | 0o777, "OUTSIDE"), _stat("d/l/x")],
      "is not a directory sent before it"),
     ([_stat("b"), _stat("a")], "out of order"),
+    ([_stat(".", MODE_DIR | 0o777)], "the destination itself"),
+    ([_stat("d", MODE_DIR | 0o755), _stat("d/.", MODE_DIR | 0o777)], "unclean path"),
+    ([_stat("./d", MODE_DIR | 0o755)], "unclean path"),
+    ([_stat("d", MODE_DIR | 0o755), _stat("d//x")], "unclean path"),
+    ([_stat("disk", MODE_DEVICE | 0o666)], "'disk': a device node"),
 ], ids=["dotdot", "unclean", "absolute", "through-symlink", "hardlink-abs", "hardlink-dotdot", "nested-symlink",
-        "order"])
+        "order", "dot", "dot-component", "dot-first", "empty-component", "device"])
 def test_hostile_listing_is_refused_and_nothing_is_written(serve, tmp_path: Path, entries: list[Stat],
                                                            message: str) -> None:
     outside = tmp_path / "outside"
@@ -192,6 +209,118 @@ def test_hostile_listing_is_refused_and_nothing_is_written(serve, tmp_path: Path
     assert (outside / "victim").read_text() == "precious"
     assert not (tmp_path / "x").exists()
     assert not dest.exists()  # the listing is checked whole before anything is made
+
+
+CAPABILITY = b"\x01\x00\x00\x02\x00\x20" + b"\x00" * 14  # cap_net_raw=ep
+
+
+@pytest.fixture
+def umask_027() -> Iterator[int]:
+    old = os.umask(0o027)
+    try:
+        yield 0o027
+    finally:
+        os.umask(old)
+
+
+def test_output_modes_are_made_safe(serve, tmp_path: Path, umask_027: int) -> None:
+    """Whatever the daemon sends: no setuid/setgid, sticky only on a directory, the umask applied to every mode,
+    only user.* xattrs (red-team finding 1)."""
+    dest = tmp_path / "dest"
+    channel = serve({FILESEND: filesend_handler([LocalOutput(dest)])})
+    stats = [_stat("fifo", MODE_NAMED_PIPE | 0o666),
+             _stat("pub", MODE_DIR | 0o777),
+             _stat("pub/g", MODE_SETGID | 0o775, size=2),
+             _stat("pub/sh", MODE_SETUID | 0o755, size=13),
+             _stat("pub/sticky", MODE_STICKY | 0o666, size=0),
+             _stat("tmp", MODE_DIR | MODE_STICKY | 0o777)]
+    stats[3].xattrs["security.capability"] = CAPABILITY
+    stats[3].xattrs["trusted.x"] = b"t"
+    stats[3].xattrs["user.note"] = b"kept"
+    stats[1].xattrs["security.capability"] = CAPABILITY
+    code, details, errors = send_tree(channel, stats, {"pub/g": b"g\n", "pub/sh": b"#!/bin/sh\nid\n",
+                                                       "pub/sticky": b""})
+    assert (code, details, errors) == (grpc.StatusCode.OK, "", [])
+    modes = {p: stat.S_IMODE(os.lstat(dest / p).st_mode) for p in ("fifo", "pub", "pub/g", "pub/sh", "pub/sticky",
+                                                                    "tmp")}
+    assert modes == {"fifo": 0o640, "pub": 0o750, "pub/g": 0o750, "pub/sh": 0o750, "pub/sticky": 0o640,
+                     "tmp": 0o1750}
+    assert stat.S_ISFIFO(os.lstat(dest / "fifo").st_mode)
+    assert (dest / "pub" / "sh").read_bytes() == b"#!/bin/sh\nid\n"
+    assert os.listxattr(dest / "pub" / "sh") == ["user.note"]
+    assert os.getxattr(dest / "pub" / "sh", "user.note") == b"kept"
+    assert "security.capability" not in os.listxattr(dest / "pub")
+    assert os.lstat(dest / "pub" / "sh").st_mtime_ns == MTIME
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")
+def test_device_nodes_only_with_devices_true(serve, tmp_path: Path, umask_027: int) -> None:
+    stats = [_stat("disk", MODE_DEVICE | 0o666), _stat("null", MODE_DEVICE | MODE_CHAR_DEVICE | MODE_SETUID | 0o666)]
+    stats[0].devmajor, stats[0].devminor, stats[1].devmajor, stats[1].devminor = 1, 1, 1, 3
+    dest, opted = tmp_path / "dest", tmp_path / "opted"
+    channel = serve({FILESEND: filesend_handler([LocalOutput(dest)])})
+    code, details, errors = send_tree(channel, stats, {})
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and errors == [details]
+    assert details == "refusing 'disk': a device node (the output takes them only with devices=true)"
+    assert not dest.exists()
+    channel = serve({FILESEND: filesend_handler([LocalOutput(opted, devices=True)])})
+    assert send_tree(channel, stats, {}) == (grpc.StatusCode.OK, "", [])
+    disk, null = os.lstat(opted / "disk"), os.lstat(opted / "null")
+    assert stat.S_ISBLK(disk.st_mode) and disk.st_rdev == os.makedev(1, 1)
+    assert stat.S_ISCHR(null.st_mode) and null.st_rdev == os.makedev(1, 3)
+    assert stat.S_IMODE(disk.st_mode) == stat.S_IMODE(null.st_mode) == 0o640
+
+
+@pytest.mark.parametrize("mode", [MODE_SYMLINK | 0o777, MODE_DIR | 0o777, 0o666], ids=["symlink", "dir", "file"])
+def test_an_entry_naming_dest_itself_is_refused(serve, tmp_path: Path, mode: int) -> None:
+    """"." would have emptied DEST (replaced by a link) or chmodded it 0o777 (red-team finding 2)."""
+    dest = tmp_path / "dest"
+    (dest / "sub").mkdir(parents=True)
+    (dest / "precious.txt").write_text("mine")
+    (dest / "sub" / "more").write_text("x")
+    os.chmod(dest, 0o700)
+    os.utime(dest, ns=(MTIME, MTIME))
+    before = os.lstat(dest)
+    handler, done = tracked(filesend_handler([LocalOutput(dest)]))
+    channel = serve({FILESEND: handler})
+    code, details, errors = send_tree(channel, [_stat(".", mode, "/etc")], {".": b"evil"})
+    assert done.wait(10)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and errors == [details]
+    assert details == "refusing '.': an entry may not name the destination itself"
+    after = os.lstat(dest)
+    assert (after.st_mode, after.st_mtime_ns, after.st_ino) == (before.st_mode, before.st_mtime_ns, before.st_ino)
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["precious.txt", "sub", "sub/more"]
+    assert (dest / "precious.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("bound, value, entries, message", [
+    ("MAX_ENTRIES", 3, [_stat(f"f{i}") for i in range(4)], "its listing has more than 3 entries"),
+    ("MAX_LISTING_BYTES", 300, [_stat("x" * 120 + str(i)) for i in range(3)], "its listing is larger than 300 bytes"),
+], ids=["entries", "bytes"])
+def test_listing_is_bounded(serve, tmp_path: Path, monkeypatch, bound: str, value: int, entries: list[Stat],
+                            message: str) -> None:
+    monkeypatch.setattr(filesend, bound, value, raising=False)
+    dest = tmp_path / "dest"
+    handler, done = tracked(filesend_handler([LocalOutput(dest)]))
+    channel = serve({FILESEND: handler})
+    code, details, errors = send_tree(channel, entries, {s.path: b"" for s in entries})
+    assert done.wait(10)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and errors == [details]
+    assert details == f"refusing the output: {message}"
+    assert not dest.exists()
+
+
+def test_a_file_stops_at_its_declared_size(serve, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    handler, done = tracked(filesend_handler([LocalOutput(dest)]))
+    channel = serve({FILESEND: handler})
+    stats = [_stat("a", size=3), _stat("big", size=1500)]
+    code, details, errors = send_tree(channel, stats, {"a": b"abc", "big": b"y" * 1500 + b"z" * 100_000})
+    assert done.wait(10)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and errors == [details]
+    assert details == "refusing 'big': the sender sent more than the 1500 bytes it announced"
+    assert (dest / "big").read_bytes() == b"y" * 1500
+    assert (dest / "a").read_bytes() == b"abc"
 
 
 def test_sender_error_fails_the_call(serve, tmp_path: Path) -> None:

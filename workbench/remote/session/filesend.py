@@ -2,11 +2,23 @@
 
 `--output type=local,dest=DIR`: the daemon is fsutil's *sender* and we are its receiver (fsutil `receive.go`
 with `Merge`, as buildctl runs it). The whole listing is read and checked first (clean relative paths in fsutil's
-walk order, every parent a directory sent before it, hardlinks only to regular files sent earlier), so a hostile
-stream is refused before anything is written. Then the tree is made under DIR through directory fds opened
-O_NOFOLLOW (never through a symlink, whether the stream or an earlier DIR made it), the data of the regular files
-is requested by id (a few at a time, to bound open files), and modes and mtimes are applied last. Entries
-already in DIR that the stream does not name are left, as buildctl leaves them.
+walk order, every parent a directory sent before it, hardlinks only to regular files sent earlier, no entry that
+names DIR itself, at most MAX_ENTRIES entries and MAX_LISTING_BYTES of STATs), so a hostile stream is refused
+before anything is written. Then the tree is made under DIR through directory fds opened O_NOFOLLOW (never
+through a symlink, whether the stream or an earlier DIR made it), the data of the regular files is requested by
+id (a few at a time, to bound open files; a file that sends more than its STAT's size is refused), and modes and
+mtimes are applied last. Entries already in DIR that the stream does not name are left, as buildctl leaves them;
+DIR itself is never replaced, chmodded or re-timed.
+
+Where we differ from buildctl: fsutil applies the stream's mode as sent (setuid/setgid included, umask
+ignored), makes any device node and sets every xattr. The stream comes from a daemon, which may be remote,
+shared or compromised, and DEST is often the user's own directory written by a user who may be root (`sudo
+workbench build`); keeping modes would let the daemon plant a setuid-root or capability-bearing binary, a
+readable /dev/mem or a world-writable directory there. So, whatever the stream says: S_ISUID and S_ISGID are
+cleared, S_ISVTX is kept only on directories, the process umask is applied to every mode (as `tar` does for a
+non-root user), only `user.*` xattrs are set (`security.*`, `trusted.*`, `system.*` are dropped), owners are
+ours (the stream's uid/gid are ignored), and a device node is refused with one line unless the output opts in
+(`LocalOutput(devices=True)`, `--output type=local,dest=DIR,devices=true`). FIFOs are made (mode as above).
 
 `type=tar|oci|docker,dest=FILE|-`: the daemon streams raw BytesMessage chunks; they go to a temp file renamed
 over FILE once the stream ended cleanly (a cut-off build leaves nothing), or to stdout.
@@ -49,13 +61,21 @@ from workbench.remote.session.proto.fsutil_types_pb2 import Packet, Stat
 EXPORTER_ID = "buildkit-attachable-exporter-id"
 WINDOW = 32  # files whose data is requested at once (each holds an open fd until its last chunk)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# The listing is held whole before anything is written (so a bad entry anywhere writes nothing); these bound
+# that memory. A held entry costs about 220 bytes plus its STAT (measured: upb Stat, list and hardlink set), so
+# the worst case is about 0.9 GiB of entries or 0.5 GiB of names/links/xattrs (~1.5 GiB with their copies).
+# The largest real outputs (a full distro rootfs, a big node_modules) are 0.2-2M entries of ~100 bytes.
+MAX_ENTRIES = 4_000_000
+MAX_LISTING_BYTES = 512 << 20  # serialized STAT packets, summed
 
 
 @dataclass(frozen=True)
 class LocalOutput:
-    """`--output type=local,dest=DIR`: the tree is written into DIR (created if missing, updated if there)."""
+    """`--output type=local,dest=DIR`: the tree is written into DIR (created if missing, updated if there).
+    `devices`: make the device nodes the stream sends (`devices=true`), instead of refusing them."""
 
     dest: Path
+    devices: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,27 @@ def unix_mode(go: int) -> int:
     return out | st.S_IFREG
 
 
+def permissions(mode: int, umask: int) -> int:
+    """The permission bits we apply for st_mode `mode`: never setuid/setgid, sticky only on a directory, less
+    the umask."""
+    keep = 0o777 | (st.S_ISVTX if st.S_ISDIR(mode) else 0)
+    return mode & keep & ~umask
+
+
+def process_umask() -> int:
+    """The umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8", errors="replace") as f:  # Name: may be any bytes
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o077)  # no /proc: the moment it is changed, it is the stricter one
+    os.umask(old)
+    return old
+
+
 def compare_path(p1: str, p2: str) -> int:
     """fsutil's ComparePath: byte order, except that "/" sorts before every other byte."""
     a, b = p1.encode(), p2.encode()
@@ -118,17 +159,36 @@ class _Parent:
 class ListingCheck:
     """fsutil's Validator and Hardlinks checks on the listing, plus the entry types a receiver can make."""
 
+    devices: bool = False  # device nodes allowed (the output's devices=true)
+    max_entries: int = MAX_ENTRIES
+    max_bytes: int = MAX_LISTING_BYTES
     parents: list[_Parent] = field(default_factory=lambda: [_Parent("")])
     files: set[str] = field(default_factory=set)  # regular files sent so far (hardlink targets)
+    entries: int = 0
+    held: int = 0  # bytes of the STATs so far
+
+    def count(self, size: int) -> None:
+        """One more STAT of `size` bytes held; refused past the bounds."""
+        self.entries += 1
+        self.held += size
+        if self.entries > self.max_entries:
+            raise StreamError(f"refusing the output: its listing has more than {self.max_entries} entries")
+        if self.held > self.max_bytes:
+            bound = f"{self.max_bytes >> 20} MiB" if self.max_bytes >= 1 << 20 else f"{self.max_bytes} bytes"
+            raise StreamError(f"refusing the output: its listing is larger than {bound}")
 
     def check(self, stat: Stat) -> None:
         p = stat.path
+        if p == ".":
+            raise StreamError("refusing '.': an entry may not name the destination itself")
         if not p or "\x00" in p or p != posixpath.normpath(p):
             raise StreamError(f"refusing {p!r}: unclean path")
         if p.startswith("/"):
             raise StreamError(f"refusing {p!r}: absolute path")
         if p == ".." or p.startswith("../"):
             raise StreamError(f"refusing {p!r}: it escapes the destination")
+        if any(c in ("", ".", "..") for c in p.split("/")):  # normpath rules these out; kept as the invariant
+            raise StreamError(f"refusing {p!r}: unclean path")
         d, base = posixpath.split(p)
         i = len(self.parents) - 1
         while i > 0 and compare_path(self.parents[i].dir, d) > 0:
@@ -144,6 +204,8 @@ class ListingCheck:
         mode = stat.mode
         if mode & (MODE_SOCKET | MODE_IRREGULAR):
             raise StreamError(f"refusing {p!r}: unsupported file type (mode {mode:#o})")
+        if mode & MODE_DEVICE and not self.devices:
+            raise StreamError(f"refusing {p!r}: a device node (the output takes them only with devices=true)")
         if mode & MODE_DIR:
             self.parents.append(_Parent(p))
         elif can_request(mode):
@@ -180,7 +242,10 @@ def _remove(dir_fd: int, name: str) -> None:
 
 
 def _set_xattrs(fd: int, stat: Stat) -> None:
+    """The stream's `user.*` xattrs; the others (capabilities, ACLs, SELinux labels, trusted.*) grant rights."""
     for name, value in stat.xattrs.items():
+        if not name.startswith("user."):
+            continue
         try:
             os.setxattr(fd, name, value)
         except OSError as e:  # best effort, as on a filesystem without them
@@ -191,12 +256,15 @@ def _set_xattrs(fd: int, stat: Stat) -> None:
 class LocalReceiver:
     """One FileSend.DiffCopy of a local output into `dest` (runs in the call's thread)."""
 
-    def __init__(self, call: Call, dest: Path) -> None:
+    def __init__(self, call: Call, dest: Path, devices: bool = False) -> None:
         self.call = call
         self.dest = dest
+        self.devices = devices
+        self.umask = process_umask()
         self.stats: list[Stat] = []
         self.requests: deque[tuple[int, Stat]] = deque()
         self.open: dict[int, tuple[int, Stat]] = {}  # id -> (fd, stat) of a file being received
+        self.left: dict[int, int] = {}  # id -> bytes it may still send (its STAT's size)
 
     def send(self, packet: Packet) -> None:
         self.call.send(packet.SerializeToString())
@@ -225,18 +293,20 @@ class LocalReceiver:
 
     def _receive(self) -> None:
         messages = self.call.messages()
-        check = ListingCheck()
+        check = ListingCheck(self.devices, MAX_ENTRIES, MAX_LISTING_BYTES)
         for raw in messages:  # the listing, checked whole before anything is written
             p = self._packet(raw)
             if p.type == Packet.PACKET_STAT:
                 if not p.HasField("stat"):
                     break
+                check.count(len(raw))
                 check.check(p.stat)
                 self.stats.append(p.stat)
             elif p.type == Packet.PACKET_DATA:
                 raise StreamError(f"invalid file request {p.ID}")
         else:
             raise GrpcError(UNKNOWN, "the output stream ended before its listing did")
+        del check
         os.makedirs(self.dest, 0o700, exist_ok=True)
         root = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -279,6 +349,8 @@ class LocalReceiver:
         try:
             for i, stat in enumerate(self.stats):
                 d, name = posixpath.split(stat.path)
+                if name in ("", ".", ".."):  # the checks refused it: never DEST itself or above it
+                    raise StreamError(f"refusing {stat.path!r}: unclean path")
                 while stack[-1][0] != d:  # the checks made sure d is on the stack
                     os.close(stack.pop()[1])
                 parent = stack[-1][1]
@@ -309,10 +381,11 @@ class LocalReceiver:
                                  dir_fd=parent)
                     os.close(fd)
                     self.requests.append((i, stat))
-                else:  # a device or a FIFO
+                else:  # a FIFO, or a device the output opted in to
                     dev = os.makedev(stat.devmajor, stat.devminor) if st.S_ISCHR(mode) or st.S_ISBLK(mode) else 0
-                    os.mknod(name, mode, dev, dir_fd=parent)
-                    os.chmod(name, st.S_IMODE(mode), dir_fd=parent)
+                    perm = permissions(mode, self.umask)
+                    os.mknod(name, st.S_IFMT(mode) | (perm & 0o700), dev, dir_fd=parent)
+                    os.chmod(name, perm, dir_fd=parent)
                     os.utime(name, ns=(stat.modTime, stat.modTime), dir_fd=parent)
         finally:
             for _, fd in stack:
@@ -329,6 +402,7 @@ class LocalReceiver:
             finally:
                 os.close(parent)
             self.open[i] = (fd, stat)
+            self.left[i] = stat.size
             self.send(Packet(type=Packet.PACKET_REQ, ID=i))
 
     def _data(self, root: int, p: Packet) -> None:
@@ -337,13 +411,18 @@ class LocalReceiver:
             raise StreamError(f"invalid file request {p.ID}")
         fd, stat = entry
         if p.data:
-            view = memoryview(p.data)
+            left = self.left[p.ID]
+            view = memoryview(p.data)[:left]  # the file stops at its STAT's size, whatever the sender says
+            self.left[p.ID] = left - len(view)
             while view:
                 view = view[os.write(fd, view):]
+            if len(p.data) > left:
+                raise StreamError(f"refusing {stat.path!r}: the sender sent more than the {stat.size} bytes "
+                                  f"it announced")
             return
-        del self.open[p.ID]
+        del self.open[p.ID], self.left[p.ID]
         try:
-            os.fchmod(fd, st.S_IMODE(unix_mode(stat.mode)))
+            os.fchmod(fd, permissions(unix_mode(stat.mode), self.umask))
             _set_xattrs(fd, stat)
             os.utime(fd, ns=(stat.modTime, stat.modTime))
         finally:
@@ -353,9 +432,11 @@ class LocalReceiver:
     def _finish_dirs(self, root: int, dirs: list[int]) -> None:
         for i in reversed(dirs):  # deepest last-made first; a child's mtime never moves its parent's
             stat = self.stats[i]
+            if not stat.path:  # never DEST itself (the checks refused it)
+                continue
             fd = _open_dir(root, stat.path)
             try:
-                os.fchmod(fd, st.S_IMODE(unix_mode(stat.mode)))
+                os.fchmod(fd, permissions(unix_mode(stat.mode), self.umask))
                 _set_xattrs(fd, stat)
                 os.utime(fd, ns=(stat.modTime, stat.modTime))
             finally:
@@ -392,7 +473,7 @@ def filesend_handler(outputs: Sequence[Output]) -> Handler:
             raise GrpcError(NOT_FOUND, f"exporter {raw} not found")
         out = outputs[index]
         if isinstance(out, LocalOutput):
-            LocalReceiver(call, out.dest).run()
+            LocalReceiver(call, out.dest, out.devices).run()
         else:
             receive_archive(call, out)
 
