@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from workbench.frontend.dockerfile.dockerignore import load_dockerignore
-from workbench.remote.session.filesync import MODE_DIR, MODE_SYMLINK, go_mode
+from workbench.remote.session.filesync import MODE_DIR, MODE_SYMLINK, TreeWalk, go_mode
 from workbench.remote.session.h2server import Call, H2GrpcServer, Handler
 from workbench.remote.session.proto.auth_pb2 import CredentialsRequest, CredentialsResponse
 from workbench.remote.session.proto.fsutil_types_pb2 import Packet
@@ -73,6 +73,10 @@ def serve(tmp_path: Path) -> Iterator:
         s.close()
 
 
+class SenderError(Exception):
+    """The sender ended the transfer with PACKET_ERR (what fsutil's receiver reports as "error from sender")."""
+
+
 def diffcopy(channel: grpc.Channel, metadata: list[tuple[str, str]], want=lambda stat: True,
              pause: threading.Event | None = None) -> tuple[list, dict[str, bytes]]:
     """Runs the receiver side of DiffCopy: the listing, then the data of the files `want` picks, then FIN.
@@ -113,6 +117,8 @@ def diffcopy(channel: grpc.Channel, metadata: list[tuple[str, str]], want=lambda
                         requests.put(Packet(type=Packet.PACKET_FIN))
             elif p.type == Packet.PACKET_FIN:
                 break
+            elif p.type == Packet.PACKET_ERR:
+                raise SenderError(p.data.decode())
             else:
                 raise AssertionError(f"unexpected packet {p}")
     finally:
@@ -163,7 +169,7 @@ def test_listing_follows_dockerignore_in_go_walk_order(serve, tree: Path) -> Non
 def test_data_only_for_requested_ids(serve, tree: Path) -> None:
     channel = serve(SessionServices(dirs={"context": tree}).handlers())
     stats, data = diffcopy(channel, [("dir-name", "context")], want=lambda s: s.path == "b/c.sh")
-    assert "build/artifact" in [s.path for s in stats] and "x.log" in [s.path for s in stats]
+    assert {"a.txt", "hard", "keep.log"} <= {s.path for s in stats}
     assert data == {"b/c.sh": b"#!/bin/sh\necho hi\n"}
 
 
@@ -193,12 +199,144 @@ def test_include_patterns_send_parent_dirs_lazily(serve, tree: Path) -> None:
 
 
 def test_followpaths_resolve_links_inside_the_dir(serve, tree: Path) -> None:
-    channel = serve(SessionServices(dirs={"dockerfile": tree}).handlers())
-    stats, data = diffcopy(channel, [("dir-name", "dockerfile"), ("followpaths", "b/link"),
+    channel = serve(SessionServices(dirs={"context": tree}).handlers())
+    stats, data = diffcopy(channel, [("dir-name", "context"), ("followpaths", "b/link"),
                                      ("followpaths", "b/out")])
     # b/out -> /etc/passwd resolves to etc/passwd inside the dir: absent, so nothing of the host is sent
     assert [s.path for s in stats] == ["a.txt", "b", "b/link", "b/out"]
     assert data["a.txt"] == b"hello\n"
+
+
+def test_a_dir_swapped_for_a_link_after_the_listing_serves_nothing_outside(serve, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "a").mkdir(parents=True)
+    (ctx / "a" / "shadow").write_text("harmless\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "shadow").write_text("SECRET OUTSIDE THE CONTEXT\n")
+    channel = serve(SessionServices(dirs={"context": ctx}).handlers())
+
+    def swap(stat) -> bool:  # once the listing is in, before the REQs: a/ becomes a link out of the context
+        if not (tmp_path / "a.old").exists():
+            os.rename(ctx / "a", tmp_path / "a.old")
+            os.symlink(outside, ctx / "a")
+        return True
+
+    stats, data = diffcopy(channel, [("dir-name", "context")], swap)
+    assert [s.path for s in stats] == ["a", "a/shadow"]
+    assert data == {"a/shadow": b""}  # as a file gone since the listing
+
+
+def test_a_dir_swapped_for_a_link_during_the_walk_lists_nothing_outside(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "a").mkdir(parents=True)
+    (ctx / "a" / "shadow").write_text("harmless\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("SECRET\n")
+    listed = []
+    for s in TreeWalk(ctx):
+        listed.append(s.path)
+        if s.path == "a":  # listed, not yet walked into
+            os.rename(ctx / "a", tmp_path / "a.old")
+            os.symlink(outside, ctx / "a")
+    assert "a/secret" not in listed and listed[0] == "a"
+
+
+def test_files_replaced_after_the_listing_are_sent_empty(serve, tree: Path) -> None:
+    channel = serve(SessionServices(dirs={"context": tree}).handlers())
+
+    def replace(stat) -> bool:
+        if (tree / "a.txt").is_file() and not (tree / "a.txt").is_symlink() and stat.path == "a.txt":
+            os.remove(tree / "a.txt")
+            os.mkfifo(tree / "a.txt")  # no writer: an open without O_NONBLOCK would wait forever
+            (tree / "new").write_text("other bytes")
+            os.replace(tree / "new", tree / "keep.log")
+        return True
+
+    _, data = diffcopy(channel, [("dir-name", "context")], replace)
+    assert data["a.txt"] == b"" and data["keep.log"] == b""
+    assert data["hard"] == b"hello\n" and data["b/c.sh"] == b"#!/bin/sh\necho hi\n"
+
+
+def test_the_session_applies_dockerignore_whatever_the_daemon_asks(serve, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / ".dockerignore").write_text(".env\n")
+    (ctx / ".env").write_text("AWS_SECRET_ACCESS_KEY=abc\n")
+    (ctx / "app.py").write_text("print()\n")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (home / "Dockerfile").write_text("FROM scratch\n")
+    (home / "other").write_text("not the Dockerfile\n")
+    channel = serve(SessionServices(dirs={"context": ctx, "dockerfile": home}).handlers())
+    # a daemon that sends no exclude-patterns, or asks for the excluded file by name
+    assert diffcopy(channel, [("dir-name", "context")])[1] == {".dockerignore": b".env\n", "app.py": b"print()\n"}
+    assert diffcopy(channel, [("dir-name", "context"), ("include-patterns", ".env")])[1] == {}
+    # given the folder, only a file named Dockerfile (and its ignore files) in it
+    assert diffcopy(channel, [("dir-name", "dockerfile")])[1] == {"Dockerfile": b"FROM scratch\n"}
+
+
+def test_dockerfile_dir_serves_only_the_named_dockerfile_and_its_ignore_file(serve, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / ".dockerignore").write_text("*.txt\n")
+    (ctx / "notes.txt").write_text("kept: the Dockerfile's own ignore file applies instead\n")
+    (ctx / "secret.pem").write_text("KEY\n")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (home / "app.Dockerfile").write_text("FROM scratch\n")
+    (home / "app.Dockerfile.dockerignore").write_text("*.pem\n")
+    (home / "Dockerfile").write_text("FROM busybox\n")
+    channel = serve(SessionServices(dirs={"context": ctx, "dockerfile": home / "app.Dockerfile"}).handlers())
+    assert diffcopy(channel, [("dir-name", "dockerfile")])[1] == {
+        "app.Dockerfile": b"FROM scratch\n", "app.Dockerfile.dockerignore": b"*.pem\n"}
+    assert diffcopy(channel, [("dir-name", "context")])[1] == {
+        ".dockerignore": b"*.txt\n", "notes.txt": b"kept: the Dockerfile's own ignore file applies instead\n"}
+
+
+def _filesync_threads() -> list[str]:
+    deadline = threading.Event()
+    for _ in range(100):  # handlers end a moment after the client has gone: wait for them, up to 10 s
+        names = [t.name for t in threading.enumerate() if t.name.startswith("filesync-")]
+        if not names:
+            break
+        deadline.wait(0.1)
+    return names
+
+
+def test_cancelled_diffcopy_stops_its_threads(serve, tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(3000):
+        (root / f"f{i:05}").write_bytes(b"")
+    channel = serve(SessionServices(dirs={"context": root}).handlers())
+    md = [("dir-name", "context")]
+    for _ in range(5):
+        call = channel.stream_stream(DIFFCOPY, request_serializer=Packet.SerializeToString,
+                                     response_deserializer=Packet.FromString)(iter(()), metadata=md)
+        assert next(call).type == Packet.PACKET_STAT
+        call.cancel()
+    assert _filesync_threads() == []
+
+
+def test_a_name_that_is_not_utf8_is_one_line_and_stops_the_threads(serve, tmp_path: Path) -> None:
+    root = tmp_path / "ctx"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    with open(os.path.join(os.fsencode(root), b"bad\xff.txt"), "wb") as f:
+        f.write(b"x")
+    channel = serve(SessionServices(dirs={"context": root}).handlers())
+    with pytest.raises(SenderError) as e:
+        diffcopy(channel, [("dir-name", "context")])
+    assert str(e.value) == ("context file b'bad\\xff.txt': its name is not UTF-8, which a BuildKit session cannot "
+                            "carry; rename it or add it to .dockerignore")
+    assert _filesync_threads() == []
+    (root / ".dockerignore").write_bytes(b"bad\xff.txt\n")  # ignored, it is no obstacle
+    channel = serve(SessionServices(dirs={"context": root}).handlers())
+    assert diffcopy(channel, [("dir-name", "context")])[1] == {".dockerignore": b"bad\xff.txt\n", "a.txt": b"a"}
 
 
 def test_unknown_dir_name_is_not_found(serve, tree: Path) -> None:
@@ -333,8 +471,9 @@ def test_fsutil_receiver_accepts_the_stream(tmp_path: Path, tree: Path, args: li
     assert run.returncode == 0, run.stderr
     got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
     assert got and all((tree / p).exists() or (tree / p).is_symlink() for p in got)
-    if not args:
-        assert got == sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    if not args:  # the context's .dockerignore applies whatever the daemon asks
+        ignored = {"x.log", "build", "build/artifact"}
+        assert got == sorted(p for p in (str(p.relative_to(tree)) for p in tree.rglob("*")) if p not in ignored)
     for p in got:
         src, out = os.lstat(tree / p), os.lstat(dest / p)
         assert (out.st_mode, out.st_mtime_ns) == (src.st_mode, src.st_mtime_ns), p

@@ -22,8 +22,17 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from workbench.frontend.dockerfile.dockerignore import load_dockerignore
 from workbench.fsutil.patterns import IgnoreMatcher, may_match_below
-from workbench.remote.session.h2server import NOT_FOUND, UNKNOWN, Call, CallClosed, GrpcError, Handler
+from workbench.remote.session.h2server import (
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    UNKNOWN,
+    Call,
+    CallClosed,
+    GrpcError,
+    Handler,
+)
 from workbench.remote.session.proto.fsutil_types_pb2 import Packet, Stat
 
 CHUNK = 256 * 1024  # per DATA packet (Go sends 32 KiB; larger costs fewer Python round trips)
@@ -64,28 +73,58 @@ def can_request(mode: int) -> bool:
     return mode & MODE_TYPE == 0
 
 
-def make_stat(path: str, rel: str, s: os.stat_result) -> Stat:
+def make_stat(rel: str, s: os.stat_result, linkname: str = "", xattrs: Mapping[str, bytes] | None = None) -> Stat:
     """fsutil's Stat of one entry; uid and gid 0, as the docker CLI and buildctl send local sources."""
     out = Stat(path=rel, mode=go_mode(s.st_mode), modTime=s.st_mtime_ns)
     if not st.S_ISDIR(s.st_mode):
         out.size = s.st_size
-        if st.S_ISLNK(s.st_mode):
-            out.linkname = os.readlink(path)
+        out.linkname = linkname
         if s.st_mode & (st.S_IFBLK | st.S_IFCHR):  # Go tests the bits, not the type: 0 for links and sockets
             out.devmajor = (s.st_rdev >> 8) & 0xFFF
             out.devminor = (s.st_rdev & 0xFF) | ((s.st_rdev >> 12) & 0xFFF00)
+    for name, value in (xattrs or {}).items():
+        out.xattrs[name] = value
+    return out
+
+
+def read_xattrs(target: str | int) -> dict[str, bytes]:
+    """The extended attributes of a path (not followed) or of an open fd."""
+    follow = {} if isinstance(target, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(target, **follow)
     except OSError as e:
-        if e.errno not in (errno.ENOTSUP, errno.EPERM):
+        if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.ENOENT):
             raise
-        names = []
+        return {}
+    out = {}
     for name in names:
         try:
-            out.xattrs[name] = os.getxattr(path, name, follow_symlinks=False)
+            out[name] = os.getxattr(target, name, **follow)
         except OSError:
             pass
     return out
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _at(dir_fd: int, name: str, fallback: Path) -> str:
+    """A path naming `name` inside the directory open as `dir_fd` (the fd pins it: no component is re-resolved),
+    for the calls that take no dir_fd (xattrs); without /proc, `fallback`."""
+    return f"/proc/self/fd/{dir_fd}/{name}" if _PROC_FD else str(fallback)
+
+
+class UnsendableName(Exception):
+    """An entry whose name the session cannot carry (fsutil's Stat.path is a protobuf string: UTF-8 only)."""
+
+
+def check_name(rel: str, label: str, text: str | None = None, what: str = "its name") -> None:
+    """UnsendableName naming `rel` when `text` (default: `rel` itself) is not UTF-8."""
+    try:
+        (rel if text is None else text).encode()
+    except UnicodeEncodeError:
+        raise UnsendableName(f"{label} file {os.fsencode(rel)!r}: {what} is not UTF-8, which a BuildKit session "
+                             "cannot carry; rename it or add it to .dockerignore") from None
 
 
 def follow_links(root: Path, paths: Sequence[str]) -> list[str]:
@@ -140,68 +179,207 @@ def follow_links(root: Path, paths: Sequence[str]) -> list[str]:
     return sorted(resolved)
 
 
+# Every open goes through a directory fd with O_NOFOLLOW, one component at a time: a directory of the tree
+# swapped for a link (by anyone who can write in it, at the moment a daemon picks) is never followed out of it.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO put in a file's place opens at once instead of waiting for a writer (fstat then refuses it)
+FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+_VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # gone, or replaced by a file or a link
+
+FileId = tuple[int, int]  # (st_dev, st_ino) of a regular file as the walk saw it
+
+
+def open_dir_at(dir_fd: int, name: str, expect: os.stat_result | None = None) -> int:
+    """`name` in `dir_fd` opened as a directory, never through a link; with `expect`, it must still be that
+    directory (OSError ENOENT otherwise)."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    if expect is not None:
+        s = os.fstat(fd)
+        if (s.st_dev, s.st_ino) != (expect.st_dev, expect.st_ino):
+            os.close(fd)
+            raise FileNotFoundError(errno.ENOENT, "replaced since it was listed", name)
+    return fd
+
+
 @dataclass
 class _Dir:
-    stat: Stat
+    rel: str
+    stat: os.stat_result
+    fd: int
     sent: bool
 
 
 class TreeWalk:
-    """The filtered listing of `root` as fsutil's FilterFS walks it."""
+    """The filtered listing of `root` as fsutil's FilterFS walks it. `floor` (exclude patterns) and `only` (the
+    paths allowed, with the directories above them) are the session's own limits: the daemon's patterns can
+    only narrow them."""
 
     def __init__(self, root: Path, includes: Sequence[str] = (), excludes: Sequence[str] = (),
-                 followpaths: Sequence[str] = ()) -> None:
+                 followpaths: Sequence[str] = (), floor: Sequence[str] = (), only: frozenset[str] | None = None,
+                 label: str = "context") -> None:
         self.root = root
+        self.label = label
         patterns = list(includes) + (follow_links(root, followpaths) if followpaths else [])
         include = IgnoreMatcher(patterns)
         self.include = include if include else None
         self.include_texts = [p.text for p in include.patterns if not p.exclusion]
         exclude = IgnoreMatcher(list(excludes))
         self.exclude = exclude if exclude else None
+        floor_matcher = IgnoreMatcher(list(floor))
+        self.floor = floor_matcher if floor_matcher else None
+        self.only = only
 
     def __iter__(self) -> Iterator[Stat]:
-        seen: dict[tuple[int, int], str] = {}
-        yield from self._dir("", [], seen)
+        for stat, _ in self.entries():
+            yield stat
 
-    def _dir(self, rel_dir: str, parents: list[_Dir], seen: dict[tuple[int, int], str]) -> Iterator[Stat]:
-        top = self.root / rel_dir if rel_dir else self.root
-        with os.scandir(top) as it:
+    def entries(self, root_fd: int | None = None) -> Iterator[tuple[Stat, FileId | None]]:
+        """Each Stat to send, with the identity of the file the receiver may ask for (None for the others)."""
+        fd = os.open(self.root, DIR_FLAGS) if root_fd is None else root_fd
+        try:
+            yield from self._dir(_Dir("", os.fstat(fd), fd, True), [], {})
+        finally:
+            if root_fd is None:
+                os.close(fd)
+
+    def _leave_out(self, rel: str, is_dir: bool) -> bool | None:
+        """True: not sent, nor anything below; None: a directory not sent unless something below it is;
+        False: sent."""
+        skip = False
+        if self.only is not None and rel not in self.only:
+            if not is_dir or not any(o.startswith(rel + "/") for o in self.only):
+                return True
+            skip = True
+        if self.floor is not None and self.floor.excluded(rel):
+            if not is_dir or not self.floor.may_include_below(rel):
+                return True
+            skip = True
+        if self.include is not None and not self.include.excluded(rel):  # excluded(): "matched"
+            if not is_dir or not any(may_match_below(t, rel) for t in self.include_texts):
+                return True
+            skip = True
+        if self.exclude is not None and self.exclude.excluded(rel):
+            if not is_dir or not self.exclude.may_include_below(rel):
+                return True
+            skip = True
+        return None if skip else False
+
+    def _dir_stat(self, d: _Dir) -> Stat:
+        check_name(d.rel, self.label)
+        return make_stat(d.rel, d.stat, xattrs=read_xattrs(d.fd))
+
+    def _dir(self, top: _Dir, parents: list[_Dir],
+             seen: dict[FileId, str]) -> Iterator[tuple[Stat, FileId | None]]:
+        with os.scandir(top.fd) as it:
             entries = sorted(it, key=lambda e: os.fsencode(e.name))
         for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            rel = f"{top.rel}/{entry.name}" if top.rel else entry.name
             try:
                 s = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed while we walk
             is_dir = st.S_ISDIR(s.st_mode)
-            skip = False
-            if self.include is not None and not self.include.excluded(rel):  # excluded(): "matched"
-                if is_dir and not any(may_match_below(t, rel) for t in self.include_texts):
-                    continue
-                skip = True
-            if self.exclude is not None and self.exclude.excluded(rel):
-                if is_dir and not self.exclude.may_include_below(rel):
-                    continue
-                skip = True
-            if skip and not is_dir:
+            leave = self._leave_out(rel, is_dir)
+            if leave:
                 continue
-            stat = make_stat(entry.path, rel, s)
-            if not skip:
-                for parent in parents:  # the directories above, sent only now that something in them is
-                    if not parent.sent:
-                        parent.sent = True
-                        yield parent.stat
-                if not is_dir and not st.S_ISLNK(s.st_mode) and s.st_nlink > 1:
-                    first = seen.setdefault((s.st_dev, s.st_ino), rel)
+            if is_dir:
+                try:
+                    fd = open_dir_at(top.fd, entry.name, s)
+                except OSError as e:
+                    if e.errno in _VANISHED:
+                        continue
+                    raise
+                try:
+                    d = _Dir(rel, s, fd, leave is False)
+                    if d.sent:
+                        yield from self._parents(parents)
+                        yield self._dir_stat(d), None
+                    parents.append(d)
+                    try:
+                        yield from self._dir(d, parents, seen)
+                    finally:
+                        parents.pop()
+                finally:
+                    os.close(fd)
+                continue
+            check_name(rel, self.label)
+            try:
+                link = os.readlink(entry.name, dir_fd=top.fd) if st.S_ISLNK(s.st_mode) else ""
+            except FileNotFoundError:
+                continue
+            check_name(rel, self.label, link, "its link target")
+            try:
+                stat = make_stat(rel, s, link, read_xattrs(_at(top.fd, entry.name, self.root / rel)))
+            except UnicodeEncodeError:
+                raise UnsendableName(f"{self.label} file {os.fsencode(rel)!r}: an extended attribute name is not "
+                                     "UTF-8, which a BuildKit session cannot carry; remove it or add the file to "
+                                     ".dockerignore") from None
+            yield from self._parents(parents)
+            ident: FileId | None = None
+            if st.S_ISREG(s.st_mode):
+                ident = (s.st_dev, s.st_ino)
+                if s.st_nlink > 1:
+                    first = seen.setdefault(ident, rel)
                     if first != rel:
                         stat.linkname = first
-                yield stat
-            if is_dir:
-                parents.append(_Dir(stat, not skip))
-                try:
-                    yield from self._dir(rel, parents, seen)
-                finally:
-                    parents.pop()
+            yield stat, ident
+
+    def _parents(self, parents: list[_Dir]) -> Iterator[tuple[Stat, None]]:
+        """The directories above, sent only now that something in them is."""
+        for parent in parents:
+            if not parent.sent:
+                parent.sent = True
+                yield self._dir_stat(parent), None
+
+
+class _DirCache:
+    """One sender's open directory: requests come in walk order, so the next file is mostly in the same one."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.rel = ""
+        self.fd = root_fd
+
+    def get(self, rel: str) -> int:
+        if rel != self.rel:
+            self.close()
+            fd = self.root_fd
+            try:
+                for name in rel.split("/") if rel else ():
+                    child = open_dir_at(fd, name)
+                    if fd != self.root_fd:
+                        os.close(fd)
+                    fd = child
+            except OSError:
+                if fd != self.root_fd:
+                    os.close(fd)
+                raise
+            self.rel, self.fd = rel, fd
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd != self.root_fd:
+            os.close(self.fd)
+        self.rel, self.fd = "", self.root_fd
+
+
+def open_listed(dirs: _DirCache, path: str, ident: FileId) -> int:
+    """The regular file the walk listed at `path`, or -1 when it is gone or is no longer that file (fsutil sends
+    a file it cannot open empty)."""
+    parent, _, name = path.rpartition("/")
+    try:
+        dir_fd = dirs.get(parent)
+        s = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)  # a device or FIFO in its place is never opened
+        if not st.S_ISREG(s.st_mode) or (s.st_dev, s.st_ino) != ident:
+            return -1
+        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return -1
+    s = os.fstat(fd)
+    if not st.S_ISREG(s.st_mode) or (s.st_dev, s.st_ino) != ident:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def decode_opts(metadata: Mapping[str, list[str]], key: str) -> list[str]:
@@ -217,37 +395,70 @@ def decode_opts(metadata: Mapping[str, list[str]], key: str) -> list[str]:
 
 class DiffCopySender:
     """One FileSync.DiffCopy call: the walk in the handler's thread, REQs read by a reader thread, file
-    data sent by `SENDERS` threads."""
+    data sent by `SENDERS` threads. However the call ends, the threads are stopped and joined before `run`
+    returns."""
 
     def __init__(self, call: Call, walk: TreeWalk) -> None:
         self.call = call
         self.walk = walk
-        self.files: dict[int, str] = {}
+        self.files: dict[int, tuple[str, FileId]] = {}
         self.lock = threading.Lock()
-        self.work: queue.Queue[tuple[int, str] | None] = queue.Queue()
+        self.work: queue.Queue[tuple[int, str, FileId] | None] = queue.Queue()
         self.done = threading.Event()
+        self.stopped = False  # the call failed: queued files are not sent
         self.fin = False
         self.error = ""
+        self.root_fd = -1
 
     def send(self, packet: Packet) -> None:
         self.call.send(packet.SerializeToString())
 
     def run(self) -> None:
+        try:
+            self.root_fd = os.open(self.walk.root, DIR_FLAGS)
+        except OSError as e:
+            raise GrpcError(NOT_FOUND if e.errno == errno.ENOENT else UNKNOWN, f"{e.strerror}: {e.filename}") from None
         reader = threading.Thread(target=self._read, name="filesync-reqs", daemon=True)
         senders = [threading.Thread(target=self._send_files, name="filesync-data", daemon=True)
                    for _ in range(SENDERS)]
-        reader.start()
-        for t in senders:
-            t.start()
+        ok = False
+        try:
+            reader.start()
+            for t in senders:
+                t.start()
+            self._walk()
+            self.done.wait()
+            ok = True
+        finally:
+            self.stopped = not ok
+            self.done.set()
+            for _ in senders:
+                self.work.put(None)
+            for t in senders:
+                if t.ident is not None:
+                    t.join()
+            if reader.is_alive():
+                # the peer has not half-closed and never will (the call failed here): end its inbox, which is
+                # what the server does when the peer half-closes, so the reader's recv() returns
+                self.call._end(reset=False)
+            if reader.ident is not None:
+                reader.join()
+            os.close(self.root_fd)
+        if self.error:
+            raise GrpcError(UNKNOWN, self.error)
+        if self.fin:
+            self.send(Packet(type=Packet.PACKET_FIN))
+
+    def _walk(self) -> None:
         try:
             i = 0
             batch: list[bytes] = []
-            for stat in self.walk:
+            for stat, ident in self.walk.entries(self.root_fd):
                 if self.error:  # the receiver gave up
                     break
-                if can_request(stat.mode):
+                if ident is not None:
                     with self.lock:
-                        self.files[i] = stat.path
+                        self.files[i] = (stat.path, ident)
                 i += 1
                 batch.append(Packet(type=Packet.PACKET_STAT, stat=stat).SerializeToString())
                 if len(batch) >= STAT_BATCH:
@@ -259,27 +470,15 @@ class DiffCopySender:
             message = f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
             self._abort(message)
             raise GrpcError(NOT_FOUND if e.errno == errno.ENOENT else UNKNOWN, message) from None
-        except CallClosed:
-            self.done.set()
-            raise
-        self.done.wait()
-        for _ in senders:
-            self.work.put(None)
-        for t in senders:
-            t.join()
-        if self.error:
-            raise GrpcError(UNKNOWN, self.error)
-        if self.fin:
-            self.send(Packet(type=Packet.PACKET_FIN))
+        except UnsendableName as e:
+            self._abort(str(e))
+            raise GrpcError(INVALID_ARGUMENT, str(e)) from None
 
     def _abort(self, message: str) -> None:
         try:
             self.send(Packet(type=Packet.PACKET_ERR, data=message.encode()))
         except CallClosed:
             pass
-        self.done.set()
-        for _ in range(SENDERS):
-            self.work.put(None)
 
     def _read(self) -> None:
         try:
@@ -287,11 +486,11 @@ class DiffCopySender:
                 p = Packet.FromString(raw)
                 if p.type == Packet.PACKET_REQ:
                     with self.lock:
-                        path = self.files.pop(p.ID, None)
-                    if path is None:
+                        listed = self.files.pop(p.ID, None)
+                    if listed is None:
                         self.error = f"invalid file id {p.ID}"
                         break
-                    self.work.put((p.ID, path))
+                    self.work.put((p.ID, *listed))
                 elif p.type == Packet.PACKET_FIN:
                     self.fin = True
                     break
@@ -300,45 +499,95 @@ class DiffCopySender:
                     break
         except CallClosed:
             self.error = "the call was canceled"
+        except Exception as e:  # a packet that does not parse: end the call rather than wait for it forever
+            self.error = f"bad packet from the receiver: {e}"
         finally:
             self.done.set()
 
     def _send_files(self) -> None:
-        while (item := self.work.get()) is not None:
-            file_id, path = item
-            try:
-                fd = os.open(self.walk.root / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                fd = -1  # gone since the walk: fsutil sends it empty too
-            eof = Packet(type=Packet.PACKET_DATA, ID=file_id).SerializeToString()
-            try:
-                chunk = os.read(fd, CHUNK) if fd >= 0 else b""
-                while chunk:
-                    data = Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk).SerializeToString()
-                    chunk = os.read(fd, CHUNK)
-                    if not chunk:  # the last chunk and the end together
-                        self.call.send_many([data, eof])
-                        break
-                    self.call.send(data)
-                else:
-                    self.call.send(eof)
-            except CallClosed:
-                return
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+        dirs = _DirCache(self.root_fd)
+        try:
+            while (item := self.work.get()) is not None:
+                if self.stopped:
+                    continue
+                if not self._send_file(dirs, *item):
+                    return
+        finally:
+            dirs.close()
+
+    def _send_file(self, dirs: _DirCache, file_id: int, path: str, ident: FileId) -> bool:
+        """Sends one file's DATA and its end; False once the call is gone."""
+        fd = open_listed(dirs, path, ident)
+        eof = Packet(type=Packet.PACKET_DATA, ID=file_id).SerializeToString()
+        try:
+            chunk = os.read(fd, CHUNK) if fd >= 0 else b""
+            while chunk:
+                data = Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk).SerializeToString()
+                chunk = os.read(fd, CHUNK)
+                if not chunk:  # the last chunk and the end together
+                    self.call.send_many([data, eof])
+                    break
+                self.call.send(data)
+            else:
+                self.call.send(eof)
+        except CallClosed:
+            return False
+        except OSError as e:  # fsutil fails the transfer on a read error
+            self.error = f"{e.strerror or e}: {path}"
+            self._abort(self.error)
+            self.done.set()
+            return False
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return True
+
+
+@dataclass(frozen=True)
+class ServedDir:
+    """One directory the session serves, with its floor (see TreeWalk)."""
+
+    root: Path
+    floor: tuple[str, ...] = ()
+    only: frozenset[str] | None = None
+
+
+DOCKERFILE = "dockerfile"  # the dir-name BuildKit's Dockerfile frontend reads the Dockerfile from
+
+
+def served_dirs(dirs: Mapping[str, Path]) -> dict[str, ServedDir]:
+    """What each named directory may give the daemon, whatever it asks. `dirs["dockerfile"]` names the
+    Dockerfile itself: only it and its ignore files are served from its folder (given a folder, only
+    `Dockerfile` and its ignore files in it). Every other directory is served less what its `.dockerignore`
+    excludes; the context's is the one the build uses (`<Dockerfile>.dockerignore` first)."""
+    dockerfile: Path | None = None
+    out: dict[str, ServedDir] = {}
+    if (given := dirs.get(DOCKERFILE)) is not None:
+        folder, name = (given, "Dockerfile") if os.path.isdir(given) else (given.parent, given.name)
+        root = Path(os.path.realpath(folder))
+        dockerfile = root / name
+        names = [name, f"{name}.dockerignore", ".dockerignore"]
+        out[DOCKERFILE] = ServedDir(root, only=frozenset(names) | frozenset(follow_links(root, names)))
+    for key, path in dirs.items():
+        if key != DOCKERFILE:
+            root = Path(os.path.realpath(path))
+            out[key] = ServedDir(root, tuple(load_dockerignore(root, dockerfile if key == "context" else None)))
+    return out
 
 
 def diffcopy_handler(dirs: Mapping[str, Path]) -> Handler:
-    """The FileSync.DiffCopy handler serving the session's named directories (`dir-name` picks one)."""
+    """The FileSync.DiffCopy handler serving the session's named directories (`dir-name` picks one), each
+    within its floor (`served_dirs`, read once here)."""
+    served = served_dirs(dirs)
 
     def handle(call: Call) -> None:
         name = call.first("dir-name")
-        root = dirs.get(name)
-        if root is None:
+        d = served.get(name)
+        if d is None:
             raise GrpcError(NOT_FOUND, f"no access allowed to dir {name!r}")
-        walk = TreeWalk(Path(os.path.realpath(root)), decode_opts(call.metadata, "include-patterns"),
-                        decode_opts(call.metadata, "exclude-patterns"), decode_opts(call.metadata, "followpaths"))
+        walk = TreeWalk(d.root, decode_opts(call.metadata, "include-patterns"),
+                        decode_opts(call.metadata, "exclude-patterns"), decode_opts(call.metadata, "followpaths"),
+                        floor=d.floor, only=d.only, label=name)
         DiffCopySender(call, walk).run()
 
     return handle
