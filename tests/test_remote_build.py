@@ -329,3 +329,20 @@ def test_du_and_prune_on_the_daemon(docker_daemon: DockerDaemon, registry: str, 
     assert after[-1].split()[1] in ("0B", "0.0B"), after
     bad = _cli("du", "--addr", "unix:///nonexistent/buildkitd.sock")
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_daemon_error_text_is_redacted(docker_daemon: DockerDaemon, registry: str, tmp_path: Path,  # noqa: F811
+                                       root: Path) -> None:
+    """The daemon's error text, printed by us, shows no secret value (here the failed command holds one)."""
+    value = f"hunter2-{os.urandom(4).hex()}"
+    ctx = context_with(tmp_path, f"FROM localhost:5055/busybox\nRUN --mount=type=secret,id=tok true && "
+                                 f"echo {value} > /dev/null && exit 3\n")
+    (tmp_path / "tok").write_text(value)
+    for frontend in (["--frontend", "dockerfile.v0"], []):
+        r = workbench("--addr", docker_daemon.addr, *frontend, "--progress", "plain", "--secret",
+                      f"id=tok,src={tmp_path / 'tok'}", str(ctx), root=root)
+        assert r.returncode == 1, r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("ERROR:")]
+        assert errors and "exit code: 3" in errors[-1], r.stderr
+        assert value not in "\n".join(errors) and "****" in errors[-1], r.stderr  # (the Dockerfile excerpt is
+        # the user's own text, shown as the local engine shows it)

@@ -60,6 +60,7 @@ class RemoteEngine:
 
     def build(self, request: BuildRequest, bus: EventBus) -> BuildResult:
         from workbench.progress.redact import RedactingBus, Redactor
+        from workbench.progress.text import printable
         from workbench.solver.session import secret_values
 
         redactor = Redactor(secret_values(request.session))
@@ -71,6 +72,9 @@ class RemoteEngine:
         try:
             result = self._build(request, bus, recording)
         except BuildFailure as e:
+            # the daemon wrote most of this text: no secret value and no terminal control reach the user's screen
+            e.message = printable(redactor.text(e.message), keep="\n")
+            e.args = (e.message,)
             bus.emit(BuildFinished(error=e.message, duration=time.monotonic() - t0, source=e.location, step=e.step))
             if recording is not None:
                 recording.finish("error", time.monotonic() - t0, error=e.message, location=e.location, step=e.step)
@@ -109,8 +113,8 @@ class RemoteEngine:
                 if marshalled is not None:
                     fold = StatusFold(bus.emit, graph=_ours(marshalled), sources=marshalled.locations,
                                       names=marshalled.names)
-                response = run_solve(control, plan, fold.apply, request.cancel, shared_key(request.context, request.root),
-                                     self.docker_session)
+                response = run_solve(control, plan, fold.apply, request.cancel,
+                                     shared_key(request.context, request.root), self.docker_session)
         except ControlError as e:
             raise BuildFailure(str(e)) from None
         except SolveCanceled:
@@ -176,7 +180,7 @@ class RemoteEngine:
         if request.no_cache:
             attrs["no-cache"] = ""
         plan = self._plan(request, SolvePlan(frontend=DOCKERFILE_FRONTEND, frontend_attrs=attrs,
-                                             dirs={"context": request.context, "dockerfile": dockerfile.parent}))
+                                             dirs={"context": request.context, "dockerfile": dockerfile}))
         if self.address.scheme == "docker":  # the test daemon has no bridge: steps run on the host's network
             plan.frontend_attrs["force-network-mode"] = "host"
         return plan
@@ -186,7 +190,7 @@ class RemoteEngine:
         from workbench.remote.solve import Exporter, SolvePlan
 
         plan = self._plan(request, SolvePlan(frontend="", definition=marshalled.data,
-                                             dirs={"context": request.context}))
+                                             dirs={"context": request.context, "dockerfile": request.dockerfile}))
         config = json.dumps(image, separators=(",", ":"))
         if self.address.scheme == "docker" and any(e.type == "moby" for e in plan.exporters):
             # Docker 20.10's moby exporter takes the config only from the result's metadata (the gateway's Return)
