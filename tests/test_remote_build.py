@@ -346,3 +346,20 @@ def test_daemon_error_text_is_redacted(docker_daemon: DockerDaemon, registry: st
         assert errors and "exit code: 3" in errors[-1], r.stderr
         assert value not in "\n".join(errors) and "****" in errors[-1], r.stderr  # (the Dockerfile excerpt is
         # the user's own text, shown as the local engine shows it)
+
+
+def test_device_nodes_in_a_local_output_only_when_asked(addr: str, tmp_path: Path, root: Path) -> None:
+    if addr.startswith("docker://"):
+        pytest.skip("Docker 20.10's BuildKit copies a device node as an empty regular file: nothing to refuse")
+    ctx = context_with(tmp_path, "FROM localhost:5055/busybox AS b\nRUN mknod /node c 1 3\n"
+                                 "FROM scratch\nCOPY --from=b /node /node\n")
+    refused = workbench("--addr", addr, "--output", f"type=local,dest={tmp_path / 'out'}", str(ctx), root=root)
+    assert refused.returncode == 1 and "refusing 'node': a device node" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists()
+    made = workbench("--addr", addr, "--output", f"type=local,dest={tmp_path / 'out'},devices=true", str(ctx),
+                     root=root)
+    assert made.returncode == 0, made.stderr
+    st = (tmp_path / "out" / "node").lstat()
+    import stat
+
+    assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3

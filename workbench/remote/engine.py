@@ -295,9 +295,10 @@ class RemoteEngine:
         exporters, file_output = [], None
         for out in files:
             dest = out.dest
-            file_output = (LocalOutput(Path(dest)) if out.type == "local"
+            # devices=true: device nodes the daemon sends are made in DEST (refused otherwise)
+            file_output = (LocalOutput(Path(dest), devices=out.attrs.get("devices") == "true") if out.type == "local"
                            else TarOutput(dest if dest == "-" else Path(dest), f"--output type={out.type}"))
-            exporters.append(Exporter(out.type, {k: v for k, v in out.attrs.items() if k != "dest"}))
+            exporters.append(Exporter(out.type, {k: v for k, v in out.attrs.items() if k not in ("dest", "devices")}))
         for out in outputs:
             if out.type != "image":
                 continue
