@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Issue 20's speed item: w1 and w3 (bench/run.py) built by `workbench build --addr` and by the daemon's own
+client, against the same daemon, cold and warm; prints medians and ours/theirs ratios (target ≤ 1.2×).
+
+  --engine buildkitd   a buildkitd of this run (/tmp/bk/buildkitd, its own --root and socket, so pruning it
+                       touches no one else's cache), driven by /tmp/bk/buildctl
+  --engine docker      a Docker 20.10 daemon of this run (tests/docker_daemon.py), driven by Debian's docker
+                       CLI (`docker build`, DOCKER_BUILDKIT=1)
+
+cold: the daemon's build cache pruned first (`buildctl prune --all`; `docker builder prune -af` and the images
+of earlier runs removed) and, for ours, a fresh state root; warm: the same build again (all CACHED). Theirs
+and ours take turns in each round.
+On buildkitd nothing is exported (buildctl build without --output); on Docker both sides tag the image (the
+moby exporter: `docker build` always exports). Needs the local registry (sh tests/conformance/registry.sh).
+
+Usage: .venv/bin/python bench/remote.py --engine buildkitd|docker [--frontend dockerfile.v0|graph]
+       [--repeat N] [--only w1,w3] [--verbose]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.run import WORKLOADS  # noqa: E402
+
+WORKBENCH = str(Path(sys.executable).parent / "workbench")
+BUILDKITD, BUILDCTL, BUILDKITD_CONFIG = "/tmp/bk/buildkitd", "/tmp/bk/buildctl", "/tmp/bk/buildkitd.toml"
+DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 CLI: its own BuildKit client, no buildx plugin needed
+TARGET = 1.2
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "BUILDKIT_HOST")}
+
+
+def quiet(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env or ENV)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    t = time.perf_counter()
+    quiet(cmd, env)
+    return time.perf_counter() - t
+
+
+class Daemon:
+    """One daemon, its own client's build command, ours, and how its cache is pruned."""
+
+    addr: str
+
+    def theirs(self, ctx: Path, tag: str) -> list[str]:
+        raise NotImplementedError
+
+    def ours_extra(self, tag: str) -> list[str]:
+        return []
+
+    def prune(self) -> None:
+        raise NotImplementedError
+
+    env: dict[str, str] = ENV
+
+
+class BuildkitdDaemon(Daemon):
+    def __init__(self, sock: Path) -> None:
+        self.addr = f"unix://{sock}"
+
+    def theirs(self, ctx: Path, tag: str) -> list[str]:
+        return [BUILDCTL, "--addr", self.addr, "build", "--frontend", "dockerfile.v0", "--local", f"context={ctx}",
+                "--local", f"dockerfile={ctx}", "--progress", "plain"]
+
+    def prune(self) -> None:
+        quiet([BUILDCTL, "--addr", self.addr, "prune", "--all"])
+
+
+class DockerDaemonBench(Daemon):
+    def __init__(self, sock: Path) -> None:
+        self.addr = f"docker://{sock}"
+        self.env = {**ENV, "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "1"}
+
+    def theirs(self, ctx: Path, tag: str) -> list[str]:
+        # the daemon has no bridge (tests/docker_daemon.py): steps run on the host network, as ours do
+        return [DOCKER_CLI, "build", "--progress", "plain", "--network", "host", "-t", f"bench/{tag}:theirs",
+                str(ctx)]
+
+    def ours_extra(self, tag: str) -> list[str]:
+        return ["-t", f"bench/{tag}:ours"]
+
+    def prune(self) -> None:
+        images = subprocess.run([DOCKER_CLI, "images", "-q", "bench/*"], capture_output=True, text=True,
+                                env=self.env).stdout.split()
+        if images:
+            quiet([DOCKER_CLI, "rmi", "-f", *sorted(set(images))], self.env)
+        quiet([DOCKER_CLI, "builder", "prune", "-af"], self.env)
+
+
+@contextmanager
+def buildkitd(top: Path) -> Iterator[Daemon]:
+    base = top / "bkd"
+    base.mkdir()
+    sock = base / "buildkitd.sock"
+    log = open(base / "buildkitd.log", "wb")
+    proc = subprocess.Popen([BUILDKITD, "--root", str(base / "state"), "--addr", f"unix://{sock}",
+                             "--oci-worker-net=host", "--config", BUILDKITD_CONFIG,
+                             "--allow-insecure-entitlement", "network.host"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([BUILDCTL, "--addr", f"unix://{sock}", "debug", "workers"],
+                             capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit("buildkitd did not start:\n" + (base / "buildkitd.log").read_text()[-2000:])
+            time.sleep(0.2)
+        yield BuildkitdDaemon(sock)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+        subprocess.run(["umount", "-R", "-l", str(base / "state")], capture_output=True, timeout=30)
+
+
+@contextmanager
+def dockerd() -> Iterator[Daemon]:
+    from tests.docker_daemon import start_dockerd, stop_dockerd
+
+    proc, daemon = start_dockerd()
+    try:
+        yield DockerDaemonBench(daemon.socket)
+    finally:
+        stop_dockerd(proc, daemon)
+
+
+def measure(daemon: Daemon, builds: list[Callable[[int], list[str]]], repeat: int,
+            ) -> list[tuple[list[float], list[float]]]:
+    """For each of `builds`: `repeat` cold builds (the daemon's cache pruned first), each followed by 3 warm
+    ones; the builds take turns in each round, so a load that comes and goes on the machine hits both."""
+    times: list[tuple[list[float], list[float]]] = [([], []) for _ in builds]
+    for n in range(repeat):
+        for build, (cold, warm) in zip(builds, times, strict=True):
+            daemon.prune()
+            os.sync()
+            cold.append(timed(build(n), daemon.env))
+            warm += [timed(build(n), daemon.env) for _ in range(3)]
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", choices=["buildkitd", "docker"], required=True)
+    ap.add_argument("--frontend", default="dockerfile.v0", help="dockerfile.v0, or graph: our own build graph")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="w1,w3")
+    ap.add_argument("--verbose", action="store_true", help="print every run's time as well")
+    args = ap.parse_args()
+    front = [] if args.frontend == "graph" else ["--frontend", args.frontend]
+    ENV["WORKBENCH_SERVER"] = "0"  # a remote build is served from the CLI's own process anyway
+    with tempfile.TemporaryDirectory(prefix="wb-bench-remote-", dir="/tmp") as tmp:
+        top = Path(tmp)
+        with (buildkitd(top) if args.engine == "buildkitd" else dockerd()) as daemon:
+            path = f"--frontend {args.frontend}" if front else "our own graph"
+            print(f"{args.engine} at {daemon.addr}, ours with {path}")
+            print(f"{'workload':<34}{'ours cold':>10}{'theirs':>8}{'ratio':>7}{'ours warm':>11}{'theirs':>8}"
+                  f"{'ratio':>7}")
+            over = False
+            for key in args.only.split(","):
+                title, make = WORKLOADS[key]
+                ctx = top / key / "ctx"
+                make(ctx)
+                roots = top / key / "roots"
+
+                def ours(n: int, key: str = key, ctx: Path = ctx, roots: Path = roots) -> list[str]:
+                    return [WORKBENCH, "build", "--root", str(roots / f"r{n}"), "--addr", daemon.addr, *front,
+                            "--progress", "plain", *daemon.ours_extra(key), str(ctx)]
+
+                def theirs(n: int, key: str = key, ctx: Path = ctx) -> list[str]:
+                    return daemon.theirs(ctx, key)
+
+                (t_cold, t_warm), (o_cold, o_warm) = measure(daemon, [theirs, ours], args.repeat)
+                shutil.rmtree(roots, ignore_errors=True)
+                if args.verbose:
+                    for label, runs in [("ours cold", o_cold), ("theirs cold", t_cold), ("ours warm", o_warm),
+                                        ("theirs warm", t_warm)]:
+                        print(f"  {key} {label}: {' '.join(f'{t:.2f}' for t in runs)}")
+                oc, tc, ow, tw = (statistics.median(x) for x in (o_cold, t_cold, o_warm, t_warm))
+                over |= oc / tc > TARGET or ow / tw > TARGET
+                print(f"{key + ' ' + title:<34}{oc:>10.2f}{tc:>8.2f}{oc / tc:>6.2f}x{ow:>11.3f}{tw:>8.3f}"
+                      f"{ow / tw:>6.2f}x", flush=True)
+            print(f"target: ours/theirs <= {TARGET}x cold and warm: {'NOT met' if over else 'met'}")
+
+
+if __name__ == "__main__":
+    main()
