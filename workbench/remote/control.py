@@ -93,6 +93,7 @@ class Control:
         self.address = address
         self.timeout = timeout
         self.channel = RemoteChannel(address)
+        self._info: DaemonInfo | None = None
 
     def __enter__(self) -> Control:
         return self
@@ -106,7 +107,13 @@ class Control:
     # -- the calls -------------------------------------------------------------------------------------------
 
     def info(self) -> DaemonInfo:
-        """The daemon's BuildKit version; for a daemon without `Info` (v0.8), what its workers say, if anything."""
+        """The daemon's BuildKit version; for a daemon without `Info` (v0.8), what its workers say, if anything.
+        Asked once per connection (a build names the engine and picks the caps from it)."""
+        if self._info is None:
+            self._info = self._ask_info()
+        return self._info
+
+    def _ask_info(self) -> DaemonInfo:
         import grpc
 
         from workbench.remote.proto import control_pb2 as pb

@@ -61,16 +61,22 @@ class RemoteEngine:
     def build(self, request: BuildRequest, bus: EventBus) -> BuildResult:
         from workbench.progress.redact import RedactingBus, Redactor
         from workbench.progress.text import printable
+        from workbench.remote.control import Control, ControlError
         from workbench.solver.session import secret_values
 
         redactor = Redactor(secret_values(request.session))
         bus = RedactingBus(bus, redactor)
+        try:
+            control = Control(self.address)  # one connection for the whole build (grpc connects on the first call)
+        except (ControlError, OSError) as e:
+            raise BuildFailure(f"cannot reach BuildKit at {self.address}: {e}") from None
         if self.recorder is not None:
-            request = replace(request, engine=self.describe())
+            request = replace(request, engine=self.describe(control))
         recording = self.recorder(request, bus, redactor) if self.recorder is not None else None
         t0 = time.monotonic()
         try:
-            result = self._build(request, bus, recording)
+            with control:
+                result = self._build(request, bus, control, recording)
         except BuildFailure as e:
             # the daemon wrote most of this text: no secret value and no terminal control reach the user's screen
             e.message = printable(redactor.text(e.message), keep="\n")
@@ -90,8 +96,9 @@ class RemoteEngine:
             recording.finish("completed", result.duration, result=result)
         return result
 
-    def _build(self, request: BuildRequest, bus: EventBus, recording: BuildRecorder | None = None) -> BuildResult:
-        from workbench.remote.control import Control, ControlError
+    def _build(self, request: BuildRequest, bus: EventBus, control: Control,
+               recording: BuildRecorder | None = None) -> BuildResult:
+        from workbench.remote.control import ControlError
         from workbench.remote.solve import SolveCanceled, SolveFailed, run_solve, shared_key
         from workbench.remote.status import StatusFold
 
@@ -105,16 +112,15 @@ class RemoteEngine:
             if recording is not None:
                 recording.record_llb(graph.vertex, graph.text)
         try:
-            with Control(self.address) as control:
-                if graph is not None:
-                    marshalled = self._marshal(control, graph, request)
-                    plan = self.graph_plan(request, marshalled, graph.image)
-                fold = StatusFold(bus.emit)
-                if marshalled is not None:
-                    fold = StatusFold(bus.emit, graph=_ours(marshalled), sources=marshalled.locations,
-                                      names=marshalled.names)
-                response = run_solve(control, plan, fold.apply, request.cancel,
-                                     shared_key(request.context, request.root), self.docker_session)
+            if graph is not None:
+                marshalled = self._marshal(control, graph, request)
+                plan = self.graph_plan(request, marshalled, graph.image)
+            fold = StatusFold(bus.emit)
+            if marshalled is not None:
+                fold = StatusFold(bus.emit, graph=_ours(marshalled), sources=marshalled.locations,
+                                  names=marshalled.names)
+            response = run_solve(control, plan, fold.apply, request.cancel,
+                                 shared_key(request.context, request.root), self.docker_session)
         except ControlError as e:
             raise BuildFailure(str(e)) from None
         except SolveCanceled:
@@ -256,8 +262,9 @@ class RemoteEngine:
                                f"type={', type='.join(supported)})")
         return Exporter(spec.type, dict(spec.attrs))
 
-    def describe(self) -> str:
-        """The engine, as the build's history record names it: the daemon, its version when it tells, its address."""
+    def describe(self, control: Control | None = None) -> str:
+        """The engine, as the build's history record names it: the daemon, its version when it tells, its address
+        (asked on `control`, the build's connection, when given)."""
         if self.address.scheme == "docker":
             from workbench.remote.channel import docker_version
 
@@ -270,8 +277,11 @@ class RemoteEngine:
         from workbench.remote.control import Control, ControlError
 
         try:
-            with Control(self.address, timeout=5) as control:
+            if control is not None:
                 info = control.info()
+            else:
+                with Control(self.address, timeout=5) as own:
+                    info = own.info()
         except ControlError:
             return f"buildkit at {self.address}"
         return f"buildkit {info.version.version} at {self.address}" if info.version else f"buildkit at {self.address}"
