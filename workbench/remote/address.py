@@ -98,6 +98,28 @@ def parse_address(text: str, *, source: str = "--addr", tlscacert: str | None = 
     return Address("tcp", text, host=host, port=port, tls=tls, source=source)
 
 
+def plaintext_risk(address: Address) -> str | None:
+    """What a tcp:// address without TLS exposes, for a warning line; None where nothing crosses a network.
+
+    Refused it is not: buildctl and buildx take a plain `tcp://` silently, and the same `BUILDKIT_HOST` must
+    work here as there (a daemon inside a private network or behind a tunnel is a common setup)."""
+    if address.scheme != "tcp" or address.tls is not None or _loopback(address.host):
+        return None
+    return (f"{address.source} {address.text} has no TLS (--tlscacert): the build context, --secret values and "
+            f"registry credentials cross the network unencrypted")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _host_port(rest: str, what: str) -> tuple[str, int]:
     hostport = rest.rstrip("/")
     if hostport.startswith("["):  # [::1]:1234

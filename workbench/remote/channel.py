@@ -4,19 +4,24 @@ grpcio cannot take a connected socket, and Docker serves BuildKit's gRPC only af
 (`POST /grpc`, `Upgrade: h2c`, answered `101 Switching Protocols`). So the relay listens on a private unix
 socket, and joins each connection grpcio opens to a fresh, upgraded connection to the docker socket; from
 then on it only copies bytes. The relay dies with the channel.
+
+The relay's socket is an abstract one (Linux): no file, so a killed process leaves nothing behind, with no
+reaper needed and nothing for another user to race on. Abstract sockets have no permissions, so the relay
+serves only connections from our own uid (SO_PEERCRED).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import secrets
 import socket
-import tempfile
+import struct
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from workbench.remote.address import Address
+from workbench.remote.address import Address, plaintext_risk
 
 if TYPE_CHECKING:
     import grpc
@@ -104,11 +109,10 @@ class DockerRelay:
     def __init__(self, docker_socket: str) -> None:
         self.docker_socket = docker_socket
         self.error: str | None = None  # why the last connection to Docker failed, for the caller's message
-        self._dir = tempfile.mkdtemp(prefix="workbench-docker-relay-")
-        os.chmod(self._dir, 0o700)
-        self.path = os.path.join(self._dir, "grpc.sock")
+        self.name = f"workbench-docker-relay-{os.getpid()}-{secrets.token_hex(8)}"  # abstract: no file
+        self.target = f"unix-abstract:{self.name}"  # as grpcio names it
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
+        self._listener.bind("\0" + self.name)
         self._listener.listen(8)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -121,6 +125,9 @@ class DockerRelay:
                 conn, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            if not _same_user(conn):
+                conn.close()
+                continue
             threading.Thread(target=self._join, args=(conn,), name="docker-relay-conn", daemon=True).start()
 
     def _join(self, conn: socket.socket) -> None:
@@ -157,7 +164,16 @@ class DockerRelay:
             except OSError:
                 pass
         self._listener.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the peer runs as our uid (anyone on the machine may connect to an abstract socket)."""
+    try:
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                               struct.calcsize("3i")))
+    except OSError:
+        return False
+    return uid == os.getuid()
 
 
 def _copy(src: socket.socket, dst: socket.socket) -> None:
@@ -171,6 +187,16 @@ def _copy(src: socket.socket, dst: socket.socket) -> None:
         dst.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(line: str | None) -> None:
+    """One line on stderr per process and text (a TUI opens channels again and again)."""
+    if line and line not in _warned:
+        _warned.add(line)
+        print(f"WARNING: {line}", file=sys.stderr)
 
 
 class RemoteChannel:
@@ -192,8 +218,9 @@ class RemoteChannel:
             self.relay = DockerRelay(address.path)
             # the authority Docker's h2 server sees; the default would be the relay's socket path
             options.append(("grpc.default_authority", "docker"))
-            self.grpc = grpc.insecure_channel(f"unix:{self.relay.path}", options=options)
+            self.grpc = grpc.insecure_channel(self.relay.target, options=options)
         elif address.tls is None:
+            _warn_once(plaintext_risk(address))
             self.grpc = grpc.insecure_channel(f"{address.host}:{address.port}", options=options)
         else:
             tls = address.tls

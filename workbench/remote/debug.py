@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from workbench.remote.control import SERVICE, Control, ControlError
+from workbench.remote.session.pipe import safe_session_name
 from workbench.remote.solve import SolvePlan, new_id, solve_request
 
 BRIDGE = "/moby.buildkit.v1.frontend.LLBBridge/"
@@ -71,7 +72,7 @@ def run_in_result(control: Control, plan: SolvePlan, invocation: Invocation, on_
     handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets).handlers()
     channel = control.channel.grpc
     pipe = BytesMessagePipe(channel, [("x-docker-expose-session-uuid", session_id),
-                                      ("x-docker-expose-session-name", plan.name or "debug"),
+                                      ("x-docker-expose-session-name", safe_session_name(plan.name or "debug")),
                                       ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)])
     server = H2GrpcServer(pipe, handlers)
     threading.Thread(target=server.serve, name="session", daemon=True).start()

@@ -19,6 +19,7 @@ from typing import Any
 
 from workbench.remote.control import SERVICE, Control, ControlError
 from workbench.remote.session.filesend import Output
+from workbench.remote.session.pipe import safe_session_name
 from workbench.solver.session import SecretSource
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -153,7 +154,8 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
     ref, session_id = new_id(), new_id()
     handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output,
                                ssh=plan.ssh).handlers()
-    metadata = [("x-docker-expose-session-uuid", session_id), ("x-docker-expose-session-name", plan.name or "build"),
+    metadata = [("x-docker-expose-session-uuid", session_id),
+                ("x-docker-expose-session-name", safe_session_name(plan.name)),
                 ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)]
     channel = control.channel.grpc
     pipe: Pipe

@@ -6,6 +6,10 @@ server, which only listens, cannot be used. One reader thread drives the h2 stat
 in its own thread; one writer thread owns the pipe's send side, so no thread ever blocks on a slow peer while
 holding the connection lock. Health checks therefore answer at once even while a big DiffCopy waits for
 flow-control window (Docker 20.10 drops the session after one health check slower than 10 s).
+
+The peer is the daemon, which we do not trust with our memory: a message is at most MAX_MESSAGE, bytes
+queued for the pipe at most OUT_LIMIT (senders wait, the reader never does), and at most MAX_HANDLERS calls
+run at once (further streams are refused, so resetting streams in a loop cannot grow threads).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Protocol
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -28,6 +33,7 @@ CANCELLED = 1
 UNKNOWN = 2
 INVALID_ARGUMENT = 3
 NOT_FOUND = 5
+RESOURCE_EXHAUSTED = 8
 UNIMPLEMENTED = 12
 INTERNAL = 13
 UNAVAILABLE = 14
@@ -35,6 +41,11 @@ UNAVAILABLE = 14
 READ_SIZE = 64 * 1024
 STREAM_WINDOW = 4 * 1024 * 1024  # inbound, per stream: what a peer may send before we consume it
 CONNECTION_WINDOW = 16 * 1024 * 1024
+# As buildctl's limits (channel.MAX_MESSAGE). What a daemon sends the session is small (FileSync packets of
+# 32 KiB, FileSend's tar in BytesMessages of at most 3 MiB), so this only stops a peer from announcing 4 GiB.
+MAX_MESSAGE = 16 << 20
+OUT_LIMIT = 8 << 20  # bytes queued for the pipe before senders wait (a peer that opens its window, never reads)
+MAX_HANDLERS = 64  # calls running at once; BuildKit runs a handful (health, DiffCopy per local dir, secrets)
 
 
 class Pipe(Protocol):
@@ -80,7 +91,8 @@ class Call:
         self.metadata = metadata
         self._inbox: queue.Queue[tuple[bytes, int] | None] = queue.Queue()
         self._buffer = bytearray()
-        self._unacked = 0
+        self._unacked = 0  # received, not yet acknowledged (the part of a message still incomplete)
+        self._pending = 0  # messages in the inbox the handler has not taken yet (under the connection lock)
         self.closed = threading.Event()  # reset by the peer, or the connection ended
         self.headers_sent = False
         self.finished = False
@@ -99,8 +111,7 @@ class Call:
                 raise CallClosed(self.path)
             return None
         message, consumed = item
-        if consumed:
-            self.server._ack(self.stream_id, consumed)
+        self.server._consumed(self, consumed)
         return message
 
     def messages(self) -> Iterator[bytes]:
@@ -118,28 +129,36 @@ class Call:
 
     # called by the reader thread, under the connection lock
     def _feed(self, data: bytes, flow_controlled: int) -> int:
-        """Queues the complete messages in `data`; returns the bytes to acknowledge now (partial messages)."""
+        """Queues the complete messages in `data`; returns the bytes to acknowledge now (partial messages).
+        Raises GrpcError for a message that announces more than MAX_MESSAGE (its bytes are dropped)."""
         self._buffer += data
         self._unacked += flow_controlled
         messages = []
         while len(self._buffer) >= 5:
             flag, length = struct.unpack_from(">BI", self._buffer)
+            if length > MAX_MESSAGE:
+                self._buffer = bytearray()
+                raise GrpcError(RESOURCE_EXHAUSTED, f"message of {length} bytes exceeds {MAX_MESSAGE >> 20} MiB")
             if len(self._buffer) < 5 + length:
                 break
             if flag:
                 raise GrpcError(UNIMPLEMENTED, "compressed messages are not supported")
             messages.append(bytes(self._buffer[5:5 + length]))
             del self._buffer[:5 + length]
-        if not messages:
-            # a message larger than the window must still arrive whole: acknowledge its parts at once
-            ack, self._unacked = self._unacked, 0
-            return ack
-        # the window reopens as the handler consumes what was queued (counted on the last message)
-        for m in messages[:-1]:
-            self._inbox.put((m, 0))
-        self._inbox.put((messages[-1], self._unacked))
-        self._unacked = 0
-        return 0
+        if messages:
+            # the window reopens as the handler consumes what was queued (counted on the last message)
+            for m in messages[:-1]:
+                self._inbox.put((m, 0))
+            self._inbox.put((messages[-1], self._unacked))
+            self._pending += len(messages)
+            self._unacked = 0
+            return 0
+        if self._pending:
+            return 0  # the handler is behind: the rest waits for it (see H2GrpcServer._consumed)
+        # a message larger than the window must still arrive whole: acknowledge its parts at once (it is at
+        # most MAX_MESSAGE, and only while the handler has taken everything before it)
+        ack, self._unacked = self._unacked, 0
+        return ack
 
     def _end(self, reset: bool) -> None:
         if reset:
@@ -161,6 +180,8 @@ class H2GrpcServer:
         self.calls: dict[int, Call] = {}
         self.ended = False
         self._out: queue.Queue[bytes | None] = queue.Queue()
+        self._queued = 0  # bytes in _out (under cond)
+        self.running = 0  # handler threads running (under cond)
         self._writer = threading.Thread(target=self._write_loop, name="h2-grpc-writer", daemon=True)
 
     # -- the connection ------------------------------------------------------------------------------------
@@ -223,14 +244,22 @@ class H2GrpcServer:
                     self._out.put(None)
                     break
                 parts.append(more)
+            size = sum(len(p) for p in parts)
             try:
                 self.pipe.sendall(b"".join(parts) if len(parts) > 1 else data)
             except OSError:
-                break
+                self.close()  # no byte can go out any more: end the calls rather than let senders wait
+                return
+            with self.cond:
+                self._queued -= size
+                self.cond.notify_all()
 
     def _flush(self) -> None:
+        """Queues what h2 has to send. Never waits (the reader thread calls it): the bound is kept by
+        `_send_data`, the only producer of bulk data."""
         data = self.conn.data_to_send()
         if data:
+            self._queued += len(data)
             self._out.put(data)
 
     def _on_event(self, event: h2.events.Event, starts: list[tuple[Call, Handler | None]]) -> None:
@@ -243,8 +272,16 @@ class H2GrpcServer:
             for k, v in headers:
                 if not k.startswith(":"):
                     metadata.setdefault(k, []).append(v)
+            if self.running >= MAX_HANDLERS:
+                # RFC 9113 8.7: REFUSED_STREAM says nothing was processed; the peer may retry it later
+                try:
+                    self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                except h2.exceptions.StreamClosedError:
+                    pass  # already reset by the peer
+                return
             new = Call(self, event.stream_id, path, metadata)
             self.calls[event.stream_id] = new
+            self.running += 1
             starts.append((new, self.lookup(path)))
             if event.stream_ended is not None:
                 new._end(reset=False)
@@ -256,10 +293,9 @@ class H2GrpcServer:
                 return
             try:
                 ack = call._feed(bytes(event.data or b""), size)
-            except GrpcError:
+            except GrpcError as e:
                 ack = size
-                self.conn.reset_stream(event.stream_id)
-                call._end(reset=True)
+                self._refuse(call, e)
             if ack:
                 self.conn.acknowledge_received_data(ack, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
@@ -277,6 +313,18 @@ class H2GrpcServer:
 
     # -- calls ---------------------------------------------------------------------------------------------
 
+    def _refuse(self, call: Call, error: GrpcError) -> None:
+        """Ends a call whose request broke a limit, at once, while the peer may still be sending: the status
+        in trailers, then RST_STREAM (as grpc-go does); its handler sees CallClosed (under the lock)."""
+        if not call.finished:
+            self._finish_locked(call, error.code, error.message)
+        try:
+            self.conn.reset_stream(call.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+        self.calls.pop(call.stream_id, None)
+        call._end(reset=True)
+
     def _run(self, call: Call, handler: Handler | None) -> None:
         code, message = OK, ""
         try:
@@ -289,12 +337,20 @@ class H2GrpcServer:
             code = CANCELLED
         except Exception as e:  # a bug in a handler must still end its call
             code, message = UNKNOWN, f"{type(e).__name__}: {e}"
+        finally:
+            with self.cond:
+                self.running -= 1
         self._finish(call, code, message)
 
-    def _ack(self, stream_id: int, size: int) -> None:
+    def _consumed(self, call: Call, size: int) -> None:
+        """The handler took a message: reopen the window by its bytes, and by those of a partial message
+        held back while the handler was behind."""
         with self.cond:
-            if not self.ended:
-                self.conn.acknowledge_received_data(size, stream_id)
+            call._pending -= 1
+            if not call._pending:
+                size, call._unacked = size + call._unacked, 0
+            if size and not self.ended:  # (h2 reopens only the connection's window for a closed stream)
+                self.conn.acknowledge_received_data(size, call.stream_id)
                 self._flush()
 
     def _open(self, call: Call) -> None:
@@ -319,7 +375,7 @@ class H2GrpcServer:
                                      self.conn.max_outbound_frame_size)
                     except h2.exceptions.StreamClosedError:
                         raise CallClosed(call.path) from None
-                    if window > 0:
+                    if window > 0 and self._queued < OUT_LIMIT:
                         break
                     self.cond.wait()
                 # one frame per turn of the lock, so other calls' frames interleave with a big send
@@ -329,23 +385,25 @@ class H2GrpcServer:
 
     def _finish(self, call: Call, code: int, message: str) -> None:
         with self.cond:
-            if call.finished:
-                return
-            call.finished = True
-            self.calls.pop(call.stream_id, None)
-            if self.ended or call.closed.is_set():
-                return
-            trailers = [(b"grpc-status", str(code).encode())]
-            if message:
-                trailers.append((b"grpc-message", percent_encode(message)))
-            try:
-                if not call.headers_sent:  # trailers-only response
-                    call.headers_sent = True
-                    trailers = [(b":status", b"200"), (b"content-type", b"application/grpc"), *trailers]
-                self.conn.send_headers(call.stream_id, trailers, end_stream=True)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                return
-            self._flush()
+            if not call.finished:
+                self._finish_locked(call, code, message)
+
+    def _finish_locked(self, call: Call, code: int, message: str) -> None:
+        call.finished = True
+        self.calls.pop(call.stream_id, None)
+        if self.ended or call.closed.is_set():
+            return
+        trailers = [(b"grpc-status", str(code).encode())]
+        if message:
+            trailers.append((b"grpc-message", percent_encode(message)))
+        try:
+            if not call.headers_sent:  # trailers-only response
+                call.headers_sent = True
+                trailers = [(b":status", b"200"), (b"content-type", b"application/grpc"), *trailers]
+            self.conn.send_headers(call.stream_id, trailers, end_stream=True)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self._flush()
 
 
 def unary(fn: Callable[[bytes, Call], bytes]) -> Handler:

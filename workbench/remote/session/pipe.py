@@ -6,7 +6,8 @@ Both meet `h2server.Pipe` (recv/sendall/close). Over either, the daemon is the H
 
 from __future__ import annotations
 
-import queue
+import collections
+import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,29 @@ from typing import Any
 
 SESSION_METHOD = "/moby.buildkit.v1.Control/Session"
 MAX_CHUNK = 1 << 20  # one BytesMessage at most; moby's /grpc takes 4 MiB messages
+OUT_LIMIT = 8 << 20  # bytes waiting for grpcio to take before sendall waits (h2server.OUT_LIMIT's match)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")  # printable ASCII: no CR/LF to split a header, as grpc requires
+
+
+class SessionHeaderError(ValueError):
+    """A session header that HTTP/1.1 or gRPC metadata cannot carry as is; the message names it."""
+
+
+def safe_session_name(name: str) -> str:
+    """The session's name as a header can carry it (the context folder's name may hold anything): runs of
+    characters other than [A-Za-z0-9._-] become '-', and a name left empty becomes "build"."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:100] or "build"
+
+
+def check_headers(metadata: Sequence[tuple[str, str]]) -> None:
+    """Raises SessionHeaderError unless every name is a token and every value printable ASCII."""
+    for key, value in metadata:
+        if not _HEADER_NAME.fullmatch(key):
+            raise SessionHeaderError(f"session header name {key!r} is not an HTTP token")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise SessionHeaderError(f"session header {key}: value {value!r} holds a line break, a control or a "
+                                     f"non-ASCII character")
 
 
 class BytesMessagePipe:
@@ -23,8 +47,11 @@ class BytesMessagePipe:
     def __init__(self, channel: Any, metadata: Sequence[tuple[str, str]]) -> None:
         from workbench.remote.proto.control_pb2 import BytesMessage
 
+        check_headers(metadata)  # grpcio would drop the stream without a word
         self._message = BytesMessage
-        self._out: queue.Queue[bytes | None] = queue.Queue()
+        self._out: collections.deque[bytes] = collections.deque()
+        self._queued = 0  # bytes in _out
+        self._cond = threading.Condition()
         self._buffer = b""
         self._closed = threading.Event()
         stub = channel.stream_stream(SESSION_METHOD, request_serializer=BytesMessage.SerializeToString,
@@ -33,7 +60,15 @@ class BytesMessagePipe:
         self._responses: Iterator[Any] = iter(self._call)
 
     def _requests(self) -> Iterator[Any]:
-        while (data := self._out.get()) is not None:
+        while True:
+            with self._cond:
+                while not self._out and not self._closed.is_set():
+                    self._cond.wait()
+                if not self._out:
+                    return  # closed: half-close our side
+                data = self._out.popleft()
+                self._queued -= len(data)
+                self._cond.notify_all()
             yield self._message(data=data)
 
     def recv(self, n: int) -> bytes:
@@ -51,17 +86,25 @@ class BytesMessagePipe:
         return data
 
     def sendall(self, data: bytes) -> None:
-        if self._closed.is_set():
-            raise BrokenPipeError("the session stream is closed")
+        """Queues data for the stream; waits while OUT_LIMIT bytes are queued (the daemon reads slowly)."""
         for i in range(0, len(data), MAX_CHUNK):
-            self._out.put(bytes(data[i:i + MAX_CHUNK]))
+            chunk = bytes(data[i:i + MAX_CHUNK])
+            with self._cond:
+                while self._queued >= OUT_LIMIT and not self._closed.is_set():
+                    self._cond.wait()
+                if self._closed.is_set():
+                    raise BrokenPipeError("the session stream is closed")
+                self._out.append(chunk)
+                self._queued += len(chunk)
+                self._cond.notify_all()
 
     def close(self) -> None:
         """Half-closes our side (the daemon then drops the session), and stops reading."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._out.put(None)
+        with self._cond:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            self._cond.notify_all()
         self._call.cancel()
 
 
@@ -94,6 +137,10 @@ def dial_docker_session(docker_socket: str, metadata: Sequence[tuple[str, str]],
     """`POST /session` upgraded to h2c, the session headers as HTTP headers (as the docker CLI sends them)."""
     from workbench.remote.channel import RelayError
 
+    try:
+        check_headers(metadata)  # a CR/LF in a value would add headers of its own to the request
+    except SessionHeaderError as e:
+        raise RelayError(str(e)) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
