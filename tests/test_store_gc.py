@@ -250,3 +250,25 @@ def test_a_prune_killed_halfway_leaves_orphans_not_dangling_records(registry: st
     assert _reran(proc2.stderr) and (out / "f").read_text() == "c\n" and (out / "two").is_file()
     gc.prune(root)
     assert gc.du(root).orphans.count == 0
+
+
+def test_a_no_cache_rebuilds_copy_waits_for_a_later_gc(registry: str, tmp_path: Path, root: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --no-cache rebuild with unchanged content orphans its own copy of the stored result: the build's GC
+    leaves it (a young orphan, while the cache fits its cap), a GC after the grace period, a GC over the cap and
+    a prune remove it."""
+    ctx = _project(tmp_path, "nc", "FROM localhost:5055/busybox\nCOPY f.txt /f\n")
+    wb(str(ctx), root=root)
+    kept = set(os.listdir(root / "snapshots"))
+    wb(str(ctx), "--no-cache", root=root)
+    young = gc.du(root).orphans.snapshots
+    assert young and not set(young) & kept, young  # the rebuild's copy, not what the record keeps
+    assert gc.maybe_gc(root).orphans == 0 and set(gc.du(root).orphans.snapshots) == set(young)
+    assert cached_count(wb(str(ctx), root=root).stderr) >= 1  # the kept result still serves
+    monkeypatch.setattr("workbench.gc.pruning.ORPHAN_GRACE", 0.0)
+    assert gc.maybe_gc(root).orphans == len(young) and gc.du(root).orphans.count == 0
+
+    monkeypatch.setattr("workbench.gc.pruning.ORPHAN_GRACE", 3600.0)
+    wb(str(ctx), "--no-cache", root=root)
+    assert gc.du(root).orphans.snapshots
+    assert gc.maybe_gc(root, cap_bytes=1).orphans >= 1 and gc.du(root).orphans.count == 0  # over the cap: now

@@ -42,6 +42,7 @@ class Orphans:
     records: list[str] = field(default_factory=list)  # keys whose snapshots are missing
     mounts: list[Path] = field(default_factory=list)  # mounts under ROOT no running build owns
     size: int = 0
+    snapshot_sizes: dict[str, int] = field(default_factory=dict)  # of each snapshot in `snapshots`
 
     @property
     def count(self) -> int:

@@ -140,6 +140,7 @@ def _scan(root: Path, store: CacheStore, exclusive: bool, remember: bool) -> Usa
             continue
         if not young:  # a running build may be about to record a snapshot it just committed
             orphans.snapshots.append(s)
+            orphans.snapshot_sizes[s] = sizes.get(s, 0)
             orphans.size += sizes.get(s, 0)
     orphans.scratch = _scratch(root, exclusive)
     orphans.size += sum(disk_usage(p) for p in orphans.scratch)
