@@ -172,7 +172,8 @@ def maybe_gc(root: Path, cap_bytes: int | None = None) -> PruneResult:
     """After a build: if `root`'s cache is over `cap_bytes` (default `default_cap`), remove least recently
     used records until it fits -- results, cache mounts and sources first, base-image layers last.
     Skips (result.skipped) when other builds are running. Orphans are removed either way, but while the cache
-    with them fits the cap, snapshots orphaned in the last ORPHAN_GRACE seconds are left for a later GC."""
+    with them fits the cap, a build's copies of stored results made in the last ORPHAN_GRACE seconds are left
+    for a later GC."""
     root = Path(root)
     if not (root / "cache.db").exists():
         return PruneResult()
@@ -194,18 +195,21 @@ def maybe_gc(root: Path, cap_bytes: int | None = None) -> PruneResult:
 
 
 ORPHAN_GRACE = 300.0
-"""Seconds an orphaned snapshot waits for the automatic GC while the cache is under its cap (`prune` takes it
-at once). A `--no-cache` rebuild whose result is already stored leaves its own copy orphaned; deleting it at
-the end of every build put thousands of deletions in the build's time and, on ext4 without a journal (which
-skips inodes freed in the last minute), made the next build's file creation 2-5x slower."""
+"""Seconds a build's copy of a stored result waits for the automatic GC while the cache is under its cap
+(`prune` takes it at once). A `--no-cache` rebuild whose result is already stored leaves its copy orphaned;
+deleting it at the end of every build put thousands of deletions in the build's time and, on ext4 without a
+journal (which skips inodes freed in the last minute), made the next build's file creation 2-5x slower."""
 
 
 def _spare_young_orphans(root: Path, usage: Usage, cutoff: float) -> None:
-    """Leave out of `usage.orphans` the snapshots made after `cutoff` (their dir's mtime)."""
+    """Leave out of `usage.orphans` the snapshots a build marked as its copies of stored results
+    (`SnapshotManager.mark_duplicates`) after `cutoff`; other orphans (a lost index's, a dead build's) go."""
+    from workbench.snapshot.manager import DUPLICATE_MARK
+
     o = usage.orphans
     for s in list(o.snapshots):
         try:
-            young = (root / "snapshots" / s).stat().st_mtime > cutoff
+            young = (root / "snapshots" / s / DUPLICATE_MARK).stat().st_mtime > cutoff
         except OSError:
             continue
         if young:

@@ -33,6 +33,10 @@ from workbench.snapshot.scratch import clean_stale, remove_tree
 FLATTEN_EVERY = 128
 
 
+
+DUPLICATE_MARK = "duplicate"
+"""A file in a snapshot dir (beside `fs`): the snapshot is a copy of a stored result, see `mark_duplicates`."""
+
 class SnapshotManager:
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -57,6 +61,15 @@ class SnapshotManager:
 
     def exists(self, snapshot: str) -> bool:
         return self.path(snapshot).is_dir()
+
+    def mark_duplicates(self, snapshots: list[str]) -> None:
+        """Mark `snapshots` as a build's copies of results already stored (a `--no-cache` rebuild): no record
+        will refer to them, and the automatic GC may leave them a while (workbench.gc.pruning.ORPHAN_GRACE)."""
+        for s in snapshots:
+            try:
+                (self.dir / s / DUPLICATE_MARK).touch()
+            except OSError:
+                pass  # only an orphan removed sooner
 
     def _lowers(self, chain: list[str], upper: Path | None = None, work: Path | None = None) -> list[Path]:
         """The lower dirs to mount `chain` with: its layers, or over a flattened bottom when too deep."""

@@ -392,8 +392,10 @@ class Solver:
                         bus.emit(VertexStatus(v.digest, v.name, done=True,
                                               status_id="reused the result of a concurrent build"))
                 if chain is None:
-                    chain = self._do(job, v, inputs)
-                    chain = store.record(info.key, chain, v.name)
+                    built = self._do(job, v, inputs)
+                    chain = store.record(info.key, built, v.name)
+                    if chain != built:  # the stored result stays: ours is a copy the GC may take later
+                        self.worker.snapshots.mark_duplicates(sorted(set(built) - set(chain)))
         except dedupe.Canceled:
             bus.emit(VertexFailed(v.digest, v.name, error="canceled", duration=clock.seconds(), paused=clock.held()))
             raise SolveError("canceled", v) from None
