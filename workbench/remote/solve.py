@@ -23,6 +23,7 @@ from workbench.remote.session.pipe import safe_session_name
 from workbench.solver.session import SecretSource
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+CLOSE_GRACE = 5.0  # seconds the end of a build waits for the session to close
 STATUS_GRACE = 3.0  # buildctl too lets the Status stream run this long after Solve returns
 
 
@@ -225,9 +226,15 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
         reader.join(STATUS_GRACE)  # the final updates (errors, "context canceled") come after Solve ends
         status_call.cancel()
         reader.join(1.0)
-        pipe.close()
-        server.close()
+        closer = threading.Thread(target=_close_session, args=(pipe, server), name="session-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_GRACE)  # a wedged session never holds up the end of a build, or a Ctrl-C
     return dict(response.ExporterResponse)
+
+
+def _close_session(pipe: Any, server: Any) -> None:
+    pipe.close()
+    server.close()
 
 
 BRIDGE = "/moby.buildkit.v1.frontend.LLBBridge/"
