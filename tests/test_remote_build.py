@@ -215,7 +215,10 @@ def test_ctrl_c_cancels_the_remote_solve(docker_daemon: DockerDaemon, registry: 
     ctx = context_with(tmp_path, f"FROM localhost:5055/busybox\nRUN echo sleeping && sleep {marker}\n")
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "build", "--root", str(root), "--addr",
                              docker_daemon.addr, "--frontend", "dockerfile.v0", "--progress", "plain", "--no-cache",
-                             str(ctx)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                             str(ctx)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            # as a terminal's foreground job has it, whatever an earlier test left in this process
+                            # (a child inherits an ignored SIGINT, and Python then installs no handler)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not _sleepers(marker):
