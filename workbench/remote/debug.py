@@ -21,15 +21,12 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from workbench.remote.control import SERVICE, Control, ControlError
-from workbench.remote.session.pipe import safe_session_name
-from workbench.remote.solve import SolvePlan, new_id, solve_request
+from workbench.remote.gateway import BRIDGE, Gateway
+from workbench.remote.solve import SolvePlan, new_id, open_session, solve_request, watch_status
 
-BRIDGE = "/moby.buildkit.v1.frontend.LLBBridge/"
-BUILD_ID_KEY = "buildkit-controlapi-buildid"
 EXEC_CAP = "gateway.exec"
 EVALUATE_CAP = "gateway.solve.evaluate"
 SOLVE_ERROR = "github.com/moby/buildkit/errdefs.Solve+json"
-REGISTER_WAIT_S = 10.0  # the daemon registers the build for the gateway a moment after Solve arrives
 
 
 class RemoteDebugError(Exception):
@@ -64,22 +61,13 @@ def run_in_result(control: Control, plan: SolvePlan, invocation: Invocation, on_
     import grpc
 
     from workbench.remote.proto import control_pb2 as cpb
-    from workbench.remote.session.h2server import H2GrpcServer
-    from workbench.remote.session.pipe import BytesMessagePipe
-    from workbench.remote.session.services import SessionServices, session_metadata
 
     ref, session_id = new_id(), new_id()
-    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets).handlers()
+    # the session serves the context, Dockerfile and secrets only: no output comes back, no agent is lent
+    pipe, server = open_session(control, replace(plan, output=None, ssh={}), session_id, shared,
+                                default_name="debug")
     channel = control.channel.grpc
-    pipe = BytesMessagePipe(channel, [("x-docker-expose-session-uuid", session_id),
-                                      ("x-docker-expose-session-name", safe_session_name(plan.name or "debug")),
-                                      ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)])
-    server = H2GrpcServer(pipe, handlers)
-    threading.Thread(target=server.serve, name="session", daemon=True).start()
-    status_call = channel.unary_stream(SERVICE + "Status", request_serializer=cpb.StatusRequest.SerializeToString,
-                                       response_deserializer=cpb.StatusResponse.FromString)(cpb.StatusRequest(Ref=ref))
-    reader = threading.Thread(target=_read_status, args=(status_call, on_status), daemon=True)
-    reader.start()
+    status_call, reader = watch_status(channel, ref, on_status)
     gateway_plan = replace(plan, frontend="", exporters=[], output=None)
     solve = channel.unary_unary(SERVICE + "Solve", request_serializer=cpb.SolveRequest.SerializeToString,
                                 response_deserializer=cpb.SolveResponse.FromString)
@@ -127,53 +115,19 @@ def run_in_result(control: Control, plan: SolvePlan, invocation: Invocation, on_
         server.close()
 
 
-def _read_status(call: Any, on_status: Callable[[Any], None]) -> None:
-    import grpc
-
-    try:
-        for response in call:
-            on_status(response)
-    except grpc.RpcError:
-        pass
-
-
 @dataclass
 class GatewayResult:
     ref: str
     config: dict[str, Any]  # the image config ("containerimage.config"), for env, workdir and user
 
 
-class Bridge:
-    """LLBBridge calls for the build `build_id` (the Control.Solve's Ref)."""
-
-    def __init__(self, channel: Any, build_id: str) -> None:
-        self.channel = channel
-        self.metadata = [(BUILD_ID_KEY, build_id)]
-
-    def _unary(self, method: str, request: Any, response_cls: Any, timeout: float | None = None) -> Any:
-        stub = self.channel.unary_unary(BRIDGE + method, request_serializer=type(request).SerializeToString,
-                                        response_deserializer=response_cls.FromString)
-        return stub(request, metadata=self.metadata, timeout=timeout)
+class Bridge(Gateway):
+    """LLBBridge calls for the build `build_id` (the Control.Solve's Ref), with containers."""
 
     def wait_registered(self, solve_future: Any) -> list[str]:
         """Ping until the daemon knows the build; the gateway caps it enables. RemoteDebugError when it has no
         containers (`gateway.exec`)."""
-        import time
-
-        import grpc
-
-        from workbench.remote.proto import gateway_pb2 as gw
-
-        deadline = time.monotonic() + REGISTER_WAIT_S
-        while True:
-            try:
-                pong = self._unary("Ping", gw.PingRequest(), gw.PongResponse, timeout=5)
-                break
-            except grpc.RpcError as e:
-                if solve_future.done() or time.monotonic() > deadline or e.code() == grpc.StatusCode.UNAVAILABLE:
-                    raise
-                time.sleep(0.1)  # "no such job" until the daemon has registered the Solve
-        caps = [c.ID for c in pong.FrontendAPICaps if c.Enabled]
+        caps = super().wait_registered(solve_future)
         if EXEC_CAP not in caps:
             raise RemoteDebugError(f"this daemon's gateway has no containers (cap {EXEC_CAP} is off)")
         return caps
@@ -182,7 +136,7 @@ class Bridge:
         from workbench.remote.proto import gateway_pb2 as gw
 
         req = gw.SolveRequest(Frontend=frontend, FrontendOpt=attrs, allowResultReturn=True, Evaluate=evaluate)
-        res = self._unary("Solve", req, gw.SolveResponse).result
+        res = self.call("Solve", req, gw.SolveResponse).result
         which = res.WhichOneof("result")
         if which == "ref":
             ref = res.ref.id
@@ -214,7 +168,7 @@ class Bridge:
         from workbench.remote.proto import ops_pb2 as ops
 
         container_id = new_id()
-        self._unary("NewContainer", gw.NewContainerRequest(
+        self.call("NewContainer", gw.NewContainerRequest(
             ContainerID=container_id, Mounts=mounts, Network=ops.HOST if network_host else ops.UNSET),
             gw.NewContainerResponse)
         return container_id
@@ -229,7 +183,7 @@ class Bridge:
             return self._exec(container_id, config, inv)
         finally:
             try:
-                self._unary("ReleaseContainer", gw.ReleaseContainerRequest(ContainerID=container_id),
+                self.call("ReleaseContainer", gw.ReleaseContainerRequest(ContainerID=container_id),
                             gw.ReleaseContainerResponse, timeout=30)
             except grpc.RpcError as e:  # the release answers with the process's error ("exit code: 7"): told
                 if e.code() == grpc.StatusCode.UNAVAILABLE:
@@ -284,7 +238,7 @@ class Bridge:
             req = gw.ReturnRequest(result=gw.Result(ref=gw.Ref(id=result.ref)))
         else:
             req = gw.ReturnRequest(error=gw.RPCStatus(code=2, message=error))
-        self._unary("Return", req, gw.ReturnResponse, timeout=30)
+        self.call("Return", req, gw.ReturnResponse, timeout=30)
 
     def give_up(self, error: str) -> None:
         """Return the error, so the waiting Control.Solve ends (best effort: the daemon may be gone)."""

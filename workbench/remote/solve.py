@@ -148,46 +148,12 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
     import grpc
 
     from workbench.remote.proto import control_pb2 as pb
-    from workbench.remote.session.h2server import H2GrpcServer, Pipe
-    from workbench.remote.session.pipe import BytesMessagePipe, dial_docker_session
-    from workbench.remote.session.services import SessionServices, session_metadata
 
     ref, session_id = new_id(), new_id()
-    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output,
-                               ssh=plan.ssh).handlers()
-    metadata = [("x-docker-expose-session-uuid", session_id),
-                ("x-docker-expose-session-name", safe_session_name(plan.name)),
-                ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)]
+    pipe, server = open_session(control, plan, session_id, shared, docker_session)
     channel = control.channel.grpc
-    pipe: Pipe
-    if docker_session and control.address.scheme == "docker":
-        from workbench.remote.channel import RelayError
-
-        try:
-            pipe = dial_docker_session(control.address.path, metadata)
-        except RelayError as e:
-            raise ControlError(f"cannot open a session with Docker at {control.address}: {e}") from None
-    else:
-        pipe = BytesMessagePipe(channel, metadata)
-    server = H2GrpcServer(pipe, handlers)
-    threading.Thread(target=server.serve, name="session", daemon=True).start()
-
-    status_stub = channel.unary_stream(SERVICE + "Status", request_serializer=pb.StatusRequest.SerializeToString,
-                                       response_deserializer=pb.StatusResponse.FromString)
-    status_call = status_stub(pb.StatusRequest(Ref=ref))
-
     heard = threading.Event()  # the daemon took the job: a connection lost after this is a daemon gone away
-
-    def read_status() -> None:
-        try:
-            for response in status_call:
-                heard.set()
-                on_status(response)
-        except grpc.RpcError:
-            pass  # canceled by us, or the daemon went away (Solve says which)
-
-    reader = threading.Thread(target=read_status, name="solve-status", daemon=True)
-    reader.start()
+    status_call, reader = watch_status(channel, ref, on_status, heard)
     solve_stub = channel.unary_unary(SERVICE + "Solve", request_serializer=pb.SolveRequest.SerializeToString,
                                      response_deserializer=pb.SolveResponse.FromString)
     future = solve_stub.future(solve_request(plan, ref, session_id))
@@ -232,45 +198,85 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
     return dict(response.ExporterResponse)
 
 
+def open_session(control: Control, plan: SolvePlan, session_id: str, shared: str, docker_session: bool = False,
+                 default_name: str = "build") -> tuple[Any, Any]:
+    """Our side of the build, served to the daemon: the pipe (the `Control.Session` stream, or for a docker://
+    daemon with `docker_session` a hijacked `POST /session`) and the gRPC server on it, serving."""
+    from workbench.remote.session.h2server import H2GrpcServer, Pipe
+    from workbench.remote.session.pipe import BytesMessagePipe, dial_docker_session
+    from workbench.remote.session.services import SessionServices, session_metadata
+
+    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output,
+                               ssh=plan.ssh).handlers()
+    metadata = [("x-docker-expose-session-uuid", session_id),
+                ("x-docker-expose-session-name", safe_session_name(plan.name or default_name)),
+                ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)]
+    pipe: Pipe
+    if docker_session and control.address.scheme == "docker":
+        from workbench.remote.channel import RelayError
+
+        try:
+            pipe = dial_docker_session(control.address.path, metadata)
+        except RelayError as e:
+            raise ControlError(f"cannot open a session with Docker at {control.address}: {e}") from None
+    else:
+        pipe = BytesMessagePipe(control.channel.grpc, metadata)
+    server = H2GrpcServer(pipe, handlers)
+    threading.Thread(target=server.serve, name="session", daemon=True).start()
+    return pipe, server
+
+
+def watch_status(channel: Any, ref: str, on_status: Callable[[Any], None],
+                 heard: threading.Event | None = None) -> tuple[Any, threading.Thread]:
+    """The Status stream of the build `ref`, each response handed to `on_status` from a thread (`heard` set at
+    the first); the call (cancel it to stop) and the thread."""
+    import grpc
+
+    from workbench.remote.proto import control_pb2 as pb
+
+    status_call = channel.unary_stream(SERVICE + "Status", request_serializer=pb.StatusRequest.SerializeToString,
+                                       response_deserializer=pb.StatusResponse.FromString)(pb.StatusRequest(Ref=ref))
+
+    def read() -> None:
+        try:
+            for response in status_call:
+                if heard is not None:
+                    heard.set()
+                on_status(response)
+        except grpc.RpcError:
+            pass  # canceled by us, or the daemon went away (Solve says which)
+
+    reader = threading.Thread(target=read, name="solve-status", daemon=True)
+    reader.start()
+    return status_call, reader
+
+
 def _close_session(pipe: Any, server: Any) -> None:
     pipe.close()
     server.close()
 
 
-BRIDGE = "/moby.buildkit.v1.frontend.LLBBridge/"
-REGISTER_WAIT_S = 10.0  # the daemon registers the build for the gateway a moment after Solve arrives
 
 
 def _return_definition(channel: Any, ref: str, plan: SolvePlan, solve_future: Any) -> None:
     """Be the build's frontend (as BuildKit's client.Build): once the daemon knows the build, solve our
     Definition through LLBBridge (lazily: nothing runs yet) and Return its ref with `plan.result_metadata`;
     the exporters then build and export it. A failure is Returned as the build's error."""
-    import time
-
     import grpc
 
+    from workbench.remote.gateway import Gateway
     from workbench.remote.proto import gateway_pb2 as gw
     from workbench.remote.proto import ops_pb2
 
-    metadata = [("buildkit-controlapi-buildid", ref)]
-
-    def call(method: str, request: Any, response_cls: Any, timeout: float | None = None) -> Any:
-        stub = channel.unary_unary(BRIDGE + method, request_serializer=type(request).SerializeToString,
-                                   response_deserializer=response_cls.FromString)
-        return stub(request, metadata=metadata, timeout=timeout)
-
-    deadline = time.monotonic() + REGISTER_WAIT_S
-    while True:
-        try:
-            call("Ping", gw.PingRequest(), gw.PongResponse, timeout=5)
-            break
-        except grpc.RpcError as e:
-            if solve_future.done() or time.monotonic() > deadline or e.code() == grpc.StatusCode.UNAVAILABLE:
-                return  # Control.Solve tells what went wrong
-            time.sleep(0.05)  # "no such job" until the daemon has registered the Solve
+    gateway = Gateway(channel, ref)
+    try:
+        gateway.wait_registered(solve_future)
+    except grpc.RpcError:
+        return  # Control.Solve tells what went wrong
     try:
         definition = ops_pb2.Definition.FromString(plan.definition)
-        res = call("Solve", gw.SolveRequest(Definition=definition, allowResultReturn=True), gw.SolveResponse).result
+        res = gateway.call("Solve", gw.SolveRequest(Definition=definition, allowResultReturn=True),
+                           gw.SolveResponse).result
         which = res.WhichOneof("result")
         ref_id = res.ref.id if which == "ref" else res.refDeprecated
         result = gw.Result(ref=gw.Ref(id=ref_id)) if which == "ref" else gw.Result(refDeprecated=ref_id)
@@ -286,7 +292,7 @@ def _return_definition(channel: Any, ref: str, plan: SolvePlan, solve_future: An
         request = gw.ReturnRequest(error=gw.RPCStatus(code=e.code().value[0], message=message,
                                                       details=[AnyPb(type_url=u, value=v) for u, v in details]))
     try:
-        call("Return", request, gw.ReturnResponse, timeout=30)
+        gateway.call("Return", request, gw.ReturnResponse, timeout=30)
     except grpc.RpcError:
         pass  # the daemon went away or canceled: Control.Solve says so
 
