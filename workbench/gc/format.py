@@ -8,7 +8,8 @@ from workbench.gc.model import PruneResult, Record, Usage
 from workbench.gc.units import human_duration, human_size
 
 
-def _table(rows: list[Record], now: float) -> list[str]:
+def du_table(rows: list[Record], now: float) -> list[str]:
+    """The ID / RECLAIMABLE / SIZE / LAST ACCESSED table of `rows`, as `docker buildx du` prints it."""
     lines = [f"{'ID':<48}{'RECLAIMABLE':<16}{'SIZE':<16}LAST ACCESSED"]
     for r in rows:
         ident = r.id + ("*" if r.shared else "")
@@ -40,15 +41,9 @@ def format_du(usage: Usage, verbose: bool = False) -> str:
     """`docker buildx du` text: one row per record (least recently used first), then the summary."""
     now = time.time()
     rows = sorted(usage.records, key=lambda r: (r.last_used, r.created, r.id))
-    lines = _verbose(rows, now) if verbose else (_table(rows, now) if rows else [])
-    summary: list[tuple[str, int]] = []
-    if usage.shared > 0:
-        summary += [("Shared:", usage.shared), ("Private:", usage.private)]
+    lines = _verbose(rows, now) if verbose else (du_table(rows, now) if rows else [])
+    lines += du_summary(usage)
     o = usage.orphans
-    if o.count:
-        summary.append(("Orphans:", o.size))
-    summary += [("Reclaimable:", usage.reclaimable), ("Total:", usage.total)]
-    lines += [f"{label:<16}{human_size(n)}" for label, n in summary]
     if o.count:
         parts = [(len(o.snapshots), "snapshot dirs without a record"), (len(o.scratch), "stale temp files"),
                  (len(o.blobs), "unreferenced blobs"), (len(o.records), "records with missing snapshots"),
@@ -59,12 +54,23 @@ def format_du(usage: Usage, verbose: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def du_summary(usage: Usage) -> list[str]:
+    """The lines after the records: Shared / Private (when some are shared), Orphans, Reclaimable, Total."""
+    summary: list[tuple[str, int]] = []
+    if usage.shared > 0:
+        summary += [("Shared:", usage.shared), ("Private:", usage.private)]
+    if usage.orphans.count:
+        summary.append(("Orphans:", usage.orphans.size))
+    summary += [("Reclaimable:", usage.reclaimable), ("Total:", usage.total)]
+    return [f"{label:<16}{human_size(n)}" for label, n in summary]
+
+
 def format_prune(result: PruneResult, verbose: bool = False) -> str:
     """`docker buildx prune` text: the removed records, then `Total:`."""
     if result.skipped:
         return "Skipped: other builds are running.\n"
     now = time.time()
-    lines = (_verbose(result.records, now) if verbose else _table(result.records, now)) if result.records else []
+    lines = (_verbose(result.records, now) if verbose else du_table(result.records, now)) if result.records else []
     if result.orphans:
         lines.append(f"{'Orphans:':<16}{human_size(result.orphan_bytes)} ({result.orphans} removed)")
     lines.append(f"{'Total:':<16}{human_size(result.freed)}")

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 
+from workbench.gc.format import du_summary, du_table, format_prune
+from workbench.gc.model import Orphans, PruneResult, Record, Usage
 from workbench.gc.units import human_duration, human_size
 from workbench.remote.address import Address
 from workbench.remote.control import Control, UsageRecord
@@ -17,15 +19,10 @@ def remote_du(address: Address, verbose: bool = False) -> str:
     Shared / Private (when some are shared), Reclaimable and Total."""
     with Control(address) as control:
         records = control.disk_usage()
-    rows = sorted(records, key=lambda r: (_ts(r.last_used_at), _ts(r.created_at), r.id))
-    lines = (_verbose(rows) if verbose else _table(rows)) if rows else []
-    shared = sum(r.size for r in rows if r.shared)
-    total = sum(r.size for r in rows)
-    summary: list[tuple[str, int]] = []
-    if shared:
-        summary += [("Shared:", shared), ("Private:", total - shared)]
-    summary += [("Reclaimable:", sum(r.size for r in rows if not r.in_use)), ("Total:", total)]
-    lines += [f"{label:<16}{human_size(n)}" for label, n in summary]
+    pairs = sorted(((r, _record(r)) for r in records), key=lambda p: (p[1].last_used, p[1].created, p[0].id))
+    rows = [row for _, row in pairs]
+    lines = (_verbose([r for r, _ in pairs]) if verbose else du_table(rows, time.time())) if rows else []
+    lines += du_summary(Usage(rows, Orphans(), running=False))
     return "\n".join(lines) + "\n"
 
 
@@ -35,9 +32,15 @@ def remote_prune(address: Address, all: bool = False, keep_storage: int | None =
     daemon removed, then `Total:`."""
     with Control(address) as control:
         removed = control.prune(all=all, keep_duration_s=until or 0, reserved_space=keep_storage or 0)
-    lines = (_verbose(removed) if verbose else _table(removed)) if removed else []
-    lines.append(f"{'Total:':<16}{human_size(sum(r.size for r in removed))}")
-    return "\n".join(lines) + "\n"
+    if verbose:
+        return "\n".join([*_verbose(removed), f"{'Total:':<16}{human_size(sum(r.size for r in removed))}"]) + "\n"
+    return format_prune(PruneResult(records=[_record(r) for r in removed], freed=sum(r.size for r in removed)))
+
+
+def _record(r: UsageRecord) -> Record:
+    """A daemon's record as the local `du` / `prune` tables show one."""
+    return Record(r.id, r.record_type, r.description, r.size, _ts(r.last_used_at), _ts(r.created_at),
+                  shared=r.shared, in_use=r.in_use)
 
 
 def _ts(when: datetime | None) -> float:
@@ -47,14 +50,6 @@ def _ts(when: datetime | None) -> float:
 def _ago(record: UsageRecord) -> str:
     used = _ts(record.last_used_at)
     return human_duration(time.time() - used) + " ago" if used else ""
-
-
-def _table(rows: Iterable[UsageRecord]) -> list[str]:
-    lines = [f"{'ID':<48}{'RECLAIMABLE':<16}{'SIZE':<16}LAST ACCESSED"]
-    for r in rows:
-        ident = r.id + ("*" if r.shared else "")
-        lines.append(f"{ident:<48}{str(not r.in_use).lower():<16}{human_size(r.size):<16}{_ago(r)}")
-    return lines
 
 
 def _verbose(rows: Iterable[UsageRecord]) -> list[str]:
