@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +18,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from workbench.fsutil.destination import DestinationError, reason
+from workbench.fsutil.paths import DIR_FLAGS, open_beneath, remove_leaf
 from workbench.snapshot.manager import SnapshotManager
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WHAT = "--output type=local"
 T = TypeVar("T")
@@ -53,7 +52,7 @@ def open_destination(dest: Path) -> int:
 
 def copy_tree(src: Path, dest_fd: int, dest: Path) -> None:
     """Copy the tree `src` into the open directory `dest_fd` (`dest` names it in errors)."""
-    src_fd = os.open(src, _DIR)
+    src_fd = os.open(src, DIR_FLAGS)
     try:
         _Copier(dest_fd, dest).run(src_fd)
     finally:
@@ -147,9 +146,9 @@ class _Copier:
         existing = _lstat(parent.dst, name)
         if existing is None or not stat.S_ISDIR(existing.st_mode):
             _replace(parent.dst, name, lambda: os.mkdir(name, 0o700, dir_fd=parent.dst))
-        src = os.open(name, _DIR, dir_fd=parent.src)
+        src = os.open(name, DIR_FLAGS, dir_fd=parent.src)
         try:
-            dst = os.open(name, _DIR, dir_fd=parent.dst)  # ELOOP if a symlink took its place meanwhile
+            dst = os.open(name, DIR_FLAGS, dir_fd=parent.dst)  # ELOOP if a symlink took its place meanwhile
         except BaseException:
             os.close(src)
             raise
@@ -171,7 +170,7 @@ class _Copier:
         """Hard-link `name` in `dst_dir` to the earlier copy `first`; False if that cannot be done."""
         *parents, base = first.split("/")
         try:
-            at = _open_beneath(self.dest_fd, parents)
+            at = open_beneath(self.dest_fd, parents)
         except OSError:
             return False
         try:
@@ -186,18 +185,6 @@ class _Copier:
             os.close(at)
 
 
-def _open_beneath(root_fd: int, parts: list[str]) -> int:
-    """Open the directory `parts` below `root_fd`, one component at a time, following no symlink."""
-    fd = os.dup(root_fd)
-    for part in parts:
-        try:
-            nxt = os.open(part, _DIR, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = nxt
-    return fd
-
-
 def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -205,22 +192,11 @@ def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _remove(dir_fd: int, name: str) -> None:
-    """Remove whatever `name` is in `dir_fd` (a directory with all it holds, never following a link)."""
-    st = _lstat(dir_fd, name)
-    if st is None:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)  # fd-based: never follows a symlink inside
-    else:
-        os.unlink(name, dir_fd=dir_fd)
-
-
 def _replace(dir_fd: int, name: str, create: Callable[[], T]) -> T:
     """Remove whatever has `name` (never following it), then `create()` it anew; a thing that appears there
     again meanwhile is removed again, a few times, before giving up."""
     for _ in range(3):
-        _remove(dir_fd, name)
+        remove_leaf(dir_fd, name)
         try:
             return create()
         except FileExistsError:

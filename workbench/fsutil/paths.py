@@ -141,6 +141,19 @@ class Root:
         return fds[-1], tuple(names)
 
 
+def open_beneath(root_fd: int, parts: list[str]) -> int:
+    """A new fd on directory `parts` below `root_fd`, opened one component at a time, following no symlink
+    (ELOOP or ENOTDIR where a component is one)."""
+    fd = os.dup(root_fd)
+    for part in parts:
+        try:
+            nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = nxt
+    return fd
+
+
 def remove_leaf(dir_fd: int, name: str) -> None:
     """Remove `name` in `dir_fd` (a whole tree if it is a real dir); absent is fine."""
     try:

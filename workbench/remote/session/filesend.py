@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import shutil
 import stat as st
 import sys
 from collections import deque
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.fsutil.destination import DestinationError, atomic_file
+from workbench.fsutil.paths import DIR_FLAGS, open_beneath, remove_leaf
 from workbench.remote.session.filesync import (
     MODE_CHAR_DEVICE,
     MODE_DEVICE,
@@ -60,7 +60,6 @@ from workbench.remote.session.proto.fsutil_types_pb2 import Packet, Stat
 
 EXPORTER_ID = "buildkit-attachable-exporter-id"
 WINDOW = 32  # files whose data is requested at once (each holds an open fd until its last chunk)
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # The listing is held whole before anything is written (so a bad entry anywhere writes nothing); these bound
 # that memory. A held entry costs about 220 bytes plus its STAT (measured: upb Stat, list and hardlink set), so
 # the worst case is about 0.9 GiB of entries or 0.5 GiB of names/links/xattrs (~1.5 GiB with their copies).
@@ -219,26 +218,7 @@ class ListingCheck:
 
 def _open_dir(root: int, rel: str) -> int:
     """An fd of directory `rel` under `root`, no component followed if it is a symlink."""
-    fd = os.dup(root)
-    for part in rel.split("/") if rel else []:
-        try:
-            nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = nfd
-    return fd
-
-
-def _remove(dir_fd: int, name: str) -> None:
-    """Removes whatever `name` is in dir_fd (a directory with its contents), never following a link."""
-    try:
-        s = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if st.S_ISDIR(s.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
+    return open_beneath(root, rel.split("/") if rel else [])
 
 
 def _set_xattrs(fd: int, stat: Stat) -> None:
@@ -360,7 +340,7 @@ class LocalReceiver:
                 except FileNotFoundError:
                     old = None
                 if old is not None and not (st.S_ISDIR(old) and st.S_ISDIR(mode)):
-                    _remove(parent, name)
+                    remove_leaf(parent, name)
                 if st.S_ISDIR(mode):
                     if old is None or not st.S_ISDIR(old):
                         os.mkdir(name, 0o700, dir_fd=parent)

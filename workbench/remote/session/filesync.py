@@ -23,6 +23,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from workbench.frontend.dockerfile.dockerignore import load_dockerignore
+from workbench.fsutil.paths import DIR_FLAGS
 from workbench.fsutil.patterns import IgnoreMatcher, may_match_below
 from workbench.remote.session.h2server import (
     INVALID_ARGUMENT,
@@ -181,7 +182,6 @@ def follow_links(root: Path, paths: Sequence[str]) -> list[str]:
 
 # Every open goes through a directory fd with O_NOFOLLOW, one component at a time: a directory of the tree
 # swapped for a link (by anyone who can write in it, at the moment a daemon picks) is never followed out of it.
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO put in a file's place opens at once instead of waiting for a writer (fstat then refuses it)
 FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
 _VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # gone, or replaced by a file or a link
