@@ -12,6 +12,7 @@ serves only connections from our own uid (SO_PEERCRED).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -72,35 +73,31 @@ def _read_head(sock: socket.socket, where: str) -> tuple[bytes, bytes]:
     return head, rest
 
 
+class DockerConnection(http.client.HTTPConnection):
+    """HTTP to the Docker Engine API on its unix socket."""
+
+    def __init__(self, docker_socket: str, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self.docker_socket = docker_socket
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.docker_socket)
+
+
 def docker_version(docker_socket: str, timeout: float = 10.0) -> dict[str, Any]:
     """`GET /version` of the Docker daemon (its engine version, API version, OS and arch)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    conn = DockerConnection(docker_socket, timeout)
     try:
-        sock.connect(docker_socket)
-        sock.sendall(b"GET /version HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+        conn.request("GET", "/version")
+        body = conn.getresponse().read()
+    except http.client.HTTPException as e:
+        raise OSError(f"{docker_socket}: {e}") from None
     finally:
-        sock.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _unchunk(body)
+        conn.close()
     answer = json.loads(body)
     return answer if isinstance(answer, dict) else {}
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += body[:size]
-        body = body[size + 2:]
-    return out
 
 
 class DockerRelay:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -18,21 +16,11 @@ from typing import Any
 from workbench.image.reference import DOCKER_HUB, parse_reference
 from workbench.image.registry_config import docker_credentials
 from workbench.progress.events import Event, VertexCompleted, VertexFailed, VertexLog, VertexStarted, VertexStatus
+from workbench.remote.channel import DockerConnection
 
 
 class PushError(Exception):
     """The push failed; str() is the daemon's one-line message."""
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("docker", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 def registry_auth_header(registry: str) -> str:
@@ -52,7 +40,7 @@ def push_lines(docker_socket: str, name: str, timeout: float = 600.0) -> Iterato
     ref = parse_reference(name)
     repo = f"{ref.registry}/{ref.repository}" if ref.registry != DOCKER_HUB else ref.repository
     query = urllib.parse.urlencode({"tag": ref.tag or "latest"})
-    conn = _UnixConnection(docker_socket, timeout)
+    conn = DockerConnection(docker_socket, timeout)
     try:
         conn.request("POST", f"/images/{urllib.parse.quote(repo, safe='/:')}/push?{query}",
                      headers={"X-Registry-Auth": registry_auth_header(ref.registry), "Content-Length": "0"})
