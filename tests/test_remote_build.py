@@ -47,14 +47,19 @@ def _listening(path: str) -> bool:
     return True
 
 
+def buildkitd_addr() -> str:
+    """The address of /tmp/bk's buildkitd v0.20; the test is skipped, saying so, when it does not answer."""
+    if not _listening(BUILDKITD_SOCKET):
+        pytest.skip(f"no buildkitd v0.20 answers at {BUILDKITD_SOCKET} (start /tmp/bk/buildkitd to run this)")
+    return f"unix://{BUILDKITD_SOCKET}"
+
+
 @pytest.fixture(params=["docker", "buildkitd"])
 def addr(request: pytest.FixtureRequest, registry: str) -> str:
     if request.param == "docker":
         daemon: DockerDaemon = request.getfixturevalue("docker_daemon")
         return daemon.addr
-    if not _listening(BUILDKITD_SOCKET):
-        pytest.skip(f"no buildkitd v0.20 answers at {BUILDKITD_SOCKET} (start /tmp/bk/buildkitd to run this)")
-    return f"unix://{BUILDKITD_SOCKET}"
+    return buildkitd_addr()
 
 
 COPY_RUN = """FROM localhost:5055/busybox

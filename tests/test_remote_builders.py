@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.docker_daemon import DockerDaemon, docker_daemon  # noqa: F401  (the fixture)
+from tests.test_remote_build import buildkitd_addr
 from workbench.cli import main
-
-BUILDKITD_SOCKET = "/tmp/bk/buildkitd.sock"
 
 
 def builders(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -99,12 +98,7 @@ def test_the_docker_relay_is_upgraded_to_h2c(docker_daemon: DockerDaemon) -> Non
 
 @pytest.fixture()
 def buildkitd() -> str:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(BUILDKITD_SOCKET)
-    except OSError as e:
-        pytest.skip(f"buildkitd v0.20 is not running on {BUILDKITD_SOCKET} ({e.strerror})")
-    return f"unix://{BUILDKITD_SOCKET}"
+    return buildkitd_addr()
 
 
 def test_builders_on_buildkitd_v0_20(buildkitd: str, capsys: pytest.CaptureFixture[str],

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import CONFORMANCE
 from tests.docker_daemon import DockerDaemon, docker_daemon  # noqa: F401  (the fixture)
-from tests.test_remote_build import BUILDKITD_SOCKET, ENV, _listening
+from tests.test_remote_build import ENV, buildkitd_addr
 
 sys.path.insert(0, str(CONFORMANCE))
 import ocitree  # noqa: E402
@@ -131,9 +131,7 @@ def engine(request: pytest.FixtureRequest, registry: str) -> tuple[str, str]:
     if request.param == "docker":
         daemon: DockerDaemon = request.getfixturevalue("docker_daemon")
         return "docker", daemon.addr
-    if not _listening(BUILDKITD_SOCKET):
-        pytest.skip(f"no buildkitd v0.20 answers at {BUILDKITD_SOCKET} (start /tmp/bk/buildkitd to run this)")
-    return "buildkitd", f"unix://{BUILDKITD_SOCKET}"
+    return "buildkitd", buildkitd_addr()
 
 
 def build_cmd(case_dir: Path, meta: dict[str, object], addr: str, frontend: str, root: Path,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker_daemon import DockerDaemon, docker_daemon  # noqa: F401  (the fixture)
-from tests.test_remote_build import BUILDKITD_SOCKET, _listening
+from tests.test_remote_build import buildkitd_addr
 
 ENV = {**{k: v for k, v in os.environ.items() if k != "BUILDKIT_HOST"}, "WORKBENCH_SERVER": "0"}
 DOCKERFILE = """FROM localhost:5055/busybox
@@ -42,9 +42,7 @@ def addr(request: pytest.FixtureRequest, registry: str) -> str:
     if request.param == "docker":
         daemon: DockerDaemon = request.getfixturevalue("docker_daemon")
         return daemon.addr
-    if not _listening(BUILDKITD_SOCKET):
-        pytest.skip(f"no buildkitd v0.20 answers at {BUILDKITD_SOCKET} (start /tmp/bk/buildkitd to run this)")
-    return f"unix://{BUILDKITD_SOCKET}"
+    return buildkitd_addr()
 
 
 @pytest.mark.real

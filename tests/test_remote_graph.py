@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.docker_daemon import DockerDaemon, docker_daemon  # noqa: F401  (the fixture)
-from tests.test_remote_build import BUILDKITD_SOCKET, _listening, workbench
+from tests.test_remote_build import buildkitd_addr, workbench
 
 pytestmark = pytest.mark.real
 
@@ -45,9 +45,7 @@ def addr(request: pytest.FixtureRequest, registry: str) -> str:
     if request.param == "docker":
         daemon: DockerDaemon = request.getfixturevalue("docker_daemon")
         return daemon.addr
-    if not _listening(BUILDKITD_SOCKET):
-        pytest.skip(f"no buildkitd v0.20 answers at {BUILDKITD_SOCKET} (start /tmp/bk/buildkitd to run this)")
-    return f"unix://{BUILDKITD_SOCKET}"
+    return buildkitd_addr()
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:
