@@ -9,12 +9,14 @@ client, against the same daemon, cold and warm; prints medians and ours/theirs r
 
 cold: the daemon's build cache pruned first (`buildctl prune --all`; `docker builder prune -af` and the images
 of earlier runs removed) and, for ours, a fresh state root; warm: the same build again (all CACHED). Theirs
-and ours take turns in each round.
+and ours take turns in each round. Ours runs as a user's build does: handed to the resident build server (its
+own socket here, started before anything is timed, as the daemon is), whose forked child talks to the daemon;
+--no-server builds in the CLI process instead.
 On buildkitd nothing is exported (buildctl build without --output); on Docker both sides tag the image (the
 moby exporter: `docker build` always exports). Needs the local registry (sh tests/conformance/registry.sh).
 
 Usage: .venv/bin/python bench/remote.py --engine buildkitd|docker [--frontend dockerfile.v0|graph]
-       [--repeat N] [--only w1,w3] [--verbose]
+       [--repeat N] [--only w1,w3] [--no-server] [--verbose]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,6 +107,22 @@ class DockerDaemonBench(Daemon):
 
 
 @contextmanager
+def build_server(top: Path) -> Iterator[None]:
+    """Our resident build server on a socket of this run, up before anything is timed; stopped at the end."""
+    ENV["WORKBENCH_SERVER_SOCKET"] = str(top / "srv" / "server.sock")
+    subprocess.run([WORKBENCH, "build", "--progress", "nonsense", "."], env=ENV, capture_output=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([WORKBENCH, "server", "status"], env=ENV, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                sys.exit("the build server did not start")
+            time.sleep(0.1)
+        yield
+    finally:
+        subprocess.run([WORKBENCH, "server", "stop"], env=ENV, capture_output=True)
+
+
+@contextmanager
 def buildkitd(top: Path) -> Iterator[Daemon]:
     base = top / "bkd"
     base.mkdir()
@@ -164,15 +182,21 @@ def main() -> None:
     ap.add_argument("--frontend", default="dockerfile.v0", help="dockerfile.v0, or graph: our own build graph")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="w1,w3")
+    ap.add_argument("--no-server", action="store_true", help="ours builds in the CLI process (WORKBENCH_SERVER=0)")
     ap.add_argument("--verbose", action="store_true", help="print every run's time as well")
     args = ap.parse_args()
     front = [] if args.frontend == "graph" else ["--frontend", args.frontend]
-    ENV["WORKBENCH_SERVER"] = "0"  # a remote build is served from the CLI's own process anyway
+    if args.no_server:
+        ENV["WORKBENCH_SERVER"] = "0"
+    else:
+        ENV.pop("WORKBENCH_SERVER", None)
     with tempfile.TemporaryDirectory(prefix="wb-bench-remote-", dir="/tmp") as tmp:
         top = Path(tmp)
-        with (buildkitd(top) if args.engine == "buildkitd" else dockerd()) as daemon:
+        with (buildkitd(top) if args.engine == "buildkitd" else dockerd()) as daemon, \
+                (nullcontext() if args.no_server else build_server(top)):
             path = f"--frontend {args.frontend}" if front else "our own graph"
-            print(f"{args.engine} at {daemon.addr}, ours with {path}")
+            how = "in the CLI process" if args.no_server else "through the build server"
+            print(f"{args.engine} at {daemon.addr}, ours with {path}, {how}")
             print(f"{'workload':<34}{'ours cold':>10}{'theirs':>8}{'ratio':>7}{'ours warm':>11}{'theirs':>8}"
                   f"{'ratio':>7}")
             over = False

@@ -41,6 +41,10 @@ REPRESENTATIVE = ["f01-empty-wildcard", "v01-run-basic", "v03-copy-basic", "v04-
                   "v17-add-archive", "v20-delete", "v25-run-fails"]
 FULL = os.environ.get("WORKBENCH_REMOTE_FULL", "") not in ("", "0")
 RUN_CASES = CASES if FULL else REPRESENTATIVE
+# the rerun (all CACHED) costs a third of a case: CI reruns the cases whose cache keys take the most (files from
+# the context and other stages, owners, mounts); WORKBENCH_REMOTE_FULL=1 reruns every case
+RERUN = set(CASES) if FULL else {"v04-copy-chown-chmod", "v05-multistage", "v09-dockerignore", "v13-mount-bind",
+                                 "v14-mount-secret"}
 
 # Cases an engine cannot build as expected.json says, and why (expected.json is BuildKit v0.20 with
 # Dockerfile frontend 1.14). Keys: (engine, frontend path or "*", case).
@@ -197,15 +201,16 @@ def test_case_on_daemon(case: str, frontend: str, engine: tuple[str, str], regis
     diff = conformance_run.diff(expected, ocitree.against_base(ocitree.describe(str(out)), base))
     assert not diff, "\n".join(diff)
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert sorted(steps(again.stderr).values()) == sorted(steps(first.stderr).values()), again.stderr[-3000:]
-    assert not_cached(again.stderr) == [], again.stderr[-3000:]
+    if case in RERUN:
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert sorted(steps(again.stderr).values()) == sorted(steps(first.stderr).values()), again.stderr[-3000:]
+        assert not_cached(again.stderr) == [], again.stderr[-3000:]
 
     engines = [json.loads(p.read_text())["engine"] for p in sorted((root / "history").glob("*/meta.json"))]
     want = (rf"docker 20\.10\.\S+ \(buildkit v0\.8\) at {re.escape(addr)}" if name == "docker"
             else rf"buildkit v\S+ at {re.escape(addr)}")  # a from-source build says v0.0.0+unknown
-    assert len(engines) == 2 and all(re.fullmatch(want, e) for e in engines), engines
+    assert len(engines) == (2 if case in RERUN else 1) and all(re.fullmatch(want, e) for e in engines), engines
 
 
 def test_docker_save_as_oci_reads_like_an_oci_export(tmp_path: Path) -> None:

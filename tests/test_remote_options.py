@@ -208,15 +208,6 @@ def test_entitlements_reach_buildkitd(buildkitd: str, registry: str, tmp_path: P
     assert "host-net-2" in allowed.stderr
 
 
-def test_local_cache_is_one_line(buildkitd: str, registry: str, tmp_path: Path, root: Path) -> None:
-    ctx = context_with(tmp_path, "FROM localhost:5055/busybox\n")
-    r = remote(buildkitd, ctx, root, "--cache-to", f"type=local,dest={tmp_path / 'cache'}")
-    assert r.returncode == 1
-    assert error_lines(r) == [f"ERROR: failed to solve: --cache-to type=local: the BuildKit at {buildkitd} reads "
-                              f"and writes a local cache through the client's content store, which workbench does "
-                              f"not serve over the session yet; use type=registry"], r.stderr
-
-
 # -- Docker 20.10 --------------------------------------------------------------------------------------------------
 
 def test_docker_push_inline_cache_then_import(docker_daemon: DockerDaemon, registry: str,  # noqa: F811
@@ -248,9 +239,6 @@ def test_docker_push_inline_cache_then_import(docker_daemon: DockerDaemon, regis
 @pytest.mark.parametrize(("args", "line"), [
     (["--cache-to", "type=registry,ref=localhost:5055/x:c"],
      "--cache-to type=registry is not supported by Docker 20.10's BuildKit (it supports type=inline)"),
-    (["--cache-to", "type=local,dest=/nonexistent/cache"],
-     "--cache-to type=local: Docker 20.10's BuildKit reads and writes a local cache through the client's content "
-     "store, which workbench does not serve over the session yet; use type=inline"),
     (["--allow", "device=vendor.com/gpu=0"],
      "--allow device=vendor.com/gpu=0: Docker 20.10's BuildKit has no devices entitlement (CDI devices need "
      "BuildKit v0.20 or later: build with --addr on a buildkitd)"),

@@ -472,9 +472,8 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
         argv = ["tui"]  # plain `workbench` in a folder with a Dockerfile opens the workbench
     if not via_server and argv[:1] == ["build"] and "--watch" not in argv:
         from workbench import client
-        from workbench.entry import remote_build
 
-        if client.enabled() and not remote_build(argv):  # a remote build's session is served from here
+        if client.enabled():
             code = client.run_via_server(argv)
             if code is not None:
                 return code

@@ -5,7 +5,9 @@ takes. Like buildctl talking to buildkitd, the CLI therefore passes its command 
 environment and stdio file descriptors to a resident server (workbench.server), which forks a child per
 build; the child runs exactly what the CLI would have run, on the CLI's own stdin/stdout/stderr, and its
 exit status comes back here. Signals sent to the CLI (Ctrl-C, SIGTERM, window resizes) are forwarded to
-the child; if the CLI dies, the child notices the closed socket and dies too.
+the child; if the CLI dies, the child notices the closed socket and dies too. A build on a BuildKit daemon
+(--addr, $BUILDKIT_HOST) goes the same way: the child has the CLI's working directory, environment and stdio,
+so the session it serves the daemon reads the same files, secrets and ssh agent the CLI would have.
 
 When no server answers, the CLI builds in-process as before and starts a server in the background for
 the next build. `WORKBENCH_SERVER=0` turns all of this off.

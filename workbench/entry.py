@@ -9,17 +9,9 @@ from __future__ import annotations
 import sys
 
 
-def remote_build(argv: list[str]) -> bool:
-    """Whether `argv` builds on a BuildKit daemon (--addr, $BUILDKIT_HOST): that runs in this process, since the
-    daemon does the work and the session serves this process's files and secrets."""
-    import os
-
-    return bool(os.environ.get("BUILDKIT_HOST")) or any(a == "--addr" or a.startswith("--addr=") for a in argv)
-
-
 def main() -> int:
     argv = sys.argv[1:]
-    if argv[:1] == ["build"] and not remote_build(argv):
+    if argv[:1] == ["build"]:
         from workbench import client
 
         if client.enabled():

@@ -54,7 +54,32 @@ def preload() -> None:
             __import__(name)
         except ImportError:  # an optional part: the child imports what it needs anyway
             pass
+    _preload_remote()
     _warm_up()
+
+
+REMOTE_MODULES = ("engine", "control", "channel", "solve", "status", "graph", "marshal", "marshal_caps", "marshal_ops",
+                  "marshal_errors", "dockerpush", "proto.control_pb2", "proto.ops_pb2", "proto.worker_pb2",
+                  "session.services", "session.h2server", "session.filesync", "session.filesend", "session.secrets",
+                  "session.sshforward", "session.auth", "session.health", "session.pipe", "explain")
+# what grpc imports on its first channel, not on `import grpc`
+GRPC_MODULES = ("grpc", "grpc._channel", "grpc._simple_stubs", "grpc.experimental", "encodings.ascii")
+
+
+def _preload_remote() -> None:
+    """grpc, the protos and the BuildKit client, for `build --addr` (served by a child like any build).
+
+    Only imported: the server opens no channel, so grpc's core never starts here (no threads, no sockets) and
+    each child starts its own after the fork, as a fresh process would. grpc's fork support stays off: it is
+    for processes that fork while a channel is open, and its fork hooks would only slow the children's forks.
+    """
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # as workbench.remote.channel sets it before its import
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+    for name in (*GRPC_MODULES, *(f"workbench.remote.{m}" for m in REMOTE_MODULES)):
+        try:
+            __import__(name)
+        except ImportError:  # a part this version lacks: the child imports what it needs anyway
+            pass
 
 
 _SAMPLE = """# syntax=docker/dockerfile:1

@@ -17,13 +17,15 @@ def add_parser(sub: Any) -> None:
     d = sub.add_parser("debug", help="build with breakpoints and shells inside steps (a line REPL)")
     add_build_arguments(d, session=True, outputs=True, no_cache=True)
     d.add_argument("--break", dest="breaks", action="append", default=[], metavar="LINE|STAGE",
-                   help="a breakpoint (repeatable); with any, the build starts at once")
+                   help="a breakpoint (repeatable); with any, the build starts at once; with --addr, --invoke "
+                        "CMD runs before that step")
     d.add_argument("--no-break-on-error", action="store_true", help="do not stop after a failed step")
     from workbench.remote.address import add_address_arguments
 
     add_address_arguments(d)  # --addr / $BUILDKIT_HOST: build on that daemon, then --invoke CMD in the result
     d.add_argument("--frontend", metavar="NAME",
-                   help="with --addr: the daemon's own frontend to build with (dockerfile.v0)")
+                   help="with --addr: the daemon's own frontend to build with (dockerfile.v0) instead of "
+                        "workbench's graph")
     d.add_argument("--invoke", metavar="CMD",
                    help="with --addr: the command to run in the build's result (default: sh), as buildx debug")
 

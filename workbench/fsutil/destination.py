@@ -72,7 +72,7 @@ def atomic_file(dest: Path, what: str) -> Iterator[BinaryIO]:
             pass
         remove_stale_temps(dir_fd)
         try:
-            fd, tmp = _create_temp(dir_fd, dest.name)
+            fd, tmp = create_temp(dir_fd, dest.name)
         except OSError as e:
             raise DestinationError(f"{what}: cannot write {dest}: {reason(e)}") from None
         f = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -123,7 +123,7 @@ def _open_stream(path: Path, dest: Path, what: str) -> Iterator[BinaryIO]:
             raise DestinationError(f"{what}: cannot write {dest}: {reason(e)}") from None
 
 
-def _create_temp(dir_fd: int, name: str) -> tuple[int, str]:
+def create_temp(dir_fd: int, name: str) -> tuple[int, str]:
     """A new temp file for `name`, open for writing and locked; (fd, its name in the directory)."""
     while True:
         tmp = temp_prefix(name) + secrets.token_hex(8)

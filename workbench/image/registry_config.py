@@ -4,13 +4,15 @@ Plain HTTP for localhost / 127.0.0.1 / ::1 (any port), for hosts listed in $WORK
 (comma-separated "host[:port]") and for those with `http = true` in the config file's `[registry."HOST"]`
 table (buildkitd.toml's; `insecure = true` there keeps HTTPS but skips certificate checks), HTTPS elsewhere.
 The config file is $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present. Credentials come from
-docker's config.json "auths" ($DOCKER_CONFIG or ~/.docker).
+docker's config.json ($DOCKER_CONFIG or ~/.docker): its credential helper for the host (`credHelpers`, else
+`credsStore`) when one is configured, as docker asks it, else "auths".
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +70,63 @@ def verifies_tls(registry: str) -> bool:
     return registry_config(registry).get("insecure") is not True
 
 
-def docker_credentials(registry: str, config_dir: Path | None = None) -> tuple[str, str] | None:
-    """(user, password) for `registry` from docker's config.json "auths" ($DOCKER_CONFIG or ~/.docker), if any."""
-    import base64
+HELPER_TIMEOUT = 30.0  # seconds a `docker-credential-*` helper may take
+_HUB_SERVER = "https://index.docker.io/v1/"  # what docker names Docker Hub to its credential helpers
 
+
+def docker_credentials(registry: str, config_dir: Path | None = None) -> tuple[str, str] | None:
+    """(user, password) for `registry` from docker's config.json ($DOCKER_CONFIG or ~/.docker), if any: from the
+    host's credential helper when one is configured (`credHelpers`, else `credsStore`), else from "auths".
+    An identity token comes back as ("<token>", token), as helpers give it."""
     if config_dir is None:
         config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     try:
-        auths = json.loads((config_dir / "config.json").read_text()).get("auths") or {}
-    except (OSError, ValueError, AttributeError):
+        config = json.loads((config_dir / "config.json").read_text())
+    except (OSError, ValueError):
         return None
-    wanted = set(_HUB_HOSTS) if registry in _HUB_HOSTS else {registry}
+    if not isinstance(config, dict):
+        return None
+    hub = registry in _HUB_HOSTS
+    server = _HUB_SERVER if hub else registry
+    helpers = config.get("credHelpers")
+    helper = helpers.get(server) if isinstance(helpers, dict) else None
+    if not helper and hub and isinstance(helpers, dict):
+        helper = next((helpers[h] for h in _HUB_HOSTS if helpers.get(h)), None)
+    helper = helper or config.get("credsStore")
+    if helper and isinstance(helper, str):
+        return helper_credentials(helper, server)
+    auths = config.get("auths")
+    return _auths_entry(auths, set(_HUB_HOSTS) if hub else {registry}) if isinstance(auths, dict) else None
+
+
+def helper_credentials(helper: str, server: str) -> tuple[str, str] | None:
+    """`docker-credential-HELPER get` with `server` on stdin, as docker runs it: (Username, Secret), or None
+    when the helper is missing, fails, has nothing for `server` or answers nonsense. Its output (the secret)
+    goes nowhere else, and neither does its stderr."""
+    import subprocess
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", helper):
+        return None  # a name, not a path: the program is looked up on PATH only
+    try:
+        done = subprocess.run([f"docker-credential-{helper}", "get"], input=server.encode(), capture_output=True,
+                              timeout=HELPER_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None  # "credentials not found in native keychain", or a broken helper
+    try:
+        answer = json.loads(done.stdout)
+        user, secret = answer.get("Username"), answer.get("Secret")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(user, str) or not isinstance(secret, str) or not secret:
+        return None
+    return user, secret
+
+
+def _auths_entry(auths: dict[str, Any], wanted: set[str]) -> tuple[str, str] | None:
+    import base64
+
     for key, entry in auths.items():
         host = key.split("://", 1)[-1].split("/", 1)[0]
         if host not in wanted or not isinstance(entry, dict):

@@ -39,10 +39,11 @@ def local_image(ref: Reference, content: ContentStore, platform: str) -> tuple[s
     return digest, config
 
 
-def resolve_image(ref: str, content: ContentStore, bus: EventBus,
-                  platform: str = "linux/amd64") -> tuple[str, str, dict[str, Any]]:
+def resolve_image(ref: str, content: ContentStore, bus: EventBus, platform: str = "linux/amd64",
+                  layers: bool = True) -> tuple[str, str, dict[str, Any]]:
     """(normalized name, manifest digest, config) of `ref` for `platform`; a registry lookup is reported on
-    `bus` as `[internal] load metadata for REF`. RuntimeError (its message says why) when it cannot be had."""
+    `bus` as `[internal] load metadata for REF`. RuntimeError (its message says why) when it cannot be had.
+    `layers=False` fetches only the manifest and config (a remote build's daemon pulls the layers itself)."""
     from workbench.image.pull import pull
     from workbench.image.reference import InvalidReference, parse_reference
     from workbench.image.registry_errors import RegistryError
@@ -59,7 +60,7 @@ def resolve_image(ref: str, content: ContentStore, bus: EventBus,
     t0 = time.time()
     bus.emit(VertexStarted(vid, name, ts=t0))
     try:
-        image = pull(parsed, content, platform)
+        image = pull(parsed, content, platform, layers=layers)
     except RegistryError as e:
         bus.emit(VertexFailed(vid, name, error=str(e)))
         raise RuntimeError(str(e)) from None

@@ -3,26 +3,38 @@
 The order, as BuildKit's client.Build: open the session; call Control.Solve with no frontend and no definition
 (the daemon then waits for a gateway client to drive the build); on the same connection, with the metadata
 `buildkit-controlapi-buildid: <the Solve's Ref>`, call LLBBridge.Ping (the caps), LLBBridge.Solve with the
-Dockerfile frontend (the result's ref), NewContainer with that ref mounted at /, ExecProcess (Init, then stdin as
-File messages; the daemon answers Started, File output, Exit, Done), ReleaseContainer, and Return with the result,
-which ends Control.Solve. The build is evaluated in LLBBridge.Solve (`Evaluate`, cap gateway.solve.evaluate), so
+Dockerfile frontend or our own graph's pb.Definition (the result's ref), NewContainer with that ref mounted at /,
+ExecProcess (Init, then stdin as File messages and its EOF, sent at the process's Exit at the latest; the daemon
+answers Started, File output, Exit, Done), ReleaseContainer, and Return with the result, which ends Control.Solve.
+The build is evaluated in LLBBridge.Solve (`Evaluate`, cap gateway.solve.evaluate), so
 a failed step comes back there with `errdefs.Solve+json` in the status details: the ids of its inputs and of what
 it left in its mounts (kept for this build), and its op. With `on_error`, the command then runs on those mounts,
 with the step's env, workdir and user, before the error is Returned (the Solve fails with it).
+
+With our graph, a breakpoint (a `Stop`) first solves each input of its step as a Definition of its own (the steps
+before it run then) and runs the command on them at the step's mounts; the full build goes on after. With a
+terminal as stdin the process gets a tty (InitMessage.Tty, resized as the local terminal is), as buildx does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from workbench.remote.control import SERVICE, Control, ControlError
 from workbench.remote.gateway import BRIDGE, Gateway
 from workbench.remote.solve import SolvePlan, new_id, open_session, solve_request, watch_status
+from workbench.remote.status import StatusFold
+
+if TYPE_CHECKING:
+    from workbench.progress.events import EventBus
+    from workbench.remote.engine import RemoteEngine
+    from workbench.request import BuildRequest
 
 EXEC_CAP = "gateway.exec"
 EVALUATE_CAP = "gateway.solve.evaluate"
@@ -42,6 +54,9 @@ class Invocation:
     stdout: Callable[[bytes], object] = field(default=lambda b: None)
     stderr: Callable[[bytes], object] = field(default=lambda b: None)
     network_host: bool = False
+    tty: bool = False
+    """Ask for a terminal: stdin (a local terminal, put in raw mode meanwhile) and fd 1 go to one pty; its size
+    follows the local terminal's (SIGWINCH)."""
 
 
 @dataclass
@@ -53,8 +68,12 @@ class Outcome:
 
 
 def run_in_result(control: Control, plan: SolvePlan, invocation: Invocation, on_status: Callable[[Any], None],
-                  shared: str = "", on_error: Callable[[str, str], bool] | None = None) -> Outcome:
-    """Build `plan` (frontend and attrs) through the daemon's gateway and run `invocation` in the result.
+                  shared: str = "", on_error: Callable[[str, str], bool] | None = None,
+                  image: dict[str, Any] | None = None, stops: Sequence[Stop] = (),
+                  on_stop: Callable[[Stop], None] = lambda stop: None) -> Outcome:
+    """Build `plan` (frontend and attrs, or our `definition` with its `image` config) through the daemon's gateway
+    and run `invocation` in the result; first, for each of `stops` (breakpoints, in build order), in what that
+    step is given (`on_stop` told before).
     When a step fails, `on_error(error, where)` is told, and the command runs in what that step left if it
     answers True (and the daemon told the step's mounts). RemoteDebugError for a daemon without gateway
     containers, ControlError for one that cannot be reached."""
@@ -68,7 +87,8 @@ def run_in_result(control: Control, plan: SolvePlan, invocation: Invocation, on_
                                 default_name="debug")
     channel = control.channel.grpc
     status_call, reader = watch_status(channel, ref, on_status)
-    gateway_plan = replace(plan, frontend="", exporters=[], output=None)
+    # no frontend and no definition: the daemon waits for us to drive the build through the gateway
+    gateway_plan = replace(plan, frontend="", exporters=[], output=None, definition=b"", result_metadata=None)
     solve = channel.unary_unary(SERVICE + "Solve", request_serializer=cpb.SolveRequest.SerializeToString,
                                 response_deserializer=cpb.SolveResponse.FromString)
     future = solve.future(solve_request(gateway_plan, ref, session_id))
@@ -77,7 +97,14 @@ def run_in_result(control: Control, plan: SolvePlan, invocation: Invocation, on_
     try:
         try:
             caps = bridge.wait_registered(future)
-            result = bridge.solve(plan.frontend, plan.frontend_attrs, evaluate=EVALUATE_CAP in caps)
+            for stop in stops:
+                mounts = bridge.stop_mounts(stop, evaluate=EVALUATE_CAP in caps)
+                on_stop(stop)
+                bridge.run_in(bridge.new_container(mounts, invocation.network_host), stop.config, invocation)
+            result = bridge.solve(plan.frontend, plan.frontend_attrs, evaluate=EVALUATE_CAP in caps,
+                                  definition=plan.definition)
+            if image is not None:
+                result.config = image.get("config") or {}
             container = bridge.new_container(bridge.result_mounts(result), invocation.network_host)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAVAILABLE:
@@ -116,6 +143,70 @@ def run_in_result(control: Control, plan: SolvePlan, invocation: Invocation, on_
 
 
 @dataclass
+class StopMount:
+    dest: str
+    definition: bytes  # the input, as a Definition of its own; b"": a tmpfs
+    selector: str = ""
+    readonly: bool = False
+
+
+@dataclass
+class Stop:
+    """A breakpoint: the step `name` (at `where`), given its inputs at their mounts, with its env, workdir and
+    user (as an image config)."""
+
+    name: str
+    where: str
+    mounts: list[StopMount]
+    config: dict[str, Any]
+
+
+@dataclass
+class OurGraph:
+    """Our own build graph for the gateway: the plan (its `definition`), the image config, the status fold that
+    names the daemon's vertices as ours; the target vertex and how to marshal any vertex (for breakpoints)."""
+
+    plan: SolvePlan
+    image: dict[str, Any]
+    fold: StatusFold
+    vertex: Any
+    marshal: Callable[[Any], bytes]
+
+    def stop_before(self, v: Any) -> Stop:
+        """A breakpoint before `v`: a RUN's mounts (the rootfs and its binds and tmpfs; its secrets, ssh sockets
+        and caches are its own) with its env, workdir and user; for any other step, its first input (a source:
+        itself) at /."""
+        from workbench.llb.ops import ExecOp
+
+        where = f"line {v.source.start_line}" if v.source is not None else "its step"
+        op = v.op
+        if not isinstance(op, ExecOp):  # a source (FROM) has no input: a shell in what it gives
+            return Stop(v.name, where, [StopMount("/", self.marshal(v.inputs[0] if v.inputs else v))], {})
+        mounts = [StopMount("/", self.marshal(v.inputs[0]))] if v.inputs else []
+        for m in op.mounts:
+            if m.type == "tmpfs":
+                mounts.append(StopMount(m.target, b""))
+            elif m.type == "bind" and 0 <= m.input < len(v.inputs):
+                mounts.append(StopMount(m.target, self.marshal(v.inputs[m.input]),
+                                        "" if m.source in ("", "/") else m.source, m.readonly))
+        return Stop(v.name, where, mounts, {"Env": list(op.env), "WorkingDir": op.cwd, "User": op.user})
+
+
+def our_graph(engine: RemoteEngine, control: Control, request: BuildRequest, bus: EventBus) -> OurGraph:
+    """`request`'s Dockerfile converted by the local frontend and marshalled for this daemon, as `build --addr`
+    sends it; BuildFailure (located, one line) for what it cannot build."""
+    from workbench.remote.engine import our_digests
+    from workbench.remote.graph import convert_request
+
+    graph = convert_request(request, bus)
+    marshalled = engine.marshal_graph(control, graph, request)
+    plan = engine.graph_plan(request, marshalled, graph.image)
+    fold = StatusFold(bus.emit, graph=our_digests(marshalled), sources=marshalled.locations, names=marshalled.names)
+    return OurGraph(plan, graph.image, fold, graph.vertex,
+                    lambda v: engine.marshal_graph(control, replace(graph, vertex=v), request).data)
+
+
+@dataclass
 class GatewayResult:
     ref: str
     config: dict[str, Any]  # the image config ("containerimage.config"), for env, workdir and user
@@ -132,10 +223,18 @@ class Bridge(Gateway):
             raise RemoteDebugError(f"this daemon's gateway has no containers (cap {EXEC_CAP} is off)")
         return caps
 
-    def solve(self, frontend: str, attrs: dict[str, str], evaluate: bool = False) -> GatewayResult:
+    def solve(self, frontend: str, attrs: dict[str, str], evaluate: bool = False,
+              definition: bytes = b"") -> GatewayResult:
+        """Solve with `frontend` (and `attrs`), or a serialised pb.Definition; the result's ref and image config."""
         from workbench.remote.proto import gateway_pb2 as gw
+        from workbench.remote.proto import ops_pb2 as ops
 
-        req = gw.SolveRequest(Frontend=frontend, FrontendOpt=attrs, allowResultReturn=True, Evaluate=evaluate)
+        req = gw.SolveRequest(allowResultReturn=True, Evaluate=evaluate)
+        if definition:
+            req.Definition.CopyFrom(ops.Definition.FromString(definition))
+        else:
+            req.Frontend = frontend
+            req.FrontendOpt.update(attrs)
         res = self.call("Solve", req, gw.SolveResponse).result
         which = res.WhichOneof("result")
         if which == "ref":
@@ -154,6 +253,20 @@ class Bridge(Gateway):
             except ValueError:
                 pass
         return GatewayResult(ref, config)
+
+    def stop_mounts(self, stop: Stop, evaluate: bool) -> list[Any]:
+        """The mounts of a breakpoint's step, each input solved here (the steps before it run now)."""
+        from workbench.remote.proto import ops_pb2 as ops
+
+        mounts = []
+        for m in stop.mounts:
+            if not m.definition:
+                mounts.append(ops.Mount(dest=m.dest, mountType=ops.TMPFS, input=-1, output=-1))
+                continue
+            ref = self.solve("", {}, evaluate=evaluate, definition=m.definition).ref
+            mounts.append(ops.Mount(dest=m.dest, selector=m.selector, resultID=ref, readonly=m.readonly,
+                                    mountType=ops.BIND, input=-1, output=-1))
+        return mounts
 
     def result_mounts(self, result: GatewayResult) -> list[Any]:
         """`result` mounted at / (writable: changes go to a throw-away layer)."""
@@ -195,11 +308,12 @@ class Bridge(Gateway):
 
         pid = new_id()
         outbox: queue.Queue[Any] = queue.Queue()
-        meta = ops.Meta(args=inv.argv, env=config.get("Env") or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-                                                                  "/usr/bin:/sbin:/bin"],
-                        cwd=config.get("WorkingDir") or "/", user=config.get("User") or "")
+        env = list(config.get("Env") or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+        if inv.tty and not any(e.startswith("TERM=") for e in env):
+            env.append(f"TERM={os.environ.get('TERM') or 'xterm'}")  # as `docker run -t`: programs need one
+        meta = ops.Meta(args=inv.argv, env=env, cwd=config.get("WorkingDir") or "/", user=config.get("User") or "")
         outbox.put(gw.ExecMessage(ProcessID=pid, Init=gw.InitMessage(ContainerID=container_id, Meta=meta,
-                                                                        Fds=[0, 1, 2], Tty=False)))
+                                                                        Fds=[0, 1, 2], Tty=inv.tty)))
 
         def requests() -> Iterator[Any]:
             while (msg := outbox.get()) is not None:
@@ -210,20 +324,27 @@ class Bridge(Gateway):
                                             response_deserializer=gw.ExecMessage.FromString)
         call = stream(requests(), metadata=self.metadata)
         code: int | None = None
+        terminal = _Terminal(inv.stdin, pid, outbox) if inv.tty else None
+        feed = _StdinFeed(inv.stdin, pid, outbox)
         try:
             for msg in call:
                 kind = msg.WhichOneof("Input")
                 if kind == "Started":
-                    threading.Thread(target=_feed_stdin, args=(inv.stdin, pid, outbox), daemon=True).start()
+                    if terminal is not None:
+                        terminal.start()
+                    feed.start()
                 elif kind == "File" and msg.File.Data:
                     (inv.stdout if msg.File.Fd == 1 else inv.stderr)(msg.File.Data)
                 elif kind == "Exit":
                     code = msg.Exit.Code
+                    feed.close()
                     if msg.Exit.Error.message and msg.Exit.Code == 0:
                         raise RemoteDebugError(_one_line(msg.Exit.Error.message))
                 elif kind == "Done":
                     break
         finally:
+            if terminal is not None:
+                terminal.stop()
             outbox.put(None)
             call.cancel()
         if code is None:
@@ -297,14 +418,101 @@ def failed_step(error: Any) -> FailedStep | None:
                                      "User": meta.get("user") or ""})
 
 
-def _feed_stdin(stdin: IO[bytes] | None, pid: str, outbox: queue.Queue[Any]) -> None:
-    from workbench.remote.proto import gateway_pb2 as gw
+class _Terminal:
+    """The local terminal while a tty process runs: raw mode (keys go to the process as typed, Ctrl-C included),
+    and its size sent now and at each SIGWINCH; both restored by stop()."""
 
-    if stdin is not None:
-        read = getattr(stdin, "read1", stdin.read)
-        while chunk := read(32 * 1024):
-            outbox.put(gw.ExecMessage(ProcessID=pid, File=gw.FdMessage(Fd=0, Data=chunk)))
-    outbox.put(gw.ExecMessage(ProcessID=pid, File=gw.FdMessage(Fd=0, EOF=True)))
+    def __init__(self, stdin: IO[bytes] | None, pid: str, outbox: queue.Queue[Any]) -> None:
+        try:
+            self.fd = stdin.fileno() if stdin is not None else -1
+        except (OSError, ValueError):  # not a file (a test's pipe object): no terminal to set up
+            self.fd = -1
+        self.pid, self.outbox = pid, outbox
+        self.saved: Any = None
+        self.handler: Any = None
+
+    def start(self) -> None:
+        import signal
+        import termios
+        import tty
+
+        if self.fd < 0 or not os.isatty(self.fd):
+            return
+        self.saved = termios.tcgetattr(self.fd)
+        tty.setraw(self.fd)
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self.handler = signal.signal(signal.SIGWINCH, lambda *_: self.resize())
+        self.resize()
+
+    def resize(self) -> None:
+        from workbench.remote.proto import gateway_pb2 as gw
+
+        try:
+            cols, rows = os.get_terminal_size(self.fd)
+        except OSError:
+            return
+        self.outbox.put(gw.ExecMessage(ProcessID=self.pid, Resize=gw.ResizeMessage(Rows=rows, Cols=cols)))
+
+    def stop(self) -> None:
+        import signal
+        import termios
+
+        if self.handler is not None:
+            signal.signal(signal.SIGWINCH, self.handler)
+            self.handler = None
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            self.saved = None
+
+
+class _StdinFeed:
+    """Our stdin to the process's fd 0, then its EOF: at the end of our stdin, or when the process exits (the
+    daemon says Done only once fd 0 is closed, and a terminal never ends by itself)."""
+
+    def __init__(self, stdin: IO[bytes] | None, pid: str, outbox: queue.Queue[Any]) -> None:
+        self.stdin, self.pid, self.outbox = stdin, pid, outbox
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="exec-stdin", daemon=True).start()
+
+    def _run(self) -> None:
+        from workbench.remote.proto import gateway_pb2 as gw
+
+        if self.stdin is not None:
+            read = getattr(self.stdin, "read1", self.stdin.read)
+            try:  # the fd itself: a thread left blocked in a buffered read aborts the interpreter's exit
+                fd = self.stdin.fileno()
+                read = self._reader(fd)
+            except (OSError, ValueError, AttributeError):
+                pass
+            while chunk := read(32 * 1024):
+                with self.lock:
+                    if self.closed:
+                        return
+                    self.outbox.put(gw.ExecMessage(ProcessID=self.pid, File=gw.FdMessage(Fd=0, Data=chunk)))
+        self.close()
+
+    def _reader(self, fd: int) -> Callable[[int], bytes]:
+        """Reads of `fd` that stop once closed, so a finished process's feeder takes no key meant for the next
+        one (a terminal is read again by the next shell)."""
+        import select
+
+        def read(n: int) -> bytes:
+            while not self.closed:
+                if select.select([fd], [], [], 0.1)[0]:
+                    return os.read(fd, n)
+            return b""
+        return read
+
+    def close(self) -> None:
+        from workbench.remote.proto import gateway_pb2 as gw
+
+        with self.lock:
+            if not self.closed:  # a second EOF is an error that ends the stream
+                self.closed = True
+                self.outbox.put(gw.ExecMessage(ProcessID=self.pid, File=gw.FdMessage(Fd=0, EOF=True)))
 
 
 def _one_line(text: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.progress.events import BuildFinished, EventBus, VertexFailed
+from workbench.progress.events import BuildFinished, BuildWarning, EventBus, VertexFailed
 from workbench.remote.address import Address
 from workbench.request import (
     BuildFailure,
@@ -99,6 +99,7 @@ class RemoteEngine:
     def _build(self, request: BuildRequest, bus: EventBus, control: Control,
                recording: BuildRecorder | None = None) -> BuildResult:
         from workbench.remote.control import ControlError
+        from workbench.remote.explain import RemoteExplainer, save_remote_build
         from workbench.remote.solve import SolveCanceled, SolveFailed, run_solve, shared_key
         from workbench.remote.status import StatusFold
 
@@ -113,14 +114,21 @@ class RemoteEngine:
                 recording.record_llb(graph.vertex, graph.text)
         try:
             if graph is not None:
-                marshalled = self._marshal(control, graph, request)
+                marshalled = self.marshal_graph(control, graph, request)
                 plan = self.graph_plan(request, marshalled, graph.image)
-            fold = StatusFold(bus.emit)
-            if marshalled is not None:
-                fold = StatusFold(bus.emit, graph=_ours(marshalled), sources=marshalled.locations,
-                                  names=marshalled.names)
-            response = run_solve(control, plan, fold.apply, request.cancel,
-                                 shared_key(request.context, request.root), self.docker_session)
+            fold, explainer = StatusFold(bus.emit), None
+            if graph is not None and marshalled is not None:
+                explainer = RemoteExplainer(request.root, str(self.address), str(request.dockerfile.resolve()),
+                                            graph.vertex, request.context, request.no_cache)
+                fold = StatusFold(bus.emit, graph=our_digests(marshalled), sources=marshalled.locations,
+                                  names=marshalled.names, explain=explainer.started)
+            for warning in plan.warnings:
+                bus.emit(BuildWarning(warning))
+            try:
+                response = run_solve(control, plan, fold.apply, request.cancel,
+                                     shared_key(request.context, request.root), self.docker_session)
+            finally:
+                save_remote_build(request.root, request.dockerfile, str(self.address), fold, explainer)
         except ControlError as e:
             raise BuildFailure(str(e)) from None
         except SolveCanceled:
@@ -151,17 +159,18 @@ class RemoteEngine:
         return BuildResult(response.get("containerimage.digest"), graph.image if graph else {}, 0.0, steps_run,
                            dict(response))
 
-    def _marshal(self, control: Control, graph: LocalGraph, request: BuildRequest) -> Marshalled:
+    def marshal_graph(self, control: Control, graph: LocalGraph, request: BuildRequest) -> Marshalled:
         """`graph` as a Definition for this daemon's caps; one located line for what it cannot express."""
         from workbench.remote.marshal import MarshalError, marshal
         from workbench.remote.marshal_caps import V08_CAPS
+        from workbench.remote.solve import local_unique_id
 
         docker = self.address.scheme == "docker"
         caps = V08_CAPS if docker or not _has_merge(control) else None
         try:
             # Docker's test daemon has no bridge: steps run in the host's network (entitled in _plan)
             return marshal(graph.vertex, graph.text, caps=caps, network_host=docker, shared_key_hint="context",
-                           no_cache=request.no_cache)
+                           unique_id=local_unique_id(request.context, request.root), no_cache=request.no_cache)
         except MarshalError as e:
             raise BuildFailure(str(e), e.location, dockerfile_text=graph.text) from None
 
@@ -193,10 +202,12 @@ class RemoteEngine:
 
     def graph_plan(self, request: BuildRequest, marshalled: Marshalled, image: dict[str, Any]) -> SolvePlan:
         """The Solve of our own graph (`marshalled`), its image config handed to the image exporters."""
+        from workbench.remote.session.secrets import graph_secrets
         from workbench.remote.solve import Exporter, SolvePlan
 
         plan = self._plan(request, SolvePlan(frontend="", definition=marshalled.data,
                                              dirs={"context": request.context, "dockerfile": request.dockerfile}))
+        plan.secrets = graph_secrets(plan.secrets, marshalled.definition)  # only the ids the graph mounts
         config = json.dumps(image, separators=(",", ":"))
         if self.address.scheme == "docker" and any(e.type == "moby" for e in plan.exporters):
             # Docker 20.10's moby exporter takes the config only from the result's metadata (the gateway's Return)
@@ -209,8 +220,8 @@ class RemoteEngine:
     def _plan(self, request: BuildRequest, plan: SolvePlan) -> SolvePlan:
         """`plan` completed with what both kinds of Solve share: ssh, caches, entitlements, exporters, secrets."""
         plan.ssh = self._ssh(request.session.ssh)
-        plan.cache_imports = [self._cache(spec) for spec in request.cache_from]
-        plan.cache_exports = [self._cache(spec) for spec in request.cache_to]
+        plan.cache_imports = [e for spec in request.cache_from if (e := self._cache(spec, plan)) is not None]
+        plan.cache_exports = [self._cache(spec, plan) for spec in request.cache_to]
         docker = self.address.scheme == "docker"
         entitlements = sorted(request.session.entitlements)
         if docker and (device := next((e for e in entitlements if e.split("=", 1)[0] == "device"), None)):
@@ -223,6 +234,10 @@ class RemoteEngine:
         plan.entitlements = entitlements
         plan.secrets = request.session.secrets
         plan.name = request.context.name
+        if not plan.frontend:  # the daemon's frontend may pull any image: then Auth answers for any host
+            from workbench.remote.session.auth import allowed_hosts
+
+            plan.registry_hosts = allowed_hosts(_registry_refs(plan))
         return plan
 
     def _ssh(self, agents: dict[str, tuple[str, ...]]) -> dict[str, str]:
@@ -241,25 +256,24 @@ class RemoteEngine:
             out[sid] = paths[0]
         return out
 
-    def _cache(self, spec: Any) -> Any:
-        """One `--cache-to` / `--cache-from` as the daemon's CacheOptionsEntry; what it cannot do, in one line."""
+    def _cache(self, spec: Any, plan: SolvePlan) -> Any:
+        """One `--cache-to` / `--cache-from` as the daemon's CacheOptionsEntry (None: a local cache with nothing
+        to import, said in `plan.warnings`); a `type=local` one served by the session; what the daemon cannot
+        do, in one line."""
         from workbench.remote.solve import Exporter
 
         flag = "--cache-to" if spec.export else "--cache-from"
         docker = self.address.scheme == "docker"
-        if spec.type == "local":
-            instead = "type=inline" if docker and spec.export else "type=registry"
-            raise BuildFailure(f"{flag} type=local: {self.daemon} reads and writes a local cache through the "
-                               f"client's content store, which workbench does not serve over the session yet; "
-                               f"use {instead}")
         supported: tuple[str, ...]
         if docker:
-            supported = ("inline",) if spec.export else ("registry",)
+            supported = ("inline",) if spec.export else ("registry", "local")
         else:
-            supported = ("registry", "inline", "gha") if spec.export else ("registry", "gha")
+            supported = ("registry", "inline", "gha", "local") if spec.export else ("registry", "gha", "local")
         if spec.type not in supported:
             raise BuildFailure(f"{flag} type={spec.type} is not supported by {self.daemon} (it supports "
                                f"type={', type='.join(supported)})")
+        if spec.type == "local":
+            return _local_cache(spec, plan)
         return Exporter(spec.type, dict(spec.attrs))
 
     def describe(self, control: Control | None = None) -> str:
@@ -368,7 +382,55 @@ IMAGE_ATTRS = ("name", "push", "push-by-digest", "registry.insecure", "compressi
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
-def _ours(marshalled: Marshalled | None) -> dict[str, str]:
+def _local_cache(spec: Any, plan: SolvePlan) -> Any:
+    """A `type=local` cache as buildctl sends it: DIR (absolute) served as the content store "local:DIR"; an
+    import names the digest index.json tags (`tag=`, "latest"), or is left out with a warning when none does."""
+    from workbench.remote.session.content import CacheStoreError, LocalCacheStore
+    from workbench.remote.solve import Exporter
+
+    flag = "--cache-to" if spec.export else "--cache-from"
+    attrs = dict(spec.attrs)
+    key = "dest" if spec.export else "src"
+    directory = Path(attrs[key]).absolute()
+    attrs[key] = str(directory)
+    store = LocalCacheStore(directory, writable=spec.export)
+    known = plan.content_stores.get(store.store_id)
+    tag = attrs.get("tag") or "latest"
+    try:
+        if spec.export:
+            store.create(f"{flag} type=local,dest={directory}")
+            plan.cache_tags[store.store_id] = tag
+        elif not attrs.get("digest"):
+            digest = store.tagged(tag)
+            if digest is None:
+                plan.warnings.append(f"{flag} type=local,src={directory}: no cache tagged {tag} there (no "
+                                     f"index.json naming it): nothing imported")
+                return None
+            attrs["digest"] = digest
+    except CacheStoreError as e:
+        raise BuildFailure(str(e)) from None
+    if known is None or (store.writable and not known.writable):
+        plan.content_stores[store.store_id] = store  # one store per DIR, writable if any --cache-to names it
+    return Exporter("local", attrs)
+
+
+def _registry_refs(plan: SolvePlan) -> list[str]:
+    """The image references a Solve of our own graph has the daemon contact a registry for: its images, its
+    registry caches, the images it pushes."""
+    from workbench.remote.proto import ops_pb2
+
+    refs = [c.attrs.get("ref", "") for c in (*plan.cache_imports, *plan.cache_exports) if c.type == "registry"]
+    for e in plan.exporters:
+        if e.type == "image" and e.attrs.get("push") == "true":
+            refs += [n.strip() for n in e.attrs.get("name", "").split(",") if n.strip()]
+    for raw in getattr(ops_pb2.Definition.FromString(plan.definition), "def") if plan.definition else ():
+        op = ops_pb2.Op.FromString(raw)
+        if op.WhichOneof("op") == "source" and op.source.identifier.startswith("docker-image://"):
+            refs.append(op.source.identifier.removeprefix("docker-image://"))
+    return refs
+
+
+def our_digests(marshalled: Marshalled | None) -> dict[str, str]:
     """op digest → our vertex digest (the first of ours that marshals to it)."""
     out: dict[str, str] = {}
     for ours, op in (marshalled.op_digests.items() if marshalled else ()):

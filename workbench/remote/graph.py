@@ -1,6 +1,8 @@
 """The local Dockerfile frontend for a remote build that sends our own graph: the same parse, checks (warnings on
 the bus) and conversion as a local build, base images resolved through ROOT's image store or the registry.
-The daemon then runs the marshalled graph (workbench.remote.marshal); nothing of the Dockerfile goes to it."""
+The daemon then runs the marshalled graph (workbench.remote.marshal); nothing of the Dockerfile goes to it.
+Base images are resolved to a digest (the tag checked on the registry each build, as BuildKit does) with their
+manifest and config only: the daemon pulls the layers, so they are never downloaded here."""
 
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def convert_request(req: BuildRequest, bus: EventBus) -> LocalGraph:
 
     def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
         if (ref, platform) not in resolved:
-            resolved[(ref, platform)] = resolve_image(ref, content, bus, platform)
+            resolved[(ref, platform)] = resolve_image(ref, content, bus, platform, layers=False)
         return resolved[(ref, platform)]
 
     patterns = load_dockerignore(req.context, req.dockerfile)

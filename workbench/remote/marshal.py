@@ -184,15 +184,15 @@ class _Marshaller:
 
 def marshal(target: Vertex, dockerfile: str | bytes = b"", *, caps: frozenset[str] | set[str] | None = None,
             platform: str = "linux/amd64", network_host: bool = False, session_id: str = "",
-            shared_key_hint: str = "", no_cache: bool = False) -> Marshalled:
+            shared_key_hint: str = "", unique_id: str = "", no_cache: bool = False) -> Marshalled:
     """`target`'s graph as a Definition for a daemon supporting `caps` (default: BuildKit v0.20's).
 
     `dockerfile` is the text shown by the daemon's errors; `network_host` runs every RUN without its own
     `--network` in the host's network; `session_id` fills `local.session` (else the daemon takes the session
-    of the solve's request); `no_cache` (the build's --no-cache) sets ignore_cache on every op, as the Vertex's
-    own `ignore_cache` does on its op."""
+    of the solve's request); `unique_id` fills `local.unique` where no session is named; `no_cache` (the
+    build's --no-cache) sets ignore_cache on every op, as the Vertex's own `ignore_cache` does on its op."""
     text = dockerfile.encode() if isinstance(dockerfile, str) else dockerfile
     opts = OpOptions(platform=platform, network_host=network_host, session_id=session_id,
-                     shared_key_hint=shared_key_hint)
+                     shared_key_hint=shared_key_hint, unique_id=unique_id)
     caps_set = frozenset(V020_CAPS if caps is None else caps)
     return _Marshaller(caps_set, opts, text, no_cache).definition(target)

@@ -55,6 +55,9 @@ class OpOptions:
     network_host: bool = False
     session_id: str = ""
     shared_key_hint: str = ""
+    unique_id: str = ""
+    """`local.unique` of local sources without a session: sets apart the vertices of other contexts and
+    clients, which the daemon would otherwise merge with ours while both run, serving one's files to both."""
 
 
 def op_bytes(pop: pb.Op) -> bytes:
@@ -120,6 +123,9 @@ def source_op(v: Vertex, opts: OpOptions) -> tuple[pb.Op, set[str]]:
         if opts.session_id:
             attrs["local.session"] = opts.session_id
             caps.add("source.local.sessionid")
+        elif opts.unique_id:  # as BuildKit's llb.Local: a unique ID wherever no session is named
+            attrs["local.unique"] = opts.unique_id
+            caps.add("source.local.unique")
         platform = opts.platform
     elif isinstance(op, HttpSource):
         ident = op.url

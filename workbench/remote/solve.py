@@ -15,12 +15,15 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.remote.control import SERVICE, Control, ControlError
 from workbench.remote.session.filesend import Output
 from workbench.remote.session.pipe import safe_session_name
 from workbench.solver.session import SecretSource
+
+if TYPE_CHECKING:
+    from workbench.remote.session.content import LocalCacheStore
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 CLOSE_GRACE = 5.0  # seconds the end of a build waits for the session to close
@@ -64,6 +67,10 @@ class SolvePlan:
     ssh: Mapping[str, str | Path] = field(default_factory=dict)  # ssh id -> agent socket, forwarded to the build
     cache_imports: list[Exporter] = field(default_factory=list)  # `--cache-from`, as CacheOptionsEntry
     cache_exports: list[Exporter] = field(default_factory=list)  # `--cache-to`
+    content_stores: dict[str, LocalCacheStore] = field(default_factory=dict)  # `type=local` caches, by store id
+    cache_tags: dict[str, str] = field(default_factory=dict)  # store id -> tag of a `--cache-to type=local`
+    registry_hosts: frozenset[str] | None = None  # the hosts the session's Auth answers for (None: any)
+    warnings: list[str] = field(default_factory=list)  # said before the build (a local cache not imported)
     definition: bytes = b""
     """A serialised pb.Definition to solve instead of a frontend."""
     result_metadata: dict[str, bytes] | None = None
@@ -82,6 +89,13 @@ def shared_key(context: Path, root: Path) -> str:
     anyone could compute (host name and path) would let another user of the daemon read or plant files in
     this context. Hence the root's random node ID in it, as Docker's CLI mixes in its `.buildNodeID`."""
     return hashlib.sha256(f"{node_id(root)}:{context.resolve()}".encode()).hexdigest()[:32]
+
+
+def local_unique_id(context: Path, root: Path) -> str:
+    """The `local.unique` of our graph's local sources: stable per context and state root, so a rebuild's vertices
+    are the last build's, and derived from the secret shared key, so no one else's graph names the same vertex
+    (the daemon merges equal vertices of builds that run at once, and one session's files then serve both)."""
+    return hashlib.sha256(b"local.unique:" + shared_key(context, root).encode()).hexdigest()[:32]
 
 
 def node_id(root: Path) -> str:
@@ -195,6 +209,13 @@ def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None
         closer = threading.Thread(target=_close_session, args=(pipe, server), name="session-close", daemon=True)
         closer.start()
         closer.join(CLOSE_GRACE)  # a wedged session never holds up the end of a build, or a Ctrl-C
+    if plan.cache_tags:  # as buildctl: the client names the exported cache in DIR/index.json
+        from workbench.remote.session.content import CacheStoreError, tag_exported
+
+        try:
+            tag_exported(plan.content_stores, plan.cache_tags, response.ExporterResponse)
+        except CacheStoreError as e:
+            raise SolveFailed(str(e)) from None
     return dict(response.ExporterResponse)
 
 
@@ -206,8 +227,8 @@ def open_session(control: Control, plan: SolvePlan, session_id: str, shared: str
     from workbench.remote.session.pipe import BytesMessagePipe, dial_docker_session
     from workbench.remote.session.services import SessionServices, session_metadata
 
-    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output,
-                               ssh=plan.ssh).handlers()
+    handlers = SessionServices(dirs=plan.dirs, secrets=plan.secrets, output=plan.output, ssh=plan.ssh,
+                               registry_hosts=plan.registry_hosts, content_stores=plan.content_stores).handlers()
     metadata = [("x-docker-expose-session-uuid", session_id),
                 ("x-docker-expose-session-name", safe_session_name(plan.name or default_name)),
                 ("x-docker-expose-session-sharedkey", shared), *session_metadata(handlers)]

@@ -5,7 +5,8 @@ The daemon sends partial updates: one vertex digest comes several times (started
 error), so updates are merged by digest and each state change is emitted once. Vertices named `[internal] …`
 get ids `internal:<name>`, as the local engine gives its own internal steps. When the daemon runs our own graph,
 `graph` maps its op digests to our vertex digests (and `sources` to Dockerfile lines), so the events name our
-steps exactly as a local build's do.
+steps exactly as a local build's do, and `explain` gives each step that runs a miss reason of workbench's own
+(workbench.remote.explain).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class _Vertex:
     source: SourceLocation | None = None
     started: float | None = None
     state: str = ""  # "", started, cached, completed, failed
+    reason: str = ""  # why it ran (workbench's reckoning), when `StatusFold.explain` gives one
+    cached_late: bool = False  # a source: reported done for its cache request, then found in the cache
 
 
 @dataclass
@@ -55,6 +58,8 @@ class StatusFold:
     """op digest → the step's Dockerfile lines."""
     names: Mapping[str, str] = field(default_factory=dict)
     """op digest → our step's name (a daemon sharing a vertex between jobs may tell another job's name)."""
+    explain: Callable[[str], tuple[str, Mapping[str, object] | None]] | None = None
+    """our vertex digest → (miss reason, key parts), asked only for a step that runs (workbench.remote.explain)."""
     vertices: dict[str, _Vertex] = field(default_factory=dict)
     _ids: dict[str, str] = field(default_factory=dict)  # digest -> event vertex id
     _statuses_done: set[tuple[str, str]] = field(default_factory=set)
@@ -106,6 +111,7 @@ class StatusFold:
         known.inputs = inputs or known.inputs
         started, completed = _seconds(v.started), _seconds(v.completed)
         if known.state in ("cached", "completed", "failed"):
+            known.cached_late = known.cached_late or (known.state == "completed" and v.cached)
             return  # a repeat of the end
         if v.cached:
             if known.state != "cached":
@@ -115,23 +121,29 @@ class StatusFold:
             return
         if started is not None and known.state == "":
             known.state, known.started = "started", started
-            self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, source=known.source, ts=started))
+            self._started(known, started)
         if v.error:
             end = completed or _now()
             if known.state == "":
                 known.started = end
-                self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, source=known.source, ts=end))
+                self._started(known, end)
             known.state = "failed"
             self.emit(VertexFailed(known.id, known.name, error=v.error,
                                    duration=max(end - (known.started or end), 0.0), ts=end))
         elif completed is not None:
             if known.state == "":
                 known.started = started or completed
-                self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, source=known.source,
-                                        ts=known.started))
+                self._started(known, known.started)
             known.state = "completed"
             self.emit(VertexCompleted(known.id, known.name, duration=max(completed - (known.started or completed), 0.0),
                                       ts=completed))
+
+    def _started(self, known: _Vertex, ts: float) -> None:
+        parts = None
+        if self.explain is not None:
+            known.reason, parts = self.explain(known.id)
+        self.emit(VertexStarted(known.id, known.name, inputs=known.inputs, source=known.source, ts=ts,
+                                miss_reason=known.reason, key_parts=parts))
 
     def _status(self, s: Any) -> None:
         known = self.vertices.get(s.vertex)

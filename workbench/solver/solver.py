@@ -86,21 +86,6 @@ def default_parallelism() -> int:
         return 32
 
 
-SHOWN_FILES = 200  # files of a key listed on the event stream (the store keeps them all, for miss reasons)
-
-
-def _shown_parts(components: dict[str, object]) -> dict[str, object]:
-    """A key's parts as events carry them: a context of 20,000 files lists its first SHOWN_FILES and the
-    count, so that every view and every recorded session does not carry (and encode) all of them."""
-    files = components.get("files")
-    if not isinstance(files, dict) or len(files) <= SHOWN_FILES:
-        return components
-    from itertools import islice
-
-    shown = dict(islice(files.items(), SHOWN_FILES))
-    return {**components, "files": shown, "files_total": len(files)}
-
-
 def _key_digest(v: Vertex) -> str:
     """The op's part of its cache key: its digest, except that a checksummed download is keyed by the
     checksum and not the URL (as BuildKit), so a mirror of the same file hits the same cache."""
@@ -265,7 +250,7 @@ class Solver:
                 chain = results[v.digest].chain if v.digest in results else []
                 bus.emit(VertexCached(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs),
                                       source=v.source, cache_key=info.key, snapshot=chain[-1] if chain else "",
-                                      key_parts=_shown_parts(info.components)))
+                                      key_parts=why.shown_parts(info.components)))
         self.worker.store.touch([r.key for r in results.values() if r.key])
         self._run(job, to_run)
         return results[target.digest]
@@ -368,7 +353,7 @@ class Solver:
         self.steps.append({"name": v.name, "digest": v.digest, "cached": False, "reason": reason,
                            "order": job.order.get(v.digest, 0)})
         bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
-                               miss_reason=reason, key_parts=_shown_parts(info.components), ts=start))
+                               miss_reason=reason, key_parts=why.shown_parts(info.components), ts=start))
         ignore = self.no_cache or v.ignore_cache
         # a --no-cache build locks its own name: it never joins a cached build's execution (as BuildKit)
         lock_name = info.key + ("-ignorecache" if ignore else "")

@@ -21,6 +21,21 @@ from workbench.solver.checksum import quote_name
 _STEP = re.compile(r"^\[(?:(?P<stage>[^\]]+?) )? *(?P<index>\d+)/\d+\] (?:ONBUILD )?(?P<text>.*)$", re.S)
 
 
+SHOWN_FILES = 200  # files of a key listed on the event stream (the store keeps them all, for miss reasons)
+
+
+def shown_parts(components: dict[str, object]) -> dict[str, object]:
+    """A key's parts as events carry them: a context of 20,000 files lists its first SHOWN_FILES and the
+    count, so that every view and every recorded session does not carry (and encode) all of them."""
+    files = components.get("files")
+    if not isinstance(files, dict) or len(files) <= SHOWN_FILES:
+        return components
+    from itertools import islice
+
+    shown = dict(islice(files.items(), SHOWN_FILES))
+    return {**components, "files": shown, "files_total": len(files)}
+
+
 _PINNED = re.compile(r"@sha256:[0-9a-f]{64}")
 
 

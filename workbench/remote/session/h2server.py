@@ -8,8 +8,10 @@ holding the connection lock. Health checks therefore answer at once even while a
 flow-control window (Docker 20.10 drops the session after one health check slower than 10 s).
 
 The peer is the daemon, which we do not trust with our memory: a message is at most MAX_MESSAGE, bytes
-queued for the pipe at most OUT_LIMIT (senders wait, the reader never does), and at most MAX_HANDLERS calls
-run at once (further streams are refused, so resetting streams in a loop cannot grow threads).
+queued for the pipe at most OUT_LIMIT (senders wait, the reader never does), at most MAX_HANDLERS calls
+run at once (further streams are refused, so resetting streams in a loop cannot grow threads), and the request
+bytes all calls hold before their handlers take them at most SESSION_BUDGET (over it, the call holding the
+most is refused: many streams each sending a big message cannot make us hold MAX_HANDLERS x MAX_MESSAGE).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 MAX_MESSAGE = 16 << 20
 OUT_LIMIT = 8 << 20  # bytes queued for the pipe before senders wait (a peer that opens its window, never reads)
 MAX_HANDLERS = 64  # calls running at once; BuildKit runs a handful (health, DiffCopy per local dir, secrets)
+# Request bytes held across the connection's calls (partial messages and messages their handlers have not taken
+# yet). Twice MAX_MESSAGE: a big message never competes with more than one other.
+SESSION_BUDGET = 32 << 20
 
 
 class Pipe(Protocol):
@@ -93,6 +98,7 @@ class Call:
         self._buffer = bytearray()
         self._unacked = 0  # received, not yet acknowledged (the part of a message still incomplete)
         self._pending = 0  # messages in the inbox the handler has not taken yet (under the connection lock)
+        self._held = 0  # request bytes of this call in memory: _buffer and the inbox (under the connection lock)
         self.closed = threading.Event()  # reset by the peer, or the connection ended
         self.headers_sent = False
         self.finished = False
@@ -111,7 +117,7 @@ class Call:
                 raise CallClosed(self.path)
             return None
         message, consumed = item
-        self.server._consumed(self, consumed)
+        self.server._consumed(self, consumed, 5 + len(message))
         return message
 
     def messages(self) -> Iterator[bytes]:
@@ -182,6 +188,7 @@ class H2GrpcServer:
         self._out: queue.Queue[bytes | None] = queue.Queue()
         self._queued = 0  # bytes in _out (under cond)
         self.running = 0  # handler threads running (under cond)
+        self.buffered = 0  # request bytes the calls hold, the sum of their _held (under cond)
         self._writer = threading.Thread(target=self._write_loop, name="h2-grpc-writer", daemon=True)
 
     # -- the connection ------------------------------------------------------------------------------------
@@ -291,18 +298,29 @@ class H2GrpcServer:
             if call is None:
                 self.conn.acknowledge_received_data(size, event.stream_id)
                 return
+            data = bytes(event.data or b"")
+            call._held += len(data)
+            self.buffered += len(data)
             try:
-                ack = call._feed(bytes(event.data or b""), size)
+                ack = call._feed(data, size)
             except GrpcError as e:
-                ack = size
                 self._refuse(call, e)
+                return
             if ack:
                 self.conn.acknowledge_received_data(ack, event.stream_id)
+            while self.buffered > SESSION_BUDGET and self.calls:
+                # the biggest holder, not this call: a small call (a health check) passes while a hog is stopped
+                hog = max(self.calls.values(), key=lambda c: c._held)
+                self._refuse(hog, GrpcError(RESOURCE_EXHAUSTED, (
+                    f"the session's calls hold {self.buffered >> 20} MiB of request data their handlers have not "
+                    f"taken, over the {SESSION_BUDGET >> 20} MiB budget: this call, the one holding the most "
+                    f"({hog._held >> 20} MiB), is refused")))
         elif isinstance(event, h2.events.StreamEnded):
             if (call := self.calls.get(event.stream_id)) is not None:
                 call._end(reset=False)
         elif isinstance(event, h2.events.StreamReset):
             if (call := self.calls.pop(event.stream_id, None)) is not None:
+                self._release(call)
                 call._end(reset=True)
             self.cond.notify_all()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -323,7 +341,26 @@ class H2GrpcServer:
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             pass
         self.calls.pop(call.stream_id, None)
+        self._release(call)
         call._end(reset=True)
+
+    def _release(self, call: Call) -> None:
+        """Drops the request bytes the call's handler has not taken, and gives their window back to the
+        connection (the call's stream is closed or done: h2 reopens only the connection's window; under the lock)."""
+        refund, call._unacked = call._unacked, 0
+        while True:
+            try:
+                item = call._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                refund += item[1]
+        call._buffer = bytearray()
+        call._pending = 0
+        self.buffered -= call._held
+        call._held = 0
+        if refund and not self.ended:
+            self.conn.acknowledge_received_data(refund, call.stream_id)
 
     def _run(self, call: Call, handler: Handler | None) -> None:
         code, message = OK, ""
@@ -342,11 +379,14 @@ class H2GrpcServer:
                 self.running -= 1
         self._finish(call, code, message)
 
-    def _consumed(self, call: Call, size: int) -> None:
-        """The handler took a message: reopen the window by its bytes, and by those of a partial message
-        held back while the handler was behind."""
+    def _consumed(self, call: Call, size: int, held: int) -> None:
+        """The handler took a message (`held` bytes with its header): reopen the window by its bytes, and by
+        those of a partial message held back while the handler was behind."""
         with self.cond:
-            call._pending -= 1
+            held = min(held, call._held)  # (nothing once the call was released)
+            call._held -= held
+            self.buffered -= held
+            call._pending = max(0, call._pending - 1)
             if not call._pending:
                 size, call._unacked = size + call._unacked, 0
             if size and not self.ended:  # (h2 reopens only the connection's window for a closed stream)
@@ -391,6 +431,7 @@ class H2GrpcServer:
     def _finish_locked(self, call: Call, code: int, message: str) -> None:
         call.finished = True
         self.calls.pop(call.stream_id, None)
+        self._release(call)  # what its handler left unread
         if self.ended or call.closed.is_set():
             return
         trailers = [(b"grpc-status", str(code).encode())]

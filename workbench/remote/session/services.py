@@ -11,6 +11,7 @@ from workbench.remote.session.h2server import Handler
 from workbench.solver.session import SecretSource
 
 if TYPE_CHECKING:
+    from workbench.remote.session.content import LocalCacheStore
     from workbench.remote.session.filesend import Output
 
 METHOD_HEADER = "x-docker-expose-session-grpc-method"
@@ -26,6 +27,8 @@ class SessionServices:
     docker_config: Path | None = None  # None: $DOCKER_CONFIG or ~/.docker
     output: Output | None = None  # filesend.LocalOutput / TarOutput: where `--output` lands
     ssh: Mapping[str, str | Path] = field(default_factory=dict)  # ssh id -> agent socket path
+    registry_hosts: frozenset[str] | None = None  # the hosts Auth answers for (None: any)
+    content_stores: Mapping[str, LocalCacheStore] = field(default_factory=dict)  # store id -> `type=local` cache
 
     def handlers(self) -> dict[str, Handler]:
         from workbench.remote.session.auth import auth_handlers
@@ -33,13 +36,18 @@ class SessionServices:
         from workbench.remote.session.health import HANDLERS as HEALTH
         from workbench.remote.session.secrets import secrets_handlers
 
-        table: dict[str, Handler] = {**HEALTH, **auth_handlers(self.docker_config), **secrets_handlers(self.secrets)}
+        table: dict[str, Handler] = {**HEALTH, **auth_handlers(self.docker_config, self.registry_hosts),
+                                       **secrets_handlers(self.secrets)}
         if self.dirs:
             table["/moby.filesync.v1.FileSync/DiffCopy"] = diffcopy_handler(self.dirs)
         if self.output is not None:
             from workbench.remote.session.filesend import filesend_handler
 
             table["/moby.filesync.v1.FileSend/DiffCopy"] = filesend_handler([self.output])
+        if self.content_stores:
+            from workbench.remote.session.content import content_handlers
+
+            table.update(content_handlers(self.content_stores))
         if self.ssh:
             from workbench.remote.session.sshforward import ssh_handlers
 
