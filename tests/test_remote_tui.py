@@ -1,6 +1,7 @@
-"""`workbench tui --addr ADDR --frontend dockerfile.v0`: the TUI's builds run on a real BuildKit (Docker 20.10's,
-through the /grpc relay); the graph, logs and CACHED come from the daemon's events, and what needs the local
-engine (breakpoints, shells, files, layers, predictions) is off, said once."""
+"""`workbench tui --addr ADDR [--frontend dockerfile.v0]`: the TUI's builds run on a real BuildKit (Docker 20.10's,
+through the /grpc relay), with workbench's own graph or the daemon's frontend; the graph, logs and CACHED come
+from the daemon's events, and what needs the local engine (breakpoints, shells, files, layers, predictions) is
+off, said once."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def test_flags_choose_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUILDKIT_HOST", "unix:///run/bk.sock")
     engine, remote = _engine(_args("--frontend", "dockerfile.v0", "."))
     assert isinstance(engine, RemoteEngine) and remote == "the BuildKit at unix:///run/bk.sock"
-    with pytest.raises(ValueError, match="pass --frontend dockerfile.v0"):
-        _engine(_args("."))
+    engine, remote = _engine(_args("."))  # workbench's own graph, sent to the daemon
+    assert isinstance(engine, RemoteEngine) and engine.frontend == "" and remote
+    with pytest.raises(ValueError, match="leave --frontend out"):
+        _engine(_args("--frontend", "gateway.v0", "."))
     monkeypatch.delenv("BUILDKIT_HOST")
     with pytest.raises(ValueError, match="--frontend needs a BuildKit daemon"):
         _engine(_args("--frontend", "dockerfile.v0", "."))
@@ -63,13 +66,15 @@ def test_flags_choose_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.real
+@pytest.mark.parametrize("frontend", [["--frontend", "dockerfile.v0"], []], ids=["dockerfile.v0", "our-graph"])
 def test_tui_builds_on_docker_then_all_cached(docker_daemon: DockerDaemon, registry: str,  # noqa: F811
-                                              tmp_path: Path, root: Path) -> None:
+                                              tmp_path: Path, root: Path, frontend: list[str]) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE)
-    (ctx / "hello.txt").write_text("hello from the tui\n")
-    args = _args("--addr", docker_daemon.addr, "--frontend", "dockerfile.v0", str(ctx))
+    # its own text per path: our graph's ops are the daemon frontend's, so the other path's build would be CACHED
+    (ctx / "hello.txt").write_text(f"hello from the tui {frontend}\n")
+    args = _args("--addr", docker_daemon.addr, *frontend, str(ctx))
     engine, remote = _engine(args)
     source = LiveBuildSource(context=ctx, dockerfile=ctx / "Dockerfile", root=root, engine=engine,
                              debuggable=False, remote=remote)
@@ -85,7 +90,7 @@ def test_tui_builds_on_docker_then_all_cached(docker_daemon: DockerDaemon, regis
             copy, run_step = "[2/3] COPY hello.txt /hello.txt", "[3/3] RUN cat /hello.txt && echo tui-remote-$((6 * 7))"
             assert states[copy] == DONE and states[run_step] == DONE, states
             ran = next(v for v in app.model.vertices.values() if v.name == run_step)
-            assert ran.log.lines == ["hello from the tui", "tui-remote-42"]
+            assert ran.log.lines == [f"hello from the tui {frontend}", "tui-remote-42"]
             await pilot.pause(0.2)
             dag = app.query_one(DagView)
             shown = "\n".join(dag_lines(dag))

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_address_arguments(p)  # --addr / $BUILDKIT_HOST and --tls*: the builds run on that BuildKit daemon
     p.add_argument("--frontend", metavar="NAME",
-                   help="with --addr: the daemon's own frontend to build with (dockerfile.v0)")
+                   help="with --addr: build with the daemon's own frontend (dockerfile.v0) instead of sending "
+                        "workbench's graph")
 
 
 def run(args: argparse.Namespace, build_args: dict[str, str]) -> int:
@@ -92,8 +93,8 @@ def _engine(args: argparse.Namespace) -> tuple[Engine, str]:
     from workbench.history.recorder import Recording
     from workbench.remote.engine import DOCKERFILE_FRONTEND, RemoteEngine
 
-    if args.frontend != DOCKERFILE_FRONTEND:
-        raise ValueError(f"sending workbench's own build graph to a remote BuildKit lands later; pass --frontend "
-                         f"{DOCKERFILE_FRONTEND} to build with the daemon's Dockerfile frontend")
-    engine = RemoteEngine(address, args.frontend, recorder=Recording.start)
+    if args.frontend and args.frontend != DOCKERFILE_FRONTEND:
+        raise ValueError(f"--frontend {args.frontend}: the daemon's frontend can only be {DOCKERFILE_FRONTEND}; "
+                         f"leave --frontend out to send workbench's own build graph")
+    engine = RemoteEngine(address, args.frontend or "", recorder=Recording.start)
     return engine, engine.daemon

@@ -125,8 +125,8 @@ class ReplaySource(EventSource):
 def remote_note(daemon: str) -> str:
     """What the UI says once when the builds run on a remote BuildKit: what stays on this machine's engine."""
     return (f"building on {daemon}: the graph, logs and CACHED come from the daemon; breakpoints, shells, the "
-            "file browser, layers, predictions and the \"why\" of a miss from our own cache keys need the local "
-            "engine and are not available on a remote BuildKit")
+            "file browser, layers and predictions need the local engine's snapshots and are not available on a "
+            "remote BuildKit (`workbench debug --addr` opens shells through the daemon)")
 
 
 def retimed(events: Sequence[Event], start: float) -> list[Event]:
