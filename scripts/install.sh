@@ -11,7 +11,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # docker.io: Docker 20.10's dockerd (embedded BuildKit v0.8), the old-daemon engine that tests/docker_daemon.py
 # starts for `workbench builders` and remote builds (tests/test_remote_*.py)
 # openssh-client: the ssh-agent / ssh-add that tests/test_remote_sshforward.py forwards over the session
-pkgs=(runc busybox-static docker-registry skopeo curl zstd pigz openssl tmux graphviz docker.io openssh-client
+# uidmap: newuidmap / newgidmap (setuid), which map an ordinary user's /etc/subuid ranges for rootless builds
+pkgs=(runc busybox-static docker-registry skopeo curl zstd pigz openssl tmux graphviz docker.io openssh-client uidmap
       golang-github-container-orchestrated-devices-container-device-interface-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-ROOT_HELP = "state directory (default: /var/lib/workbench for root)"
+ROOT_HELP = "state directory (default: /var/lib/workbench for root, else $XDG_DATA_HOME/workbench)"
 
 
 def add_build_arguments(p: argparse.ArgumentParser, *, target_help: str = "the stage to build", session: bool = False,

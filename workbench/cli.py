@@ -23,6 +23,7 @@ def _build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check the state root, runc and the kernel; say how to fix each problem")
     dr.add_argument("--root", help=ROOT_HELP)
     dr.add_argument("--fix", action="store_true", help="repair what is safe (modes, a corrupt index, orphans)")
+    dr.add_argument("--user", help="as root: check the rootless set-up of this user")
     _add_gha_server(sub)
     _add_check(sub)
     _add_inspect(sub)
@@ -260,6 +261,10 @@ def _build(args: argparse.Namespace) -> int:
         full = disk.message_for(e)
         print(f"ERROR: {full}" if full else format_failure(e.message, e.location, "", e.dockerfile_text),
               file=sys.stderr)
+        from workbench.rootless.userns import failure_hint
+
+        if hint := failure_hint():
+            print(hint, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ERROR: build canceled", file=sys.stderr)
@@ -478,6 +483,13 @@ def main(argv: list[str] | None = None, via_server: bool = False) -> int:
             if code is not None:
                 return code
     args = (PARSER or _build_parser()).parse_args(argv)
+    from workbench.rootless.userns import UsernsError, prepare
+
+    try:
+        prepare(argv)  # not root: the local engine runs as root of a user namespace of ours (still one thread)
+    except UsernsError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
     from workbench.state_root import RootError
 
     try:
@@ -535,7 +547,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from workbench.doctor import main as doctor_main
         from workbench.request import default_root
 
-        return doctor_main(Path(args.root) if args.root else default_root(), args.fix)
+        return doctor_main(Path(args.root) if args.root else default_root(), args.fix, args.user)
     if args.command == "image":
         from workbench.image.cli import run as run_image
 

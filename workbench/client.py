@@ -35,11 +35,12 @@ __all__ = ["code_stamp", "connect", "enabled", "run_via_server", "socket_path"]
 
 
 def socket_path() -> str:
-    """`$WORKBENCH_SERVER_SOCKET`, else one socket per user under $XDG_RUNTIME_DIR (or /tmp)."""
+    """`$WORKBENCH_SERVER_SOCKET`, else `$XDG_RUNTIME_DIR/workbench/server.sock` (or /tmp/workbench-UID/)."""
+    from workbench.xdg import runtime_dir
+
     if path := os.environ.get("WORKBENCH_SERVER_SOCKET"):
         return path
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return os.path.join(base, f"workbench-{os.getuid()}", "server.sock")
+    return os.path.join(runtime_dir(), "server.sock")
 
 
 def code_stamp() -> str:
@@ -118,14 +119,15 @@ def run_via_server(argv: list[str]) -> int | None:
 
 
 def _safe_dir(path: str) -> bool:
-    """The socket's folder must be ours alone (or not exist yet): never talk to another user's server."""
+    """The socket's folder must be ours alone, 0700 (or not exist yet): never talk to another user's server,
+    nor through a link someone put in /tmp."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return True
     except OSError:
         return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+    return st.st_mode & 0o170777 == 0o040700 and st.st_uid == os.getuid()
 
 
 def _umask() -> int:

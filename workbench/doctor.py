@@ -1,10 +1,12 @@
-"""`workbench doctor [--root DIR] [--fix]`: is this build root healthy, and if not, how to fix it.
+"""`workbench doctor [--root DIR] [--fix] [--user NAME]`: is this build root healthy, and if not, how to fix it.
 
 One line per check -- `OK`, `WARN` or `FAIL`, what was found and the fix: the root's permissions, the
 cache index's integrity, orphans (snapshot dirs without a record and the rest `workbench.gc` calls
 orphans), stale mounts, leftover runc containers of dead builds, the runc version and kernel overlayfs
-support. Exit 0 when nothing FAILs. `--fix` repairs what is safe: modes, a corrupt index (moved aside),
-orphans with their mounts and dead containers (as `workbench prune` removes them, keeping every record).
+support, and the rootless set-up of an ordinary user (subordinate ids, newuidmap, user namespaces, overlayfs
+in one, cgroup v2 delegation; as root, of `--user NAME`). Exit 0 when nothing FAILs. `--fix` repairs what is
+safe: modes, a corrupt index (moved aside), orphans with their mounts and dead containers (as `workbench prune`
+removes them, keeping every record).
 """
 
 from __future__ import annotations
@@ -272,26 +274,56 @@ def check_overlay(root: Path) -> Check:
     return Check("OK", "overlayfs", f"the kernel mounts overlayfs (test mount under {base} worked)")
 
 
+# -- rootless -----------------------------------------------------------------------------------------------
+
+
+def rootless_checks(root: Path, user: str | None = None) -> list[Callable[[], Check]]:
+    """The rootless set-up of this user (or, as root, of `user`): `workbench.rootless.diagnose`'s findings."""
+    import pwd
+
+    from workbench.rootless import diagnose
+
+    if os.geteuid() == 0 and user is None:
+        return [lambda: Check("OK", "rootless", "you are root: builds do not use a user namespace; the rootless "
+                                                "checks are for other users (workbench doctor --user NAME)")]
+    try:
+        pw = pwd.getpwnam(user) if user is not None else pwd.getpwuid(os.getuid())
+    except KeyError:
+        return [lambda: Check("FAIL", "rootless", f"--user {user}: no such user")]
+    probe_as = user if os.geteuid() == 0 else None
+    scratch = str(root / "tmp") if probe_as is None and (root / "tmp").is_dir() else "/tmp"
+
+    def wrap(find: Callable[[], diagnose.Finding]) -> Callable[[], Check]:
+        return lambda: Check(*find())
+
+    return [wrap(diagnose.check_userns), wrap(lambda: diagnose.check_subids(pw.pw_name, pw.pw_uid)),
+            wrap(diagnose.check_idmap_helpers), wrap(lambda: diagnose.check_overlay_userns(scratch, probe_as)),
+            wrap(lambda: diagnose.check_cgroup_delegation(pw.pw_uid))]
+
+
 # -- all ----------------------------------------------------------------------------------------------------
 
 
-def checks(root: Path) -> list[Callable[[], Check]]:
-    """The checks, in order; a root that does not exist gets the host checks only."""
+def checks(root: Path, user: str | None = None) -> list[Callable[[], Check]]:
+    """The checks, in order; a root that does not exist gets the host checks only. As root with `user`, the
+    root's checks are skipped: only the host's and that user's rootless set-up."""
+    if os.geteuid() == 0 and user is not None:
+        return [check_runc, *rootless_checks(root, user)]
+    # an ordinary user's overlay mounts are made in its user namespace: the rootless checks probe that one
+    host = [check_runc, *([lambda: check_overlay(root)] if os.geteuid() == 0 else []), *rootless_checks(root, user)]
     if not root.exists():
-        return [lambda: Check("OK", "root", f"{root} does not exist yet (the first build creates it 0700)"),
-                check_runc, lambda: check_overlay(root)]
+        return [lambda: Check("OK", "root", f"{root} does not exist yet (the first build creates it 0700)"), *host]
     return [lambda: check_permissions(root), lambda: check_database(root), lambda: check_orphans(root, scan(root)),
-            lambda: check_mounts(root, scan(root)), lambda: check_containers(root), check_runc,
-            lambda: check_overlay(root)]
+            lambda: check_mounts(root, scan(root)), lambda: check_containers(root), *host]
 
 
-def run(root: Path, fix: bool = False) -> tuple[list[str], int]:
+def run(root: Path, fix: bool = False, user: str | None = None) -> tuple[list[str], int]:
     """The report lines and the exit code (1 if anything FAILs, after fixing when `fix`)."""
     import sqlite3
 
     lines: list[str] = []
     failed = False
-    for make in checks(root):
+    for make in checks(root, user):
         try:
             result = make()
             if fix and result.status != "OK" and result.fix is not None:
@@ -309,8 +341,8 @@ def run(root: Path, fix: bool = False) -> tuple[list[str], int]:
     return lines, 1 if failed else 0
 
 
-def main(root: Path, fix: bool = False) -> int:
+def main(root: Path, fix: bool = False, user: str | None = None) -> int:
     """`workbench doctor`: print the report, return the exit code."""
-    lines, code = run(Path(os.path.abspath(root)), fix)
+    lines, code = run(Path(os.path.abspath(root)), fix, user)
     print("\n".join(lines), flush=True)
     return code

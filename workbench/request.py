@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 
 
 def default_root() -> Path:
-    """`/var/lib/workbench` for root, else `$XDG_DATA_HOME/workbench` (or ~/.local/share/workbench)."""
+    """`$WORKBENCH_ROOT`, else `/var/lib/workbench` for root, else `$XDG_DATA_HOME/workbench` (workbench.xdg:
+    the root of our rootless namespace is the user)."""
+    from workbench.xdg import data_root
+
     if env := os.environ.get("WORKBENCH_ROOT"):
         return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/workbench")
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(data) / "workbench"
+    return Path(data_root())
 
 
 class OutputSpecError(ValueError):

@@ -126,6 +126,13 @@ def serve(path: str) -> int:
                 return 0  # another server is running
             time.sleep(0.05)
     stamp = code_stamp()
+    if os.geteuid() != 0:
+        from workbench.rootless.userns import UsernsError, enter
+
+        try:
+            enter()  # once: every build child is forked inside already
+        except UsernsError:
+            return 1  # builds then run in-process and say why
     preload()
     import gc
 

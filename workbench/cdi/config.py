@@ -1,6 +1,7 @@
 """The `[cdi]` table of workbench's config file, as buildkitd.toml's (`disabled`, `specDirs`, `autoAllowed`).
 
-The file is `--config FILE`, else `$WORKBENCH_CONFIG`, else /etc/workbench/workbench.toml when it exists.
+The file is `--config FILE`, else `$WORKBENCH_CONFIG`, else /etc/workbench/workbench.toml when it exists (for
+an ordinary user `$XDG_CONFIG_HOME/workbench/workbench.toml` first: `workbench.xdg.config_file`).
 CDI is enabled unless `disabled = true`; `--cdi-spec-dir` (repeatable) replaces `specDirs`.
 """
 
@@ -31,12 +32,15 @@ class CDIConfig:
 
 
 def config_path(explicit: str | None = None) -> Path | None:
-    """The config file to read: `explicit`, $WORKBENCH_CONFIG, or the default path if it exists."""
+    """The config file to read: `explicit`, $WORKBENCH_CONFIG, or the default one that exists (workbench.xdg)."""
     if explicit:
         return Path(explicit)
     if env := os.environ.get("WORKBENCH_CONFIG"):
         return Path(env)
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    from workbench.xdg import config_file
+
+    found = config_file()
+    return Path(found) if found else None
 
 
 def load_cdi_config(path: Path | None, spec_dirs: list[str] | tuple[str, ...] = ()) -> CDIConfig:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.rootless.userns import entered, inside_user_namespace
+
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "buildkitsandbox"
 # Docker's default capability set (moby/oci/caps/defaults.go).
@@ -48,6 +50,8 @@ def nofile_limit() -> int:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY or hard >= NOFILE:
         return NOFILE
+    if inside_user_namespace():
+        return hard  # CAP_SYS_RESOURCE of our user namespace does not raise a limit past the host's
     try:
         status = Path("/proc/self/status").read_text()
         cap_eff = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("CapEff:")), 16)
@@ -199,9 +203,31 @@ def generate_spec(spec: ExecSpec, rootfs: Path, resolv_conf: Path, hosts: Path, 
             **linux_extra,
         },
     }
+    if inside_user_namespace():
+        _rootless(spec_doc)
     for edit in spec.spec_edits:
         edit(spec_doc)
     return spec_doc
+
+
+def _rootless(spec_doc: dict[str, Any]) -> None:
+    """What runc can do as root of our user namespace (as runc's `spec --rootless`): no cgroup (it may not
+    write one), the host's /sys bound read-only instead of a new sysfs (that needs a netns of our own), and no
+    gid= mount options when no other group than ours exists. runc bind-mounts device nodes itself here."""
+    linux = spec_doc["linux"]
+    linux.pop("cgroupsPath", None)
+    linux.pop("resources", None)
+    single = (ns := entered()) is not None and ns.ids == 1
+    mounts = []
+    for m in spec_doc["mounts"]:
+        if m["destination"] in ("/sys", "/sys/fs/cgroup"):
+            continue
+        if single:
+            m = {**m, "options": [o for o in m["options"] if not o.startswith(("gid=", "uid="))]}
+        mounts.append(m)
+    mounts.insert(0, {"destination": "/sys", "type": "none", "source": "/sys",
+                      "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+    spec_doc["mounts"] = mounts
 
 
 def _depth(destination: str) -> int:

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from workbench.fsutil.destination import DestinationError, reason
 from workbench.fsutil.paths import DIR_FLAGS, open_beneath, remove_leaf
+from workbench.rootless.userns import entered
 from workbench.snapshot.manager import SnapshotManager
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -205,6 +206,10 @@ def _replace(dir_fd: int, name: str, create: Callable[[], T]) -> T:
 
 
 def _chown(call: Callable[[], None]) -> None:
+    if entered() is not None:
+        # rootless: the image's owners would map to the user's subordinate ids, files the user could not then
+        # change or remove; the output is the user's, as BuildKit's client writes a local output
+        return
     try:
         call()
     except PermissionError:

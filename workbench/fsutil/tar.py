@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import IO, cast
 
 from workbench.fsutil.paths import DIR_FLAGS, Root, UnsafePathError, remove_leaf
+from workbench.rootless.userns import inside_user_namespace, owner_here
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-OVERLAY_XATTRS = "trusted.overlay."
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+"""The opaque marker of an overlay mounted with `userxattr` (in a user namespace: rootless)."""
+OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 """xattrs overlayfs keeps for itself: never taken from a layer nor written into one."""
 XATTR_PAX = "SCHILY.xattr."
 """The PAX header prefix of an xattr."""
@@ -177,7 +180,7 @@ class _Extraction:
         if not (m.isreg() or m.isdir()):
             remove_leaf(pfd, base)  # a child of the cached parent: the cache stays valid
 
-        uid, gid = self.owner if self.owner is not None else (m.uid, m.gid)
+        uid, gid = owner_here(*(self.owner if self.owner is not None else (m.uid, m.gid)))
         mode = m.mode & 0o7777
         xattrs = _xattrs(m) if self.layer else []
         if m.isreg():
@@ -269,7 +272,7 @@ class _Extraction:
 def _whiteout(pfd: int, m: tarfile.TarInfo, base: str) -> None:
     """A layer's `.wh.` member in the dir `pfd`, in overlayfs' form."""
     if base == OPAQUE:
-        os.setxattr(pfd, OPAQUE_XATTR, b"y")
+        os.setxattr(pfd, opaque_xattr(), b"y")
         return
     if base.startswith(WHITEOUT_META_PREFIX):  # other AUFS metadata (.wh..wh.plnk ...): not content
         return
@@ -278,8 +281,24 @@ def _whiteout(pfd: int, m: tarfile.TarInfo, base: str) -> None:
         raise UnsafeMemberError(f"{m.name}: whiteout of {name!r} is not a file name")
     remove_leaf(pfd, name)
     os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd)
-    os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+    os.chown(name, *owner_here(m.uid, m.gid), dir_fd=pfd, follow_symlinks=False)
     os.utime(name, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+
+
+def opaque_xattr() -> str:
+    """The opaque-dir xattr our overlay mounts read: the `user.` one inside a user namespace (`userxattr`)."""
+    return USER_OPAQUE_XATTR if inside_user_namespace() else OPAQUE_XATTR
+
+
+def is_opaque(path: str) -> bool:
+    """Whether the dir `path` of a snapshot or upper dir is opaque (either overlay marker)."""
+    for key in (OPAQUE_XATTR, USER_OPAQUE_XATTR):
+        try:
+            if os.getxattr(path, key, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:

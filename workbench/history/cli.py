@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from workbench.history.store import RecordedSession
 
-ROOT_HELP = "state directory (default: /var/lib/workbench for root)"
+ROOT_HELP = "state directory (default: /var/lib/workbench for root, else $XDG_DATA_HOME/workbench)"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

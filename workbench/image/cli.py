@@ -7,6 +7,8 @@ import errno
 import sys
 from pathlib import Path
 
+from workbench.build_options import ROOT_HELP
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the `image` command and its subcommands to the top-level parser."""
@@ -14,7 +16,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     isub = img.add_subparsers(dest="image_command", required=True)
 
     def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--root", help="state directory (default: /var/lib/workbench for root)")
+        p.add_argument("--root", help=ROOT_HELP)
         return p
 
     ls = with_root(isub.add_parser("ls", help="list images"))

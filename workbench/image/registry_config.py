@@ -3,7 +3,8 @@
 Plain HTTP for localhost / 127.0.0.1 / ::1 (any port), for hosts listed in $WORKBENCH_INSECURE_REGISTRIES
 (comma-separated "host[:port]") and for those with `http = true` in the config file's `[registry."HOST"]`
 table (buildkitd.toml's; `insecure = true` there keeps HTTPS but skips certificate checks), HTTPS elsewhere.
-The config file is $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present. Credentials come from
+The config file is $WORKBENCH_CONFIG, else /etc/workbench/workbench.toml if present (an ordinary user's
+$XDG_CONFIG_HOME/workbench/workbench.toml first: workbench.xdg). Credentials come from
 docker's config.json ($DOCKER_CONFIG or ~/.docker): its credential helper for the host (`credHelpers`, else
 `credsStore`) when one is configured, as docker asks it, else "auths".
 """
@@ -46,7 +47,12 @@ def registry_config(registry: str) -> dict[str, Any]:
     """The config file's `[registry."HOST[:PORT]"]` table for `registry` (the host:port entry, else the host's)."""
     import tomllib
 
-    path = Path(os.environ.get("WORKBENCH_CONFIG") or "/etc/workbench/workbench.toml")
+    from workbench.xdg import config_file
+
+    found = os.environ.get("WORKBENCH_CONFIG") or config_file()
+    if not found:
+        return {}
+    path = Path(found)
     try:
         with open(path, "rb") as f:
             tables = tomllib.load(f).get("registry") or {}

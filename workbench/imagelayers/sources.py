@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from workbench.fsutil.tar import OPAQUE as OPAQUE_NAME
-from workbench.fsutil.tar import OPAQUE_XATTR, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX
+from workbench.fsutil.tar import WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, is_opaque
 from workbench.imagelayers.analysis import (
     DIR,
     FILE,
@@ -79,10 +79,7 @@ def snapshot_entries(fs: Path) -> Iterator[LayerEntry]:
 
 
 def _opaque(host: str) -> bool:
-    try:
-        return os.getxattr(host, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    return is_opaque(host)
 
 
 Opener = Callable[[], AbstractContextManager[Any]]

@@ -20,7 +20,7 @@ from typing import IO, BinaryIO, cast
 from workbench.fsutil.compress import write_compressed
 from workbench.fsutil.deflate import ERRORS as ZLIB_ERRORS
 from workbench.fsutil.deflate import zlib
-from workbench.fsutil.tar import OPAQUE, OPAQUE_XATTR, OVERLAY_XATTRS, WHITEOUT_PREFIX, XATTR_PAX, extract, sniff
+from workbench.fsutil.tar import OPAQUE, OVERLAY_XATTRS, WHITEOUT_PREFIX, XATTR_PAX, extract, is_opaque, sniff
 
 
 class LayerContentError(Exception):
@@ -183,10 +183,7 @@ def _walk(root: Path) -> Iterator[tuple[str, str, os.stat_result | None]]:
 
 
 def _is_opaque(host: str) -> bool:
-    try:
-        return os.getxattr(host, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    return is_opaque(host)  # either marker: trusted.overlay.opaque, or user.overlay.opaque when rootless
 
 
 def _xattr_headers(host: str) -> dict[str, str]:

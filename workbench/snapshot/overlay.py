@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from workbench.mountinfo import mounts
+from workbench.rootless.userns import inside_user_namespace
 
 MAX_LOWERS = 500  # the kernel's OVL_MAX_STACK
 _MAX_OPTIONS = 4095  # mount data is one page, NUL included
@@ -59,6 +60,8 @@ def _option_path(base: str | None, path: Path) -> str:
 
 def _options(base: str | None, lowers: list[Path], upper: Path | None, work: Path | None) -> str:
     options = "lowerdir=" + ":".join(_option_path(base, p) for p in lowers)
+    if inside_user_namespace():  # rootless: whiteouts and opaque dirs are user.overlay.* xattrs (kernel >= 5.11)
+        options += ",userxattr"
     if upper is not None and work is not None:
         return options + f",upperdir={_option_path(base, upper)},workdir={_option_path(base, work)}"
     return options + ",ro"

@@ -190,6 +190,8 @@ class _Mounter:
         for d in ("upper", "work", "merged"):
             (work / d).mkdir()
         try:
+            if self.worker.snapshots.copying:  # no overlay mounts at all with the copying snapshotter
+                raise OverlayError("copying snapshotter")
             mount_overlay([lower], work / "upper", work / "work", work / "merged")
         except OverlayError:
             copy = work / "copy"

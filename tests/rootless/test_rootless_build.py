@@ -1,0 +1,194 @@
+"""A non-root user's `workbench build`: a user namespace with the user's subordinate ids, overlayfs with
+`userxattr`, rootless runc; image file owners kept. And the single-uid fallback of a user without ranges."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+from tests.conftest import cached_count, runc_containers, step_outcomes
+from tests.rootless.conftest import RootlessUser
+
+DOCKERFILE = """\
+FROM localhost:5055/busybox
+COPY --chown=1000:1000 f /f
+COPY g /g
+RUN id -u > /uid && touch /made && chown 1234:1234 /made && rm /g && mkdir -p /o/sub && touch /o/a /o/sub/b
+RUN rm -rf /o && mkdir /o && touch /o/c
+RUN --mount=type=cache,target=/c --mount=type=tmpfs,target=/t --mount=type=bind,target=/b \\
+    --mount=type=secret,id=s,target=/s --mount=type=ssh \\
+    touch /c/x /t/y && cat /b/f /s > /seen && stat -c %F /run/buildkit/ssh_agent.0 > /sshkind
+RUN --network=none sh -c 'grep -c : /proc/net/dev > /ifaces'
+"""
+
+
+def _layers(oci_tar: Path) -> list[dict[str, tarfile.TarInfo]]:
+    """The entries of each layer of the single image in an OCI layout tar, by name."""
+    with tarfile.open(oci_tar) as outer:
+        def blob(digest: str) -> bytes:
+            f = outer.extractfile("blobs/sha256/" + digest.split(":")[1])
+            assert f is not None
+            return f.read()
+
+        doc = json.loads(blob(json.load(outer.extractfile("index.json"))["manifests"][0]["digest"]))  # type: ignore[arg-type]
+        if "manifests" in doc:
+            doc = json.loads(blob(doc["manifests"][0]["digest"]))
+        layers = []
+        for layer in doc["layers"]:
+            with tarfile.open(fileobj=io.BytesIO(blob(layer["digest"]))) as t:
+                layers.append({m.name: m for m in t.getmembers()}
+                              | {f"{m.name}:data": t.extractfile(m).read() for m in t.getmembers() if m.isreg()})  # type: ignore[union-attr]
+    return layers
+
+
+def _context(user: RootlessUser, name: str, dockerfile: str) -> Path:
+    ctx = user.mkdir(name)
+    user.write(ctx / "Dockerfile", dockerfile)
+    user.write(ctx / "f", "from-context\n")
+    user.write(ctx / "g", "deleted later\n")
+    user.write(ctx / "secret.txt", "s3cret\n")
+    return ctx
+
+
+def test_rootless_build_keeps_owners_whiteouts_and_cache(rootless_user: RootlessUser, registry: str) -> None:
+    user = rootless_user
+    ctx = _context(user, "owners", DOCKERFILE)
+    work = user.mkdir("owners-out")  # outside the context, which the build bind-mounts
+    agent = work / "agent.sock"
+    ssh_agent = subprocess.Popen(user.command(["ssh-agent", "-D", "-a", str(agent)]), stdout=subprocess.DEVNULL)
+    try:
+        args = ["build", "--progress", "plain", "--no-cache", "--secret", f"id=s,src={ctx / 'secret.txt'}",
+                "--ssh", f"default={agent}", "--output", f"type=oci,dest={work / 'out.tar'}", str(ctx)]
+        first = user.run(args, env={"WORKBENCH_SERVER": "0"}, cwd=ctx)  # in-process: enters itself
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "rootless:" not in first.stderr  # subordinate ids: no fallback to tell
+        layers = _layers(work / "out.tar")
+        files = {name: m for layer in layers[1:] for name, m in layer.items() if not name.endswith(":data")}
+        data = {name: d for layer in layers for name, d in layer.items() if name.endswith(":data")}
+        assert (files["f"].uid, files["f"].gid) == (1000, 1000)
+        assert (files["made"].uid, files["made"].gid) == (1234, 1234)
+        assert (files["uid"].uid, data["uid:data"]) == (0, b"0\n")
+        assert ".wh.g" in layers[3] and "o/.wh..wh..opq" in layers[4] and "o/a" not in layers[4]
+        assert data["seen:data"] == b"from-context\ns3cret\n"
+        assert data["sshkind:data"] == b"socket\n"
+        assert data["ifaces:data"] == b"1\n"  # --network=none: lo alone
+
+        again = user.run([a for a in args if a != "--no-cache"], cwd=ctx)  # through the build server
+        assert again.returncode == 0, again.stderr[-3000:]
+        outcomes = step_outcomes(again.stderr)
+        assert outcomes and set(outcomes.values()) == {"CACHED"}, outcomes
+        assert cached_count(again.stderr) == len(outcomes)
+    finally:
+        ssh_agent.terminate()
+        ssh_agent.wait(10)
+
+    root = user.home / ".local/share/workbench"
+    for path in (root, root / "snapshots", root / "content", *(root / "snapshots").iterdir()):
+        assert os.lstat(path).st_uid == user.uid, path
+    with open("/proc/1/mountinfo") as f:  # the host's mount table: every mount was made in our namespace
+        assert not [line for line in f if str(user.home) in line]
+    assert runc_containers(root) == []
+
+
+def test_no_subordinate_ids_fall_back_to_one_uid(nosub_user: RootlessUser, registry: str) -> None:
+    user = nosub_user
+    ctx = _context(user, "single", "FROM localhost:5055/busybox\nCOPY f /f\nRUN id -u > /uid && touch /made\n")
+    out = ctx / "out.tar"
+    ok = user.run(["build", "--progress", "plain", "--no-cache", "--output", f"type=oci,dest={out}", str(ctx)],
+                  env={"WORKBENCH_SERVER": "0"})
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    notes = [line for line in ok.stderr.splitlines() if line.startswith("rootless:")]
+    assert len(notes) == 1 and "no subordinate ids for wbnosub in /etc/subuid" in notes[0], ok.stderr[-2000:]
+    layers = _layers(out)
+    assert layers[1]["f"].uid == 0 and layers[2]["uid:data"] == b"0\n"
+
+    user.write(ctx / "Dockerfile", "FROM localhost:5055/busybox\nRUN touch /made && chown 1234:1234 /made\n")
+    failed = user.run(["build", "--progress", "plain", str(ctx)])  # through the build server this time
+    assert failed.returncode == 1
+    assert "chown: /made: Invalid argument" in failed.stderr
+    lines = [line for line in failed.stderr.splitlines() if line.startswith("rootless:")]
+    assert len(lines) == 2, failed.stderr[-2000:]  # the fallback note, then why the chown failed
+    assert "only your own uid is mapped" in lines[1] and "/etc/subuid" in lines[1] and "usermod" in lines[1]
+
+
+def test_a_local_output_is_the_users_own(rootless_user: RootlessUser, registry: str) -> None:
+    """Image owners (1000, 1234) would map to subordinate ids the user cannot change or remove outside the
+    namespace: a local output is written as the user's, as BuildKit's client writes one."""
+    user = rootless_user
+    ctx = _context(user, "local-out", "FROM localhost:5055/busybox\nCOPY --chown=1000:1000 f /f\n"
+                                      "RUN mkdir /d && touch /d/made && chown -R 1234:1234 /d\n")
+    dest = user.mkdir("local-out-dest") / "out"
+    r = user.run(["build", "--progress", "plain", "--output", f"type=local,dest={dest}", str(ctx)],
+                 env={"WORKBENCH_SERVER": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    for path in (dest / "f", dest / "d", dest / "d" / "made"):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (user.uid, user.gid), path
+    assert (dest / "f").read_text() == "from-context\n"
+    removed = user.sh(f"rm -rf {dest} && echo gone")
+    assert removed.stdout.strip() == "gone" and not dest.exists(), removed.stderr
+
+
+def _without_user_namespaces(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """`argv` run in a user namespace of root's (ids 0-65535 mapped as they are) whose user.max_user_namespaces
+    is 0, as a hardened host sets it: nothing below can create one. (This VM's root may not lower the host's.)"""
+    import ctypes
+    import threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid_r, pid_w = os.pipe()
+    go_r, go_w = os.pipe()
+
+    def map_ids() -> None:
+        pid = int(os.read(pid_r, 32))
+        for name in ("uid_map", "gid_map"):
+            Path(f"/proc/{pid}/{name}").write_text("0 0 65536\n")
+        os.write(go_w, b"1")
+
+    def in_child() -> None:
+        if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+            os._exit(97)
+        os.write(pid_w, str(os.getpid()).encode())
+        os.read(go_r, 1)
+        Path("/proc/sys/user/max_user_namespaces").write_text("0\n")  # before exec: this process is the ns' root
+
+    mapper = threading.Thread(target=map_ids, daemon=True)
+    mapper.start()
+    try:
+        return subprocess.run(argv, preexec_fn=in_child, pass_fds=(pid_w, go_r), capture_output=True, text=True,
+                              timeout=120)
+    finally:
+        mapper.join(5)
+        for fd in (pid_r, pid_w, go_r, go_w):
+            os.close(fd)
+
+
+def test_user_namespaces_disabled_is_one_line_naming_the_sysctl(rootless_user: RootlessUser, registry: str) -> None:
+    """Where user namespaces are off a rootless build cannot start: one line says why and what an admin runs,
+    instead of `Operation not permitted`."""
+    user = rootless_user
+    ctx = _context(user, "no-userns", "FROM localhost:5055/busybox\nRUN true\n")
+    from tests.rootless.conftest import PYTHON
+
+    r = _without_user_namespaces(user.command([PYTHON, "-m", "workbench.cli", "build", "--progress", "plain",
+                                               str(ctx)], {"WORKBENCH_SERVER": "0"}))
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, r.stderr
+    assert "user namespaces are disabled" in errors[0] and "user.max_user_namespaces = 0" in errors[0], errors
+    assert "sysctl -w user.max_user_namespaces=" in errors[0], errors
+
+
+def test_the_copying_snapshotter_says_so_once(rootless_user: RootlessUser, registry: str) -> None:
+    user = rootless_user
+    ctx = _context(user, "copying", "FROM localhost:5055/busybox\nCOPY f /f\nRUN cat /f > /g\n")
+    r = user.run(["build", "--progress", "plain", "--no-cache", str(ctx)],
+                 env={"WORKBENCH_SERVER": "0", "WORKBENCH_SNAPSHOTTER": "copy"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = [line for line in r.stderr.splitlines() if "copying snapshotter" in line]
+    assert said == ["workbench: WORKBENCH_SNAPSHOTTER=copy: using the copying snapshotter, about 1.3x slower than "
+                    "overlayfs"], r.stderr
