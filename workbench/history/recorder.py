@@ -73,6 +73,8 @@ class Recorder:
         self._fd: int | None = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.states: dict[str, str] = {}
         """Each vertex's last state, for the step counts in result.json."""
+        self.meta: dict[str, Any] = {}
+        """What meta.json holds (kept to name the engine once it is known)."""
 
     def __call__(self, event: Event) -> None:
         if self._fd is None:
@@ -85,6 +87,14 @@ class Recorder:
             os.write(self._fd, (dumps_event(event) + "\n").encode("utf-8", "surrogateescape"))
         except OSError:  # a full disk must not fail the build; the session just ends here
             self.close()
+
+    def set_engine(self, engine: str) -> None:
+        """Names the engine in meta.json (a remote daemon's version is asked while the build starts)."""
+        self.meta["engine"] = self.redactor.text(engine)
+        try:
+            write_json(self.dir / "meta.json", self.meta)
+        except OSError:
+            pass
 
     def record_llb(self, target: Vertex, dockerfile_text: str) -> None:
         """The converted graph with its Dockerfile lines (called once the frontend has converted)."""
@@ -175,18 +185,24 @@ class Recording:
             directory = history_dir(req.root) / new_id()
             make_private_dir(directory.parent)
             directory.mkdir(mode=0o700)
-            write_json(directory / "meta.json", _request_meta(req, directory.name, redactor))
+            meta = _request_meta(req, directory.name, redactor)
+            write_json(directory / "meta.json", meta)
             try:
                 text = read_dockerfile(req.dockerfile)  # not a FIFO: that would block here forever
                 write_private(directory / "Dockerfile", redactor.data(text.encode("utf-8", "surrogateescape")))
             except (OSError, DockerfileReadError):
                 pass  # the build reports an unreadable Dockerfile itself
             recorder = Recorder(directory, redactor)
+            recorder.meta = meta
         except OSError as e:
             bus.emit(BuildWarning(f"build history is not recorded: {e}"))
             return cls(None)
         bus.subscribe(recorder)
         return cls(recorder)
+
+    def set_engine(self, engine: str) -> None:
+        if self.recorder:
+            self.recorder.set_engine(engine)
 
     def record_llb(self, target: Vertex, dockerfile_text: str) -> None:
         if self.recorder:

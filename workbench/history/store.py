@@ -10,6 +10,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,17 +201,93 @@ def apply_retention(history: Path, keep: str = "", max_entries: int | None = Non
                     max_age: float | None = None) -> list[str]:
     """Remove finished records beyond the newest `max_entries` or older than `max_age`; returns their ids.
 
-    Records of builds still running and the record `keep` (the build that just finished) stay.
+    Records of builds still running and the record `keep` (the build that just finished) stay. Only the records
+    beyond either limit are read: the count comes from the folder's listing, each record's start time from the
+    index STARTED_INDEX (a record not in it: from its meta.json).
     """
     entries, age = retention_policy()
     entries = entries if max_entries is None else max_entries
     age = age if max_age is None else max_age
+    if entries < 0 and age <= 0:
+        return []
     now = time.time()
+    try:
+        folders = {e.name: _identity(e) for e in os.scandir(history) if not e.name.startswith(".") and e.is_dir()}
+    except FileNotFoundError:
+        return []
+    if age <= 0 and len(folders) <= entries:
+        return []
+    index = _StartedIndex(history, folders)
+    started = index.started
+    if not (entries >= 0 and len(folders) > entries) and all(now - t <= age for t in started.values()):
+        index.save()
+        return []
+    # as list_sessions ranks them: newest first, the folders that hold a record
+    ranked = sorted((n for n in folders if os.path.exists(os.path.join(history, n, "events.jsonl"))),
+                    key=started.__getitem__, reverse=True)
     removed = []
-    for n, s in enumerate(list_sessions(history)):
-        if s.path.name == keep or s.status == "running":
+    for n, name in enumerate(ranked):
+        if name == keep or not ((entries >= 0 and n >= entries) or (age > 0 and now - started[name] > age)):
             continue
-        if (entries >= 0 and n >= entries) or (age > 0 and now - s.started > age):
-            remove(s.path)
-            removed.append(s.path.name)
+        if load_session(history / name, with_events=False).status == "running":
+            continue
+        remove(history / name)
+        removed.append(name)
+    index.save(removed)
     return removed
+
+
+INDEX_SLACK = 8  # records read from their meta.json before the index is written again (a write costs more)
+STARTED_INDEX = ".started.json"
+"""history/.started.json: {record folder: [its meta's `started`, the folder's inode and ctime]}, what retention
+reads instead of every meta.json (a record's start never changes; a folder not in it, or changed since, is read
+again; one gone is dropped)."""
+
+
+def _identity(entry: os.DirEntry[str]) -> tuple[int, int]:
+    """A folder as the index knows it: another folder of that name (removed and made again) is another one."""
+    try:
+        return entry.inode(), entry.stat(follow_symlinks=False).st_ctime_ns
+    except FileNotFoundError:
+        return entry.inode(), 0
+
+
+class _StartedIndex:
+    """The start time of each record folder in `folders` (name: identity), from STARTED_INDEX or, for a folder
+    it does not know, from its meta.json (as RecordedSession.started: 0.0 for a meta without one, or not written
+    yet; such a one is not kept in the index)."""
+
+    def __init__(self, history: Path, folders: dict[str, tuple[int, int]]) -> None:
+        self.history = history
+        index = _read_json(history / STARTED_INDEX) or {}
+        self.started: dict[str, float] = {}
+        self.entries: dict[str, list[int | float]] = {}
+        self.unindexed = 0
+        for name, ident in folders.items():
+            entry = index.get(name)
+            if (isinstance(entry, list) and len(entry) == 3 and tuple(entry[1:]) == ident
+                    and isinstance(entry[0], (int, float)) and entry[0] > 0):
+                value = float(entry[0])
+            else:
+                meta = _read_json(history / name / "meta.json") or {}
+                try:
+                    value = float(meta.get("started") or 0.0)
+                except (TypeError, ValueError):
+                    value = 0.0
+                self.unindexed += 1
+            self.started[name] = value
+            if value > 0:
+                self.entries[name] = [value, *ident]
+
+    def save(self, removed: Sequence[str] = ()) -> None:
+        """Writes the index when records went, or enough were read from their meta.json."""
+        if not removed and self.unindexed < INDEX_SLACK:
+            return
+        for name in removed:
+            self.entries.pop(name, None)
+        from workbench.state_root import write_private
+
+        try:
+            write_private(self.history / STARTED_INDEX, json.dumps(self.entries, separators=(",", ":")))
+        except OSError:
+            pass  # only a cache: the next retention reads the metas again

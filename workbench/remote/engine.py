@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -70,22 +71,27 @@ class RemoteEngine:
             control = Control(self.address)  # one connection for the whole build (grpc connects on the first call)
         except (ControlError, OSError) as e:
             raise BuildFailure(f"cannot reach BuildKit at {self.address}: {e}") from None
+        # connecting and asking the daemon's version (for the record, and our graph's caps) overlap the local
+        # frontend's work; the record names the daemon's version once it is known
+        connecting = _Connecting(self, control, describe=self.recorder is not None)
         if self.recorder is not None:
-            request = replace(request, engine=self.describe(control))
+            request = replace(request, engine=self.fallback_description())
         recording = self.recorder(request, bus, redactor) if self.recorder is not None else None
         t0 = time.monotonic()
         try:
             with control:
-                result = self._build(request, bus, control, recording)
+                result = self._build(request, bus, control, recording, connecting)
         except BuildFailure as e:
             # the daemon wrote most of this text: no secret value and no terminal control reach the user's screen
             e.message = printable(redactor.text(e.message), keep="\n")
             e.args = (e.message,)
             bus.emit(BuildFinished(error=e.message, duration=time.monotonic() - t0, source=e.location, step=e.step))
+            connecting.name_engine(recording)
             if recording is not None:
                 recording.finish("error", time.monotonic() - t0, error=e.message, location=e.location, step=e.step)
             raise
         except BaseException as e:
+            connecting.name_engine(recording)
             if recording is not None:
                 recording.finish("canceled" if isinstance(e, KeyboardInterrupt) else "error", time.monotonic() - t0,
                                  error=str(e) or type(e).__name__, exception=type(e).__name__)
@@ -97,7 +103,7 @@ class RemoteEngine:
         return result
 
     def _build(self, request: BuildRequest, bus: EventBus, control: Control,
-               recording: BuildRecorder | None = None) -> BuildResult:
+               recording: BuildRecorder | None = None, connecting: _Connecting | None = None) -> BuildResult:
         from workbench.remote.control import ControlError
         from workbench.remote.explain import RemoteExplainer, save_remote_build
         from workbench.remote.solve import SolveCanceled, SolveFailed, run_solve, shared_key
@@ -112,6 +118,8 @@ class RemoteEngine:
             graph = convert_request(request, bus)
             if recording is not None:
                 recording.record_llb(graph.vertex, graph.text)
+        if connecting is not None:
+            connecting.wait(recording)
         try:
             if graph is not None:
                 marshalled = self.marshal_graph(control, graph, request)
@@ -276,6 +284,10 @@ class RemoteEngine:
             return _local_cache(spec, plan)
         return Exporter(spec.type, dict(spec.attrs))
 
+    def fallback_description(self) -> str:
+        """The engine as `describe` names it when the daemon does not say its version."""
+        return f"docker at {self.address}" if self.address.scheme == "docker" else f"buildkit at {self.address}"
+
     def describe(self, control: Control | None = None) -> str:
         """The engine, as the build's history record names it: the daemon, its version when it tells, its address
         (asked on `control`, the build's connection, when given)."""
@@ -285,7 +297,7 @@ class RemoteEngine:
             try:
                 version = str(docker_version(self.address.path, timeout=5).get("Version", ""))
             except (OSError, ValueError):
-                return f"docker at {self.address}"
+                return self.fallback_description()
             bundled = " (buildkit v0.8)" if version.startswith("20.10.") else ""
             return f"docker {version}{bundled} at {self.address}"
         from workbench.remote.control import Control, ControlError
@@ -297,8 +309,8 @@ class RemoteEngine:
                 with Control(self.address, timeout=5) as own:
                     info = own.info()
         except ControlError:
-            return f"buildkit at {self.address}"
-        return f"buildkit {info.version.version} at {self.address}" if info.version else f"buildkit at {self.address}"
+            return self.fallback_description()
+        return f"buildkit {info.version.version} at {self.address}" if info.version else self.fallback_description()
 
     def _exporters(self, outputs: list[OutputSpec]) -> tuple[list[Any], Any]:
         """The daemon's exporters for `outputs`, the one written through the session (FileSend) first, since
@@ -374,6 +386,42 @@ class RemoteEngine:
         from workbench.results import ViewError
 
         raise ViewError(f"a shell in a step's result is {NOT_REMOTE} ({self.address})")
+
+
+class _Connecting:
+    """In a thread, while the build starts: the connection made and the daemon's version asked, for the record
+    (`describe`) and our graph's caps. Never joined when the build fails before it needs them (closing the
+    channel ends the call)."""
+
+    def __init__(self, engine: RemoteEngine, control: Control, describe: bool) -> None:
+        self.description = engine.fallback_description()
+        self._engine, self._control, self._describe = engine, control, describe
+        self._thread = threading.Thread(target=self._run, name="remote-connect", daemon=True)
+        if describe or (not engine.frontend and engine.address.scheme != "docker"):
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if self._describe:
+                self.description = self._engine.describe(self._control)
+            else:
+                self._control.info()
+        except Exception:  # the build's own calls say what is wrong with the daemon
+            pass
+
+    def wait(self, recording: BuildRecorder | None) -> None:
+        """Waits for the answer; names the engine in the build's record."""
+        if self._thread.ident is not None:
+            self._thread.join()
+        self.name_engine(recording)
+
+    def name_engine(self, recording: BuildRecorder | None) -> None:
+        """Names the engine in the build's record (a recorder that keeps one), once, if the answer has come."""
+        if not self._describe or self._thread.is_alive():
+            return
+        self._describe = False
+        if (set_engine := getattr(recording, "set_engine", None)) is not None:
+            set_engine(self.description)
 
 
 CONFIG_KEY = "containerimage.config"  # BuildKit's exptypes.ExporterImageConfigKey

@@ -37,8 +37,10 @@ from workbench.remote.session.h2server import (
 from workbench.remote.session.proto.fsutil_types_pb2 import Packet, Stat
 
 CHUNK = 256 * 1024  # per DATA packet (Go sends 32 KiB; larger costs fewer Python round trips)
+LINGER = 0.001  # seconds a sender holding small files' data waits for the next request before it writes
 SENDERS = 2  # files read at once (fsutil: 4; more Python threads only add GIL contention)
-STAT_BATCH = 64  # STATs per write; the receiver may ask for a file only once its STAT arrived
+STAT_BATCH = 32  # STATs in the first write (the receiver may ask for a file only once its STAT arrived) ...
+STAT_BATCH_MAX = 512  # ... each later write twice as many, up to this: fewer h2 frames for a big tree
 
 # Go os.FileMode bits
 MODE_DIR = 1 << 31
@@ -76,16 +78,23 @@ def can_request(mode: int) -> bool:
 
 def make_stat(rel: str, s: os.stat_result, linkname: str = "", xattrs: Mapping[str, bytes] | None = None) -> Stat:
     """fsutil's Stat of one entry; uid and gid 0, as the docker CLI and buildctl send local sources."""
-    out = Stat(path=rel, mode=go_mode(s.st_mode), modTime=s.st_mtime_ns)
-    if not st.S_ISDIR(s.st_mode):
-        out.size = s.st_size
-        out.linkname = linkname
-        if s.st_mode & (st.S_IFBLK | st.S_IFCHR):  # Go tests the bits, not the type: 0 for links and sockets
+    mode = s.st_mode
+    if (gmode := _GO_MODES.get(mode)) is None:
+        gmode = _GO_MODES[mode] = go_mode(mode)  # a tree has few distinct modes
+    if st.S_ISDIR(mode):
+        out = Stat(path=rel, mode=gmode, modTime=s.st_mtime_ns)
+    else:
+        out = Stat(path=rel, mode=gmode, modTime=s.st_mtime_ns, size=s.st_size, linkname=linkname)
+        if mode & (st.S_IFBLK | st.S_IFCHR):  # Go tests the bits, not the type: 0 for links and sockets
             out.devmajor = (s.st_rdev >> 8) & 0xFFF
             out.devminor = (s.st_rdev & 0xFF) | ((s.st_rdev >> 12) & 0xFFF00)
-    for name, value in (xattrs or {}).items():
-        out.xattrs[name] = value
+    if xattrs:
+        for name, value in xattrs.items():
+            out.xattrs[name] = value
     return out
+
+
+_GO_MODES: dict[int, int] = {}
 
 
 def read_xattrs(target: str | int) -> dict[str, bytes]:
@@ -109,10 +118,22 @@ def read_xattrs(target: str | int) -> dict[str, bytes]:
 _PROC_FD = os.path.isdir("/proc/self/fd")
 
 
-def _at(dir_fd: int, name: str, fallback: Path) -> str:
+def _at(dir_fd: int, name: str, root: Path, rel: str) -> str:
     """A path naming `name` inside the directory open as `dir_fd` (the fd pins it: no component is re-resolved),
-    for the calls that take no dir_fd (xattrs); without /proc, `fallback`."""
-    return f"/proc/self/fd/{dir_fd}/{name}" if _PROC_FD else str(fallback)
+    for the calls that take no dir_fd (xattrs); without /proc, `root`/`rel`."""
+    return f"/proc/self/fd/{dir_fd}/{name}" if _PROC_FD else os.path.join(root, rel)
+
+
+def stat_packet(stat: Stat) -> bytes:
+    """Packet(type=STAT, stat=stat) serialised, without copying `stat` into a Packet: field 2 (the type, 0,
+    is proto3's default and not written)."""
+    body = stat.SerializeToString()
+    n, head = len(body), bytearray(b"\x12")
+    while n > 0x7F:
+        head.append(n & 0x7F | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + body
 
 
 class UnsendableName(Exception):
@@ -228,6 +249,7 @@ class TreeWalk:
         floor_matcher = IgnoreMatcher(list(floor))
         self.floor = floor_matcher if floor_matcher else None
         self.only = only
+        self.filtered = any(f is not None for f in (self.include, self.exclude, self.floor, only))
 
     def __iter__(self) -> Iterator[Stat]:
         for stat, _ in self.entries():
@@ -274,14 +296,21 @@ class TreeWalk:
             entries = sorted(it, key=lambda e: os.fsencode(e.name))
         for entry in entries:
             rel = f"{top.rel}/{entry.name}" if top.rel else entry.name
+            leave: bool | None = False
+            if self.filtered:  # decided on the listing's type first: what is left out is never stat'ed
+                try:
+                    listed_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if (leave := self._leave_out(rel, listed_dir)):
+                    continue
             try:
                 s = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed while we walk
             is_dir = st.S_ISDIR(s.st_mode)
-            leave = self._leave_out(rel, is_dir)
-            if leave:
-                continue
+            if self.filtered and is_dir != listed_dir and (leave := self._leave_out(rel, is_dir)):
+                continue  # replaced by another type since it was listed
             if is_dir:
                 try:
                     fd = open_dir_at(top.fd, entry.name, s)
@@ -309,7 +338,7 @@ class TreeWalk:
                 continue
             check_name(rel, self.label, link, "its link target")
             try:
-                stat = make_stat(rel, s, link, read_xattrs(_at(top.fd, entry.name, self.root / rel)))
+                stat = make_stat(rel, s, link, read_xattrs(_at(top.fd, entry.name, self.root, rel)))
             except UnicodeEncodeError:
                 raise UnsendableName(f"{self.label} file {os.fsencode(rel)!r}: an extended attribute name is not "
                                      "UTF-8, which a BuildKit session cannot carry; remove it or add the file to "
@@ -393,6 +422,18 @@ def decode_opts(metadata: Mapping[str, list[str]], key: str) -> list[str]:
     return values
 
 
+class _Pending:
+    """Packets a sender holds back, to go out in one write."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+        self.size = 0
+
+    def add(self, *packets: bytes) -> None:
+        self.packets += packets
+        self.size += sum(map(len, packets))
+
+
 class DiffCopySender:
     """One FileSync.DiffCopy call: the walk in the handler's thread, REQs read by a reader thread, file
     data sent by `SENDERS` threads. However the call ends, the threads are stopped and joined before `run`
@@ -409,6 +450,10 @@ class DiffCopySender:
         self.fin = False
         self.error = ""
         self.root_fd = -1
+        # started at the first REQ: a daemon that has every file (a rebuild) asks for none
+        self.senders = [threading.Thread(target=self._send_files, name="filesync-data", daemon=True)
+                        for _ in range(SENDERS)]
+        self.closing = False
 
     def send(self, packet: Packet) -> None:
         self.call.send(packet.SerializeToString())
@@ -419,17 +464,16 @@ class DiffCopySender:
         except OSError as e:
             raise GrpcError(NOT_FOUND if e.errno == errno.ENOENT else UNKNOWN, f"{e.strerror}: {e.filename}") from None
         reader = threading.Thread(target=self._read, name="filesync-reqs", daemon=True)
-        senders = [threading.Thread(target=self._send_files, name="filesync-data", daemon=True)
-                   for _ in range(SENDERS)]
+        senders = self.senders
         ok = False
         try:
             reader.start()
-            for t in senders:
-                t.start()
             self._walk()
             self.done.wait()
             ok = True
         finally:
+            with self.lock:
+                self.closing = True  # no sender starts from now on
             self.stopped = not ok
             self.done.set()
             for _ in senders:
@@ -451,19 +495,20 @@ class DiffCopySender:
 
     def _walk(self) -> None:
         try:
-            i = 0
+            i, limit = 0, STAT_BATCH
             batch: list[bytes] = []
+            files, lock = self.files, self.lock
             for stat, ident in self.walk.entries(self.root_fd):
                 if self.error:  # the receiver gave up
                     break
                 if ident is not None:
-                    with self.lock:
-                        self.files[i] = (stat.path, ident)
+                    with lock:
+                        files[i] = (stat.path, ident)
                 i += 1
-                batch.append(Packet(type=Packet.PACKET_STAT, stat=stat).SerializeToString())
-                if len(batch) >= STAT_BATCH:
+                batch.append(stat_packet(stat))
+                if len(batch) >= limit:
                     self.call.send_many(batch)
-                    batch = []
+                    batch, limit = [], min(limit * 2, STAT_BATCH_MAX)
             batch.append(Packet(type=Packet.PACKET_STAT).SerializeToString())
             self.call.send_many(batch)
         except OSError as e:
@@ -487,6 +532,9 @@ class DiffCopySender:
                 if p.type == Packet.PACKET_REQ:
                     with self.lock:
                         listed = self.files.pop(p.ID, None)
+                        if not self.closing and self.senders[0].ident is None:
+                            for t in self.senders:
+                                t.start()
                     if listed is None:
                         self.error = f"invalid file id {p.ID}"
                         break
@@ -506,17 +554,39 @@ class DiffCopySender:
 
     def _send_files(self) -> None:
         dirs = _DirCache(self.root_fd)
+        pending = _Pending()  # small files' DATA, sent together (one h2 frame rather than one each)
         try:
-            while (item := self.work.get()) is not None:
-                if self.stopped:
-                    continue
-                if not self._send_file(dirs, *item):
+            item = self.work.get()
+            while item is not None:
+                if not self.stopped and not self._send_file(dirs, *item, pending):
                     return
+                if pending.size >= CHUNK and not self._flush(pending):
+                    return
+                try:
+                    # the receiver's REQs come a few at a time: what it asks for a moment later joins this write
+                    item = self.work.get(timeout=LINGER) if pending.packets else self.work.get()
+                except queue.Empty:
+                    if not self._flush(pending):
+                        return
+                    item = self.work.get()
+            self._flush(pending)
         finally:
             dirs.close()
 
-    def _send_file(self, dirs: _DirCache, file_id: int, path: str, ident: FileId) -> bool:
-        """Sends one file's DATA and its end; False once the call is gone."""
+    def _flush(self, pending: _Pending) -> bool:
+        """Sends what `pending` holds (nothing once the call failed); False once the call is gone."""
+        try:
+            if pending.packets and not self.stopped:
+                self.call.send_many(pending.packets)
+        except CallClosed:
+            return False
+        finally:
+            pending.packets, pending.size = [], 0
+        return True
+
+    def _send_file(self, dirs: _DirCache, file_id: int, path: str, ident: FileId, pending: _Pending) -> bool:
+        """Sends one file's DATA and its end (a file of one chunk: added to `pending`); False once the call is
+        gone."""
         fd = open_listed(dirs, path, ident)
         eof = Packet(type=Packet.PACKET_DATA, ID=file_id).SerializeToString()
         try:
@@ -525,11 +595,13 @@ class DiffCopySender:
                 data = Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk).SerializeToString()
                 chunk = os.read(fd, CHUNK)
                 if not chunk:  # the last chunk and the end together
-                    self.call.send_many([data, eof])
+                    pending.add(data, eof)
                     break
+                if not self._flush(pending):
+                    return False
                 self.call.send(data)
             else:
-                self.call.send(eof)
+                pending.add(eof)
         except CallClosed:
             return False
         except OSError as e:  # fsutil fails the transfer on a read error
