@@ -12,7 +12,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # starts for `workbench builders` and remote builds (tests/test_remote_*.py)
 # openssh-client: the ssh-agent / ssh-add that tests/test_remote_sshforward.py forwards over the session
 # uidmap: newuidmap / newgidmap (setuid), which map an ordinary user's /etc/subuid ranges for rootless builds
-pkgs=(runc busybox-static docker-registry skopeo curl zstd pigz openssl tmux graphviz docker.io openssh-client uidmap
+# slirp4netns: a rootless RUN step's own network with outbound access (WORKBENCH_ROOTLESS_NET=slirp4netns)
+pkgs=(runc busybox-static docker-registry skopeo curl zstd pigz openssl tmux graphviz docker.io openssh-client uidmap slirp4netns
       golang-github-container-orchestrated-devices-container-device-interface-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -263,7 +263,7 @@ def _build(args: argparse.Namespace) -> int:
               file=sys.stderr)
         from workbench.rootless.userns import failure_hint
 
-        if hint := failure_hint():
+        if (hint := failure_hint()) and not e.message.startswith("rootless:"):  # not said twice
             print(hint, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

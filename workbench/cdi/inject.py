@@ -4,6 +4,10 @@ Per device, its spec's own edits (once per spec) then the device's, all appended
 env replaces same-named entries, device nodes take type and numbers from the host node and get a
 devices-cgroup allow rule, mounts replace those at the same path and are then sorted by depth, hooks
 go to their OCI stage, additional GIDs join the process user's.
+
+Rootless (in our user namespace) a node cannot be created, and runc would bind the host's node at the
+container's path: each node is bind-mounted from its host path instead (as rootless podman does), and a node
+the user may not open is refused with one line.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from workbench.cdi.registry import Registry
 from workbench.cdi.spec import ContainerEdits, DeviceNode, Hook, Mount
+from workbench.rootless.userns import inside_user_namespace, outside_uid
 
 
 class InjectError(ValueError):
@@ -78,6 +83,21 @@ def _host_node(node: DeviceNode) -> tuple[str, int, int]:
     return typ, node.major, node.minor
 
 
+def _rootless_bind(node: DeviceNode) -> dict[str, Any]:
+    """A bind mount of the node's host path, when this user may open it as the node's permissions ask."""
+    host = node.host_path or node.path
+    perms = node.permissions or "rw"
+    mode = (os.R_OK if "r" in perms else 0) | (os.W_OK if "w" in perms else 0)
+    if not os.access(host, mode or os.R_OK):  # in our namespace: the host's owner and mode decide, as for the user
+        st = os.stat(host)
+        want = "+".join(w for w, f in (("read", os.R_OK), ("write", os.W_OK)) if mode & f) or "read"
+        raise InjectError(f'rootless: CDI device node "{host}" (as {node.path}) cannot be opened for {want} by uid '
+                          f"{outside_uid()} (mode {stat.filemode(st.st_mode)}); rootless builds can use only the "
+                          f"device nodes your user may open: an admin grants access (a group or a udev rule) or "
+                          f"builds as root")
+    return {"destination": node.path, "type": "bind", "source": host, "options": ["bind", "nosuid"]}
+
+
 def _parts(destination: str) -> int:
     return posixpath.normpath(destination).count("/")
 
@@ -97,8 +117,14 @@ def apply_edits(config: dict[str, Any], edits: ContainerEdits) -> None:
             else:
                 env.append(assignment)
     linux = config.setdefault("linux", {})
+    rootless = inside_user_namespace()
+    mounts: list[dict[str, Any]] = config.setdefault("mounts", []) if rootless or edits.mounts else []
     for node in edits.device_nodes:
         typ, major, minor = _host_node(node)
+        if rootless:
+            mounts[:] = [x for x in mounts if x.get("destination") != node.path]
+            mounts.append(_rootless_bind(node))
+            continue
         dev: dict[str, Any] = {"path": node.path, "type": typ, "major": major, "minor": minor}
         if node.file_mode is not None:
             dev["fileMode"] = node.file_mode
@@ -114,8 +140,7 @@ def apply_edits(config: dict[str, Any], edits: ContainerEdits) -> None:
             rules = linux.setdefault("resources", {}).setdefault("devices", [])
             rules.append({"allow": True, "type": typ, "major": major, "minor": minor,
                           "access": node.permissions or "rwm"})
-    if edits.mounts:
-        mounts = config.setdefault("mounts", [])
+    if edits.mounts or (rootless and edits.device_nodes):
         for m in edits.mounts:
             mounts[:] = [x for x in mounts if x.get("destination") != m.container_path]
             entry: dict[str, Any] = {"destination": m.container_path, "source": m.host_path}

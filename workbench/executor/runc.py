@@ -25,6 +25,7 @@ from workbench.executor.spec import DEFAULT_HOSTNAME, ExecSpec, generate_spec, w
 from workbench.executor.user import UserError, resolve_user
 from workbench.fsutil.paths import resolve_in_root
 from workbench.reaper import ensure_reaper
+from workbench.rootless.userns import unmapped_ids
 from workbench.state_root import write_private
 
 OutputFn = Callable[[int, bytes], None]
@@ -261,6 +262,8 @@ def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
         uid, gid, groups = resolve_user(rootfs, spec.user)
     except UserError as e:
         raise ExecError(str(e)) from None
+    if why := unmapped_ids(uid, gid, groups):
+        raise ExecError(why)
     state = Path(os.path.realpath(state_dir))
     ensure_reaper(state.parent)  # a killed build's containers die with it (workbench.reaper)
     runc_root = state / "runc"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.rootless import net
 from workbench.rootless.userns import entered, inside_user_namespace
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -205,6 +206,8 @@ def generate_spec(spec: ExecSpec, rootfs: Path, resolv_conf: Path, hosts: Path, 
     }
     if inside_user_namespace():
         _rootless(spec_doc)
+        if spec.network in ("default", ""):  # not an explicit --network=host
+            net.apply(spec_doc, resolv_conf.parent)
     for edit in spec.spec_edits:
         edit(spec_doc)
     return spec_doc

@@ -102,6 +102,38 @@ def failure_hint() -> str:
             f"--add-subuids 100000-165535 --add-subgids 100000-165535 {_user_name(_ENTERED.uid)}")
 
 
+def unmapped_ids(uid: int, gid: int, groups: list[int]) -> str:
+    """Why a process as `uid`:`gid` (with `groups`) cannot start in this user namespace, an id it does not map
+    (runc says only "unable to setup user: invalid argument"), or "" when every id is mapped."""
+    if not inside_user_namespace():
+        return ""
+    uids, gids = _id_map("uid"), _id_map("gid")
+    missing = [f"uid {uid}"] * (not _maps(uids, uid)) + [f"gid {g}" for g in dict.fromkeys([gid, *groups])
+                                                         if not _maps(gids, g)]
+    if not missing:
+        return ""
+    fix = f"usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {_user_name(outside_uid())}"
+    if sum(count for _, _, count in uids) == 1:
+        return (f"rootless: this step runs as {' and '.join(missing)}, but only your own uid is mapped (no "
+                f"subordinate ids in {SUBUID} / {SUBGID}), so no process can start as it; an admin adds ids "
+                f"with: {fix}")
+    return (f"rootless: this step runs as {' and '.join(missing)}, outside the ids your subordinate ranges in "
+            f"{SUBUID} / {SUBGID} map, so no process can start as it; an admin widens them with: {fix}")
+
+
+def _id_map(kind: str) -> list[tuple[int, ...]]:
+    """The rows (inside, outside, count) of /proc/self/{kind}_map; [] when unreadable."""
+    try:
+        with open(f"/proc/self/{kind}_map") as f:
+            return [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def _maps(rows: list[tuple[int, ...]], inner: int) -> bool:
+    return not rows or any(start <= inner < start + count for start, _, count in rows)
+
+
 def _user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -248,5 +280,11 @@ def prepare(argv: list[str]) -> None:
         if os.geteuid() == 0:
             return
         enter()
+    from workbench.rootless.net import mode
+
+    try:
+        mode()
+    except ValueError as e:
+        raise UsernsError(str(e)) from None
     if _ENTERED is not None and _ENTERED.note:
         print(_ENTERED.note, file=sys.stderr)
