@@ -146,6 +146,11 @@ def _server(args: argparse.Namespace) -> int:
     from workbench import client, wire
 
     path = client.socket_path()
+    folder = os.path.dirname(path)
+    if not client._safe_dir(folder):  # never talk to (or stop for) another user's server
+        print(f"workbench: error: the build server's folder {folder} is not a 0700 directory of uid "
+              f"{os.geteuid()}: not using it", file=sys.stderr)
+        return 1
     try:
         sock = client.connect(path)
     except OSError:

@@ -14,7 +14,8 @@ the next build. `WORKBENCH_SERVER=0` turns all of this off.
 
 Only built-in modules are imported here (no `socket`, `signal`, `json`: each pulls in enum or re), so that
 handing a build over costs little more than the interpreter's own start. Messages are length-prefixed
-`marshal` data; the socket is private to the user (0700 folder, 0600 socket).
+`marshal` data; the socket is private to the user (0700 folder, 0600 socket), and neither side uses a folder
+that is not (see `_safe_dir`).
 """
 
 from __future__ import annotations
@@ -31,16 +32,31 @@ if TYPE_CHECKING:
     from typing import Any
 
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH)
-__all__ = ["code_stamp", "connect", "enabled", "run_via_server", "socket_path"]
+__all__ = ["code_stamp", "connect", "enabled", "private_dir", "run_via_server", "socket_path"]
 
 
 def socket_path() -> str:
-    """`$WORKBENCH_SERVER_SOCKET`, else `$XDG_RUNTIME_DIR/workbench/server.sock` (or /tmp/workbench-UID/)."""
+    """`$WORKBENCH_SERVER_SOCKET`, else `$XDG_RUNTIME_DIR/workbench/server.sock` (or /tmp/workbench-UID/).
+
+    Root ignores an `$XDG_RUNTIME_DIR` it does not own (`sudo -E` keeps the user's): its server must not live
+    in a folder that user controls.
+    """
     from workbench.xdg import runtime_dir
 
     if path := os.environ.get("WORKBENCH_SERVER_SOCKET"):
         return path
+    if os.geteuid() == 0 and not _owned_by_root(os.environ.get("XDG_RUNTIME_DIR", "")):
+        return "/tmp/workbench-0/server.sock"
     return os.path.join(runtime_dir(), "server.sock")
+
+
+def _owned_by_root(path: str) -> bool:
+    if not os.path.isabs(path):
+        return True  # unset or relative: runtime_dir() ignores it anyway
+    try:
+        return os.lstat(path).st_uid == 0
+    except OSError:
+        return False
 
 
 def code_stamp() -> str:
@@ -127,7 +143,12 @@ def _safe_dir(path: str) -> bool:
         return True
     except OSError:
         return False
-    return st.st_mode & 0o170777 == 0o040700 and st.st_uid == os.getuid()
+    return private_dir(st)
+
+
+def private_dir(st: os.stat_result) -> bool:
+    """A real directory (not a link), owned by us, mode 0700: what the server's folder must be."""
+    return st.st_mode & 0o170777 == 0o040700 and st.st_uid == os.geteuid()
 
 
 def _umask() -> int:

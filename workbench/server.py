@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from workbench.client import code_stamp
+from workbench.client import code_stamp, private_dir
 from workbench.context_watch import ContextWatcher
 from workbench.wire import recv_message, send_message
 
@@ -114,8 +114,16 @@ def _warm_up() -> None:
 
 def serve(path: str) -> int:
     os.umask(0o077)  # the server's own files are private; each build child takes its client's umask
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    lock = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    folder = _open_private_dir(os.path.dirname(path) or ".")
+    if folder is None:
+        return 1  # builds then run in-process; `workbench server status` says why
+    try:
+        # through the folder we checked, never a link: another user must not have us create or lock a file
+        lock = os.open(os.path.basename(path) + ".lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       0o600, dir_fd=folder)
+    except OSError:
+        os.close(folder)
+        return 1
     deadline = time.monotonic() + 5  # an old server that was just told it is stale may still be leaving
     while True:
         try:
@@ -138,14 +146,21 @@ def serve(path: str) -> int:
 
     gc.collect()
     gc.freeze()  # what the server holds is never collected: children neither scan it nor copy its pages
+    name = os.path.basename(path)
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=folder)
     except FileNotFoundError:
         pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    os.chmod(path, 0o600)
-    bound = os.stat(path).st_ino
+    # bound in the folder we checked (its descriptor's /proc link pins it), made 0600 by bind() itself: a chmod
+    # by path afterwards could follow a link
+    pinned = f"/proc/self/fd/{folder}/{name}"
+    os.umask(0o177)
+    try:
+        listener.bind(pinned if os.path.isdir(f"/proc/self/fd/{folder}") else path)
+    finally:
+        os.umask(0o077)
+    bound = os.stat(name, dir_fd=folder, follow_symlinks=False).st_ino
     listener.listen(64)
     children: set[int] = set()
     channels: dict[socket.socket, int] = {}  # a build's socket for context lookups -> its pid
@@ -197,6 +212,7 @@ def serve(path: str) -> int:
             if pid == 0:
                 listener.close()
                 os.close(lock)
+                os.close(folder)
                 ours.close()
                 for channel in channels:
                     channel.close()
@@ -211,10 +227,37 @@ def serve(path: str) -> int:
         watcher.close()
         listener.close()
         try:
-            if os.stat(path).st_ino == bound:  # a newer server may already own the path
-                os.unlink(path)
+            if os.stat(name, dir_fd=folder, follow_symlinks=False).st_ino == bound:  # a newer server may own it
+                os.unlink(name, dir_fd=folder)
         except OSError:
             pass
+
+
+def _open_private_dir(path: str) -> int | None:
+    """The socket's folder, made 0700 if absent, as a descriptor; None when it is not ours alone.
+
+    Checked on the descriptor itself (no link followed), because the client checked it earlier and another
+    local user who saw our command line may have made it, or a link in it, since.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:  # its parent ($XDG_RUNTIME_DIR) is missing too
+        try:
+            os.makedirs(path, 0o700)
+        except OSError:
+            return None
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if private_dir(os.fstat(fd)):
+        return fd
+    os.close(fd)
+    return None
 
 
 def _answer(channel: socket.socket, watcher: ContextWatcher) -> bool:

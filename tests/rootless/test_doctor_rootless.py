@@ -122,3 +122,14 @@ def test_cgroup_delegation_read_from_the_files(tmp_path: Path) -> None:
     found = diagnose.check_cgroup_delegation(os.getuid() + 1, str(tmp_path / "cgroup"), str(tmp_path / "mountinfo"))
     assert found.status == "WARN" and "(hybrid: v1 controllers beside it)" in found.text
     assert "Delegate=cpu cpuset io memory pids" in found.text
+
+
+def test_a_probe_as_another_user_gets_none_of_roots_environment(tmp_path: Path, rootless_user: RootlessUser,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`doctor --user NAME` runs its probe as NAME with PATH, HOME and LANG alone."""
+    monkeypatch.setenv("WB_ROOT_ONLY", "root's")
+    monkeypatch.setattr(diagnose, "_PROBE", "import os; print(' '.join([*sorted(os.environ), os.environ['HOME']]))")
+    finding = diagnose.check_overlay_userns(str(tmp_path), "wbtest")
+    seen = finding.text.split("here (", 1)[1].split(")", 1)[0].split()
+    # LC_CTYPE may be added by Python itself (its C-locale coercion), never by root's environment
+    assert [n for n in seen if n != "LC_CTYPE"] == ["HOME", "LANG", "PATH", str(rootless_user.home)], finding

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import grp
 import io
 import json
 import os
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -192,3 +194,52 @@ def test_the_copying_snapshotter_says_so_once(rootless_user: RootlessUser, regis
     said = [line for line in r.stderr.splitlines() if "copying snapshotter" in line]
     assert said == ["workbench: WORKBENCH_SNAPSHOTTER=copy: using the copying snapshotter, about 1.3x slower than "
                     "overlayfs"], r.stderr
+
+
+def test_a_local_output_drops_set_id_bits_of_files_the_user_now_owns(rootless_user: RootlessUser,
+                                                                      registry: str) -> None:
+    """A set-uid/set-gid file the user owns would run with the user's ids (or group): as `cp -a` does when it
+    cannot keep the owner, the bits are dropped; a directory's set-gid stays."""
+    user = rootless_user
+    ctx = _context(user, "local-setid", "FROM scratch\nCOPY --chmod=4755 f /u\nCOPY --chmod=2755 f /g\n"
+                                        "COPY --chmod=6750 f /ug\n")
+    dest = user.mkdir("local-setid-dest") / "out"
+    r = user.run(["build", "--progress", "plain", "--output", f"type=local,dest={dest}", str(ctx)],
+                 env={"WORKBENCH_SERVER": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    modes = {name: stat.S_IMODE(os.lstat(dest / name).st_mode) for name in ("u", "g", "ug")}
+    assert modes == {"u": 0o755, "g": 0o755, "ug": 0o750}, {k: oct(v) for k, v in modes.items()}
+
+
+def test_supplementary_groups_still_open_files(rootless_user: RootlessUser, registry: str) -> None:
+    """The user's groups are kept in the namespace: a secret readable only through a group is read."""
+    user = rootless_user
+    subprocess.run(["groupadd", "-f", "wbgrp"], check=True, capture_output=True)
+    subprocess.run(["usermod", "-aG", "wbgrp", user.name], check=True, capture_output=True)
+    ctx = _context(user, "groups", "FROM localhost:5055/busybox\n"
+                                   "RUN --mount=type=secret,id=s,target=/s cat /s > /seen\n")
+    secret = user.mkdir("groups-secret") / "secret"
+    secret.write_text("by-group\n")
+    os.chown(secret, 0, grp.getgrnam("wbgrp").gr_gid)
+    os.chmod(secret, 0o640)
+    dest = user.mkdir("groups-dest") / "out"
+    r = user.run(["build", "--progress", "plain", "--no-cache", "--secret", f"id=s,src={secret}",
+                  "--output", f"type=local,dest={dest}", str(ctx)], env={"WORKBENCH_SERVER": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (dest / "seen").read_text() == "by-group\n"
+
+
+def test_sys_submounts_are_read_only(rootless_user: RootlessUser, registry: str) -> None:
+    """/sys is bound recursively read-only: its submounts (/sys/fs/cgroup…) cannot be written either."""
+    user = rootless_user
+    ctx = _context(user, "sys-ro", "FROM localhost:5055/busybox\n"
+                                   "RUN grep ' /sys' /proc/self/mountinfo > /sysmounts\n")
+    dest = user.mkdir("sys-ro-dest") / "out"
+    r = user.run(["build", "--progress", "plain", "--no-cache", "--output", f"type=local,dest={dest}", str(ctx)],
+                 env={"WORKBENCH_SERVER": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line for line in (dest / "sysmounts").read_text().splitlines() if line.split()[4].startswith("/sys")]
+    cgroup = [line for line in lines if line.split()[4].startswith("/sys/fs/cgroup")]
+    assert cgroup, lines
+    for line in lines:
+        assert "ro" in line.split()[5].split(","), line  # the per-mount options field

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 from tests.rootless.conftest import RootlessUser
 
@@ -56,3 +57,25 @@ def test_a_device_the_user_may_not_open_is_one_line(rootless_user: RootlessUser,
     line = (f'CDI device injection failed: rootless: CDI device node "{private}" (as /dev/fake1) cannot be opened '
             f"for read+write by uid {rootless_user.uid} (mode crw-------)")
     assert line in r.stderr, r.stderr
+
+
+def test_a_missing_host_node_is_one_line(rootless_user: RootlessUser, registry: str) -> None:
+    """A node whose type and numbers the spec gives is not looked at before the bind: gone from the host, it is
+    one line, not a traceback."""
+    args, private = _setup(rootless_user, "cdi-missing", "RUN --device=example.com/fake=gone true")
+    spec = Path(args[args.index("--cdi-spec-dir") + 1]) / "fake.yaml"
+    gone = f"{private}-gone"
+    rootless_user.write(spec, spec.read_text() + f"""  - name: gone
+    containerEdits:
+      deviceNodes:
+        - path: /dev/fake2
+          hostPath: {gone}
+          type: c
+          major: 1
+          minor: 3
+""")
+    r = rootless_user.run(args, env={"WORKBENCH_SERVER": "0"})
+    assert r.returncode == 1
+    assert (f'CDI device injection failed: rootless: failed to stat CDI host device "{gone}" (as /dev/fake2): '
+            "No such file or directory") in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

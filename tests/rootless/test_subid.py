@@ -33,3 +33,11 @@ def test_commands_that_use_the_local_engine_enter(argv: list[str], enters: bool,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BUILDKIT_HOST", raising=False)
     assert needed(argv) is enters
+
+
+@pytest.mark.parametrize("argv", [["tui", "--addr", "unix:///x"], ["debug", "--addr=tcp://h:1", "."]])
+def test_tui_and_debug_against_a_daemon_do_not_enter(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BUILDKIT_HOST", raising=False)
+    assert needed(argv) is False
+    monkeypatch.setenv("BUILDKIT_HOST", "unix:///x")
+    assert needed(argv[:1]) is False

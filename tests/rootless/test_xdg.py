@@ -41,6 +41,7 @@ def test_root_keeps_the_system_paths(clean_env: pytest.MonkeyPatch, tmp_path: Pa
     assert default_root() == Path("/var/lib/workbench")
     assert xdg.config_dir() == "/etc/workbench"
     assert client.socket_path() == "/tmp/workbench-0/server.sock"
+    (tmp_path / "run").mkdir()  # root's own: one it does not own (or that is absent) is ignored
     clean_env.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     assert client.socket_path() == f"{tmp_path}/run/workbench/server.sock"
     clean_env.setenv("WORKBENCH_SERVER_SOCKET", str(tmp_path / "s.sock"))

@@ -89,7 +89,11 @@ def _rootless_bind(node: DeviceNode) -> dict[str, Any]:
     perms = node.permissions or "rw"
     mode = (os.R_OK if "r" in perms else 0) | (os.W_OK if "w" in perms else 0)
     if not os.access(host, mode or os.R_OK):  # in our namespace: the host's owner and mode decide, as for the user
-        st = os.stat(host)
+        try:
+            st = os.stat(host)
+        except OSError as e:
+            raise InjectError(f'rootless: failed to stat CDI host device "{host}" (as {node.path}): {e.strerror}') \
+                from None
         want = "+".join(w for w, f in (("read", os.R_OK), ("write", os.W_OK)) if mode & f) or "read"
         raise InjectError(f'rootless: CDI device node "{host}" (as {node.path}) cannot be opened for {want} by uid '
                           f"{outside_uid()} (mode {stat.filemode(st.st_mode)}); rootless builds can use only the "

@@ -215,8 +215,9 @@ def generate_spec(spec: ExecSpec, rootfs: Path, resolv_conf: Path, hosts: Path, 
 
 def _rootless(spec_doc: dict[str, Any]) -> None:
     """What runc can do as root of our user namespace (as runc's `spec --rootless`): no cgroup (it may not
-    write one), the host's /sys bound read-only instead of a new sysfs (that needs a netns of our own), and no
-    gid= mount options when no other group than ours exists. runc bind-mounts device nodes itself here."""
+    write one), the host's /sys bound recursively read-only instead of a new sysfs (that needs a netns of our
+    own; `rro`, as plain `ro` would leave its submounts such as /sys/fs/cgroup writable), and no gid= mount
+    options when no other group than ours exists. runc bind-mounts device nodes itself here."""
     linux = spec_doc["linux"]
     linux.pop("cgroupsPath", None)
     linux.pop("resources", None)
@@ -229,7 +230,7 @@ def _rootless(spec_doc: dict[str, Any]) -> None:
             m = {**m, "options": [o for o in m["options"] if not o.startswith(("gid=", "uid="))]}
         mounts.append(m)
     mounts.insert(0, {"destination": "/sys", "type": "none", "source": "/sys",
-                      "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+                      "options": ["rbind", "nosuid", "noexec", "nodev", "rro"]})
     spec_doc["mounts"] = mounts
 
 

@@ -136,8 +136,8 @@ class _Copier:
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.dst)
             try:
                 via = f"/proc/self/fd/{fd}"  # chmod / chown / utime of this very node, without reopening it
-                _chown(lambda: os.chown(via, st.st_uid, st.st_gid))
-                os.chmod(via, stat.S_IMODE(mode))
+                owned = _chown(lambda: os.chown(via, st.st_uid, st.st_gid))
+                os.chmod(via, _mode(st, owned))
                 os.utime(via, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
                 os.close(fd)
@@ -205,15 +205,26 @@ def _replace(dir_fd: int, name: str, create: Callable[[], T]) -> T:
     return create()
 
 
-def _chown(call: Callable[[], None]) -> None:
+def _chown(call: Callable[[], None]) -> bool:
+    """Give the entry its image owner; False when it stays the exporting user's."""
     if entered() is not None:
         # rootless: the image's owners would map to the user's subordinate ids, files the user could not then
         # change or remove; the output is the user's, as BuildKit's client writes a local output
-        return
+        return False
     try:
         call()
     except PermissionError:
-        pass  # not root: the files are the exporting user's, as with cp -a
+        return False  # not root: the files are the exporting user's, as with cp -a
+    return True
+
+
+def _mode(st: os.stat_result, owned: bool) -> int:
+    """The permission bits to set: set-uid/set-gid dropped from a non-directory whose owner was not restored
+    (as cp -a does), lest the user's own copy run with the user's ids, or a group's, it was never meant for."""
+    mode = stat.S_IMODE(st.st_mode)
+    if not owned and not stat.S_ISDIR(st.st_mode):
+        mode &= ~(stat.S_ISUID | stat.S_ISGID)
+    return mode
 
 
 def _copy_data(src: int, dst: int, size: int) -> None:
@@ -233,7 +244,7 @@ def _copy_data(src: int, dst: int, size: int) -> None:
 def _set_meta(dst: int, src: int, st: os.stat_result) -> None:
     """Owner, xattrs, mode and times of `src` (stat `st`) onto `dst`, in the order that keeps each (chown
     clears set-id bits and file capabilities)."""
-    _chown(lambda: os.fchown(dst, st.st_uid, st.st_gid))
+    owned = _chown(lambda: os.fchown(dst, st.st_uid, st.st_gid))
     try:
         names = os.listxattr(src)
     except OSError:
@@ -243,5 +254,5 @@ def _set_meta(dst: int, src: int, st: os.stat_result) -> None:
             os.setxattr(dst, key, os.getxattr(src, key))
         except OSError:
             pass  # best effort, as cp -a: a destination filesystem may not take them
-    os.fchmod(dst, stat.S_IMODE(st.st_mode))
+    os.fchmod(dst, _mode(st, owned))
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -197,10 +197,18 @@ def as_user(argv: list[str], user: str | None) -> list[str]:
     return ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--init-groups", *argv]
 
 
+def user_env(user: str | None) -> dict[str, str] | None:
+    """The environment for a probe run as `user`: PATH, HOME and LANG alone (none of root's); ours when None."""
+    if user is None:
+        return None
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": pwd.getpwnam(user).pw_dir,
+            "LANG": os.environ.get("LANG", "C.UTF-8")}
+
+
 def check_overlay_userns(scratch: str, user: str | None = None) -> Finding:
     """A real probe: overlayfs with userxattr mounted in a new user namespace under `scratch`."""
     proc = subprocess.run(as_user([_python(), "-I", "-c", _PROBE, scratch], user), capture_output=True, text=True,
-                          timeout=_PROBE_TIMEOUT, cwd="/")
+                          timeout=_PROBE_TIMEOUT, cwd="/", env=user_env(user))
     lines = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
     out = lines[-1] if lines else f"the probe exited {proc.returncode} without a word"
     if out == "ok":

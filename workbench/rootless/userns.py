@@ -223,20 +223,12 @@ def _write_single_maps(uid: int, gid: int) -> None:
 
 
 def _become_root() -> None:
+    # The supplementary groups are kept (podman's keep-groups): unmapped ones show as the overflow gid, yet the
+    # kernel still grants their access, so group-readable contexts, secrets, device nodes and sockets still open.
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
-    if _read("/proc/self/setgroups") == "allow":
-        os.setgroups([])
     if _libc().mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise explain_failure("mount", ctypes.get_errno(), uid=outside_uid())
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def explain_failure(step: str, errno_: int, detail: str = "", uid: int | None = None) -> UsernsError:
@@ -262,9 +254,9 @@ def needed(argv: list[str]) -> bool:
     if any(a in ("-h", "--help") for a in argv):
         return False
     command = argv[0] if argv else ""
-    if command in ("build", "du", "prune"):
+    if command in ("build", "du", "prune", "tui", "debug"):
         return not _remote(argv)
-    return command in ("tui", "debug", "image", "history", "replay", "devices", "")
+    return command in ("image", "history", "replay", "devices", "")
 
 
 def _remote(argv: list[str]) -> bool:
