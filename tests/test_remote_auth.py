@@ -119,6 +119,23 @@ def test_a_missing_or_odd_helper_means_no_credentials(tmp_path: Path) -> None:
     assert docker_credentials("registry.example", config(tmp_path, credsStore="../../bin/sh")) is None
 
 
+@pytest.mark.parametrize("path", ["", ".", "{abs}:", ":{abs}", "{abs}::", "bin", "./bin"])
+def test_a_helper_is_not_run_from_the_current_folder(helper: Callable[..., Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """PATH's empty and relative entries name the folder we run in (a cloned repository): a docker-credential-*
+    planted there is not run; the same helper in an absolute PATH folder is."""
+    log = helper("planted", {"registry.example": ("mallory", "stolen")})
+    monkeypatch.chdir(tmp_path)
+    conf = config(tmp_path, credsStore="planted")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}")
+    assert docker_credentials("registry.example", conf) == ("mallory", "stolen")  # absolute: found
+    for planted_in in (tmp_path, tmp_path / "bin"):
+        monkeypatch.chdir(planted_in)
+        monkeypatch.setenv("PATH", path.format(abs="/nonexistent-dir"))
+        assert docker_credentials("registry.example", conf) is None
+    assert log.read_text().split() == ["registry.example"]  # asked once: from the absolute folder only
+
+
 def test_identity_token_goes_alone(helper: Callable[..., Path], tmp_path: Path) -> None:
     helper("test", {"registry.example": ("<token>", "refresh-me")})
     conf = config(tmp_path, credsStore="test")

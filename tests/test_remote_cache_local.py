@@ -238,3 +238,42 @@ def test_tag_keeps_other_tags_and_refuses_an_unwritten_index(tmp_path: Path) -> 
         tag_exported({store.store_id: store}, {store.store_id: "latest"}, {"cache.manifest": missing})
     with pytest.raises(CacheStoreError, match="cache.manifest is missing"):
         tag_exported({store.store_id: store}, {store.store_id: "latest"}, {})
+
+
+def test_the_index_entry_holds_checked_fields_only(tmp_path: Path) -> None:
+    """The daemon's cache.manifest descriptor: index.json gets its digest (a blob it wrote), that blob's size, an
+    index media type and our tag alone; a malformed one is refused in one line; the last tagging wins."""
+    from workbench.remote.session.content import CacheStoreError, tag_exported
+
+    store = LocalCacheStore(tmp_path / "dest", writable=True)
+    store.create("test")
+    (store.dir / "blobs" / "sha256").mkdir(parents=True)
+    data = b"{}"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (store.dir / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(data)
+    stores, tags = {store.store_id: store}, {store.store_id: "latest"}
+
+    def tag(**descriptor: object) -> None:
+        tag_exported(stores, tags, {"cache.manifest": json.dumps({"digest": digest, **descriptor})})
+
+    tag(size=2, annotations={"io.containerd.image.name": "docker.io/library/alpine:latest",
+                             "org.opencontainers.image.ref.name": "ignored"}, extra="x")
+    tag(mediaType="application/vnd.docker.distribution.manifest.list.v2+json", annotations=["x"])
+    manifests = json.loads((store.dir / "index.json").read_text())["manifests"]
+    assert manifests == [{"mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                          "digest": digest, "size": 2,
+                          "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    assert store.tagged("docker.io/library/alpine:latest") is None
+    for bad, message in [({"mediaType": "text/html\u202e"}, "media type 'text/html\\u202e' is not an image index"),
+                         ({"size": 10**10}, f"size '10000000000' is not the 2 bytes of {digest}"),
+                         ({"size": "2"}, "size '2' is not the 2 bytes"),
+                         ({"digest": ["x"]}, "malformed digest")]:
+        with pytest.raises(CacheStoreError, match="the daemon's cache index") as e:
+            tag(**bad)
+        assert message in str(e.value) and "\n" not in str(e.value)
+    other = "sha256:" + "0" * 64  # an index.json where an older entry also names "latest" (kept: it is an image)
+    (store.dir / "index.json").write_text(json.dumps({"manifests": [
+        {"digest": other, "annotations": {"io.containerd.image.name": "x", "org.opencontainers.image.ref.name":
+                                          "latest"}}]}))
+    tag()
+    assert store.tagged("latest") == digest

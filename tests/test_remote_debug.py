@@ -10,7 +10,11 @@ import pty
 import select
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -252,3 +256,174 @@ def test_a_breakpoint_at_no_step_is_one_line(addr: str, tmp_path: Path, root: Pa
     r = debug("--addr", addr, "--break", "40", "--invoke", "echo never", str(ctx), root=root)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines()[-1] == "ERROR: --break 40: no step of this build is at line 40"
+
+
+# -- the local terminal and stdin around ExecProcess, driven with a fake daemon (no daemon needed) -------------
+
+class _FakeCall:
+    def __init__(self, messages: Iterable[Any]) -> None:
+        self.messages = messages
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.messages)
+
+    def cancel(self) -> None:
+        pass
+
+
+def _bridge(messages: Iterable[Any]) -> Any:
+    """A Bridge whose ExecProcess stream answers `messages`."""
+    from workbench.remote.debug import Bridge
+
+    class Channel:
+        def stream_stream(self, *_: Any, **__: Any) -> Callable[..., _FakeCall]:
+            return lambda requests, metadata=None: _FakeCall(messages)
+
+    bridge = Bridge.__new__(Bridge)
+    bridge.channel, bridge.metadata = Channel(), ()
+    return bridge
+
+
+def _in_pty(child: Callable[[], None], parent: Callable[[int, int, bytearray], None] | None = None) -> str:
+    """`child` run in a forked process whose stdin is a new terminal; what it wrote there (its report)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            child()
+        finally:
+            os._exit(0)
+    seen = bytearray()
+    if parent is not None:
+        parent(pid, fd, seen)
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        seen += data
+    os.waitpid(pid, 0)
+    return seen.decode(errors="replace").replace("\r", "")
+
+
+def _terminal() -> Any:
+    """fd 0 (the pty), not sys.stdin: pytest's capture replaces that."""
+    return os.fdopen(0, "rb", buffering=0, closefd=False)
+
+
+def _cooked() -> str:
+    import termios
+
+    lflag = termios.tcgetattr(0)[3]
+    return f"ICANON={int(bool(lflag & termios.ICANON))} ECHO={int(bool(lflag & termios.ECHO))}"
+
+
+def test_a_daemon_that_says_started_twice_leaves_the_terminal_as_it_was() -> None:
+    from workbench.remote.debug import Invocation
+    from workbench.remote.proto import gateway_pb2 as gw
+
+    def child() -> None:
+        messages = [gw.ExecMessage(Started=gw.StartedMessage())] * 2 + [
+            gw.ExecMessage(Exit=gw.ExitMessage(Code=0)), gw.ExecMessage(Done=gw.DoneMessage())]
+        before = _cooked()
+        code = _bridge(messages)._exec("c", {}, Invocation(["sh"], stdin=_terminal(), tty=True))
+        feeders = sum(t.name == "exec-stdin" for t in threading.enumerate())
+        os.write(2, f"before {before} after {_cooked()} code {code} feeders<=1 {feeders <= 1}\n".encode())
+
+    report = _in_pty(child)
+    assert "before ICANON=1 ECHO=1 after ICANON=1 ECHO=1 code 0 feeders<=1 True" in report, report
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGQUIT"])
+def test_a_fatal_signal_while_raw_restores_the_terminal_then_kills(signame: str) -> None:
+    import resource
+    import signal
+
+    from workbench.remote.debug import Invocation
+    from workbench.remote.proto import gateway_pb2 as gw
+
+    def child() -> None:
+        def messages() -> Iterator[Any]:
+            yield gw.ExecMessage(Started=gw.StartedMessage())
+            os.write(2, b"RAW\n")
+            time.sleep(60)  # the remote shell runs; our terminal is raw
+
+        worker = os.fork()
+        if worker == 0:  # the debugger, a child of the "shell" that owns the terminal
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGQUIT's default action dumps no core here
+            _bridge(messages())._exec("c", {}, Invocation(["sh"], stdin=_terminal(), tty=True))
+            os._exit(0)
+        os.write(2, f"PID {worker}\n".encode())
+        _, status = os.waitpid(worker, 0)
+        os.write(2, f"signaled {os.WIFSIGNALED(status) and os.WTERMSIG(status)} then {_cooked()}\n".encode())
+
+    def parent(pid: int, fd: int, seen: bytearray) -> None:
+        assert _read_until(fd, seen, b"RAW", timeout=60)
+        worker = int(seen.split(b"PID ")[1].split()[0])
+        os.kill(worker, getattr(signal, signame))
+
+    signum = int(getattr(signal, signame))
+    report = _in_pty(child, parent)
+    assert f"signaled {signum} then ICANON=1 ECHO=1" in report, report
+
+
+def test_a_stream_that_ends_without_exit_stops_reading_stdin() -> None:
+    from workbench.remote.debug import Invocation, RemoteDebugError
+    from workbench.remote.proto import gateway_pb2 as gw
+
+    r, w = os.pipe()
+    try:
+        with pytest.raises(RemoteDebugError, match="without an exit code"):
+            _bridge([gw.ExecMessage(Started=gw.StartedMessage())])._exec(
+                "c", {}, Invocation(["sh"], stdin=os.fdopen(os.dup(r), "rb", buffering=0)))
+        for _ in range(100):  # the feeder notices the close within its 0.1 s poll
+            if not any(t.name == "exec-stdin" for t in threading.enumerate()):
+                break
+            time.sleep(0.05)
+        os.write(w, b"keys typed for the next shell\n")
+        assert not any(t.name == "exec-stdin" for t in threading.enumerate())
+        assert os.read(r, 100) == b"keys typed for the next shell\n"  # left for whoever reads next
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_step_logs_and_the_daemons_errors_are_redacted_and_printable(
+        tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """As `build --addr`: a secret a step prints, or the daemon's error repeats, is masked, and terminal
+    controls in them are not written to our terminal."""
+    import contextlib
+
+    from workbench import cli
+    from workbench.remote import control
+    from workbench.remote import debug as remote_debug
+    from workbench.remote.debug import Outcome
+    from workbench.remote.proto import control_pb2 as cpb
+
+    secret = "hunter2-TOPSECRET"
+
+    def run_in_result(_control: Any, _plan: Any, _inv: Any, on_status: Callable[[Any], None], _shared: str,
+                      on_error: Callable[[str, str], bool], *_: Any) -> Outcome:
+        resp = cpb.StatusResponse()
+        v = resp.vertexes.add(digest="sha256:" + "a" * 64, name="[2/2] RUN cat /run/secrets/tok")
+        v.started.GetCurrentTime()
+        log = resp.logs.add(vertex=v.digest, stream=1, msg=f"token is {secret}\n".encode())
+        log.timestamp.GetCurrentTime()
+        on_status(resp)
+        done = cpb.StatusResponse()
+        done.vertexes.add().CopyFrom(v)
+        done.vertexes[0].completed.GetCurrentTime()
+        on_status(done)
+        on_error(f"process failed: {secret}\x1b]0;owned\x07", "(no step)")
+        return Outcome(error="failed")
+
+    monkeypatch.setattr(control, "Control", lambda _address: contextlib.nullcontext())
+    monkeypatch.setattr(remote_debug, "run_in_result", run_in_result)
+    monkeypatch.setenv("TOK", secret)
+    code = cli.main(["debug", "--root", str(root), "--addr", "unix:///nonexistent.sock", "--frontend",
+                     "dockerfile.v0", "--no-break-on-error", "--secret", "id=tok,env=TOK", str(context(tmp_path))])
+    out, err = capfd.readouterr()
+    assert code == 1
+    assert "token is ****" in out + err and "ERROR: process failed: ****" in err
+    assert secret not in out + err and "\x1b" not in err

@@ -169,8 +169,9 @@ def test_local_output_updates_an_existing_dest(serve, tree: Path, tmp_path: Path
     assert list(outside.iterdir()) == []
 
 
-def _stat(path: str, mode: int = 0o644, linkname: str = "", size: int = 0) -> Stat:
-    return Stat(path=path, mode=mode, linkname=linkname, size=size, modTime=MTIME)
+def _stat(path: str, mode: int = 0o644, linkname: str = "", size: int = 0,
+          xattrs: dict[str, bytes] | None = None) -> Stat:
+    return Stat(path=path, mode=mode, linkname=linkname, size=size, modTime=MTIME, xattrs=xattrs or {})
 
 
 @pytest.mark.parametrize("entries, message", [
@@ -295,8 +296,12 @@ def test_an_entry_naming_dest_itself_is_refused(serve, tmp_path: Path, mode: int
 
 @pytest.mark.parametrize("bound, value, entries, message", [
     ("MAX_ENTRIES", 3, [_stat(f"f{i}") for i in range(4)], "its listing has more than 3 entries"),
-    ("MAX_LISTING_BYTES", 300, [_stat("x" * 120 + str(i)) for i in range(3)], "its listing is larger than 300 bytes"),
-], ids=["entries", "bytes"])
+    ("MAX_LISTING_BYTES", 3000, [_stat("x" * 120 + str(i)) for i in range(3)],
+     "its listing would hold more than 3000 bytes of memory"),
+    # 4 STATs of ~200 bytes each (serialized: far under the bound), but 20 xattrs each: ~5 KB each once parsed
+    ("MAX_LISTING_BYTES", 20_000, [_stat(f"f{i}", xattrs={f"user.{j}": b"" for j in range(20)}) for i in range(4)],
+     "its listing would hold more than 20000 bytes of memory"),
+], ids=["entries", "bytes", "memory"])
 def test_listing_is_bounded(serve, tmp_path: Path, monkeypatch, bound: str, value: int, entries: list[Stat],
                             message: str) -> None:
     monkeypatch.setattr(filesend, bound, value, raising=False)

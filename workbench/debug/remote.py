@@ -22,12 +22,15 @@ def main_remote_debug(args: argparse.Namespace, address: Address, request: Build
     from workbench.debug.controller import Breakpoint
     from workbench.progress.events import EventBus
     from workbench.progress.printers import make_printer
+    from workbench.progress.redact import RedactingBus, Redactor
+    from workbench.progress.text import printable
     from workbench.remote.control import Control, ControlError
     from workbench.remote.debug import Invocation, RemoteDebugError, Stop, our_graph, run_in_result
     from workbench.remote.engine import RemoteEngine
     from workbench.remote.solve import shared_key
     from workbench.remote.status import StatusFold
     from workbench.request import BuildFailure
+    from workbench.solver.session import secret_values
 
     if args.breaks and args.frontend:
         return _error(f"--break needs workbench's own build graph: leave out --frontend {args.frontend} (the "
@@ -43,8 +46,14 @@ def main_remote_debug(args: argparse.Namespace, address: Address, request: Build
         return _error(getattr(e, "message", str(e)), 2)
     if not argv:
         return _error("--invoke: give a command", 2)
-    bus = EventBus()
-    bus.subscribe(make_printer("plain"))
+    redactor = Redactor(secret_values(request.session))  # step logs and the daemon's errors can echo a secret
+
+    def said(text: str) -> str:
+        return printable(redactor.text(text), keep="\n")
+
+    plain = EventBus()
+    plain.subscribe(make_printer("plain"))
+    bus = RedactingBus(plain, redactor)
     fold = StatusFold(bus.emit)
     lock = threading.Lock()
 
@@ -62,7 +71,7 @@ def main_remote_debug(args: argparse.Namespace, address: Address, request: Build
           + f" ({'a tty' if tty else 'no tty'}; changes are thrown away)", file=sys.stderr, flush=True)
 
     def on_error(error: str, where: str) -> bool:
-        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        print(f"ERROR: {said(error)}", file=sys.stderr, flush=True)
         if args.no_break_on_error:
             return False
         if where.startswith("("):
@@ -95,9 +104,9 @@ def main_remote_debug(args: argparse.Namespace, address: Address, request: Build
                                     fold.apply, shared_key(request.context, request.root), on_error, image,
                                     stops, on_stop)
     except BuildFailure as e:
-        return _error(e.message, 1)
+        return _error(said(e.message), 1)
     except (ControlError, RemoteDebugError) as e:
-        return _error(str(e), 1)
+        return _error(said(str(e)), 1)
     except KeyboardInterrupt:
         return _error("canceled", 130)
     if outcome.error:

@@ -113,8 +113,11 @@ def helper_credentials(helper: str, server: str) -> tuple[str, str] | None:
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", helper):
         return None  # a name, not a path: the program is looked up on PATH only
+    program = _on_path(f"docker-credential-{helper}")
+    if program is None:
+        return None
     try:
-        done = subprocess.run([f"docker-credential-{helper}", "get"], input=server.encode(), capture_output=True,
+        done = subprocess.run([program, "get"], input=server.encode(), capture_output=True,
                               timeout=HELPER_TIMEOUT, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -128,6 +131,15 @@ def helper_credentials(helper: str, server: str) -> tuple[str, str] | None:
     if not isinstance(user, str) or not isinstance(secret, str) or not secret:
         return None
     return user, secret
+
+
+def _on_path(name: str) -> str | None:
+    """`name`'s absolute path in PATH's absolute folders only: an empty or relative entry ("", ".", a trailing
+    ':') would run a helper planted in the folder we were started in (a cloned repository)."""
+    import shutil
+
+    folders = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(d)]
+    return shutil.which(name, path=os.pathsep.join(folders)) if folders else None
 
 
 def _auths_entry(auths: dict[str, Any], wanted: set[str]) -> tuple[str, str] | None:

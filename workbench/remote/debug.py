@@ -337,12 +337,13 @@ class Bridge(Gateway):
                     (inv.stdout if msg.File.Fd == 1 else inv.stderr)(msg.File.Data)
                 elif kind == "Exit":
                     code = msg.Exit.Code
-                    feed.close()
+                    feed.close()  # the daemon says Done only once fd 0 is closed
                     if msg.Exit.Error.message and msg.Exit.Code == 0:
                         raise RemoteDebugError(_one_line(msg.Exit.Error.message))
                 elif kind == "Done":
                     break
         finally:
+            feed.close()  # also when the stream ends without Exit: no feeder left reading our stdin
             if terminal is not None:
                 terminal.stop()
             outbox.put(None)
@@ -420,7 +421,10 @@ def failed_step(error: Any) -> FailedStep | None:
 
 class _Terminal:
     """The local terminal while a tty process runs: raw mode (keys go to the process as typed, Ctrl-C included),
-    and its size sent now and at each SIGWINCH; both restored by stop()."""
+    and its size sent now and at each SIGWINCH; both restored by stop(), and by a SIGTERM/SIGHUP/SIGQUIT or
+    the interpreter's exit that comes first."""
+
+    FATAL = ("SIGTERM", "SIGHUP", "SIGQUIT")
 
     def __init__(self, stdin: IO[bytes] | None, pid: str, outbox: queue.Queue[Any]) -> None:
         try:
@@ -429,20 +433,43 @@ class _Terminal:
             self.fd = -1
         self.pid, self.outbox = pid, outbox
         self.saved: Any = None
-        self.handler: Any = None
+        self.started = False
+        self.handlers: dict[int, Any] = {}  # signal → the handler it had before start()
 
     def start(self) -> None:
+        """Once: a second Started from the daemon must not save the raw settings as the ones to restore."""
+        import atexit
         import signal
         import termios
         import tty
 
+        if self.started:
+            return
+        self.started = True
         if self.fd < 0 or not os.isatty(self.fd):
             return
         self.saved = termios.tcgetattr(self.fd)
-        tty.setraw(self.fd)
+        atexit.register(self.stop)
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self.handler = signal.signal(signal.SIGWINCH, lambda *_: self.resize())
+            for name in self.FATAL:
+                sig = getattr(signal, name)
+                if signal.getsignal(sig) != signal.SIG_IGN:  # under nohup a hang-up is not fatal: left alone
+                    self.handlers[sig] = signal.signal(sig, self._fatal)
+            self.handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, lambda *_: self.resize())
+        tty.setraw(self.fd)
         self.resize()
+
+    def _fatal(self, signum: int, frame: Any) -> None:
+        """The terminal back as it was, then the signal's own action (the process dies of it, as it would have)."""
+        import signal
+
+        self.stop()
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def resize(self) -> None:
         from workbench.remote.proto import gateway_pb2 as gw
@@ -454,15 +481,21 @@ class _Terminal:
         self.outbox.put(gw.ExecMessage(ProcessID=self.pid, Resize=gw.ResizeMessage(Rows=rows, Cols=cols)))
 
     def stop(self) -> None:
+        import atexit
         import signal
         import termios
 
-        if self.handler is not None:
-            signal.signal(signal.SIGWINCH, self.handler)
-            self.handler = None
-        if self.saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-            self.saved = None
+        handlers, self.handlers = self.handlers, {}
+        for sig, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+        saved, self.saved = self.saved, None
+        if saved is not None:
+            atexit.unregister(self.stop)
+            try:
+                termios.tcsetattr(self.fd, termios.TCSANOW, saved)
+            except termios.error:  # the terminal is gone (hung up): nothing left to restore
+                pass
 
 
 class _StdinFeed:
@@ -472,9 +505,14 @@ class _StdinFeed:
     def __init__(self, stdin: IO[bytes] | None, pid: str, outbox: queue.Queue[Any]) -> None:
         self.stdin, self.pid, self.outbox = stdin, pid, outbox
         self.lock = threading.Lock()
-        self.closed = False
+        self.started = self.closed = False
 
     def start(self) -> None:
+        """Once: a second Started from the daemon starts no second reader."""
+        with self.lock:
+            if self.started or self.closed:
+                return
+            self.started = True
         threading.Thread(target=self._run, name="exec-stdin", daemon=True).start()
 
     def _run(self) -> None:

@@ -79,7 +79,8 @@ class LocalCacheStore:
             raise CacheStoreError(f"{what}: {self.dir} is not a directory")
 
     def tagged(self, tag: str) -> str | None:
-        """The digest index.json tags `tag`, None when DIR, index.json or the tag is missing. CacheStoreError for
+        """The digest index.json tags `tag` (its last entry so tagged), None when DIR, index.json or the tag is
+        missing. CacheStoreError for
         an index.json that is not an OCI index."""
         try:
             with open(self.dir / "index.json", "rb") as f:
@@ -90,7 +91,7 @@ class LocalCacheStore:
             raise CacheStoreError(f"{self.dir / 'index.json'}: {reason(e) if isinstance(e, OSError) else e}") \
                 from None
         manifests = index.get("manifests") if isinstance(index, dict) else None
-        for m in manifests if isinstance(manifests, list) else []:
+        for m in reversed(manifests) if isinstance(manifests, list) else []:  # the last tagging wins
             annotations = m.get("annotations") if isinstance(m, dict) else None
             if isinstance(annotations, dict) and tag in (annotations.get("io.containerd.image.name"),
                                                          annotations.get(REF_NAME)):
@@ -146,16 +147,7 @@ class LocalCacheStore:
     def tag(self, descriptor: dict[str, Any], tag: str) -> None:
         """Name the exported cache index `descriptor` `tag` in index.json (other tags kept), written atomically,
         under a lock on DIR against another build doing the same; CacheStoreError if it cannot be."""
-        try:
-            digest = check_digest(str(descriptor.get("digest", "")))
-            self.size(digest)
-        except ValueError as e:
-            raise CacheStoreError(f"--cache-to type=local,dest={self.dir}: the daemon's cache index: {e}") from None
-        except OSError:
-            raise CacheStoreError(f"--cache-to type=local,dest={self.dir}: the daemon named the cache index "
-                                  f"{digest}, which it did not write there") from None
-        entry = {k: descriptor[k] for k in ("mediaType", "digest", "size", "annotations") if k in descriptor}
-        entry["annotations"] = {**(entry.get("annotations") or {}), REF_NAME: tag}
+        entry = self._entry(descriptor, tag)
         what = f"--cache-to type=local,dest={self.dir}"
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -180,6 +172,30 @@ class LocalCacheStore:
             raise CacheStoreError(f"{what}: cannot write index.json: {reason(e)}") from None
         finally:
             os.close(fd)  # releases the lock
+
+
+    def _entry(self, descriptor: dict[str, Any], tag: str) -> dict[str, Any]:
+        """index.json's entry for the daemon's `descriptor`, from checked fields only: an index media type, the
+        digest of a blob in DIR, that blob's size, and our tag as the one annotation (the daemon's own, such as
+        io.containerd.image.name, would pin the tag). CacheStoreError (one line) for a malformed one."""
+        from workbench.image.manifests import INDEX_TYPES
+
+        what = f"--cache-to type=local,dest={self.dir}: the daemon's cache index"
+        media = descriptor.get("mediaType", INDEX_MEDIA_TYPE)
+        if media not in INDEX_TYPES:
+            raise CacheStoreError(f"{what}: media type {str(media)[:100]!r} is not an image index")
+        try:
+            digest = check_digest(descriptor.get("digest", ""))
+        except ValueError as e:
+            raise CacheStoreError(f"{what}: {str(e)[:200]}") from None
+        try:
+            size = self.size(digest)
+        except OSError:
+            raise CacheStoreError(f"{what} is {digest}, which it did not write there") from None
+        said = descriptor.get("size", size)
+        if type(said) is not int or said != size:
+            raise CacheStoreError(f"{what}: size {str(said)[:40]!r} is not the {size} bytes of {digest} it wrote")
+        return {"mediaType": media, "digest": digest, "size": size, "annotations": {REF_NAME: tag}}
 
 
 def tag_exported(stores: Mapping[str, LocalCacheStore], tags: Mapping[str, str], response: Mapping[str, str]

@@ -3,7 +3,8 @@
 `--output type=local,dest=DIR`: the daemon is fsutil's *sender* and we are its receiver (fsutil `receive.go`
 with `Merge`, as buildctl runs it). The whole listing is read and checked first (clean relative paths in fsutil's
 walk order, every parent a directory sent before it, hardlinks only to regular files sent earlier, no entry that
-names DIR itself, at most MAX_ENTRIES entries and MAX_LISTING_BYTES of STATs), so a hostile stream is refused
+names DIR itself, at most MAX_ENTRIES entries and MAX_LISTING_BYTES of
+memory held, estimated), so a hostile stream is refused
 before anything is written. Then the tree is made under DIR through directory fds opened O_NOFOLLOW (never
 through a symlink, whether the stream or an earlier DIR made it), the data of the regular files is requested by
 id (a few at a time, to bound open files; a file that sends more than its STAT's size is refused), and modes and
@@ -61,11 +62,15 @@ from workbench.remote.session.proto.fsutil_types_pb2 import Packet, Stat
 EXPORTER_ID = "buildkit-attachable-exporter-id"
 WINDOW = 32  # files whose data is requested at once (each holds an open fd until its last chunk)
 # The listing is held whole before anything is written (so a bad entry anywhere writes nothing); these bound
-# that memory. A held entry costs about 220 bytes plus its STAT (measured: upb Stat, list and hardlink set), so
-# the worst case is about 0.9 GiB of entries or 0.5 GiB of names/links/xattrs (~1.5 GiB with their copies).
-# The largest real outputs (a full distro rootfs, a big node_modules) are 0.2-2M entries of ~100 bytes.
+# that memory, counted as each entry's estimated cost in memory, not its serialized size (a parsed upb Stat is
+# 4-25x its bytes). Measured RSS per held entry: 554 B for a 121 B STAT with a long path, 1.2 KB for 122 B with
+# a link name or one xattr, 5.3 KB for 211 B with 20 xattrs; the estimate below is at or above each. Real
+# outputs (a distro rootfs, a big node_modules) are 0.05-1M entries of ~100 bytes: 0.1-1 GiB.
 MAX_ENTRIES = 4_000_000
-MAX_LISTING_BYTES = 512 << 20  # serialized STAT packets, summed
+MAX_LISTING_BYTES = 1 << 30  # estimated memory of the held listing
+ENTRY_COST = 600  # bytes held per entry besides its fields (upb message, list slot, hardlink set)
+RAW_FACTOR = 5  # bytes held per serialized byte of its STAT
+XATTR_COST = 256  # bytes held per xattr (a upb map entry)
 
 
 @dataclass(frozen=True)
@@ -164,17 +169,17 @@ class ListingCheck:
     parents: list[_Parent] = field(default_factory=lambda: [_Parent("")])
     files: set[str] = field(default_factory=set)  # regular files sent so far (hardlink targets)
     entries: int = 0
-    held: int = 0  # bytes of the STATs so far
+    held: int = 0  # estimated bytes of memory the STATs so far hold
 
-    def count(self, size: int) -> None:
-        """One more STAT of `size` bytes held; refused past the bounds."""
+    def count(self, size: int, xattrs: int = 0) -> None:
+        """One more STAT of `size` serialized bytes with `xattrs` xattrs held; refused past the bounds."""
         self.entries += 1
-        self.held += size
+        self.held += ENTRY_COST + RAW_FACTOR * size + XATTR_COST * xattrs
         if self.entries > self.max_entries:
             raise StreamError(f"refusing the output: its listing has more than {self.max_entries} entries")
         if self.held > self.max_bytes:
             bound = f"{self.max_bytes >> 20} MiB" if self.max_bytes >= 1 << 20 else f"{self.max_bytes} bytes"
-            raise StreamError(f"refusing the output: its listing is larger than {bound}")
+            raise StreamError(f"refusing the output: its listing would hold more than {bound} of memory")
 
     def check(self, stat: Stat) -> None:
         p = stat.path
@@ -279,7 +284,7 @@ class LocalReceiver:
             if p.type == Packet.PACKET_STAT:
                 if not p.HasField("stat"):
                     break
-                check.count(len(raw))
+                check.count(len(raw), len(p.stat.xattrs))
                 check.check(p.stat)
                 self.stats.append(p.stat)
             elif p.type == Packet.PACKET_DATA:
