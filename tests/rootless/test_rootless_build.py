@@ -243,3 +243,22 @@ def test_sys_submounts_are_read_only(rootless_user: RootlessUser, registry: str)
     assert cgroup, lines
     for line in lines:
         assert "ro" in line.split()[5].split(","), line  # the per-mount options field
+
+
+def test_an_insecure_step_gets_every_capability_and_the_devices_the_user_may_open(rootless_user: RootlessUser,
+                                                                                  registry: str) -> None:
+    """`--security=insecure` rootless: all capabilities of the namespace; of its device nodes, runc can only bind
+    the host's, so those the user may not open (or the host lacks, e.g. /dev/cuse) are left out, not a failure."""
+    user = rootless_user
+    ctx = _context(user, "insecure", "FROM localhost:5055/busybox\nRUN --security=insecure "
+                                     "grep CapEff /proc/self/status > /caps && ls /dev > /devs\n")
+    out = user.mkdir("insecure-out") / "out"
+    r = user.run(["build", "--progress", "plain", "--allow", "security.insecure", "--output",
+                  f"type=local,dest={out}", str(ctx)], env={"WORKBENCH_SERVER": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    caps = int((out / "caps").read_text().split()[1], 16)
+    assert caps & (1 << 21), (out / "caps").read_text()  # CAP_SYS_ADMIN: beyond the default set
+    devices = (out / "devs").read_text().split()
+    assert "cuse" not in devices and "null" in devices
+    may_open_fuse = user.sh("test -r /dev/fuse -a -w /dev/fuse && echo yes").stdout.strip() == "yes"
+    assert ("fuse" in devices) == may_open_fuse

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import posixpath
 import resource
 import secrets
@@ -217,7 +218,7 @@ def _rootless(spec_doc: dict[str, Any]) -> None:
     """What runc can do as root of our user namespace (as runc's `spec --rootless`): no cgroup (it may not
     write one), the host's /sys bound recursively read-only instead of a new sysfs (that needs a netns of our
     own; `rro`, as plain `ro` would leave its submounts such as /sys/fs/cgroup writable), and no gid= mount
-    options when no other group than ours exists. runc bind-mounts device nodes itself here."""
+    options when no other group than ours exists. runc bind-mounts the default device nodes itself here."""
     linux = spec_doc["linux"]
     linux.pop("cgroupsPath", None)
     linux.pop("resources", None)
@@ -231,6 +232,12 @@ def _rootless(spec_doc: dict[str, Any]) -> None:
         mounts.append(m)
     mounts.insert(0, {"destination": "/sys", "type": "none", "source": "/sys",
                       "options": ["rbind", "nosuid", "noexec", "nodev", "rro"]})
+    # an insecure step's device nodes: runc can only bind them from the host here, so those the host has and
+    # the user may open are bound, the others left out (what the user's own processes could not open either)
+    for dev in linux.pop("devices", None) or []:
+        if os.access(dev["path"], os.R_OK | os.W_OK):
+            mounts.append({"destination": dev["path"], "type": "bind", "source": dev["path"],
+                           "options": ["bind", "nosuid"]})
     spec_doc["mounts"] = mounts
 
 
