@@ -351,6 +351,8 @@ def test_a_fatal_signal_while_raw_restores_the_terminal_then_kills(signame: str)
 
         worker = os.fork()
         if worker == 0:  # the debugger, a child of the "shell" that owns the terminal
+            # as from an interactive shell: a test run started with nohup or `&` would pass the signal on ignored
+            signal.signal(getattr(signal, signame), signal.SIG_DFL)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGQUIT's default action dumps no core here
             _bridge(messages())._exec("c", {}, Invocation(["sh"], stdin=_terminal(), tty=True))
             os._exit(0)

@@ -147,7 +147,7 @@ def _server(args: argparse.Namespace) -> int:
 
     path = client.socket_path()
     folder = os.path.dirname(path)
-    if not client._safe_dir(folder):  # never talk to (or stop for) another user's server
+    if not client.safe_dir(folder):  # never talk to (or stop for) another user's server
         print(f"workbench: error: the build server's folder {folder} is not a 0700 directory of uid "
               f"{os.geteuid()}: not using it", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ the next build. `WORKBENCH_SERVER=0` turns all of this off.
 Only built-in modules are imported here (no `socket`, `signal`, `json`: each pulls in enum or re), so that
 handing a build over costs little more than the interpreter's own start. Messages are length-prefixed
 `marshal` data; the socket is private to the user (0700 folder, 0600 socket), and neither side uses a folder
-that is not (see `_safe_dir`).
+that is not (see `safe_dir`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH)
-__all__ = ["code_stamp", "connect", "enabled", "private_dir", "run_via_server", "socket_path"]
+__all__ = ["code_stamp", "connect", "enabled", "private_dir", "run_via_server", "safe_dir", "socket_path"]
 
 
 def socket_path() -> str:
@@ -98,7 +98,7 @@ def connect(path: str) -> Any:
 def run_via_server(argv: list[str]) -> int | None:
     """Run `argv` in a server's child; None when no usable server answered (then build in-process)."""
     path = socket_path()
-    if not _safe_dir(os.path.dirname(path)):
+    if not safe_dir(os.path.dirname(path)):
         return None
     try:
         sock = connect(path)
@@ -134,7 +134,7 @@ def run_via_server(argv: list[str]) -> int | None:
     return int(reply.get("exit", 1))
 
 
-def _safe_dir(path: str) -> bool:
+def safe_dir(path: str) -> bool:
     """The socket's folder must be ours alone, 0700 (or not exist yet): never talk to another user's server,
     nor through a link someone put in /tmp."""
     try:

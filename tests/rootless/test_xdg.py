@@ -86,13 +86,13 @@ def test_user_registry_config_from_xdg(rootless_user: RootlessUser) -> None:
 def test_socket_dir_must_be_ours_and_private(tmp_path: Path) -> None:
     ours = tmp_path / "ours"
     ours.mkdir(mode=0o700)
-    assert client._safe_dir(str(ours)) and client._safe_dir(str(tmp_path / "absent"))
+    assert client.safe_dir(str(ours)) and client.safe_dir(str(tmp_path / "absent"))
     ours.chmod(0o750)
-    assert not client._safe_dir(str(ours))  # readable by the group: not private
+    assert not client.safe_dir(str(ours))  # readable by the group: not private
     ours.chmod(0o700)
     (tmp_path / "link").symlink_to(ours)
-    assert not client._safe_dir(str(tmp_path / "link"))  # a link put in /tmp by someone else
+    assert not client.safe_dir(str(tmp_path / "link"))  # a link put in /tmp by someone else
     other = tmp_path / "other"
     other.mkdir(mode=0o700)
     os.chown(other, 12345, 12345)
-    assert not client._safe_dir(str(other)) or os.geteuid() == 12345
+    assert not client.safe_dir(str(other)) or os.geteuid() == 12345
