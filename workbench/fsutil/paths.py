@@ -141,12 +141,17 @@ class Root:
         return fds[-1], tuple(names)
 
 
-def open_beneath(root_fd: int, parts: list[str]) -> int:
+def open_beneath(root_fd: int, parts: list[str], mode: int | None = None) -> int:
     """A new fd on directory `parts` below `root_fd`, opened one component at a time, following no symlink
-    (ELOOP or ENOTDIR where a component is one)."""
+    (ELOOP or ENOTDIR where a component is one); with `mode`, a missing component is made with it."""
     fd = os.dup(root_fd)
     for part in parts:
         try:
+            if mode is not None:
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
             nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
         finally:
             os.close(fd)

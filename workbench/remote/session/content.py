@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.fsutil.destination import atomic_file, create_temp, reason, remove_stale_temps
-from workbench.fsutil.paths import DIR_FLAGS
+from workbench.fsutil.paths import open_beneath
 from workbench.image.content import check_digest
 from workbench.remote.session.h2server import (
     INVALID_ARGUMENT,
@@ -106,19 +106,12 @@ class LocalCacheStore:
     @contextmanager
     def _blobs(self, create: bool) -> Iterator[int]:
         """An fd on DIR/blobs/sha256, reached without following a symlink below DIR (made when `create`)."""
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        top = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for part in ("blobs", "sha256"):
-                if create:
-                    try:
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                try:
-                    nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
-                finally:
-                    os.close(fd)
-                fd = nxt
+            fd = open_beneath(top, ["blobs", "sha256"], 0o755 if create else None)
+        finally:
+            os.close(top)
+        try:
             yield fd
         finally:
             os.close(fd)
