@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -224,13 +225,20 @@ def test_ctrl_c_cancels_the_remote_solve(docker_daemon: DockerDaemon, registry: 
                             # as a terminal's foreground job has it, whatever an earlier test left in this process
                             # (a child inherits an ignored SIGINT, and Python then installs no handler)
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    interrupt_when_running(proc, marker)
+
+
+def interrupt_when_running(proc: subprocess.Popen[str], marker: str,
+                           running: Callable[[], bool] = lambda: True) -> None:
+    """Ctrl-C the build `proc` once its step `sleep MARKER` runs (and `running()` holds): it ends `build canceled`
+    (130), and the daemon kills the step's container."""
     try:
         deadline = time.monotonic() + 120
-        while not _sleepers(marker):
+        while not (_sleepers(marker) and running()):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)  # far below the 31 s the step would take
+        _, err = proc.communicate(timeout=20)  # far below the time the step would take
     finally:
         if proc.poll() is None:
             proc.kill()

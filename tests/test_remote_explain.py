@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.docker_daemon import DockerDaemon, docker_daemon  # noqa: F401  (the fixture)
-from tests.test_remote_build import ENV, buildkitd_addr, workbench
+from tests.docker_daemon import docker_daemon  # noqa: F401  (the fixture)
+from tests.test_remote_build import ENV, addr, workbench  # noqa: F401  (addr: the fixture)
 
 pytestmark = pytest.mark.real
 
@@ -27,14 +27,6 @@ COPY hello.txt /hello.txt
 RUN cat /hello.txt > /copy.txt && echo {marker}
 RUN echo flavour=$FLAVOUR > /flavour.txt
 """
-
-
-@pytest.fixture(params=["docker", "buildkitd"])
-def addr(request: pytest.FixtureRequest, registry: str) -> str:
-    if request.param == "docker":
-        daemon: DockerDaemon = request.getfixturevalue("docker_daemon")
-        return daemon.addr
-    return buildkitd_addr()
 
 
 def _context(tmp_path: Path) -> Path:
@@ -60,7 +52,7 @@ def _steps(r: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _build(addr: str, ctx: Path, root: Path, *args: str) -> dict[str, dict[str, Any]]:
+def _build(addr: str, ctx: Path, root: Path, *args: str) -> dict[str, dict[str, Any]]:  # noqa: F811
     r = workbench("--addr", addr, "--progress", "rawjson", *args, str(ctx), root=root)
     assert r.returncode == 0, r.stderr
     return _steps(r)
@@ -70,7 +62,7 @@ UNCHANGED = ("workbench's reckoning: unchanged since its last run here; the daem
              "(evicted or pruned)")
 
 
-def _unchanged(addr: str, step: dict[str, Any]) -> bool:
+def _unchanged(addr: str, step: dict[str, Any]) -> bool:  # noqa: F811
     """Docker's BuildKit reports an unchanged step CACHED. buildkitd v0.20 may run our graph's context COPY again
     (its local source op is the same for every build and client: see the report of this test's change), and then
     our reckoning must say that our key parts did not change."""
@@ -90,7 +82,8 @@ def _why(ctx: Path, root: Path) -> str:
     return _cli("inspect", "why", "--root", str(root), str(ctx))
 
 
-def test_a_changed_build_arg_is_named_and_the_rest_is_cached(addr: str, tmp_path: Path, root: Path) -> None:
+def test_a_changed_build_arg_is_named_and_the_rest_is_cached(addr: str, tmp_path: Path,  # noqa: F811
+                                                             root: Path) -> None:
     ctx = _context(tmp_path)
     first = _build(addr, ctx, root)
     assert first["[3/4]"]["reason"].startswith("workbench's reckoning: no earlier run of this step on ")
@@ -113,7 +106,7 @@ def test_a_changed_build_arg_is_named_and_the_rest_is_cached(addr: str, tmp_path
         "flavour=spicy", "flavour=$FLAVOUR")
 
 
-def test_a_changed_context_file_and_line_are_named(addr: str, tmp_path: Path, root: Path) -> None:
+def test_a_changed_context_file_and_line_are_named(addr: str, tmp_path: Path, root: Path) -> None:  # noqa: F811
     ctx = _context(tmp_path)
     _build(addr, ctx, root)
     (ctx / "hello.txt").write_text(f"changed {uuid.uuid4().hex}\n")
@@ -137,7 +130,7 @@ def test_a_changed_context_file_and_line_are_named(addr: str, tmp_path: Path, ro
     assert "instruction changed: RUN echo flavour=$FLAVOUR > /flavour.txt" in _why(ctx, root)
 
 
-def test_a_fully_cached_rebuild_has_no_reasons(addr: str, tmp_path: Path, root: Path) -> None:
+def test_a_fully_cached_rebuild_has_no_reasons(addr: str, tmp_path: Path, root: Path) -> None:  # noqa: F811
     ctx = _context(tmp_path)
     _build(addr, ctx, root)
     again = _build(addr, ctx, root)
@@ -151,7 +144,7 @@ def test_a_fully_cached_rebuild_has_no_reasons(addr: str, tmp_path: Path, root: 
     assert re.search(from_line, why), why
 
 
-def test_the_daemons_frontend_says_it_has_no_reasons(addr: str, tmp_path: Path, root: Path) -> None:
+def test_the_daemons_frontend_says_it_has_no_reasons(addr: str, tmp_path: Path, root: Path) -> None:  # noqa: F811
     ctx = _context(tmp_path)
     r = workbench("--addr", addr, "--frontend", "dockerfile.v0", "--progress", "plain", str(ctx), root=root)
     assert r.returncode == 0, r.stderr

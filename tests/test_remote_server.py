@@ -19,7 +19,14 @@ import pytest
 
 from tests.conftest import WORKBENCH
 from tests.docker_daemon import docker_daemon  # noqa: F401  (the fixture)
-from tests.test_remote_build import COPY_RUN, _sleepers, addr, context_with, workbench  # noqa: F401
+from tests.test_remote_build import (  # noqa: F401
+    COPY_RUN,
+    _sleepers,
+    addr,
+    context_with,
+    interrupt_when_running,
+    workbench,
+)
 from workbench.image.content import ContentStore
 
 pytestmark = pytest.mark.real
@@ -93,22 +100,7 @@ def test_ctrl_c_through_the_server_cancels_the_remote_solve(tmp_path: Path, regi
                                          "--no-cache", str(ctx)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server_env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 120
-        while not (_sleepers(marker) and _build_children(server_env["WORKBENCH_SERVER_SOCKET"])):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)  # far below the 37 s the step would take
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    assert "build canceled" in err
-    deadline = time.monotonic() + 15
-    while _sleepers(marker) and time.monotonic() < deadline:  # the daemon kills the step's container
-        time.sleep(0.2)
-    assert _sleepers(marker) == []
+    interrupt_when_running(proc, marker, lambda: bool(_build_children(server_env["WORKBENCH_SERVER_SOCKET"])))
 
 
 def test_graph_build_fetches_no_base_layers(tmp_path: Path, registry: str, root: Path,
