@@ -36,27 +36,13 @@ __all__ = ["code_stamp", "connect", "enabled", "private_dir", "run_via_server", 
 
 
 def socket_path() -> str:
-    """`$WORKBENCH_SERVER_SOCKET`, else `$XDG_RUNTIME_DIR/workbench/server.sock` (or /tmp/workbench-UID/).
-
-    Root ignores an `$XDG_RUNTIME_DIR` it does not own (`sudo -E` keeps the user's): its server must not live
-    in a folder that user controls.
-    """
+    """`$WORKBENCH_SERVER_SOCKET`, else `server.sock` in this user's runtime dir (workbench.xdg.runtime_dir:
+    `$XDG_RUNTIME_DIR/workbench`, or /tmp/workbench-UID)."""
     from workbench.xdg import runtime_dir
 
     if path := os.environ.get("WORKBENCH_SERVER_SOCKET"):
         return path
-    if os.geteuid() == 0 and not _owned_by_root(os.environ.get("XDG_RUNTIME_DIR", "")):
-        return "/tmp/workbench-0/server.sock"
     return os.path.join(runtime_dir(), "server.sock")
-
-
-def _owned_by_root(path: str) -> bool:
-    if not os.path.isabs(path):
-        return True  # unset or relative: runtime_dir() ignores it anyway
-    try:
-        return os.lstat(path).st_uid == 0
-    except OSError:
-        return False
 
 
 def code_stamp() -> str:

@@ -52,8 +52,18 @@ def config_file() -> str | None:
 
 
 def runtime_dir() -> str:
-    """This user's private dir for sockets: `$XDG_RUNTIME_DIR/workbench`, else `/tmp/workbench-UID`."""
+    """This user's private dir for sockets: `$XDG_RUNTIME_DIR/workbench`, else `/tmp/workbench-UID`.
+
+    Root ignores an `$XDG_RUNTIME_DIR` it does not own (`sudo -E` keeps the user's): what root keeps there must
+    not live in a folder that user controls."""
     base = os.environ.get("XDG_RUNTIME_DIR", "")
-    if os.path.isabs(base):
+    if os.path.isabs(base) and (os.geteuid() != 0 or _owned_by_root(base)):
         return os.path.join(base, "workbench")
     return f"/tmp/workbench-{os.getuid()}"
+
+
+def _owned_by_root(path: str) -> bool:
+    try:
+        return os.lstat(path).st_uid == 0
+    except OSError:
+        return False
