@@ -170,7 +170,8 @@ def test_engine_allows_base_cache_and_push_hosts(tmp_path: Path) -> None:
                      cache_exports=[Exporter("inline")],
                      exporters=[Exporter("image", {"name": "push.example/a:1,push2.example/b:2", "push": "true"}),
                                 Exporter("image", {"name": "nopush.example/a:1"})])
-    assert allowed_hosts(_registry_refs(plan)) == {"base.example", "cache.example", "push.example", "push2.example"}
+    assert allowed_hosts(_registry_refs(plan, definition)) == {"base.example", "cache.example", "push.example",
+                                                           "push2.example"}
 
 
 # -- a real build: the base image on a registry with basic auth, credentials from a helper -------------------------

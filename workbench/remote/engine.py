@@ -210,12 +210,16 @@ class RemoteEngine:
 
     def graph_plan(self, request: BuildRequest, marshalled: Marshalled, image: dict[str, Any]) -> SolvePlan:
         """The Solve of our own graph (`marshalled`), its image config handed to the image exporters."""
+        from workbench.remote.session.auth import allowed_hosts
         from workbench.remote.session.secrets import graph_secrets
         from workbench.remote.solve import Exporter, SolvePlan
 
         plan = self._plan(request, SolvePlan(frontend="", definition=marshalled.data,
                                              dirs={"context": request.context, "dockerfile": request.dockerfile}))
         plan.secrets = graph_secrets(plan.secrets, marshalled.definition)  # only the ids the graph mounts
+        # Auth answers only for the registries our graph has the daemon contact (the daemon's own frontend may
+        # pull any image: with it, Auth answers for any host)
+        plan.registry_hosts = allowed_hosts(_registry_refs(plan, marshalled.definition))
         config = json.dumps(image, separators=(",", ":"))
         if self.address.scheme == "docker" and any(e.type == "moby" for e in plan.exporters):
             # Docker 20.10's moby exporter takes the config only from the result's metadata (the gateway's Return)
@@ -242,10 +246,6 @@ class RemoteEngine:
         plan.entitlements = entitlements
         plan.secrets = request.session.secrets
         plan.name = request.context.name
-        if not plan.frontend:  # the daemon's frontend may pull any image: then Auth answers for any host
-            from workbench.remote.session.auth import allowed_hosts
-
-            plan.registry_hosts = allowed_hosts(_registry_refs(plan))
         return plan
 
     def _ssh(self, agents: dict[str, tuple[str, ...]]) -> dict[str, str]:
@@ -462,16 +462,16 @@ def _local_cache(spec: Any, plan: SolvePlan) -> Any:
     return Exporter("local", attrs)
 
 
-def _registry_refs(plan: SolvePlan) -> list[str]:
-    """The image references a Solve of our own graph has the daemon contact a registry for: its images, its
-    registry caches, the images it pushes."""
+def _registry_refs(plan: SolvePlan, definition: Any) -> list[str]:
+    """The image references a Solve of our own graph (`definition`, a pb.Definition) has the daemon contact a
+    registry for: its images, its registry caches, the images it pushes."""
     from workbench.remote.proto import ops_pb2
 
     refs = [c.attrs.get("ref", "") for c in (*plan.cache_imports, *plan.cache_exports) if c.type == "registry"]
     for e in plan.exporters:
         if e.type == "image" and e.attrs.get("push") == "true":
             refs += [n.strip() for n in e.attrs.get("name", "").split(",") if n.strip()]
-    for raw in getattr(ops_pb2.Definition.FromString(plan.definition), "def") if plan.definition else ():
+    for raw in getattr(definition, "def"):
         op = ops_pb2.Op.FromString(raw)
         if op.WhichOneof("op") == "source" and op.source.identifier.startswith("docker-image://"):
             refs.append(op.source.identifier.removeprefix("docker-image://"))
