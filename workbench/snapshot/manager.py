@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.reaper import ensure_reaper
+from workbench.rootless.diagnose import COPY_SLOWER
 from workbench.rootless.userns import entered
 from workbench.snapshot import copy as copysnap
 from workbench.snapshot.lease import acquire_shared, release_shared
@@ -40,10 +41,6 @@ from workbench.snapshot.scratch import clean_stale, remove_tree
 FLATTEN_EVERY = 128
 SNAPSHOTTERS = ("overlay", "copy")
 SNAPSHOTTER_ENV = "WORKBENCH_SNAPSHOTTER"
-COPY_SLOWER = "about 1.3x"
-"""How much longer a build takes with the copying snapshotter than with overlayfs: bench/snapshotter.py
-measured w1 1.30x-1.49x and w3 1.13x-1.31x (medians of 3 cold builds, as root, on the shared 2-core VM;
-rootless.diagnose repeats the figure)."""
 _chosen: list[str] = []  # what `use_copy_if_overlay_fails` settled for this process
 
 
