@@ -58,12 +58,30 @@ def test_slirp4netns_gives_each_run_a_network_of_its_own(rootless_user: Rootless
                               f"RUN {IFACES} && wget -q -O /v2 http://10.0.2.2:5055/v2/ && "
                               "(wget -q -T 2 -O- http://localhost:5055/v2/ || echo own-loopback > /lo)\n"
                               "RUN --network=host wget -q -O /v2h http://localhost:5055/v2/\n",
-                              "--allow", "network.host", env={"WORKBENCH_ROOTLESS_NET": "slirp4netns"})
+                              "--allow", "network.host", env={"WORKBENCH_ROOTLESS_NET": "slirp4netns",
+                                                              "WORKBENCH_ROOTLESS_DISABLE_HOST_LOOPBACK": "false"})
     assert code == 0, err
     assert files["ifaces"] == "lo\ntap0\n"  # a namespace of its own with slirp4netns's tap device
     assert files["v2"] == "{}"  # outbound through slirp4netns (10.0.2.2 is the host's loopback)
     assert files["lo"] == "own-loopback\n"
     assert files["v2h"] == "{}"  # --network=host still shares the host's network
+
+
+@pytest.mark.skipif(shutil.which("slirp4netns") is None, reason="needs slirp4netns (apt-get install slirp4netns)")
+@pytest.mark.skipif(os.stat("/dev/net/tun").st_mode & 0o006 != 0o006 if os.path.exists("/dev/net/tun") else True,
+                    reason="/dev/net/tun is not open to other users here (udev makes it 0666): chmod 0666 it")
+def test_slirp4netns_keeps_the_hosts_loopback_out_of_reach(rootless_user: RootlessUser, registry: str) -> None:
+    """As rootlesskit's --disable-host-loopback (BuildKit's and Docker's rootless defaults): a step in a network of
+    its own cannot reach the host's 127.0.0.1 services through 10.0.2.2 unless the user allows it."""
+    code, err, files = _build(rootless_user, "net-slirp-lo", BASE +
+                              "RUN wget -q -T 3 -O /v2 http://10.0.2.2:5055/v2/ || echo refused > /v2\n",
+                              env={"WORKBENCH_ROOTLESS_NET": "slirp4netns"})
+    assert code == 0, err
+    assert files["v2"] == "refused\n"
+    code, err, _ = _build(rootless_user, "net-slirp-lo-bad", BASE + "RUN true\n",
+                          env={"WORKBENCH_ROOTLESS_NET": "slirp4netns",
+                               "WORKBENCH_ROOTLESS_DISABLE_HOST_LOOPBACK": "no"})
+    assert code == 1 and "WORKBENCH_ROOTLESS_DISABLE_HOST_LOOPBACK=no: expected true or false" in err, err
 
 
 def test_slirp4netns_without_tun_access_is_one_line(rootless_user: RootlessUser, registry: str) -> None:

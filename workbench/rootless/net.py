@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 ENV = "WORKBENCH_ROOTLESS_NET"
+LOOPBACK_ENV = "WORKBENCH_ROOTLESS_DISABLE_HOST_LOOPBACK"
+"""`false`: a slirp4netns step may reach the host's 127.0.0.1 services at 10.0.2.2 (off by default, as rootlesskit's
+`--disable-host-loopback` that BuildKit's and Docker's rootless set ups pass; Docker's variable has this shape)."""
 MODES = ("host", "slirp4netns", "pasta")
 TUN = "/dev/net/tun"
 SLIRP_DNS = "10.0.2.3"  # slirp4netns's built-in DNS forwarder
@@ -32,7 +35,18 @@ def mode() -> str:
     if value == "slirp4netns" and not os.access(TUN, os.R_OK | os.W_OK):
         raise ValueError(f"{ENV}=slirp4netns: {TUN} cannot be opened by your user (mode "
                          f"{_filemode(TUN)}); an admin fixes it with: chmod 0666 {TUN} (udev's default)")
+    if value == "slirp4netns":
+        host_loopback()  # a bad value is said before the build, not in the hook
     return value
+
+
+def host_loopback() -> bool:
+    """Whether slirp4netns steps may reach the host's loopback (only when the user says so); ValueError for a
+    value that is neither true nor false."""
+    value = os.environ.get(LOOPBACK_ENV, "").strip().lower() or "true"
+    if value not in ("true", "false", "1", "0"):
+        raise ValueError(f"{LOOPBACK_ENV}={value}: expected true or false")
+    return value in ("false", "0")
 
 
 def _filemode(path: str) -> str:
@@ -51,6 +65,6 @@ def apply(spec_doc: dict[str, Any], bundle: Path) -> None:
     pidfile = str(bundle / "slirp4netns.pid")
     hook = [sys.executable, "-I", _HOOK]
     hooks = spec_doc.setdefault("hooks", {})
-    hooks.setdefault("createRuntime", []).append({"path": sys.executable, "args": [*hook, "start", pidfile],
-                                                  "timeout": 30})
+    start = [*hook, "start", pidfile] + (["--host-loopback"] if host_loopback() else [])
+    hooks.setdefault("createRuntime", []).append({"path": sys.executable, "args": start, "timeout": 30})
     hooks.setdefault("poststop", []).append({"path": sys.executable, "args": [*hook, "stop", pidfile]})
