@@ -333,3 +333,25 @@ def test_hostile_members_are_clamped_or_refused(tmp_path: Path) -> None:
     extract_layer(io.BytesIO(_tar(HOSTILE["overwrite-through-leaf-symlink"](out))), snap, PLAIN)
     assert (snap / "link").read_bytes() == b"overwritten" and not (snap / "link").is_symlink()
     assert (snap / "dlink").is_dir() and not (snap / "dlink").is_symlink()
+
+
+def test_user_overlay_xattrs_are_a_steps_own_data_as_root(tmp_path: Path) -> None:
+    """Root's overlay mounts never read user.overlay.* (only rootless `userxattr` mounts do): a step that builds
+    nested rootless storage sets them as data, so its dir is not opaque and the xattrs reach the layer and back."""
+    upper = tmp_path / "upper"
+    (upper / "d").mkdir(parents=True)
+    (upper / "d" / "f").write_bytes(b"kept")
+    os.setxattr(upper / "d", "user.overlay.opaque", b"y")
+    os.setxattr(upper / "d", "user.overlay.origin", b"abc")
+    os.setxattr(upper / "d", "trusted.overlay.impure", b"y")  # overlay's own: never in a layer
+    buf = io.BytesIO()
+    write_layer(upper, buf, compress="none")
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as t:
+        members = {m.name.rstrip("/"): m for m in t.getmembers()}
+    assert "d/.wh..wh..opq" not in members
+    assert {k: v for k, v in members["d"].pax_headers.items() if k.startswith("SCHILY.xattr.")} == {
+        "SCHILY.xattr.user.overlay.opaque": "y", "SCHILY.xattr.user.overlay.origin": "abc"}
+    dest = tmp_path / "dest"
+    extract_layer(io.BytesIO(buf.getvalue()), dest, PLAIN)
+    assert os.getxattr(dest / "d", "user.overlay.opaque") == b"y"
+    assert (dest / "d" / "f").read_bytes() == b"kept"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import errno
+import functools
 import gzip
 import io
 import lzma
@@ -29,7 +30,7 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 USER_OPAQUE_XATTR = "user.overlay.opaque"
 """The opaque marker of an overlay mounted with `userxattr` (in a user namespace: rootless)."""
 OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
-"""xattrs overlayfs keeps for itself: never taken from a layer nor written into one."""
+"""xattrs overlayfs may keep for itself; which of them it does here is `overlay_xattrs()`."""
 XATTR_PAX = "SCHILY.xattr."
 """The PAX header prefix of an xattr."""
 _CHUNK = 1 << 20
@@ -290,9 +291,23 @@ def opaque_xattr() -> str:
     return USER_OPAQUE_XATTR if inside_user_namespace() else OPAQUE_XATTR
 
 
+@functools.cache
+def overlay_xattrs() -> tuple[str, ...]:
+    """The xattr prefixes our overlay mounts keep for themselves, never taken from a layer nor written into one:
+    `trusted.overlay.*`, and `user.overlay.*` inside a user namespace (rootless mounts use `userxattr`). Root's
+    mounts never read `user.overlay.*`: there it is a step's own data (nested rootless storage), kept in layers.
+    Asked once per process: the namespace is entered at start, before any build."""
+    return OVERLAY_XATTRS if inside_user_namespace() else OVERLAY_XATTRS[:1]
+
+
+def opaque_markers() -> tuple[str, ...]:
+    """The opaque-dir xattrs a snapshot or upper dir of this mode may carry."""
+    return (OPAQUE_XATTR, USER_OPAQUE_XATTR) if len(overlay_xattrs()) > 1 else (OPAQUE_XATTR,)
+
+
 def is_opaque(path: str) -> bool:
-    """Whether the dir `path` of a snapshot or upper dir is opaque (either overlay marker)."""
-    for key in (OPAQUE_XATTR, USER_OPAQUE_XATTR):
+    """Whether the dir `path` of a snapshot or upper dir is opaque (the overlay markers of this mode)."""
+    for key in opaque_markers():
         try:
             if os.getxattr(path, key, follow_symlinks=False) == b"y":
                 return True
@@ -305,7 +320,7 @@ def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
     return [
         (k[len(XATTR_PAX):], v.encode("utf-8", "surrogateescape"))
         for k, v in m.pax_headers.items()
-        if k.startswith(XATTR_PAX) and not k[len(XATTR_PAX):].startswith(OVERLAY_XATTRS)
+        if k.startswith(XATTR_PAX) and not k[len(XATTR_PAX):].startswith(overlay_xattrs())
     ]
 
 

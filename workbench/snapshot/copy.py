@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workbench.fsutil.tar import is_opaque, opaque_xattr
+from workbench.fsutil.tar import is_opaque, opaque_markers, opaque_xattr
 from workbench.snapshot.scratch import remove_tree
 
-_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")  # either marker a layer dir may carry
 _WHITEOUT = os.makedev(0, 0)
 
 Tracked = dict[str, tuple[int, int]]
@@ -93,7 +92,7 @@ def apply_layers(lowers: list[Path], dest: Path) -> None:
             if _is_whiteout(st):
                 os.unlink(path)
                 continue
-            for name in _OPAQUE_XATTRS:
+            for name in opaque_markers():
                 try:
                     os.removexattr(path, name, follow_symlinks=False)
                 except OSError:

@@ -20,7 +20,7 @@ from typing import IO, BinaryIO, cast
 from workbench.fsutil.compress import write_compressed
 from workbench.fsutil.deflate import ERRORS as ZLIB_ERRORS
 from workbench.fsutil.deflate import zlib
-from workbench.fsutil.tar import OPAQUE, OVERLAY_XATTRS, WHITEOUT_PREFIX, XATTR_PAX, extract, is_opaque, sniff
+from workbench.fsutil.tar import OPAQUE, WHITEOUT_PREFIX, XATTR_PAX, extract, is_opaque, overlay_xattrs, sniff
 
 
 class LayerContentError(Exception):
@@ -183,7 +183,7 @@ def _walk(root: Path) -> Iterator[tuple[str, str, os.stat_result | None]]:
 
 
 def _is_opaque(host: str) -> bool:
-    return is_opaque(host)  # either marker: trusted.overlay.opaque, or user.overlay.opaque when rootless
+    return is_opaque(host)  # trusted.overlay.opaque, or also user.overlay.opaque when rootless
 
 
 def _xattr_headers(host: str) -> dict[str, str]:
@@ -194,8 +194,9 @@ def _xattr_headers(host: str) -> dict[str, str]:
         if e.errno in (errno.ENOTSUP, errno.EPERM):
             return headers
         raise
+    private = overlay_xattrs()
     for key in sorted(keys):
-        if key.startswith(OVERLAY_XATTRS):
+        if key.startswith(private):
             continue
         value = os.getxattr(host, key, follow_symlinks=False)
         headers[XATTR_PAX + key] = value.decode("utf-8", "surrogateescape")
