@@ -290,8 +290,6 @@ def _remote_problem(args: argparse.Namespace) -> str:
     if args.frontend and args.frontend != DOCKERFILE_FRONTEND:
         return (f"--frontend {args.frontend}: the daemon's frontend can only be {DOCKERFILE_FRONTEND}; leave "
                 f"--frontend out to send workbench's own build graph")
-    if args.watch:
-        return "--watch is not available with a remote BuildKit (--addr) yet"
     return ""
 
 
