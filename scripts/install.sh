@@ -27,6 +27,11 @@ if command -v npm >/dev/null 2>&1 && { [ ! -d "$here/tests/node/node_modules/@ac
     || [ "$here/tests/node/package-lock.json" -nt "$here/tests/node/node_modules/.package-lock.json" ]; }; then
   (cd "$here/tests/node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# VS Code's DAP client library, to drive `workbench dap` with (tests/dap)
+if command -v npm >/dev/null 2>&1 && { [ ! -d "$here/tests/dap/node_modules/@vscode/debugadapter-testsupport" ] \
+    || [ "$here/tests/dap/package-lock.json" -nt "$here/tests/dap/node_modules/.package-lock.json" ]; }; then
+  (cd "$here/tests/dap" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 if [ ! -x "$here/.venv/bin/workbench" ] || [ "$here/pyproject.toml" -nt "$here/.venv/.installed" ]; then
   python3 -m venv "$here/.venv"
   "$here/.venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true

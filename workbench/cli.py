@@ -36,6 +36,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from workbench.debug.command import add_parser as add_debug_parser
 
     add_debug_parser(sub)
+    from workbench.dap.cli import add_parser as add_dap_parser
+
+    add_dap_parser(sub)
     from workbench.remote.cli import add_parser as add_builders_parser
 
     add_builders_parser(sub)  # builders: the BuildKit daemon of --addr / $BUILDKIT_HOST, or the local engine
@@ -525,6 +528,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from workbench.history.recorder import recording_engine
 
         return main_debug(args, recording_engine())
+    if args.command == "dap":
+        from workbench.dap.cli import main_dap
+        from workbench.history.recorder import recording_engine
+
+        return main_dap(args, recording_engine())
     if args.command == "build":
         return _build(args)
     if args.command == "devices":

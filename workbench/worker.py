@@ -136,8 +136,9 @@ class Worker:
 
         return runc.run(rootfs, spec, self.snapshots.tmp, on_output=on_output, cancel=cancel)
 
-    def run_interactive(self, rootfs: Path, spec: ExecSpec, on_start: Callable[[Callable[[], None]], None]) -> int:
-        """Run `spec`'s process on `rootfs` on this process's terminal; its exit code."""
+    def run_interactive(self, rootfs: Path, spec: ExecSpec, on_start: Callable[[Callable[[], None]], None],
+                        terminal: int | None = None) -> int:
+        """Run `spec`'s process on `rootfs` on this process's terminal (or on `terminal`); its exit code."""
         from workbench.executor import runc
 
-        return runc.run_interactive(rootfs, spec, self.snapshots.tmp, on_start=on_start)
+        return runc.run_interactive(rootfs, spec, self.snapshots.tmp, on_start=on_start, terminal=terminal)

@@ -283,8 +283,9 @@ class Debugger(StepHooks):
         for kill in list(self._kills):
             kill()
 
-    def exec(self, pause: Pause, argv: list[str]) -> int:
+    def exec(self, pause: Pause, argv: list[str], terminal: int | None = None) -> int:
         """Run `argv` interactively in a container that sees what the paused step sees; return its exit code.
+        `terminal`: a terminal fd to run it on instead of this process's own (the DAP server's pty).
 
         The container gets a throw-away writable layer over the step's input (or, after a failure, the
         failed step's own filesystem, which is discarded with the failed step): nothing done here reaches the
@@ -302,11 +303,35 @@ class Debugger(StepHooks):
                 self.bus.emit(DebugShell(v.digest, tuple(argv)))
 
             try:
-                code = step.worker.run_interactive(rootfs, spec, on_start=self._kills.append)
+                code = step.worker.run_interactive(rootfs, spec, on_start=self._kills.append, terminal=terminal)
             except ExecError as e:
                 raise RuntimeError(str(e)) from None
             finally:
                 self._kills.clear()
+            if self.bus is not None:
+                self.bus.emit(DebugShell(v.digest, tuple(argv), exit_code=code))
+            return code
+
+    def run_captured(self, pause: Pause, argv: list[str], on_output: Any, cancel: threading.Event) -> int:
+        """Run `argv` without a terminal in the container `exec` would start, its output to
+        `on_output(stream, chunk)`; its exit code (137 once `cancel` is set). For a front end whose own
+        stdin/stdout are not a terminal (the DAP server's `evaluate`)."""
+        from workbench.executor.runc import ExecError, missing_program
+
+        step, v = pause.step, pause.vertex
+        cache_dir = step.worker.root / "cachemounts"
+        with self._shell_lock, step.container_spec(argv) as spec:
+            rootfs = pause.workspace()
+            if pause.reason != "error":
+                spec.mounts = [_read_only_cache(m, cache_dir) for m in spec.mounts]
+            if (missing := missing_program(rootfs, spec)) is not None:
+                raise RuntimeError(missing)
+            if self.bus is not None:
+                self.bus.emit(DebugShell(v.digest, tuple(argv)))
+            try:
+                code = step.worker.run(rootfs, spec, on_output=on_output, cancel=cancel).exit_code
+            except ExecError as e:
+                raise RuntimeError(str(e)) from None
             if self.bus is not None:
                 self.bus.emit(DebugShell(v.digest, tuple(argv), exit_code=code))
             return code

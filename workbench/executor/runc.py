@@ -295,26 +295,30 @@ def _container(rootfs: Path, spec: ExecSpec, state_dir: Path,
 
 
 def run_interactive(rootfs: Path, spec: ExecSpec, state_dir: Path,
-                    on_start: Callable[[Callable[[], None]], None] | None = None) -> int:
+                    on_start: Callable[[Callable[[], None]], None] | None = None, terminal: int | None = None) -> int:
     """Run `spec` in a container attached to this process's own stdin/stdout/stderr and return its exit code.
 
     When stdin is a terminal the process gets a real pty (runc in the foreground proxies it, puts the
     terminal in raw mode and passes window-size changes on), the user's `TERM` and the terminal's size from
     its first instant. `on_start` receives a function that kills the container, for a caller that must be
     able to end it from another thread (abort, quit). Raises ExecError, before anything starts, when the
-    program is not in the container's filesystem.
+    program is not in the container's filesystem. `terminal`: a terminal to use instead of this process's
+    own stdin/stdout/stderr (a pty the DAP server relays to an editor's terminal).
     """
-    tty = os.isatty(0)
+    fd = 0 if terminal is None else terminal
+    tty = os.isatty(fd)
     if (missing := missing_program(rootfs, spec)) is not None:
         raise ExecError(missing)
 
     def use_terminal(config: dict[str, Any]) -> None:
         config["process"]["terminal"] = tty
         if tty:
-            _share_terminal(config["process"])
+            _share_terminal(config["process"], (0, 1, 2) if terminal is None else (terminal,))
 
+    stdio: dict[str, Any] = {} if terminal is None else {"stdin": fd, "stdout": fd, "stderr": fd,
+                                                         "start_new_session": True}
     with _container(rootfs, spec, state_dir, use_terminal) as (base, bundle, cid):
-        proc = subprocess.Popen([*base, "run", "--bundle", str(bundle), cid])
+        proc = subprocess.Popen([*base, "run", "--bundle", str(bundle), cid], **stdio)
 
         def kill() -> None:
             subprocess.run([*base, "kill", cid, "KILL"], capture_output=True)
@@ -327,13 +331,13 @@ def run_interactive(rootfs: Path, spec: ExecSpec, state_dir: Path,
         return 128 - code if code < 0 else code
 
 
-def _share_terminal(process: dict[str, Any]) -> None:
+def _share_terminal(process: dict[str, Any], fds: tuple[int, ...] = (0, 1, 2)) -> None:
     """The user's terminal as the container's process sees it: its `TERM` (which describes the terminal the
     process draws on, so it wins over one the image sets; `xterm` when the user has none, as `docker run -t`)
     and its size, set before the process starts (runc's own resize comes a moment after it started)."""
     term = os.environ.get("TERM") or "xterm"
     process["env"] = [e for e in process.get("env", []) if not e.startswith("TERM=")] + [f"TERM={term}"]
-    for fd in (0, 1, 2):
+    for fd in fds:
         try:
             size = os.get_terminal_size(fd)
         except OSError:

@@ -1,0 +1,1 @@
+"""`workbench dap`: a Debug Adapter Protocol server (stdio, or TCP on loopback) over the debugger."""

@@ -1,0 +1,479 @@
+"""One DAP session: requests drive a `workbench.debug.controller.Debugger` over a build that runs in a thread
+(as the `workbench debug` REPL runs it); the build's events and pauses go out as DAP events.
+
+`serve` reads frames until the client disconnects or goes away; either way the build is aborted, shells
+killed and the build thread joined (so its mounts and containers are gone) before it returns.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+from workbench.dap.launch import Launch, LaunchError, breakpoint_lines, parse_launch
+from workbench.dap.protocol import Decoder, Malformed, Message, Writer
+from workbench.dap.variables import References, frame_scopes, scopes
+from workbench.debug.controller import Breakpoint, Debugger, Pause
+from workbench.progress.events import BuildFinished, DebugPaused, Event, EventBus, VertexLog, VertexStarted
+
+if TYPE_CHECKING:
+    from workbench.dap.terminal import TerminalServer
+    from workbench.engine import Engine
+
+THREAD = 1
+EVAL_LIMIT = 64 * 1024
+NOT_STOPPED = "the build is not stopped at a step"
+
+
+class RequestError(Exception):
+    """A request that cannot be done: its error response's message."""
+
+
+class _Console(io.TextIOBase):
+    """A text stream whose complete lines become `output` events (the plain progress printer writes here)."""
+
+    def __init__(self, send: Callable[[str], None]) -> None:
+        self._send, self._buf = send, ""
+
+    def write(self, s: str) -> int:
+        self._buf += s
+        if "\n" in self._buf:
+            head, _, self._buf = self._buf.rpartition("\n")
+            self._send(head + "\n")
+        return len(s)
+
+
+class Session:
+    """The state of one client: its launch, breakpoints, the build and the current stop."""
+
+    def __init__(self, writer: Writer, engine: Engine, cwd: Path | None = None) -> None:
+        self.out = writer
+        self.engine = engine
+        self.cwd = cwd or Path.cwd()
+        self.debugger = Debugger(break_on_error=True)
+        self.launch: Launch | None = None
+        self.configured = False
+        self.client: dict[str, Any] = {}
+        self.refs = References()
+        self.frames: list[Any] = []
+        self.thread: threading.Thread | None = None
+        self.request: Any = None
+        self.redact: Callable[[str], str] = lambda s: s
+        self.ended = threading.Event()
+        self._first_stop = True
+        self._pause_asked = False
+        self._stopped: Pause | None = None
+        self._reasons: dict[int, str] = {}
+        self._eval_cancel = threading.Event()
+        self._sources: dict[str, Any] = {}
+        self._lines: list[int] = []
+        self._terminals: dict[int, TerminalServer] = {}
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    def handle(self, msg: Message) -> bool:
+        """Answer one request; False once the session is over (disconnect)."""
+        if msg.get("type") == "response":  # runInTerminal's answer
+            server = self._terminals.get(int(msg.get("request_seq") or 0))
+            if server is not None and not msg.get("success"):
+                self._terminals.pop(int(msg["request_seq"]), None)
+                server.close()
+                self.out.output(f"the client could not open a terminal: {msg.get('message') or 'no reason given'}\n",
+                                "important")
+            return True
+        command, seq = msg["command"], msg["seq"]
+        args = msg.get("arguments") or {}
+        handler = getattr(self, "on_" + command, None) if command.isidentifier() else None
+        if handler is None:
+            self.out.error(seq, command, f"unknown request {command!r}")
+            return True
+        try:
+            body = handler(args, seq)
+        except (RequestError, LaunchError) as e:
+            self.out.error(seq, command, str(e))
+            return True
+        except Exception as e:  # noqa: BLE001 - answered, the session goes on
+            self.out.error(seq, command, f"{command}: {type(e).__name__}: {e}")
+            return True
+        if body is not _LATER:
+            self.out.response(seq, command, body)
+        return command != "disconnect"
+
+    def on_initialize(self, args: dict[str, Any], seq: int) -> object:
+        self.client = args
+        self.out.response(seq, "initialize", {
+            "supportsConfigurationDoneRequest": True, "supportsEvaluateForHovers": False,
+            "supportsTerminateRequest": True, "supportsRestartRequest": False, "supportsSetVariable": False,
+            "supportsStepBack": False, "supportsSingleThreadExecutionRequests": False,
+            "supportsLoadedSourcesRequest": False, "supportsExceptionInfoRequest": True,
+            "exceptionBreakpointFilters": [{"filter": "error", "label": "Failed step", "default": True,
+                                            "description": "Stop when a RUN step fails, with its filesystem "
+                                                           "as it left it"}]})
+        self.out.event("initialized")
+        return _LATER
+
+    def on_launch(self, args: dict[str, Any], seq: int) -> None:
+        if self.launch is not None:
+            raise RequestError("this session already launched a build")
+        launch = parse_launch(args, self.cwd)
+        from workbench.progress.redact import Redactor
+        from workbench.solver.session import secret_values
+
+        self.redact = Redactor(secret_values(launch.session)).text if launch.session else self.redact
+        self.launch = launch
+        self.debugger.dockerfile = launch.dockerfile
+        if launch.no_debug:
+            self.debugger.break_on_error = False
+        if self._lines:
+            self._set_lines(self._lines, launch.dockerfile)
+        if self.configured:
+            self._start()
+
+    def on_configurationDone(self, args: dict[str, Any], seq: int) -> None:
+        self.configured = True
+        if self.launch is not None and self.thread is None:
+            self._start()
+
+    def on_setBreakpoints(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        source = args.get("source") or {}
+        path = Path(source.get("path") or "")
+        lines = [b.get("line") for b in args.get("breakpoints") or []] or list(args.get("lines") or [])
+        if not all(isinstance(n, int) for n in lines):
+            raise RequestError("setBreakpoints: each breakpoint needs an integer `line`")
+        if self.launch is not None and path.resolve() != self.launch.dockerfile:
+            return {"breakpoints": [{"verified": False, "line": n,
+                                     "message": f"not the Dockerfile being debugged ({self.launch.dockerfile})"}
+                                    for n in lines]}
+        self._lines = lines
+        return {"breakpoints": self._set_lines(lines, path.resolve())}
+
+    def _set_lines(self, lines: list[int], dockerfile: Path) -> list[dict[str, Any]]:
+        where = breakpoint_lines(dockerfile)
+        out: list[dict[str, Any]] = []
+        bps: list[Breakpoint] = []
+        for n in lines:
+            at = where.get(n)
+            if isinstance(at, int):
+                bps.append(Breakpoint(line=at))
+                out.append({"verified": True, "line": at, "id": len(out) + 1})
+            else:
+                out.append({"verified": False, "line": n, "id": len(out) + 1,
+                            "message": at if isinstance(at, str) else f"no build step at line {n}"})
+        if not (self.launch is not None and self.launch.no_debug):
+            self.debugger.breakpoints = bps
+        return out
+
+    def on_setExceptionBreakpoints(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        filters = args.get("filters") or []
+        on = "error" in filters and not (self.launch is not None and self.launch.no_debug)
+        self.debugger.break_on_error = on
+        return {"breakpoints": [{"verified": f == "error"} for f in filters]}
+
+    def on_threads(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        return {"threads": [{"id": THREAD, "name": "build"}]}
+
+    def _paused(self) -> Pause:
+        pause = self.debugger.current
+        if pause is None:
+            raise RequestError(NOT_STOPPED)
+        return pause
+
+    def _source(self) -> dict[str, Any]:
+        df = self.launch.dockerfile if self.launch else Path("Dockerfile")
+        return {"name": df.name, "path": str(df)}
+
+    def on_stackTrace(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        pause = self._paused()
+        chain = [pause.vertex]
+        seen = {pause.vertex.digest}
+        todo = list(pause.vertex.inputs)
+        while todo:  # the steps that lead to it, nearest first
+            v = todo.pop(0)
+            if v.digest in seen:
+                continue
+            seen.add(v.digest)
+            if v.source is not None and not v.hidden and v.name:
+                chain.append(v)
+            todo.extend(v.inputs)
+        self.frames = chain
+        start = int(args.get("startFrame") or 0)
+        levels = int(args.get("levels") or 0)
+        shown = chain[start:start + levels] if levels else chain[start:]
+        frames = [{"id": start + i + 1, "name": self.redact(v.name), "line": v.source.start_line if v.source else 0,
+                   "column": 1, "source": self._source()} for i, v in enumerate(shown)]
+        return {"stackFrames": frames, "totalFrames": len(chain)}
+
+    def on_scopes(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        pause = self._paused()
+        frame = int(args.get("frameId") or 1)
+        if frame != 1 and 0 < frame <= len(self.frames):
+            return {"scopes": frame_scopes(self.frames[frame - 1], self.refs, self.redact)}
+        reason = self._reasons.get(id(pause), pause.reason)
+        build_args = self.launch.build_args if self.launch else {}
+        return {"scopes": scopes(pause, reason, build_args, self.refs, self.redact, lambda p: _list(pause, p))}
+
+    def on_variables(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        from workbench.results import ViewError
+
+        provider = self.refs.get(int(args.get("variablesReference") or 0))
+        if provider is None or self.debugger.current is None:
+            raise RequestError("no such variables here (the build went on since they were shown)")
+        try:
+            return {"variables": provider(int(args.get("start") or 0), int(args.get("count") or 0) or None)}
+        except (ViewError, OSError) as e:
+            raise RequestError(str(e)) from None
+
+    def on_source(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        path = (args.get("source") or {}).get("path")
+        df = self.launch.dockerfile if self.launch else None
+        if df is None or (path and Path(path).resolve() != df):
+            raise RequestError("only the launched Dockerfile's source is known")
+        return {"content": df.read_text(errors="replace"), "mimeType": "text/x-dockerfile"}
+
+    def on_exceptionInfo(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        pause = self._paused()
+        if pause.reason != "error":
+            raise RequestError("the build is not stopped at a failed step")
+        return {"exceptionId": "error", "description": self.redact(pause.error), "breakMode": "always",
+                "details": {"message": self.redact(pause.error), "typeName": pause.vertex.name}}
+
+    # -- execution ------------------------------------------------------------------------------------
+
+    def _resume(self, how: str) -> None:
+        self._paused()
+        self.refs.clear()
+        self.frames = []
+        self.debugger.resume(how)
+
+    def on_continue(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
+        self._resume("continue")
+        return {"allThreadsContinued": True}
+
+    def on_next(self, args: dict[str, Any], seq: int) -> None:
+        self._resume("next")
+
+    on_stepIn = on_next
+    on_stepOut = on_continue
+
+    def on_pause(self, args: dict[str, Any], seq: int) -> None:
+        if self.debugger.current is None:
+            self._pause_asked = True
+            self.debugger.resume_stepping()
+
+    def on_terminate(self, args: dict[str, Any], seq: int) -> None:
+        self.out.response(seq, "terminate")
+        self.abort()
+        if self.thread is None:
+            self._finish(None, aborted=True)
+        return _LATER  # type: ignore[return-value]
+
+    def on_disconnect(self, args: dict[str, Any], seq: int) -> None:
+        self.close()
+        if self.launch is not None and self.thread is None and not self.ended.is_set():
+            self._finish(None, aborted=True)
+
+    def on_evaluate(self, args: dict[str, Any], seq: int) -> object:
+        expr = str(args.get("expression") or "").strip()
+        pause = self._paused()
+        if not expr:
+            raise RequestError("evaluate: an empty command")
+        if expr == "exec" or expr.startswith("exec "):
+            if not self.client.get("supportsRunInTerminalRequest"):
+                raise RequestError("this client cannot open a terminal (no runInTerminal): use evaluate with a "
+                                   "command, or `workbench debug` for an interactive shell")
+            return self._exec(pause, shlex.split(expr[4:]) or ["sh"])
+        threading.Thread(target=self._evaluate, args=(pause, expr, seq), name="dap-evaluate", daemon=True).start()
+        return _LATER
+
+    def _exec(self, pause: Pause, argv: list[str]) -> dict[str, Any]:
+        """Ask the client to run the attach program in a terminal, and serve it a shell in the step."""
+        from workbench.dap.terminal import TerminalServer
+
+        server = TerminalServer()
+        seq = self.out.send({"type": "request", "command": "runInTerminal", "arguments": {
+            "kind": "integrated", "title": f"workbench: {pause.vertex.name}"[:80], "cwd": str(self.cwd),
+            "args": server.argv}})
+        self._terminals[seq] = server
+
+        def run() -> None:
+            try:
+                code = server.run(lambda fd: self.debugger.exec(pause, argv, terminal=fd), self.debugger.kill_shells)
+            except Exception as e:  # noqa: BLE001 - said to the client
+                self.out.output(self.redact(f"exec {shlex.join(argv)}: {e}\n"), "important")
+                return
+            finally:
+                self._terminals.pop(seq, None)
+            self.out.output(f"exec {shlex.join(argv)}: " + ("the terminal never connected\n" if code is None
+                                                             else f"exit code {code}\n"), "console")
+
+        threading.Thread(target=run, name="dap-exec", daemon=True).start()
+        return {"result": f"{shlex.join(argv)} runs in the terminal", "variablesReference": 0}
+
+    def _evaluate(self, pause: Pause, expr: str, seq: int) -> None:
+        chunks: dict[int, list[bytes]] = {1: [], 2: []}
+        size = [0]
+
+        def take(stream: int, data: bytes) -> None:
+            room = EVAL_LIMIT - size[0]
+            if room > 0:
+                chunks[stream].append(data[:room])
+            size[0] += len(data)
+
+        try:
+            code = self.debugger.run_captured(pause, ["sh", "-c", expr], take, self._eval_cancel)
+        except Exception as e:  # noqa: BLE001 - the answer says it
+            self.out.error(seq, "evaluate", self.redact(f"evaluate: {e}"))
+            return
+        text = b"".join(chunks[1] + chunks[2]).decode("utf-8", "replace")
+        if size[0] > EVAL_LIMIT:
+            text += f"\n[output cut at {EVAL_LIMIT // 1024} KiB of {size[0]} bytes]"
+        if code != 0:
+            text += ("" if not text or text.endswith("\n") else "\n") + f"[exit code {code}]"
+        self.out.response(seq, "evaluate", {"result": self.redact(text), "variablesReference": 0})
+
+    # -- the build ------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        from workbench.progress.plain import PlainPrinter
+        from workbench.request import BuildFailure
+
+        assert self.launch is not None
+        if self.launch.stop_on_entry and not self.launch.no_debug:
+            self.debugger.resume_stepping()
+        bus = EventBus()
+        console = _Console(lambda text: self.out.output(self.redact(text), "console"))
+        printer = PlainPrinter(cast(TextIO, console))
+        bus.subscribe(lambda ev: None if isinstance(ev, VertexLog | DebugPaused) else printer(ev))
+        bus.subscribe(self._on_event)
+        self.debugger.bus = bus
+        self.request = self.launch.request(self.debugger)
+        request = self.request
+
+        def build() -> None:
+            failure: str | None = None
+            try:
+                self.engine.build(request, bus)
+            except BuildFailure as e:
+                failure = e.message
+            except Exception as e:  # noqa: BLE001 - told to the client as the build's end
+                failure = f"{type(e).__name__}: {e}"
+            finally:
+                self.debugger.build_ended()
+                self._finish(failure)
+
+        self.thread = threading.Thread(target=build, name="dap-build", daemon=True)
+        self.thread.start()
+
+    def _finish(self, failure: str | None, aborted: bool = False) -> None:
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        if not aborted:
+            self.out.output("build finished\n" if failure is None else self.redact(f"build failed: {failure}\n"),
+                            "console" if failure is None else "important")
+        self.out.event("exited", {"exitCode": 0 if failure is None and not aborted else 1})
+        self.out.event("terminated")
+
+    def _on_event(self, ev: Event) -> None:
+        from workbench.solver.why import BREAKPOINT_RERUN
+
+        if isinstance(ev, VertexStarted):
+            self._sources[ev.vertex] = ev.source
+            if ev.miss_reason == BREAKPOINT_RERUN:
+                self.out.output(self.redact(f"step {ev.name} runs again to stop at the breakpoint (it was "
+                                            "cached)\n"), "important")
+        elif isinstance(ev, VertexLog):
+            extra: dict[str, Any] = {}
+            src = self._sources.get(ev.vertex)
+            if src is not None:
+                extra = {"source": self._source(), "line": src.start_line}
+            self.out.output(self.redact(ev.data.decode("utf-8", "replace")), "stderr" if ev.stream == 2 else "stdout",
+                            **extra)
+        elif isinstance(ev, DebugPaused):
+            # the pause becomes current just after this event: tell the client once it is
+            threading.Thread(target=self._stopped_at, name="dap-stopped", daemon=True).start()
+        elif isinstance(ev, BuildFinished) and ev.error:
+            pass  # said once the build thread ends
+
+    def _stopped_at(self) -> None:
+        pause = self.debugger.wait_for_pause(30)
+        if pause is None:
+            return
+        reason = {"breakpoint": "breakpoint", "step": "step", "error": "exception"}.get(pause.reason, "pause")
+        if self._first_stop and self.launch is not None and self.launch.stop_on_entry and reason == "step":
+            reason = "entry"
+        elif self._pause_asked and reason == "step":
+            reason = "pause"
+        self._first_stop = self._pause_asked = False
+        self._reasons[id(pause)] = reason
+        body: dict[str, Any] = {"reason": reason, "threadId": THREAD, "allThreadsStopped": True,
+                                "description": self.redact(f"{reason} before {pause.vertex.name}")}
+        if reason == "exception":
+            body.update(description=self.redact(f"failed: {pause.vertex.name}"), text=self.redact(pause.error))
+        self.out.event("stopped", body)
+
+    def abort(self) -> None:
+        """Stop the build: cancel it, end shells and evaluations, let every pause go with `abort`."""
+        self.debugger.breakpoints = []
+        self.debugger.break_on_error = False
+        cancel = getattr(self.request, "cancel", None)
+        if cancel is not None:
+            cancel.set()
+        self._eval_cancel.set()
+        for server in list(self._terminals.values()):
+            server.close()
+        self.debugger.kill_shells()
+        if self.debugger.current is not None:
+            self.debugger.resume("abort")
+
+    def close(self) -> None:
+        """The client is done (disconnect, or gone): abort and wait until the build has cleaned up."""
+        self.abort()
+        while self.thread is not None and self.thread.is_alive():
+            if self.debugger.current is not None:
+                self.debugger.resume("abort")  # a step that was held behind the one aborted
+            self.thread.join(0.2)
+
+
+_LATER = object()
+"""A handler's return value: it answers by itself (now or from another thread)."""
+
+
+def _list(pause: Pause, path: str) -> list[Any]:
+    from workbench.debug.fsview import entries, step_files
+
+    with step_files(pause.step) as files:
+        return entries(files, path)
+
+
+def serve(read: Callable[[], bytes], write: Callable[[bytes], None], engine: Engine, cwd: Path | None = None,
+          live: set[Session] | None = None) -> None:
+    """One session: `read` returns the next bytes from the client (b"" at its end), `write` sends bytes;
+    `live` holds the session while it runs (for a server that must close it when it stops)."""
+    writer = Writer(write)
+    session = Session(writer, engine, cwd)
+    decoder = Decoder()
+    if live is not None:
+        live.add(session)
+    try:
+        while True:
+            try:
+                data = read()
+            except OSError:
+                data = b""
+            if not data:
+                return  # the client went away: as a disconnect
+            for msg in decoder.feed(data):
+                if isinstance(msg, Malformed):
+                    writer.malformed(msg)
+                elif not session.handle(msg):
+                    return
+    finally:
+        session.close()
+        writer.closed = True
+        if live is not None:
+            live.discard(session)
