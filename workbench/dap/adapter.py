@@ -1,5 +1,6 @@
-"""One DAP session: requests drive a `workbench.debug.controller.Debugger` over a build that runs in a thread
-(as the `workbench debug` REPL runs it); the build's events and pauses go out as DAP events.
+"""One DAP session: requests drive a `workbench.dap.target.Target` (the local engine's debugger, or a BuildKit
+daemon's gateway with `--addr`) over a build that runs in a thread; the build's events and stops go out as DAP
+events.
 
 `serve` reads frames until the client disconnects or goes away; either way the build is aborted, shells
 killed and the build thread joined (so its mounts and containers are gone) before it returns.
@@ -14,18 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from workbench.dap.evaluate import Terminals, captured
 from workbench.dap.launch import Launch, LaunchError, breakpoint_lines, parse_launch
 from workbench.dap.protocol import Decoder, Malformed, Message, Writer
+from workbench.dap.target import LocalTarget, Stop, Target, TargetError
 from workbench.dap.variables import References, frame_scopes, scopes
-from workbench.debug.controller import Breakpoint, Debugger, Pause
+from workbench.debug.controller import Breakpoint
 from workbench.progress.events import BuildFinished, DebugPaused, Event, EventBus, VertexLog, VertexStarted
 
 if TYPE_CHECKING:
-    from workbench.dap.terminal import TerminalServer
     from workbench.engine import Engine
 
 THREAD = 1
-EVAL_LIMIT = 64 * 1024
 NOT_STOPPED = "the build is not stopped at a step"
 
 
@@ -54,36 +55,29 @@ class Session:
         self.out = writer
         self.engine = engine
         self.cwd = cwd or Path.cwd()
-        self.debugger = Debugger(break_on_error=True)
+        self.target: Target = LocalTarget(engine)
         self.launch: Launch | None = None
         self.configured = False
         self.client: dict[str, Any] = {}
         self.refs = References()
         self.frames: list[Any] = []
         self.thread: threading.Thread | None = None
-        self.request: Any = None
         self.redact: Callable[[str], str] = lambda s: s
         self.ended = threading.Event()
         self._first_stop = True
         self._pause_asked = False
-        self._stopped: Pause | None = None
         self._reasons: dict[int, str] = {}
         self._eval_cancel = threading.Event()
         self._sources: dict[str, Any] = {}
         self._lines: list[int] = []
-        self._terminals: dict[int, TerminalServer] = {}
+        self.terminals = Terminals(writer, lambda text: self.redact(text))
 
     # -- requests ------------------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> bool:
         """Answer one request; False once the session is over (disconnect)."""
         if msg.get("type") == "response":  # runInTerminal's answer
-            server = self._terminals.get(int(msg.get("request_seq") or 0))
-            if server is not None and not msg.get("success"):
-                self._terminals.pop(int(msg["request_seq"]), None)
-                server.close()
-                self.out.output(f"the client could not open a terminal: {msg.get('message') or 'no reason given'}\n",
-                                "important")
+            self.terminals.answered(msg)
             return True
         command, seq = msg["command"], msg["seq"]
         args = msg.get("arguments") or {}
@@ -93,7 +87,7 @@ class Session:
             return True
         try:
             body = handler(args, seq)
-        except (RequestError, LaunchError) as e:
+        except (RequestError, LaunchError, TargetError) as e:
             self.out.error(seq, command, str(e))
             return True
         except Exception as e:  # noqa: BLE001 - answered, the session goes on
@@ -125,9 +119,14 @@ class Session:
 
         self.redact = Redactor(secret_values(launch.session)).text if launch.session else self.redact
         self.launch = launch
-        self.debugger.dockerfile = launch.dockerfile
+        if launch.address is not None:
+            from workbench.dap.remote_target import RemoteTarget
+
+            remote = RemoteTarget(launch.address, lambda text: self.out.output(self.redact(text), "important"))
+            remote.breakpoints, remote.break_on_error = self.target.breakpoints, self.target.break_on_error
+            self.target = remote
         if launch.no_debug:
-            self.debugger.break_on_error = False
+            self.target.break_on_error = False
         if self._lines:
             self._set_lines(self._lines, launch.dockerfile)
         if self.configured:
@@ -164,20 +163,20 @@ class Session:
                 out.append({"verified": False, "line": n, "id": len(out) + 1,
                             "message": at if isinstance(at, str) else f"no build step at line {n}"})
         if not (self.launch is not None and self.launch.no_debug):
-            self.debugger.breakpoints = bps
+            self.target.breakpoints = bps
         return out
 
     def on_setExceptionBreakpoints(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
         filters = args.get("filters") or []
         on = "error" in filters and not (self.launch is not None and self.launch.no_debug)
-        self.debugger.break_on_error = on
+        self.target.break_on_error = on
         return {"breakpoints": [{"verified": f == "error"} for f in filters]}
 
     def on_threads(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
         return {"threads": [{"id": THREAD, "name": "build"}]}
 
-    def _paused(self) -> Pause:
-        pause = self.debugger.current
+    def _paused(self) -> Stop:
+        pause = self.target.current
         if pause is None:
             raise RequestError(NOT_STOPPED)
         return pause
@@ -214,17 +213,18 @@ class Session:
             return {"scopes": frame_scopes(self.frames[frame - 1], self.refs, self.redact)}
         reason = self._reasons.get(id(pause), pause.reason)
         build_args = self.launch.build_args if self.launch else {}
-        return {"scopes": scopes(pause, reason, build_args, self.refs, self.redact, lambda p: _list(pause, p))}
+        return {"scopes": scopes(pause, reason, build_args, self.refs, self.redact,
+                                 lambda p: self.target.list_dir(pause, p))}
 
     def on_variables(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
         from workbench.results import ViewError
 
         provider = self.refs.get(int(args.get("variablesReference") or 0))
-        if provider is None or self.debugger.current is None:
+        if provider is None or self.target.current is None:
             raise RequestError("no such variables here (the build went on since they were shown)")
         try:
             return {"variables": provider(int(args.get("start") or 0), int(args.get("count") or 0) or None)}
-        except (ViewError, OSError) as e:
+        except (ViewError, OSError, TargetError) as e:
             raise RequestError(str(e)) from None
 
     def on_source(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
@@ -247,7 +247,7 @@ class Session:
         self._paused()
         self.refs.clear()
         self.frames = []
-        self.debugger.resume(how)
+        self.target.resume(how)
 
     def on_continue(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
         self._resume("continue")
@@ -260,9 +260,9 @@ class Session:
     on_stepOut = on_continue
 
     def on_pause(self, args: dict[str, Any], seq: int) -> None:
-        if self.debugger.current is None:
+        if self.target.current is None:
+            self.target.step()
             self._pause_asked = True
-            self.debugger.resume_stepping()
 
     def on_terminate(self, args: dict[str, Any], seq: int) -> None:
         self.out.response(seq, "terminate")
@@ -285,54 +285,16 @@ class Session:
             if not self.client.get("supportsRunInTerminalRequest"):
                 raise RequestError("this client cannot open a terminal (no runInTerminal): use evaluate with a "
                                    "command, or `workbench debug` for an interactive shell")
-            return self._exec(pause, shlex.split(expr[4:]) or ["sh"])
+            return self.terminals.open(self.target, pause, shlex.split(expr[4:]) or ["sh"], self.cwd)
         threading.Thread(target=self._evaluate, args=(pause, expr, seq), name="dap-evaluate", daemon=True).start()
         return _LATER
 
-    def _exec(self, pause: Pause, argv: list[str]) -> dict[str, Any]:
-        """Ask the client to run the attach program in a terminal, and serve it a shell in the step."""
-        from workbench.dap.terminal import TerminalServer
-
-        server = TerminalServer()
-        seq = self.out.send({"type": "request", "command": "runInTerminal", "arguments": {
-            "kind": "integrated", "title": f"workbench: {pause.vertex.name}"[:80], "cwd": str(self.cwd),
-            "args": server.argv}})
-        self._terminals[seq] = server
-
-        def run() -> None:
-            try:
-                code = server.run(lambda fd: self.debugger.exec(pause, argv, terminal=fd), self.debugger.kill_shells)
-            except Exception as e:  # noqa: BLE001 - said to the client
-                self.out.output(self.redact(f"exec {shlex.join(argv)}: {e}\n"), "important")
-                return
-            finally:
-                self._terminals.pop(seq, None)
-            self.out.output(f"exec {shlex.join(argv)}: " + ("the terminal never connected\n" if code is None
-                                                             else f"exit code {code}\n"), "console")
-
-        threading.Thread(target=run, name="dap-exec", daemon=True).start()
-        return {"result": f"{shlex.join(argv)} runs in the terminal", "variablesReference": 0}
-
-    def _evaluate(self, pause: Pause, expr: str, seq: int) -> None:
-        chunks: dict[int, list[bytes]] = {1: [], 2: []}
-        size = [0]
-
-        def take(stream: int, data: bytes) -> None:
-            room = EVAL_LIMIT - size[0]
-            if room > 0:
-                chunks[stream].append(data[:room])
-            size[0] += len(data)
-
+    def _evaluate(self, pause: Stop, expr: str, seq: int) -> None:
         try:
-            code = self.debugger.run_captured(pause, ["sh", "-c", expr], take, self._eval_cancel)
+            text = captured(self.target, pause, expr, self._eval_cancel)
         except Exception as e:  # noqa: BLE001 - the answer says it
             self.out.error(seq, "evaluate", self.redact(f"evaluate: {e}"))
             return
-        text = b"".join(chunks[1] + chunks[2]).decode("utf-8", "replace")
-        if size[0] > EVAL_LIMIT:
-            text += f"\n[output cut at {EVAL_LIMIT // 1024} KiB of {size[0]} bytes]"
-        if code != 0:
-            text += ("" if not text or text.endswith("\n") else "\n") + f"[exit code {code}]"
         self.out.response(seq, "evaluate", {"result": self.redact(text), "variablesReference": 0})
 
     # -- the build ------------------------------------------------------------------------------------
@@ -343,26 +305,24 @@ class Session:
 
         assert self.launch is not None
         if self.launch.stop_on_entry and not self.launch.no_debug:
-            self.debugger.resume_stepping()
+            self.target.step()
         bus = EventBus()
         console = _Console(lambda text: self.out.output(self.redact(text), "console"))
         printer = PlainPrinter(cast(TextIO, console))
         bus.subscribe(lambda ev: None if isinstance(ev, VertexLog | DebugPaused) else printer(ev))
         bus.subscribe(self._on_event)
-        self.debugger.bus = bus
-        self.request = self.launch.request(self.debugger)
-        request = self.request
+        launch, target = self.launch, self.target
 
         def build() -> None:
             failure: str | None = None
             try:
-                self.engine.build(request, bus)
+                target.build(launch, bus)
             except BuildFailure as e:
                 failure = e.message
             except Exception as e:  # noqa: BLE001 - told to the client as the build's end
                 failure = f"{type(e).__name__}: {e}"
             finally:
-                self.debugger.build_ended()
+                target.build_ended()
                 self._finish(failure)
 
         self.thread = threading.Thread(target=build, name="dap-build", daemon=True)
@@ -400,7 +360,7 @@ class Session:
             pass  # said once the build thread ends
 
     def _stopped_at(self) -> None:
-        pause = self.debugger.wait_for_pause(30)
+        pause = self.target.wait_for_pause(30)
         if pause is None:
             return
         reason = {"breakpoint": "breakpoint", "step": "step", "error": "exception"}.get(pause.reason, "pause")
@@ -418,36 +378,26 @@ class Session:
 
     def abort(self) -> None:
         """Stop the build: cancel it, end shells and evaluations, let every pause go with `abort`."""
-        self.debugger.breakpoints = []
-        self.debugger.break_on_error = False
-        cancel = getattr(self.request, "cancel", None)
-        if cancel is not None:
-            cancel.set()
+        self.target.breakpoints = []
+        self.target.break_on_error = False
+        self.target.cancel()
         self._eval_cancel.set()
-        for server in list(self._terminals.values()):
-            server.close()
-        self.debugger.kill_shells()
-        if self.debugger.current is not None:
-            self.debugger.resume("abort")
+        self.terminals.close()
+        self.target.kill_shells()
+        if self.target.current is not None:
+            self.target.resume("abort")
 
     def close(self) -> None:
         """The client is done (disconnect, or gone): abort and wait until the build has cleaned up."""
         self.abort()
         while self.thread is not None and self.thread.is_alive():
-            if self.debugger.current is not None:
-                self.debugger.resume("abort")  # a step that was held behind the one aborted
+            if self.target.current is not None:
+                self.target.resume("abort")  # a step that was held behind the one aborted
             self.thread.join(0.2)
 
 
 _LATER = object()
 """A handler's return value: it answers by itself (now or from another thread)."""
-
-
-def _list(pause: Pause, path: str) -> list[Any]:
-    from workbench.debug.fsview import entries, step_files
-
-    with step_files(pause.step) as files:
-        return entries(files, path)
 
 
 def serve(read: Callable[[], bytes], write: Callable[[bytes], None], engine: Engine, cwd: Path | None = None,

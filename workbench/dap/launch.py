@@ -11,6 +11,7 @@ from workbench.frontend.dockerfile.stepnames import NUMBERED
 
 if TYPE_CHECKING:
     from workbench.debug.controller import Debugger
+    from workbench.remote.address import Address
     from workbench.request import BuildRequest, OutputSpec
     from workbench.solver.session import Session
 
@@ -31,8 +32,10 @@ class Launch:
     root: Path | None = None
     stop_on_entry: bool = False
     no_debug: bool = False
+    address: Address | None = None
+    """`--addr`: the BuildKit daemon the build runs on (through its gateway); None: the local engine."""
 
-    def request(self, debugger: Debugger) -> BuildRequest:
+    def request(self, debugger: Debugger | None) -> BuildRequest:
         import threading
 
         from workbench.request import BuildRequest, default_root
@@ -62,12 +65,11 @@ def parse_launch(arguments: dict[str, Any], cwd: Path) -> Launch:
     add_build_arguments(p, session=True, outputs=True, no_cache=True)
     p.add_argument("--platform")
     p.add_argument("--addr")
+    p.add_argument("--frontend")
     ns = p.parse_args(extra)
     if ns.context != ".":
         raise LaunchError(f"launch `args`: unexpected argument {ns.context!r} (the context is `contextPath`)")
-    if ns.addr:
-        raise LaunchError(f"launch `args`: --addr {ns.addr}: DAP debugging runs on the local engine for now; "
-                          f"debug on a BuildKit daemon with `workbench debug --addr {ns.addr}`")
+    address = _address(ns.addr, ns.frontend)
     if ns.platform:
         raise LaunchError(f"launch `args`: --platform {ns.platform}: the local engine builds for its own platform")
     for key in ("dockerfile", "contextPath", "target"):
@@ -100,7 +102,21 @@ def parse_launch(arguments: dict[str, Any], cwd: Path) -> Launch:
         raise LaunchError(f"launch `args`: {e}") from None
     return Launch(df, ctx, arguments.get("target") or ns.target, build_args, session, outputs, ns.no_cache,
                   Path(ns.root).resolve() if ns.root else None, bool(arguments.get("stopOnEntry")),
-                  bool(arguments.get("noDebug")))
+                  bool(arguments.get("noDebug")), address)
+
+
+def _address(addr: str | None, frontend: str | None) -> Address | None:
+    from workbench.remote.address import AddressError, parse_address
+
+    if frontend:
+        raise LaunchError(f"launch `args`: --frontend {frontend}: breakpoints need workbench's own build graph "
+                          "(the daemon's frontend tells no steps to stop before): leave it out")
+    if not addr:
+        return None
+    try:
+        return parse_address(addr)
+    except AddressError as e:
+        raise LaunchError(f"launch `args`: {e}") from None
 
 
 def breakpoint_lines(dockerfile: Path) -> dict[int, int | str]:

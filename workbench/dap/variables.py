@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.llb.ops import ExecOp, ImageSource, Vertex
 
 if TYPE_CHECKING:
-    from workbench.debug.controller import Pause
+    from workbench.dap.target import Stop as Pause
     from workbench.debug.fsview import Entry
 
 MAX_ENTRIES = 1000

@@ -92,7 +92,7 @@ def main_remote_debug(args: argparse.Namespace, address: Address, request: Build
             if plan is None:
                 graph = our_graph(engine, control, request, bus)
                 plan, image, fold = graph.plan, graph.image, graph.fold
-                steps = [v for v in _build_order(graph.vertex) if not v.hidden]
+                steps = [v for v in build_order(graph.vertex) if not v.hidden]
                 for bp in breaks:
                     if not any(bp.matches(v) for v in steps):
                         return _error(f"--break {bp.line if bp.line is not None else bp.stage}: no step of this "
@@ -114,7 +114,7 @@ def main_remote_debug(args: argparse.Namespace, address: Address, request: Build
     return outcome.code if outcome.code is not None else 0
 
 
-def _build_order(target: Vertex) -> list[Vertex]:
+def build_order(target: Vertex) -> list[Vertex]:
     """`target`'s graph, each vertex once, inputs before the steps that use them."""
     order: list[Vertex] = []
     seen: set[int] = set()

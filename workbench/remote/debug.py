@@ -57,6 +57,9 @@ class Invocation:
     tty: bool = False
     """Ask for a terminal: stdin (a local terminal, put in raw mode meanwhile) and fd 1 go to one pty; its size
     follows the local terminal's (SIGWINCH)."""
+    on_call: Callable[[Any], object] | None = None
+    """Told the ExecProcess call once made: canceling it ends the process (Docker 20.10's BuildKit does not kill
+    it at ReleaseContainer)."""
 
 
 @dataclass
@@ -323,6 +326,8 @@ class Bridge(Gateway):
                                             request_serializer=gw.ExecMessage.SerializeToString,
                                             response_deserializer=gw.ExecMessage.FromString)
         call = stream(requests(), metadata=self.metadata)
+        if inv.on_call is not None:
+            inv.on_call(call)
         code: int | None = None
         terminal = _Terminal(inv.stdin, pid, outbox) if inv.tty else None
         feed = _StdinFeed(inv.stdin, pid, outbox)
@@ -551,6 +556,11 @@ class _StdinFeed:
             if not self.closed:  # a second EOF is an error that ends the stream
                 self.closed = True
                 self.outbox.put(gw.ExecMessage(ProcessID=self.pid, File=gw.FdMessage(Fd=0, EOF=True)))
+
+
+def rpc_error_line(error: Any) -> str:
+    """A failed gateway or Control call's error, in one line (its gRPC wrapping taken off)."""
+    return _one_line(error.details() or error.code().name)
 
 
 def _one_line(text: str) -> str:

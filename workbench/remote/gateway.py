@@ -41,3 +41,74 @@ class Gateway:
                     raise
                 time.sleep(0.05)  # "no such job" until the daemon has registered the Solve
         return [c.ID for c in pong.FrontendAPICaps if c.Enabled]
+
+
+def _fs_messages() -> dict[str, Any]:
+    """ReadDirRequest/Response, StatFileRequest/Response and fsutil's Stat, as gateway.proto and fsutil's
+    types/stat.proto declare them (field numbers are what the wire needs; built here, not generated)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FieldDescriptorProto
+    fd = descriptor_pb2.FileDescriptorProto(name="workbench_gateway_fs.proto", package="workbench.gatewayfs",
+                                            syntax="proto3")
+
+    def message(name: str, *fields: tuple[str, int, int, str]) -> None:
+        m = fd.message_type.add(name=name)
+        for fname, number, ftype, type_name in fields:
+            label = f.LABEL_REPEATED if type_name.startswith("*") else f.LABEL_OPTIONAL
+            field = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                field.type_name = ".workbench.gatewayfs." + type_name.lstrip("*")
+
+    message("Stat", ("path", 1, f.TYPE_STRING, ""), ("mode", 2, f.TYPE_UINT32, ""), ("uid", 3, f.TYPE_UINT32, ""),
+            ("gid", 4, f.TYPE_UINT32, ""), ("size", 5, f.TYPE_INT64, ""), ("modTime", 6, f.TYPE_INT64, ""),
+            ("linkname", 7, f.TYPE_STRING, ""))
+    message("ReadDirRequest", ("Ref", 1, f.TYPE_STRING, ""), ("DirPath", 2, f.TYPE_STRING, ""),
+            ("IncludePattern", 3, f.TYPE_STRING, ""))
+    message("ReadDirResponse", ("entries", 1, f.TYPE_MESSAGE, "*Stat"))
+    message("StatFileRequest", ("Ref", 1, f.TYPE_STRING, ""), ("Path", 2, f.TYPE_STRING, ""))
+    message("StatFileResponse", ("stat", 1, f.TYPE_MESSAGE, "Stat"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    return {m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName("workbench.gatewayfs." + m.name))
+            for m in fd.message_type}
+
+
+_FS: dict[str, Any] = {}
+
+# Go's os.FileMode type bits (fsutil sends FileMode, not st_mode) → the st_mode file types
+_GO_TYPES = ((1 << 31, 0o040000), (1 << 27, 0o120000), (1 << 24, 0o140000), (1 << 25, 0o010000))
+_GO_DEVICE, _GO_CHAR = 1 << 26, 1 << 21
+
+
+def unix_mode(go_mode: int) -> int:
+    """An fsutil Stat's mode (Go's os.FileMode) as st_mode."""
+    mode = go_mode & 0o777
+    mode |= 0o4000 if go_mode & (1 << 23) else 0
+    mode |= 0o2000 if go_mode & (1 << 22) else 0
+    mode |= 0o1000 if go_mode & (1 << 20) else 0
+    for bit, kind in _GO_TYPES:
+        if go_mode & bit:
+            return mode | kind
+    if go_mode & _GO_DEVICE:
+        return mode | (0o020000 if go_mode & _GO_CHAR else 0o060000)
+    return mode | 0o100000
+
+
+def fs_message(name: str) -> Any:
+    """One of the ReadDir/StatFile message classes (built once)."""
+    if not _FS:
+        _FS.update(_fs_messages())
+    return _FS[name]
+
+
+def read_dir(gateway: Gateway, ref: str, path: str) -> list[Any]:
+    """ReadDir: the entries (fsutil Stat: path = the name, mode as Go's FileMode) of directory `path` in `ref`."""
+    req = fs_message("ReadDirRequest")(Ref=ref, DirPath=path)
+    return list(gateway.call("ReadDir", req, fs_message("ReadDirResponse"), timeout=60).entries)
+
+
+def stat_file(gateway: Gateway, ref: str, path: str) -> Any:
+    """StatFile: `path` in `ref` (an fsutil Stat)."""
+    req = fs_message("StatFileRequest")(Ref=ref, Path=path)
+    return gateway.call("StatFile", req, fs_message("StatFileResponse"), timeout=60).stat
