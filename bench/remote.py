@@ -14,9 +14,11 @@ own socket here, started before anything is timed, as the daemon is), whose fork
 --no-server builds in the CLI process instead.
 On buildkitd nothing is exported (buildctl build without --output); on Docker both sides tag the image (the
 moby exporter: `docker build` always exports). Needs the local registry (sh tests/conformance/registry.sh).
+--baseline DIR also times ours from the source tree DIR (a `git worktree` of an earlier commit), through its
+own build server, taking turns with the others: a before/after in the same minutes on a shared machine.
 
 Usage: .venv/bin/python bench/remote.py --engine buildkitd|docker [--frontend dockerfile.v0|graph]
-       [--repeat N] [--only w1,w3] [--no-server] [--verbose]
+       [--repeat N] [--only w1,w3] [--no-server] [--baseline DIR] [--verbose]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,19 +110,20 @@ class DockerDaemonBench(Daemon):
 
 
 @contextmanager
-def build_server(top: Path) -> Iterator[None]:
-    """Our resident build server on a socket of this run, up before anything is timed; stopped at the end."""
-    ENV["WORKBENCH_SERVER_SOCKET"] = str(top / "srv" / "server.sock")
-    subprocess.run([WORKBENCH, "build", "--progress", "nonsense", "."], env=ENV, capture_output=True)
+def build_server(top: Path, env: dict[str, str] = ENV, name: str = "srv") -> Iterator[None]:
+    """Our resident build server (of the code `env` imports) on a socket of this run (set in `env`), up before
+    anything is timed; stopped at the end."""
+    env["WORKBENCH_SERVER_SOCKET"] = str(top / name / "server.sock")
+    subprocess.run([WORKBENCH, "build", "--progress", "nonsense", "."], env=env, capture_output=True)
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run([WORKBENCH, "server", "status"], env=ENV, capture_output=True).returncode != 0:
+        while subprocess.run([WORKBENCH, "server", "status"], env=env, capture_output=True).returncode != 0:
             if time.monotonic() > deadline:
                 sys.exit("the build server did not start")
             time.sleep(0.1)
         yield
     finally:
-        subprocess.run([WORKBENCH, "server", "stop"], env=ENV, capture_output=True)
+        subprocess.run([WORKBENCH, "server", "stop"], env=env, capture_output=True)
 
 
 @contextmanager
@@ -162,8 +166,10 @@ def dockerd() -> Iterator[Daemon]:
         stop_dockerd(proc, daemon)
 
 
-def measure(daemon: Daemon, builds: list[Callable[[int], list[str]]], repeat: int,
-            ) -> list[tuple[list[float], list[float]]]:
+Build = Callable[[int], tuple[list[str], dict[str, str]]]  # round -> command line, environment
+
+
+def measure(daemon: Daemon, builds: list[Build], repeat: int) -> list[tuple[list[float], list[float]]]:
     """For each of `builds`: `repeat` cold builds (the daemon's cache pruned first), each followed by 3 warm
     ones; the builds take turns in each round, so a load that comes and goes on the machine hits both."""
     times: list[tuple[list[float], list[float]]] = [([], []) for _ in builds]
@@ -171,8 +177,8 @@ def measure(daemon: Daemon, builds: list[Callable[[int], list[str]]], repeat: in
         for build, (cold, warm) in zip(builds, times, strict=True):
             daemon.prune()
             os.sync()
-            cold.append(timed(build(n), daemon.env))
-            warm += [timed(build(n), daemon.env) for _ in range(3)]
+            cold.append(timed(*build(n)))
+            warm += [timed(*build(n)) for _ in range(3)]
     return times
 
 
@@ -183,6 +189,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="w1,w3")
     ap.add_argument("--no-server", action="store_true", help="ours builds in the CLI process (WORKBENCH_SERVER=0)")
+    ap.add_argument("--baseline", metavar="DIR", help="also time ours from the source tree DIR, taking turns")
     ap.add_argument("--verbose", action="store_true", help="print every run's time as well")
     args = ap.parse_args()
     front = [] if args.frontend == "graph" else ["--frontend", args.frontend]
@@ -190,10 +197,12 @@ def main() -> None:
         ENV["WORKBENCH_SERVER"] = "0"
     else:
         ENV.pop("WORKBENCH_SERVER", None)
+    base_env = {**ENV, "PYTHONPATH": str(Path(args.baseline).resolve())} if args.baseline else None
     with tempfile.TemporaryDirectory(prefix="wb-bench-remote-", dir="/tmp") as tmp:
         top = Path(tmp)
         with (buildkitd(top) if args.engine == "buildkitd" else dockerd()) as daemon, \
-                (nullcontext() if args.no_server else build_server(top)):
+                (nullcontext() if args.no_server else build_server(top)), \
+                (nullcontext() if args.no_server or base_env is None else build_server(top, base_env, "srv-base")):
             path = f"--frontend {args.frontend}" if front else "our own graph"
             how = "in the CLI process" if args.no_server else "through the build server"
             print(f"{args.engine} at {daemon.addr}, ours with {path}, {how}")
@@ -206,23 +215,33 @@ def main() -> None:
                 make(ctx)
                 roots = top / key / "roots"
 
-                def ours(n: int, key: str = key, ctx: Path = ctx, roots: Path = roots) -> list[str]:
-                    return [WORKBENCH, "build", "--root", str(roots / f"r{n}"), "--addr", daemon.addr, *front,
-                            "--progress", "plain", *daemon.ours_extra(key), str(ctx)]
+                def ours(n: int, key: str = key, ctx: Path = ctx, roots: Path = roots,
+                         env: dict[str, str] = ENV, tag: str = "") -> tuple[list[str], dict[str, str]]:
+                    return [WORKBENCH, "build", "--root", str(roots / f"r{n}{tag}"), "--addr", daemon.addr, *front,
+                            "--progress", "plain", *daemon.ours_extra(key), str(ctx)], env
 
-                def theirs(n: int, key: str = key, ctx: Path = ctx) -> list[str]:
-                    return daemon.theirs(ctx, key)
+                def theirs(n: int, key: str = key, ctx: Path = ctx) -> tuple[list[str], dict[str, str]]:
+                    return daemon.theirs(ctx, key), daemon.env
 
-                (t_cold, t_warm), (o_cold, o_warm) = measure(daemon, [theirs, ours], args.repeat)
+                builds: list[Build] = [theirs, ours]
+                if base_env is not None:
+                    builds.append(partial(ours, env=base_env, tag="-base"))
+                (t_cold, t_warm), (o_cold, o_warm), *base = measure(daemon, builds, args.repeat)
                 shutil.rmtree(roots, ignore_errors=True)
+                rows = [("ours", o_cold, o_warm)] + [("baseline", c, w) for c, w in base]
                 if args.verbose:
-                    for label, runs in [("ours cold", o_cold), ("theirs cold", t_cold), ("ours warm", o_warm),
-                                        ("theirs warm", t_warm)]:
-                        print(f"  {key} {label}: {' '.join(f'{t:.2f}' for t in runs)}")
-                oc, tc, ow, tw = (statistics.median(x) for x in (o_cold, t_cold, o_warm, t_warm))
-                over |= oc / tc > TARGET or ow / tw > TARGET
-                print(f"{key + ' ' + title:<34}{oc:>10.2f}{tc:>8.2f}{oc / tc:>6.2f}x{ow:>11.3f}{tw:>8.3f}"
-                      f"{ow / tw:>6.2f}x", flush=True)
+                    for who, cold, warm in [*rows, ("theirs", t_cold, t_warm)]:
+                        print(f"  {key} {who} cold: {' '.join(f'{t:.2f}' for t in cold)}")
+                        print(f"  {key} {who} warm: {' '.join(f'{t:.3f}' for t in warm)}")
+                tc, tw = statistics.median(t_cold), statistics.median(t_warm)
+                for who, cold, warm in rows:
+                    oc, ow = statistics.median(cold), statistics.median(warm)
+                    if who == "ours":
+                        over |= oc / tc > TARGET or ow / tw > TARGET
+                    label = f"{key} {title}" if who == "ours" else f"{key} (baseline {args.baseline})"
+                    print(f"{label[:33]:<34}{oc:>10.2f}{tc:>8.2f}{oc / tc:>6.2f}x{ow:>11.3f}{tw:>8.3f}"
+                          f"{ow / tw:>6.2f}x", flush=True)
+            print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print(f"target: ours/theirs <= {TARGET}x cold and warm: {'NOT met' if over else 'met'}")
 
 

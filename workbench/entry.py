@@ -17,7 +17,7 @@ def main() -> int:
         if client.enabled():
             code = client.run_via_server(argv)
             if code is not None:
-                return code
+                client.exit_now(code)
     from workbench.cli import main as cli_main
 
     return cli_main(argv, via_server=True)

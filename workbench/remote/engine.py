@@ -116,10 +116,15 @@ class RemoteEngine:
             from workbench.remote.graph import convert_request
 
             graph = convert_request(request, bus)
-            if recording is not None:
-                recording.record_llb(graph.vertex, graph.text)
-        if connecting is not None:
+        llb = _RecordLLB(recording, graph)  # written while the daemon solves (it is read after the build)
+        if connecting is not None and graph is not None:  # (the daemon's caps decide how our graph marshals)
             connecting.wait(recording)
+
+        def sent() -> None:  # the Solve is on its way: what can wait is done while the daemon solves
+            llb()
+            if connecting is not None:
+                connecting.wait(recording)
+
         try:
             if graph is not None:
                 marshalled = self.marshal_graph(control, graph, request)
@@ -134,7 +139,7 @@ class RemoteEngine:
                 bus.emit(BuildWarning(warning))
             try:
                 response = run_solve(control, plan, fold.apply, request.cancel,
-                                     shared_key(request.context, request.root), self.docker_session)
+                                     shared_key(request.context, request.root), self.docker_session, sent=sent)
             finally:
                 save_remote_build(request.root, request.dockerfile, str(self.address), fold, explainer)
         except ControlError as e:
@@ -155,6 +160,8 @@ class RemoteEngine:
             if location is None and failed and failed[0].source is not None:
                 location = failed[0].source
             raise BuildFailure(message, location, found or step, text) from None
+        finally:
+            llb()  # (when the build ended before its Solve was sent)
         steps_run = sum(1 for v in fold.vertices.values() if v.state == "completed")
         if self.address.scheme == "docker":
             from workbench.remote.dockerpush import PushError, push_image
@@ -386,6 +393,18 @@ class RemoteEngine:
         from workbench.results import ViewError
 
         raise ViewError(f"a shell in a step's result is {NOT_REMOTE} ({self.address})")
+
+
+class _RecordLLB:
+    """Writes our converted graph into the build's record, once, when called (without either, nothing)."""
+
+    def __init__(self, recording: BuildRecorder | None, graph: LocalGraph | None) -> None:
+        self._recording, self._graph = recording, graph
+
+    def __call__(self) -> None:
+        recording, graph, self._recording = self._recording, self._graph, None
+        if recording is not None and graph is not None:
+            recording.record_llb(graph.vertex, graph.text)
 
 
 class _Connecting:

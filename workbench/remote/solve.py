@@ -154,28 +154,42 @@ def solve_request(plan: SolvePlan, ref: str, session_id: str) -> Any:
 
 
 def run_solve(control: Control, plan: SolvePlan, on_status: Callable[[Any], None],
-              cancel: threading.Event | None = None, shared: str = "", docker_session: bool = False) -> dict[str, str]:
+              cancel: threading.Event | None = None, shared: str = "", docker_session: bool = False,
+              sent: Callable[[], None] | None = None) -> dict[str, str]:
     """Solve `plan` on the daemon, handing every StatusResponse to `on_status` (from another thread);
     the exporter response. Raises SolveFailed, SolveCanceled, or ControlError (the daemon is unreachable).
     `docker_session`: for a docker:// daemon, serve the session on a hijacked `POST /session` connection (as the
-    docker CLI does) instead of the `Control.Session` stream."""
+    docker CLI does) instead of the `Control.Session` stream. `sent` is called once the Solve is on its way:
+    work the build can do later is done while the daemon solves."""
     import grpc
 
     from workbench.remote.proto import control_pb2 as pb
 
     ref, session_id = new_id(), new_id()
-    pipe, server = open_session(control, plan, session_id, shared, docker_session)
     channel = control.channel.grpc
     heard = threading.Event()  # the daemon took the job: a connection lost after this is a daemon gone away
-    status_call, reader = watch_status(channel, ref, on_status, heard)
     solve_stub = channel.unary_unary(SERVICE + "Solve", request_serializer=pb.SolveRequest.SerializeToString,
                                      response_deserializer=pb.SolveResponse.FromString)
+    # The Solve goes first: the daemon starts on the graph while this process opens the session, which the
+    # daemon waits for when it first needs it (as it waits for buildctl's, opened beside its Solve), and asks
+    # for the Status, which the daemon replays from the job's start. The session's allow-lists are final already.
     future = solve_stub.future(solve_request(plan, ref, session_id))
+    status_call: Any = None
+    try:
+        status_call, reader = watch_status(channel, ref, on_status, heard)
+        pipe, server = open_session(control, plan, session_id, shared, docker_session)
+    except BaseException:  # no session: the Solve is called off
+        future.cancel()
+        if status_call is not None:
+            status_call.cancel()
+        raise
     if plan.definition and plan.result_metadata is not None:
         threading.Thread(target=_return_definition, args=(channel, ref, plan, future), name="solve-gateway",
                          daemon=True).start()
     try:
         try:
+            if sent is not None:
+                sent()
             while True:
                 if cancel is not None and cancel.is_set():
                     future.cancel()
