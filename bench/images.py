@@ -15,9 +15,11 @@ the busybox base of the local registry (bash tests/conformance/registry.sh). Cas
   pull            a fresh root building `FROM <pushed image>` + `RUN true` (download, verify, unpack)
   pull-stored     `workbench image pull` into a fresh root; no BuildKit counterpart
 
-MB/s is the tree's (or the tar's) uncompressed size over the time. Peak RSS is the largest VmHWM of the CLI,
-the build server's children and their descendants during a case (sampled every 20 ms, so a peak in the last
-moments may be missed; --no-server runs every build in the CLI). BuildKit runs the same cases when BUILDCTL and
+MB/s is the tree's (or the tar's) uncompressed size over the time. CPU s is the user+sys seconds of the client
+(the CLI, buildctl) and of the daemon (the build server, buildkitd) during a run: on a shared machine it moves
+far less than the time does. Peak RSS is the largest VmHWM of the CLI, the build server's children and their
+descendants during a case (sampled every 20 ms, so a peak in the last moments may be missed; --no-server runs
+every build in the CLI). BuildKit runs the same cases when BUILDCTL and
 BUILDKIT_ADDR are set; its RSS is buildkitd's largest sampled VmRSS. `pigz` and `zstd -T0` on the import tar
 give the physical reference.
 
@@ -177,23 +179,52 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cpu_seconds(pid: int, reaped: bool = True) -> float:
+    """utime+stime of `pid` (all its threads), with its reaped children's (`reaped`), from /proc; 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return sum(int(v) for v in fields[11:15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
+
+
 class Sampler:
     """Largest VmHWM among the CLI, the build server's children and their descendants, and largest VmRSS of
     `single` (buildkitd), sampled in a thread while a case runs.
 
     Not the rusage of wait4/RUSAGE_CHILDREN: Linux keeps a process's high-water mark across exec, so a CLI
-    forked from this (70 MB) script would report at least 70 MB; VmHWM belongs to the exec'd image."""
+    forked from this (70 MB) script would report at least 70 MB; VmHWM belongs to the exec'd image.
+
+    Also the CPU seconds of the server's descendants (`server_cpu`): the server forks a child per build and
+    reaps it later, so its own counters would miss the build; each process is counted on its own (a last
+    sample up to 20 ms before it exits)."""
 
     def __init__(self, parent: Server | None, single: int | None) -> None:
         self.parent, self.single = parent, single
         self.process = 0  # the CLI, once started: it and its descendants count too
         self.peak_kb = self.single_kb = 0
+        self.cpu_start: dict[int, float] = {}
+        self.cpu_seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Sampler:
+        self.cpu_start = {pid: _cpu_seconds(pid, reaped=False) for pid in self._server_tree()}
         self._thread.start()
         return self
+
+    def _server_tree(self) -> list[int]:
+        if not self.parent:
+            return []
+        found, stack = [], _children(self.parent.pid())
+        while stack:
+            pid = stack.pop()
+            found.append(pid)
+            stack += _children(pid)
+        return found
+
+    def server_cpu(self) -> float:
+        return sum(max(0.0, seen - self.cpu_start.get(pid, 0.0)) for pid, seen in self.cpu_seen.items())
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
@@ -201,9 +232,10 @@ class Sampler:
 
     def _run(self) -> None:
         while True:
-            stack = _children(self.parent.pid()) if self.parent else []
-            if self.process:
-                stack.append(self.process)
+            for pid in self._server_tree():
+                self.peak_kb = max(self.peak_kb, _status_kb(pid, "VmHWM:"))
+                self.cpu_seen[pid] = max(self.cpu_seen.get(pid, 0.0), _cpu_seconds(pid, reaped=False))
+            stack = [self.process] if self.process else []
             while stack:
                 pid = stack.pop()
                 self.peak_kb = max(self.peak_kb, _status_kb(pid, "VmHWM:"))
@@ -218,6 +250,7 @@ class Sampler:
 class Run:
     seconds: float
     rss_mb: float
+    cpu: float = 0.0  # user+sys seconds of the client and of the daemon (its threads and reaped children)
 
 
 @dataclass
@@ -230,18 +263,26 @@ class Case:
 
 
 def timed(argv: list[str], server: Server | None = None, single: int | None = None) -> Run:
-    """Runs argv (output discarded; its stderr shown if it fails), timing it and taking its peak memory."""
+    """Runs argv (output discarded; its stderr shown if it fails), timing it and taking its peak memory and
+    the CPU seconds it and the daemon (the build server, or `single`: buildkitd) spent meanwhile."""
+    daemon = server.pid() if server else single
+    reaped = server is None  # buildkitd's reaped children are its steps; the server's, builds counted already
+    daemon_cpu = _cpu_seconds(daemon, reaped) if daemon else 0.0
     with tempfile.TemporaryFile() as err, Sampler(server, single) as sampler:
         t = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=ENV)
         sampler.process = proc.pid
-        proc.wait()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - t
         if proc.returncode != 0:
             err.seek(0)
             sys.exit(f"failed ({proc.returncode}): {shlex.join(argv)}\n{err.read().decode(errors='replace')[-3000:]}")
+    cpu = usage.ru_utime + usage.ru_stime + sampler.server_cpu()
+    if daemon and (server is None or server.pid() == daemon):  # a restarted server's CPU is not comparable
+        cpu += _cpu_seconds(daemon, reaped) - daemon_cpu
     peak_kb = sampler.peak_kb if single is None else sampler.single_kb
-    return Run(seconds, peak_kb / 1024)
+    return Run(seconds, peak_kb / 1024, cpu)
 
 
 class Server:
@@ -458,26 +499,30 @@ class Bench:
         return [built, stored]
 
 
-def _median(runs: list[Run]) -> tuple[float, float]:
-    return statistics.median(r.seconds for r in runs), max(r.rss_mb for r in runs)
+def _median(runs: list[Run]) -> tuple[float, float, float]:
+    """Median seconds, largest RSS, median CPU seconds."""
+    seconds, cpu = statistics.median(r.seconds for r in runs), statistics.median(r.cpu for r in runs)
+    return seconds, max(r.rss_mb for r in runs), cpu
 
 
 def print_table(size_mb: int, cases: list[Case], verbose: bool) -> None:
-    print(f"\n{'case (' + str(size_mb) + ' MB tree)':<22}{'MB':>6}{'s':>8}{'MB/s':>8}{'RSS MB':>8}"
-          f"{'BK s':>8}{'BK RSS':>8}{'/BK':>7}")
+    print("\nload average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"{'case (' + str(size_mb) + ' MB tree)':<22}{'MB':>6}{'s':>8}{'MB/s':>8}{'RSS MB':>8}{'CPU s':>7}"
+          f"{'BK s':>8}{'BK RSS':>8}{'BK CPU':>8}{'/BK':>7}{'CPU/BK':>8}")
     for case in cases:
-        s, rss = _median(case.ours)
+        s, rss, cpu = _median(case.ours)
         mb = case.data_bytes / MB
-        line = f"{case.name:<22}{mb:>6.0f}{s:>8.2f}{mb / s:>8.1f}{rss:>8.0f}"
+        line = f"{case.name:<22}{mb:>6.0f}{s:>8.2f}{mb / s:>8.1f}{rss:>8.0f}{cpu:>7.1f}"
         if case.theirs:
-            bs, brss = _median(case.theirs)
-            line += f"{bs:>8.2f}{brss:>8.0f}{s / bs:>6.2f}x"
+            bs, brss, bcpu = _median(case.theirs)
+            line += f"{bs:>8.2f}{brss:>8.0f}{bcpu:>8.1f}{s / bs:>6.2f}x{cpu / bcpu if bcpu else 0:>7.2f}x"
         else:
-            line += f"{'-':>8}{'-':>8}{'-':>7}"
+            line += f"{'-':>8}{'-':>8}{'-':>8}{'-':>7}{'-':>8}"
         print(line, flush=True)
         if verbose:
-            print(f"  runs: {' '.join(f'{r.seconds:.2f}' for r in case.ours)}"
-                  + (f"; BuildKit: {' '.join(f'{r.seconds:.2f}' for r in case.theirs)}" if case.theirs else ""))
+            print(f"  runs (s/CPU s): {' '.join(f'{r.seconds:.2f}/{r.cpu:.1f}' for r in case.ours)}"
+                  + (f"; BuildKit: {' '.join(f'{r.seconds:.2f}/{r.cpu:.1f}' for r in case.theirs)}"
+                     if case.theirs else ""))
     print("commands (last run of each case):")
     for case in cases:
         print(f"  {case.name}: {case.command}")

@@ -53,7 +53,7 @@ _PROBE = 4096
 _STORED_ABOVE = 0.97
 
 
-def incompressible(data: bytes) -> bool:
+def incompressible(data: bytes | bytearray) -> bool:
     """Whether every one of `_PROBES` evenly spaced 4 KiB samples of `data` deflates (fastest level) to more
     than 97 % of its size: random or already compressed bytes, which a higher level only spends time on.
     One compressible sample is enough to say no, so a piece that mixes kinds is deflated as usual."""
@@ -68,7 +68,7 @@ def incompressible(data: bytes) -> bool:
     return True
 
 
-def _deflate(data: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+def _deflate(data: bytes | bytearray, zdict: bytes | bytearray, level: int, last: bool) -> bytes:
     """One piece of the stream; stored as is (deflate's level 0) when it is `incompressible`, as zstd and
     klauspost/compress skip what does not compress: the ratio is the same, the time a fraction."""
     if level > 0 and incompressible(data):
@@ -90,7 +90,7 @@ class ParallelGzipWriter(io.RawIOBase):
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gzip")
         self.pending: deque[Future[bytes]] = deque()
         self.buf = bytearray()
-        self.zdict = b""
+        self.zdict: bytes | bytearray = b""
         self.crc = 0
         self.size = 0
         xfl = 2 if level == 9 else 4 if level == 1 else 0
@@ -105,11 +105,11 @@ class ParallelGzipWriter(io.RawIOBase):
         self.size += n
         self.buf += b
         while len(self.buf) > CHUNK:  # `>`: the last piece is held back, it ends the stream
-            self._submit(bytes(self.buf[:CHUNK]), last=False)
+            self._submit(self.buf[:CHUNK], last=False)  # a copy of its own, not made into bytes again
             del self.buf[:CHUNK]
         return n
 
-    def _submit(self, data: bytes, last: bool) -> None:
+    def _submit(self, data: bytes | bytearray, last: bool) -> None:
         self.pending.append(self.pool.submit(_deflate, data, self.zdict, self.level, last))
         self.zdict = data[-_WINDOW:]
         while len(self.pending) > self.threads + 2:

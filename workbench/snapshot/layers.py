@@ -216,22 +216,78 @@ def write_layer(layer_dir: Path, out: BinaryIO, compress: str = "gzip", compress
 
 def _write_tree(stream: IO[bytes], layer_dir: Path) -> None:
     links: dict[tuple[int, int], str] = {}
-    # "w", not the stream mode "w|": that one cuts everything into 10 KiB writes; this writes each header at
-    # once and file data in 1 MiB blocks (the same bytes, a fraction of the calls)
-    with tarfile.TarFile(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_CHUNK) as tar:
-        for name, host, st in _walk(layer_dir):
-            _write_entry(tar, name, host, st, links)
-            tar.members.clear()  # type: ignore[attr-defined]  # every header written (~400 B): not needed
+    tar = _TarStream(stream)
+    for name, host, st in _walk(layer_dir):
+        _write_entry(tar, name, host, st, links)
+    tar.close()
+
+
+class _TarStream:
+    """A write-only PAX tar onto `stream`, byte for byte what `tarfile.TarFile(format=PAX_FORMAT)` writes.
+
+    An entry that needs no pax record (ASCII names up to 100 bytes, no xattrs, numbers in range: nearly every
+    one) gets its ustar header built here, a few times faster than `TarInfo.tobuf` (a third of the tar's CPU
+    on a layer of small files); any other goes through `tobuf`. File data goes out in 1 MiB reads.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.offset = stream, 0
+
+    def add(self, ti: tarfile.TarInfo, data: IO[bytes] | None = None) -> None:
+        header = _ustar_header(ti)
+        if header is None:
+            header = ti.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        self.stream.write(header)
+        self.offset += len(header)
+        if data is None:
+            return
+        left = ti.size
+        while left > 0:
+            chunk = data.read(min(left, _CHUNK))
+            if not chunk:
+                raise OSError(f"{ti.name}: the file got shorter while it was written to the layer")
+            self.stream.write(chunk)
+            left -= len(chunk)
+        pad = -ti.size % tarfile.BLOCKSIZE
+        if pad:
+            self.stream.write(bytes(pad))
+        self.offset += ti.size + pad
+
+    def close(self) -> None:
+        """The two zero blocks that end a tar, then zeros to a whole record, as `TarFile.close` writes them."""
+        self.offset += 2 * tarfile.BLOCKSIZE
+        self.stream.write(bytes(2 * tarfile.BLOCKSIZE + -self.offset % tarfile.RECORDSIZE))
+
+
+_NUMBER_LIMITS = (8 ** 7, 8 ** 7, 8 ** 11, 8 ** 11)  # uid, gid, size, mtime: beyond, tarfile adds a pax record
+_USTAR_TAIL = tarfile.POSIX_MAGIC + bytes(32 + 32 + 8 + 8 + 155 + 12)  # magic, uname, gname, devs, prefix, pad
+
+
+def _ustar_header(ti: tarfile.TarInfo) -> bytes | None:
+    """`ti`'s header as tarfile's PAX format writes it when it needs no pax record; None when it would."""
+    if ti.pax_headers or ti.type in (tarfile.CHRTYPE, tarfile.BLKTYPE) or ti.uname or ti.gname:
+        return None
+    name = ti.name + "/" if ti.type == tarfile.DIRTYPE and not ti.name.endswith("/") else ti.name
+    if not (name.isascii() and ti.linkname.isascii() and len(name) <= 100 and len(ti.linkname) <= 100):
+        return None
+    numbers = (ti.uid, ti.gid, ti.size, ti.mtime)
+    if not all(type(n) is int and 0 <= n < limit for n, limit in zip(numbers, _NUMBER_LIMITS, strict=True)):
+        return None
+    head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0        %s%s" % (
+        name.encode().ljust(100, b"\0"), ti.mode & 0o7777, ti.uid, ti.gid, ti.size, int(ti.mtime), ti.type,
+        ti.linkname.encode().ljust(100, b"\0")) + _USTAR_TAIL
+    # the checksum: the header's byte sum with its own field as spaces, as 6 octal digits, NUL, space
+    return head[:148] + b"%06o\0" % sum(head) + head[155:]
 
 
 def _write_entry(
-    tar: tarfile.TarFile, rel: str, host: str, st: os.stat_result | None, links: dict[tuple[int, int], str]
+    tar: _TarStream, rel: str, host: str, st: os.stat_result | None, links: dict[tuple[int, int], str]
 ) -> None:
     if st is None or (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
         # Opaque marker, or an overlay whiteout (shared inodes, but never written as a hardlink).
         wh = tarfile.TarInfo(rel)
         wh.mode, wh.mtime = 0, int(os.lstat(host).st_mtime if st is None else st.st_mtime)
-        tar.addfile(wh)
+        tar.add(wh)
         return
     fmt = stat.S_IFMT(st.st_mode)
     mtime = int(st.st_mtime)
@@ -245,16 +301,16 @@ def _write_entry(
         first = links.setdefault((st.st_dev, st.st_ino), rel)
         if first != rel:
             ti.type, ti.linkname = tarfile.LNKTYPE, first
-            tar.addfile(ti)
+            tar.add(ti)
             return
     if fmt == stat.S_IFREG:
         ti.type, ti.size = tarfile.REGTYPE, st.st_size
-        with open(host, "rb") as f:
-            tar.addfile(ti, f)
+        with open(host, "rb", buffering=0) as f:  # one read(2) a MiB, no buffer between
+            tar.add(ti, f)
         return
     if fmt == stat.S_IFDIR:
         ti.type = tarfile.DIRTYPE
-        tar.addfile(ti)
+        tar.add(ti)
         return
     if fmt == stat.S_IFLNK:
         ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(host)
@@ -265,4 +321,4 @@ def _write_entry(
         ti.type = tarfile.FIFOTYPE
     else:
         return
-    tar.addfile(ti)
+    tar.add(ti)
