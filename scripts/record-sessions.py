@@ -7,6 +7,8 @@ Each example is copied to a scratch folder (so edits made to show a cache miss n
 built with `workbench build --progress plain` on a fresh state root; the builds worth keeping are copied
 from ROOT/history into sessions/NAME/<session folder>/ together with what the build printed (plain.txt),
 which `workbench replay sessions/NAME/... --progress plain` reproduces exactly (tests/test_sessions.py).
+`dap-breakpoint` is built through `workbench dap` instead, driven over stdio as an editor would
+(scripts/dap_client.py), and keeps the DAP messages too (dap.jsonl).
 Needs root, runc and the local registry with localhost:5055/busybox (tests/conformance/registry.sh).
 """
 
@@ -21,6 +23,8 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from dap_client import DapClient  # scripts/dap_client.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 SESSIONS = REPO / "sessions"
@@ -64,6 +68,33 @@ class Recorder:
         (dest / "plain.txt").write_text(plain)
         print(f"  recorded sessions/{self.name}/{folder}")
 
+    def dap(self, drive: Callable[[DapClient], None], keep: str) -> None:
+        """A build debugged through `workbench dap` on stdio, as an editor drives it (`drive`); its history
+        session is kept in `keep` with the DAP messages both ways (dap.jsonl) and, as plain.txt, what
+        `workbench replay --progress plain` prints for it (the adapter sends its progress to the editor)."""
+        client = DapClient(WORKBENCH + ["dap"], self.ctx, {**os.environ, "WORKBENCH_SERVER": "0"})
+        try:
+            drive(client)
+        finally:
+            code = client.close()
+        if code != 0:
+            raise SystemExit(f"{self.name}: workbench dap exited {code}:\n{client.stderr[-3000:].decode()}")
+        self._keep(keep, "")
+        dest = self.example / keep
+        replay = subprocess.run(WORKBENCH + ["replay", str(dest), "--progress", "plain"], capture_output=True,
+                                text=True, timeout=60)
+        if replay.returncode != 0:
+            raise SystemExit(f"{self.name}: replay failed: {replay.stderr[-3000:]}")
+        (dest / "plain.txt").write_text(replay.stdout)
+        with (dest / "dap.jsonl").open("w") as f:
+            for t, side, msg in client.log:
+                f.write(self.neutral(json.dumps({"t": round(t, 3), "from": side, "message": msg},
+                                                ensure_ascii=False)) + "\n")
+
+    def neutral(self, text: str) -> str:
+        """`text` with the scratch copy's paths as they are in the tree, and the state root as ROOT."""
+        return text.replace(str(self.root), "ROOT").replace(str(self.ctx), f"sessions/{self.name}")
+
     def edit(self, relpath: str, text: str) -> None:
         (self.ctx / relpath).write_text(text)
 
@@ -103,12 +134,47 @@ def devices(r: Recorder) -> None:
             expect_fail=True)
 
 
+def dap_breakpoint(r: Recorder) -> None:
+    dockerfile = str(r.ctx / "Dockerfile")
+
+    def drive(c: DapClient) -> None:
+        c.request("initialize", {"clientID": "record-sessions", "adapterID": "workbench", "linesStartAt1": True,
+                                 "columnsStartAt1": True, "pathFormat": "path", "supportsRunInTerminalRequest": False})
+        c.event("initialized")
+        c.request("launch", {"type": "dockerfile", "request": "launch", "name": "Debug Dockerfile",
+                             "dockerfile": dockerfile, "contextPath": str(r.ctx), "args": ["--root", str(r.root)]})
+        c.request("setBreakpoints", {"source": {"path": dockerfile}, "breakpoints": [{"line": DAP_BREAK_LINE}]})
+        c.request("setExceptionBreakpoints", {"filters": ["error"]})
+        c.request("configurationDone")
+        stopped = c.event("stopped")["body"]
+        thread = stopped["threadId"]
+        c.request("threads")
+        frame = c.request("stackTrace", {"threadId": thread})["body"]["stackFrames"][0]
+        if stopped["reason"] != "breakpoint" or frame["line"] != DAP_BREAK_LINE:
+            raise SystemExit(f"dap-breakpoint: stopped for {stopped['reason']} at line {frame['line']}")
+        scopes = {s["name"]: s for s in c.request("scopes", {"frameId": frame["id"]})["body"]["scopes"]}
+        c.request("variables", {"variablesReference": scopes["Step"]["variablesReference"]})
+        c.request("variables", {"variablesReference": scopes["Environment"]["variablesReference"]})
+        c.request("evaluate", {"expression": 'echo "$GREETING from $(pwd)"; cat words.txt', "context": "repl",
+                               "frameId": frame["id"]})
+        c.request("continue", {"threadId": thread})
+        c.event("terminated")
+        c.request("disconnect", {})
+
+    r.dap(drive, keep="session")
+
+
+DAP_BREAK_LINE = 5
+"""The RUN of the build stage in sessions/dap-breakpoint/Dockerfile."""
+
+
 EXAMPLES: dict[str, Callable[[Recorder], None]] = {
     "cache-miss-copy": cache_miss_copy,
     "multi-stage-parallel": multi_stage_parallel,
     "cache-mount": cache_mount,
     "secret-mount": secret_mount,
     "devices": devices,
+    "dap-breakpoint": dap_breakpoint,
 }
 
 

@@ -3,6 +3,7 @@ shows what its README says it shows (re-record them with scripts/record-sessions
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -92,3 +93,49 @@ def test_device_sessions_record_the_grant_and_the_denial() -> None:
     grants = [e for e in denied.events if isinstance(e, DeviceGrant)]
     assert len(grants) == 1 and not grants[0].granted and "--allow device=example.com/licensed" in grants[0].how
     assert denied.status == "error" and "not allowed" in (denied.result or {})["error"]
+
+
+def _dap_messages(folder: Path) -> list[tuple[float, str, dict[str, object]]]:
+    out = []
+    for n, line in enumerate((folder / "dap.jsonl").read_text().splitlines(), 1):
+        record = json.loads(line)
+        assert set(record) == {"t", "from", "message"}, f"dap.jsonl:{n}: {sorted(record)}"
+        assert record["from"] in ("client", "adapter") and isinstance(record["message"], dict), f"dap.jsonl:{n}"
+        out.append((record["t"], record["from"], record["message"]))
+    return out
+
+
+def test_dap_session_answers_every_request_stops_at_the_breakpoint_and_ends() -> None:
+    folder = SESSIONS / "dap-breakpoint" / "session"
+    messages = _dap_messages(folder)
+    times = [t for t, _, _ in messages]
+    assert times == sorted(times) and times[0] >= 0
+    requests = {m["seq"]: m["command"] for _, side, m in messages if side == "client"}
+    assert all(m["type"] == "request" for _, side, m in messages if side == "client")
+    responses = [m for _, side, m in messages if side == "adapter" and m["type"] == "response"]
+    assert sorted(r["request_seq"] for r in responses) == sorted(requests)  # every request answered, once
+    assert all(r["success"] and r["command"] == requests[r["request_seq"]] for r in responses)
+    adapter_seqs = [m["seq"] for _, side, m in messages if side == "adapter"]
+    assert adapter_seqs == list(range(1, len(adapter_seqs) + 1))
+    events = [m for _, side, m in messages if side == "adapter" and m["type"] == "event"]
+    line = next(b["line"] for _, side, m in messages if side == "client" and m["command"] == "setBreakpoints"
+                for b in m["arguments"]["breakpoints"])  # type: ignore[index]
+    stopped = [e["body"] for e in events if e["event"] == "stopped"]
+    assert [s["reason"] for s in stopped] == ["breakpoint"]  # type: ignore[index]
+    trace = next(r for r in responses if r["command"] == "stackTrace")
+    assert trace["body"]["stackFrames"][0]["line"] == line  # type: ignore[index]
+    evaluated = next(r for r in responses if r["command"] == "evaluate")
+    assert evaluated["body"]["result"] == "hello from /src\nworld\n"  # type: ignore[index]
+    assert events[-1]["event"] == "terminated" and events[-2]["event"] == "exited"
+    assert "/tmp" not in "".join(p.read_text() for p in folder.iterdir())  # paths as they are in the tree
+
+
+def test_dap_session_replays_its_pause() -> None:
+    from workbench.progress.events import DebugPaused, DebugResumed
+
+    s = load_session(SESSIONS / "dap-breakpoint" / "session")
+    paused = [e for e in s.events if isinstance(e, DebugPaused)]
+    resumed = [e for e in s.events if isinstance(e, DebugResumed)]
+    assert [(e.reason, e.source.start_line if e.source else 0) for e in paused] == [("breakpoint", 5)]
+    assert [e.how for e in resumed] == ["continue"]
+    assert re.search(r"^#\d+ DONE [0-9.]+s \(paused [0-9.]+s\)$", plain_output(s), re.M)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.llb.ops import ExecOp, Vertex
+from workbench.llb.ops import ExecOp, Vertex, config_at
 from workbench.progress.events import DebugHeld, DebugPaused, DebugResumed, DebugShell, EventBus
 from workbench.solver.hooks import Aborted, StepContext, StepHooks
 
@@ -108,9 +108,12 @@ class Pause:
         if self.error:
             out["error"] = self.error
         if isinstance(op, ExecOp):
-            out.update(command=list(op.args), env=list(op.env), workdir=op.cwd or "/", user=op.user or "root",
+            out["command"] = list(op.args)
+        config = config_at(self.vertex)  # a COPY, a WORKDIR…: the stage's config as it stands at this step
+        if config is not None:
+            out.update(env=list(config.env), workdir=config.workdir or "/", user=config.user or "root",
                        mounts=[f"type={m.type},target={m.target}" + (",readonly" if m.readonly else "")
-                               for m in op.mounts])
+                               for m in op.mounts] if isinstance(op, ExecOp) else [])
         return out
 
 

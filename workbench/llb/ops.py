@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -174,6 +175,24 @@ class MergeOp:
 Op = ImageSource | ScratchSource | LocalSource | HttpSource | GitSource | ExecOp | FileOp | MergeOp
 
 
+@dataclass(frozen=True)
+class StepConfig:
+    """The stage's image config as it stands at a step (ENV, ARG, WORKDIR and USER before it): what a RUN
+    there would get, and what a debugger's shell at a step that is not a RUN gets. Display only: it is in
+    no digest (an ExecOp's own env, cwd and user are)."""
+
+    env_map: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """The environment, in order (a snapshot, never changed: a copy is cheap where thousands of steps each
+    hold one; `env` spells it out only when asked)."""
+    workdir: str = "/"
+    user: str = ""
+
+    @property
+    def env(self) -> tuple[str, ...]:
+        """The environment as `KEY=value` entries."""
+        return tuple(f"{k}={v}" for k, v in self.env_map.items())
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, bytes):
         return {"bytes": hashlib.sha256(value).hexdigest()}
@@ -199,6 +218,8 @@ class Vertex:
     """The Dockerfile instruction as written (the name shows values substituted): what a miss compares."""
     hidden: bool = field(default=False, compare=False)
     """Not shown in the progress (the merge half of a `COPY --link`, shown by its copy)."""
+    config: StepConfig | None = field(default=None, compare=False)
+    """The stage's config at this step (None outside a Dockerfile stage); not part of the digest."""
 
     @cached_property
     def digest(self) -> str:
@@ -244,3 +265,12 @@ class Vertex:
             stack.append((v, True))
             stack.extend((i, False) for i in reversed(v.inputs))
         return list(seen.values())
+
+
+def config_at(v: Vertex) -> StepConfig | None:
+    """The env, workdir and user a process at `v` gets: an exec's own, else the stage's config at that step
+    (None where no Dockerfile stage made it)."""
+    op = v.op
+    if isinstance(op, ExecOp):
+        return StepConfig(dict(e.partition("=")[::2] for e in op.env), op.cwd or "/", op.user)
+    return v.config

@@ -88,6 +88,9 @@ class Step:
             program = argv[0] if argv else "a command"
             raise NoFilesystem(f"this FROM has not run yet, so there is no filesystem to run {program} in: "
                                "step over it (next) to pull the image and stop at the step after it")
+        elif (config := self.vertex.config) is not None:  # the stage's env, workdir and user at this step
+            yield ExecSpec(args=list(argv), env=list(config.env) or [DEFAULT_PATH], cwd=config.workdir or "/",
+                           user=config.user)
         else:
             yield ExecSpec(args=list(argv), env=[DEFAULT_PATH])
 

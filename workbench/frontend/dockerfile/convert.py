@@ -8,7 +8,7 @@ import json
 import posixpath
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +50,7 @@ from workbench.llb.ops import (
     Mkfile,
     Mount,
     ScratchSource,
+    StepConfig,
     Vertex,
 )
 from workbench.progress.events import SourceLocation
@@ -122,6 +123,12 @@ class _Stage:
     declared_args: list[tuple[str, str | None]] = field(default_factory=list)
     """Every ARG of the stage and of the stages it is based on, with its value, for RUN's history entries."""
     done: bool = False
+    env_version: int = 0
+    """Bumped at each change of `env`: a step's config is built again only then."""
+    config: StepConfig | None = None
+    """The config of the stage's last step (shared by the steps after it while nothing changes)."""
+    config_version: int = -1
+    """The `env_version` that `config`'s env was taken at."""
 
 
 def _empty_image(platform: str) -> dict[str, Any]:
@@ -165,6 +172,7 @@ def _env_add(stage: _Stage, key: str, value: str, from_arg: bool = False) -> Non
     """Set `key` in the stage's environment, moved to the end (BuildKit's EnvList.AddOrReplace)."""
     stage.env.pop(key, None)
     stage.env[key] = value
+    stage.env_version += 1
     if from_arg:
         stage.arg_env.add(key)
     else:
@@ -422,11 +430,28 @@ class _Converter:
         before = stage.vertex
         masked = secret_envs(node) if node.keyword == "run" else []
         text = step_text(node, self._env_for_expansion(stage), self.ast.escape_token, masked)
+        config = self._step_config(stage)  # before the instruction: what it runs in (a WORKDIR's own dir is made)
         self.dispatch(stage, node, steps.label(text, onbuild))
         if stage.vertex is before:
             steps.unlabel()
-        elif stage.vertex is not None and not stage.vertex.instruction:
-            stage.vertex = replace(stage.vertex, instruction=instruction_text(node))
+        elif stage.vertex is not None:
+            stage.vertex = replace(stage.vertex, instruction=stage.vertex.instruction or instruction_text(node),
+                                   config=config)
+
+    def _step_config(self, stage: _Stage) -> StepConfig:
+        """The stage's config as a RUN here would see it: its env (ARG values too), workdir and user."""
+        cfg = stage.image.get("config") or {}
+        workdir, user = normalize_workdir("/", cfg.get("WorkingDir") or "/"), cfg.get("User") or ""
+        last = stage.config
+        if last is None or stage.config_version != stage.env_version:
+            env: Mapping[str, str] = dict(stage.env)
+            stage.config_version = stage.env_version
+        elif (last.workdir, last.user) == (workdir, user):
+            return last
+        else:
+            env = last.env_map
+        stage.config = StepConfig(env, workdir, user)
+        return stage.config
 
     # -- instructions -------------------------------------------------------------------------------
 
@@ -445,6 +470,7 @@ class _Converter:
             cfg["Env"] = [*(cfg.get("Env") or []), f"PATH={DEFAULT_PATH}"]
         if parent is not None:
             stage.env, stage.arg_env = dict(parent.env), set(parent.arg_env)
+            stage.env_version += 1
             stage.declared_args = list(parent.declared_args)
         for key, value in _env_map(stage.image).items():
             _env_add(stage, key, value)
