@@ -29,9 +29,10 @@ ENV = dict(os.environ, WORKBENCH_SERVER="0")
 class DapClient:
     """`workbench dap` on stdio, or (`sock`) a connection to `workbench dap --listen`."""
 
-    def __init__(self, cwd: Path | None = None, sock: socket.socket | None = None, **env: str) -> None:
+    def __init__(self, cwd: Path | None = None, sock: socket.socket | None = None, argv: list[str] | None = None,
+                 **env: str) -> None:
         self.sock = sock
-        self.proc = subprocess.Popen([*WORKBENCH, "dap"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv or [*WORKBENCH, "dap"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=cwd, env=dict(ENV, **env)) if sock is None else None
         self.seq = 0
         self.messages: queue.Queue[dict[str, Any]] = queue.Queue()

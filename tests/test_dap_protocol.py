@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import WORKBENCH
 from workbench.dap.adapter import serve
-from workbench.dap.listen import ListenError, parse_listen, peer_uid
+from workbench.dap.listen import ListenError, parse_listen, peer_socket, refusal
 from workbench.dap.protocol import Decoder, Malformed, encode
 
 
@@ -133,7 +133,9 @@ def test_the_peer_uid_of_a_loopback_connection_is_found(host: str) -> None:
         threading.Thread(target=client.connect, args=(server.getsockname()[:2],)).start()
         conn, _ = server.accept()
         with conn, client:
-            assert peer_uid(conn) == os.getuid()
+            found = peer_socket(conn)
+            assert found is not None and found[0] == os.getuid()
+            assert refusal(conn) is None
 
 
 def test_set_breakpoints_verifies_step_lines_only(tmp_path: Path) -> None:

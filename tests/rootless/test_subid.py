@@ -60,6 +60,7 @@ def test_mapped_host_ids_never_overlap() -> None:
 @pytest.mark.parametrize(("argv", "enters"), [
     (["build", "."], True), (["build", "--addr", "unix:///x", "."], False), (["build", "--addr=tcp://h:1"], False),
     (["build", "--help"], False), (["tui"], True), (["debug", "."], True), (["du"], True), (["prune", "-a"], True),
+    (["dap"], True), (["dap", "--listen", "unix:/x"], False),
     (["image", "ls"], True), (["check", "."], False), (["inspect", "ast"], False), (["server", "stop"], False),
 ])
 def test_commands_that_use_the_local_engine_enter(argv: list[str], enters: bool,

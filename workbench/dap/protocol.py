@@ -8,13 +8,19 @@ that the session answers it and goes on, never stopping on it.
 from __future__ import annotations
 
 import json
+import select
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 MAX_HEADER = 8 * 1024
-MAX_BODY = 64 * 1024 * 1024
+MAX_BODY = 4 * 1024 * 1024
+MAX_QUEUED = 32 * 1024 * 1024
+"""Bytes waiting for a client that reads too slowly; past this the client is dropped."""
+STALL_S = 30.0
+"""Seconds a client may read nothing while output waits for it; then it is dropped."""
 
 
 @dataclass(frozen=True)
@@ -30,32 +36,41 @@ Message = dict[str, Any]
 
 
 class Decoder:
-    """Cuts a byte stream into DAP messages."""
+    """Cuts a byte stream into DAP messages (a bytearray and an offset: linear in the input's size)."""
 
     def __init__(self, parse: Callable[[bytes], Message | Malformed] | None = None) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._pos = 0
         self._parse = parse or parse_body
 
     def feed(self, data: bytes) -> list[Message | Malformed]:
         self._buf += data
         out: list[Message | Malformed] = []
         while True:
-            end = self._buf.find(b"\r\n\r\n")
+            end = self._buf.find(b"\r\n\r\n", self._pos)
             if end < 0:
-                if len(self._buf) > MAX_HEADER:
-                    self._buf = b""
+                if len(self._buf) - self._pos > MAX_HEADER:
+                    self._buf, self._pos = bytearray(), 0
                     out.append(Malformed(f"a header longer than {MAX_HEADER} bytes without an end (\\r\\n\\r\\n)"))
-                return out
-            header, rest = self._buf[:end], self._buf[end + 4:]
-            length = _content_length(header)
+                break
+            if end - self._pos > MAX_HEADER:
+                self._pos = end + 4
+                out.append(Malformed(f"a header longer than {MAX_HEADER} bytes"))
+                continue
+            length = _content_length(bytes(self._buf[self._pos:end]))
+            start = end + 4
             if isinstance(length, str):
-                self._buf = rest  # skip the bad header; the next frame may be fine
+                self._pos = start  # skip the bad header; the next frame may be fine
                 out.append(Malformed(length))
                 continue
-            if len(rest) < length:
-                return out
-            body, self._buf = rest[:length], rest[length:]
-            out.append(self._parse(body))
+            if len(self._buf) - start < length:
+                break
+            self._pos = start + length
+            out.append(self._parse(bytes(self._buf[start:self._pos])))
+        if self._pos:
+            del self._buf[:self._pos]  # once per feed, not once per frame
+            self._pos = 0
+        return out
 
 
 def _content_length(header: bytes) -> int | str:
@@ -67,7 +82,7 @@ def _content_length(header: bytes) -> int | str:
             return f"bad header line {raw[:80]!r}: expected 'Name: value'"
         if name.strip().lower() == b"content-length":
             text = value.strip()
-            if not text.isdigit():
+            if not text.isdigit() or len(text) > 18:
                 return f"bad Content-Length {text[:40]!r}: expected a number of bytes"
             length = int(text)
     if length is None:
@@ -85,6 +100,10 @@ def parse_body(body: bytes) -> Message | Malformed:
         return Malformed(f"the body is not UTF-8: {e}")
     except json.JSONDecodeError as e:
         return Malformed(f"the body is not JSON: {e}")
+    except ValueError as e:  # an integer over Python's digit limit
+        return Malformed(f"the body has a value Python refuses: {str(e)[:120]}")
+    except RecursionError:
+        return Malformed("the body is nested too deeply")
     if not isinstance(msg, dict):
         return Malformed(f"the body is a JSON {type(msg).__name__}, not an object")
     seq = msg.get("seq")
@@ -105,29 +124,91 @@ def parse_body(body: bytes) -> Message | Malformed:
 
 
 def encode(msg: Message) -> bytes:
-    body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """One frame. A lone surrogate (a non-UTF-8 file name, a client's bad string) goes out as its JSON
+    escape `\\udcff`, never as an error."""
+    body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 class Writer:
-    """Numbers and writes outgoing messages, from any thread; stops writing once the client is gone."""
+    """Numbers and queues outgoing messages, from any thread, for a writer thread that sends them: a
+    sender (the build's thread among them) never waits on the client. A client that lets more than
+    MAX_QUEUED bytes pile up, or whose `write` fails (a bounded write gives up on a stalled client), is
+    dropped: nothing more is written to it. Setting `closed` sends what is queued first."""
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self._write = write
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._busy = False
+        self._thread: threading.Thread | None = None
         self._seq = 0
-        self.closed = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        if value:
+            self.flush()
+        with self._lock:
+            self._closed = value
+            self._queue.clear()
+            self._queued = 0
+            self._ready.notify_all()
+
+    def flush(self, timeout: float = STALL_S + 5) -> None:
+        """Wait until what is queued is written (or the client dropped), for at most `timeout` seconds."""
+        with self._lock:
+            self._ready.wait_for(lambda: self._closed or not (self._queue or self._busy), timeout)
 
     def send(self, msg: Message) -> int:
         with self._lock:
             self._seq += 1
-            msg = {"seq": self._seq, **msg}
-            if not self.closed:
-                try:
-                    self._write(encode(msg))
-                except OSError:
-                    self.closed = True  # the client went away; the reader sees its EOF
-            return self._seq
+            seq = self._seq
+            if self._closed:
+                return seq
+            data = encode({"seq": seq, **msg})
+            if self._queued + len(data) > MAX_QUEUED:
+                self._drop()
+                return seq
+            self._queue.append(data)
+            self._queued += len(data)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="dap-writer", daemon=True)
+                self._thread.start()
+            self._ready.notify_all()
+            return seq
+
+    def _drop(self) -> None:
+        self._closed = True  # the reader sees the client's end (or its hang-up) and ends the session
+        self._queue.clear()
+        self._queued = 0
+        self._ready.notify_all()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                self._ready.wait_for(lambda: self._queue or self._closed)
+                if self._closed:
+                    return
+                data = self._queue.popleft()
+                self._queued -= len(data)
+                self._busy = True
+            try:
+                self._write(data)
+            except OSError:
+                with self._lock:
+                    self._drop()
+                return
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._ready.notify_all()
 
     def event(self, name: str, body: dict[str, Any] | None = None) -> None:
         self.send({"type": "event", "event": name, **({"body": body} if body is not None else {})})
@@ -149,3 +230,24 @@ class Writer:
             self.error(bad.seq, bad.command or "unknown", f"malformed request: {bad.why}")
         else:
             self.output(f"workbench dap: malformed message ignored: {bad.why}\n", "important")
+
+
+def bounded_write(fd: int, send_nowait: Callable[[memoryview], int],
+                  stall: float = STALL_S) -> Callable[[bytes], None]:
+    """A `write` for `Writer` that never waits more than `stall` seconds without progress: `send_nowait`
+    writes what fits without blocking (BlockingIOError: nothing fits) into `fd`; TimeoutError past it."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[send_nowait(view):]
+                continue
+            except BlockingIOError:
+                pass
+            if not poller.poll(stall * 1000):
+                raise TimeoutError(f"the client read nothing for {stall:g} s; dropped")
+
+    return write

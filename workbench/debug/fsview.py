@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.fsutil.paths import resolve_in_root
+from workbench.fsutil.paths import DIR_FLAGS, open_beneath, resolve_in_root
 from workbench.results import ViewError
 
 if TYPE_CHECKING:
@@ -122,12 +122,7 @@ def entries(files: Files, path: str) -> list[Entry]:
         if mount is not None and fs.absolute(path) == mount.target:
             return []
         raise ViewError(f"{path}: no such file or directory")
-    host = resolve_in_root(root, inner)
-    if not os.path.lexists(host):
-        raise ViewError(f"{path}: no such file or directory")
-    if not host.is_dir():
-        return [_entry(host, path)]
-    found = {name: _entry(host / name, name) for name in os.listdir(host)}
+    found = {e.name: e for e in _list_in_root(root, inner, path)}
     here = fs.absolute(path)
     for m in fs.mounts:  # a mount shows as what it mounts, whether or not its target exists below
         parent, name = posixpath.split(m.target)
@@ -135,6 +130,52 @@ def entries(files: Files, path: str) -> list[Entry]:
             found[name] = _entry(m.host, name) if m.host is not None and os.path.lexists(m.host) \
                 else Entry(name, stat.S_IFDIR | 0o755, 0, 0, 0)
     return [found[name] for name in sorted(found)]
+
+
+def _list_in_root(root: Path, inner: str, path: str) -> list[Entry]:
+    """The entries of `inner` in `root` (symlinks resolved inside it), or `path`'s own entry when it is
+    not a directory. The resolved path is then reached one directory fd at a time, following no symlink:
+    a symlink swapped in meanwhile is refused, never followed out of the root."""
+    parts = list(resolve_in_root(root, inner).relative_to(root).parts)
+    root_fd = os.open(root, DIR_FLAGS)
+    try:
+        try:
+            fd = open_beneath(root_fd, parts)
+        except FileNotFoundError:
+            raise ViewError(f"{path}: no such file or directory") from None
+        except OSError:
+            parent = _parent_fd(root_fd, parts, path)
+            try:
+                return [_entry_at(parent, parts[-1], path)]
+            finally:
+                os.close(parent)
+        try:
+            return [_entry_at(fd, name, name) for name in os.listdir(fd)]
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def _parent_fd(root_fd: int, parts: list[str], path: str) -> int:
+    """A no-follow fd on the directory holding `parts`' last name (ViewError when the tree changed)."""
+    if not parts:
+        raise ViewError(f"{path}: not a regular file")
+    try:
+        return open_beneath(root_fd, parts[:-1])
+    except FileNotFoundError:
+        raise ViewError(f"{path}: no such file or directory") from None
+    except OSError:
+        raise ViewError(f"{path}: changed while being read (a symlink where a directory was)") from None
+
+
+def _entry_at(dir_fd: int, name: str, shown: str) -> Entry:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise ViewError(f"{shown}: no such file or directory") from None
+    target = os.readlink(name, dir_fd=dir_fd) if stat.S_ISLNK(st.st_mode) else None
+    return Entry(shown, st.st_mode, st.st_uid, st.st_gid, st.st_size, target)
 
 
 def list_dir(files: Files, path: str) -> list[str]:
@@ -155,10 +196,23 @@ def read_file(files: Files, path: str, limit: int = 1 << 20) -> bytes:
         raise ViewError(f"{path}: a secret mount; its value is not shown (`exec cat {path}` prints it)")
     if root is None:
         raise ViewError(f"{path}: no such file")
-    host = resolve_in_root(root, inner)
-    if not host.is_file():
-        raise ViewError(f"{path}: not a regular file" if os.path.lexists(host) else f"{path}: no such file")
-    with open(host, "rb") as f:
+    parts = list(resolve_in_root(root, inner).relative_to(root).parts)
+    root_fd = os.open(root, DIR_FLAGS)
+    try:
+        parent = _parent_fd(root_fd, parts, path)
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+        except FileNotFoundError:
+            raise ViewError(f"{path}: no such file") from None
+        except OSError:
+            raise ViewError(f"{path}: not a regular file") from None
+        finally:
+            os.close(parent)
+    finally:
+        os.close(root_fd)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ViewError(f"{path}: not a regular file")
         return f.read(limit)
 
 

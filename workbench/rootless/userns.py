@@ -256,6 +256,9 @@ def needed(argv: list[str]) -> bool:
     command = argv[0] if argv else ""
     if command in ("build", "du", "prune", "tui", "debug"):
         return not _remote(argv)
+    if command == "dap":  # each launch picks its engine: local builds need the namespace, remote ones work in it;
+        # a listener stays outside, where it can look at its peers, and serves each connection in a child that enters
+        return not any(a == "--listen" or a.startswith("--listen=") for a in argv)
     return command in ("image", "history", "replay", "devices", "")
 
 
