@@ -9,8 +9,11 @@ killed and the build thread joined (so its mounts and containers are gone) befor
 from __future__ import annotations
 
 import io
+import os
 import shlex
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -18,15 +21,18 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 from workbench.dap.evaluate import Terminals, captured
 from workbench.dap.launch import Launch, LaunchError, breakpoint_lines, parse_launch
 from workbench.dap.protocol import Decoder, Malformed, Message, Writer
-from workbench.dap.target import LocalTarget, Stop, Target, TargetError
+from workbench.dap.target import STALE, LocalTarget, Stop, Target, TargetError
 from workbench.dap.variables import References, frame_scopes, scopes
 from workbench.debug.controller import Breakpoint
 from workbench.progress.events import BuildFinished, DebugPaused, Event, EventBus, VertexLog, VertexStarted
+from workbench.progress.redact import Redactor
 
 if TYPE_CHECKING:
     from workbench.engine import Engine
 
 THREAD = 1
+CLOSE_WAIT = 120.0
+"""Seconds `close` waits for the build thread to clean up (its mounts, containers) before giving up on it."""
 NOT_STOPPED = "the build is not stopped at a step"
 
 
@@ -63,11 +69,14 @@ class Session:
         self.frames: list[Any] = []
         self.thread: threading.Thread | None = None
         self.redact: Callable[[str], str] = lambda s: s
+        self.redactor: Redactor | None = None
         self.ended = threading.Event()
         self._first_stop = True
         self._pause_asked = False
         self._reasons: dict[int, str] = {}
         self._eval_cancel = threading.Event()
+        """Set when the stop the running evaluates look at is left (resume) or the build is aborted."""
+        self._evaluating: dict[int, str] = {}  # running evaluates: seq -> command
         self._sources: dict[str, Any] = {}
         self._lines: list[int] = []
         self.terminals = Terminals(writer, lambda text: self.redact(text))
@@ -75,11 +84,21 @@ class Session:
     # -- requests ------------------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> bool:
-        """Answer one request; False once the session is over (disconnect)."""
+        """Answer one request; False once the session is over (disconnect). Whatever goes wrong while
+        answering one request (the answer itself included) becomes its error response, never the end."""
+        command, seq = str(msg.get("command") or ""), msg.get("seq")
+        try:
+            return self._handle(msg, command, seq)
+        except Exception as e:  # noqa: BLE001 - answered, the session goes on
+            if isinstance(seq, int) and msg.get("type") == "request":
+                said = self.redact(f"{command}: {type(e).__name__}: {e}")
+                self.out.error(seq, command, said.encode("utf-8", "backslashreplace").decode("utf-8"))
+            return True
+
+    def _handle(self, msg: Message, command: str, seq: Any) -> bool:
         if msg.get("type") == "response":  # runInTerminal's answer
             self.terminals.answered(msg)
             return True
-        command, seq = msg["command"], msg["seq"]
         args = msg.get("arguments") or {}
         handler = getattr(self, "on_" + command, None) if command.isidentifier() else None
         if handler is None:
@@ -89,9 +108,6 @@ class Session:
             body = handler(args, seq)
         except (RequestError, LaunchError, TargetError) as e:
             self.out.error(seq, command, str(e))
-            return True
-        except Exception as e:  # noqa: BLE001 - answered, the session goes on
-            self.out.error(seq, command, f"{command}: {type(e).__name__}: {e}")
             return True
         if body is not _LATER:
             self.out.response(seq, command, body)
@@ -114,10 +130,11 @@ class Session:
         if self.launch is not None:
             raise RequestError("this session already launched a build")
         launch = parse_launch(args, self.cwd)
-        from workbench.progress.redact import Redactor
         from workbench.solver.session import secret_values
 
-        self.redact = Redactor(secret_values(launch.session)).text if launch.session else self.redact
+        if launch.session:
+            self.redactor = Redactor(secret_values(launch.session))
+            self.redact = self.redactor.text
         self.launch = launch
         if launch.address is not None:
             from workbench.dap.remote_target import RemoteTarget
@@ -229,17 +246,23 @@ class Session:
 
     def on_source(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
         path = (args.get("source") or {}).get("path")
+        from workbench.frontend.dockerfile.source import DockerfileReadError, read_dockerfile
+
         df = self.launch.dockerfile if self.launch else None
         if df is None or (path and Path(path).resolve() != df):
             raise RequestError("only the launched Dockerfile's source is known")
-        return {"content": df.read_text(errors="replace"), "mimeType": "text/x-dockerfile"}
+        try:
+            text = read_dockerfile(df)
+        except DockerfileReadError as e:
+            raise RequestError(f"source: {e}") from None
+        return {"content": os.fsencode(text).decode("utf-8", "replace"), "mimeType": "text/x-dockerfile"}
 
     def on_exceptionInfo(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
         pause = self._paused()
         if pause.reason != "error":
             raise RequestError("the build is not stopped at a failed step")
         return {"exceptionId": "error", "description": self.redact(pause.error), "breakMode": "always",
-                "details": {"message": self.redact(pause.error), "typeName": pause.vertex.name}}
+                "details": {"message": self.redact(pause.error), "typeName": self.redact(pause.vertex.name)}}
 
     # -- execution ------------------------------------------------------------------------------------
 
@@ -247,7 +270,20 @@ class Session:
         self._paused()
         self.refs.clear()
         self.frames = []
+        self._leave_stop(how)
         self.target.resume(how)
+
+    def _leave_stop(self, how: str) -> None:
+        """What runs in the stopped step ends before the build goes on (a command that never ends must not
+        hold it there): running evaluates are killed, terminals not yet attached closed, shells ended."""
+        old, self._eval_cancel = self._eval_cancel, threading.Event()
+        old.set()
+        for expr in list(self._evaluating.values()):
+            self.out.output(self.redact(f"evaluate {expr!r} was stopped: the build went on ({how})\n"), "important")
+        if self.terminals.open_count():
+            self.out.output(f"the shells in the terminal were ended: the build went on ({how})\n", "important")
+        self.terminals.close()
+        self.target.kill_shells()
 
     def on_continue(self, args: dict[str, Any], seq: int) -> dict[str, Any]:
         self._resume("continue")
@@ -266,6 +302,8 @@ class Session:
 
     def on_terminate(self, args: dict[str, Any], seq: int) -> None:
         self.out.response(seq, "terminate")
+        if self.launch is None:
+            return _LATER  # type: ignore[return-value]  # nothing ran: nothing ends (no exited/terminated)
         self.abort()
         if self.thread is None:
             self._finish(None, aborted=True)
@@ -286,14 +324,21 @@ class Session:
                 raise RequestError("this client cannot open a terminal (no runInTerminal): use evaluate with a "
                                    "command, or `workbench debug` for an interactive shell")
             return self.terminals.open(self.target, pause, shlex.split(expr[4:]) or ["sh"], self.cwd)
-        threading.Thread(target=self._evaluate, args=(pause, expr, seq), name="dap-evaluate", daemon=True).start()
+        self._evaluating[seq] = expr
+        threading.Thread(target=self._evaluate, args=(pause, expr, seq, self._eval_cancel), name="dap-evaluate",
+                         daemon=True).start()
         return _LATER
 
-    def _evaluate(self, pause: Stop, expr: str, seq: int) -> None:
+    def _evaluate(self, pause: Stop, expr: str, seq: int, cancel: threading.Event) -> None:
         try:
-            text = captured(self.target, pause, expr, self._eval_cancel)
+            text = captured(self.target, pause, expr, cancel, self.redactor)
         except Exception as e:  # noqa: BLE001 - the answer says it
             self.out.error(seq, "evaluate", self.redact(f"evaluate: {e}"))
+            return
+        finally:
+            self._evaluating.pop(seq, None)
+        if cancel.is_set():
+            self.out.error(seq, "evaluate", self.redact(f"evaluate: stopped: {STALE}"))
             return
         self.out.response(seq, "evaluate", {"result": self.redact(text), "variablesReference": 0})
 
@@ -387,13 +432,20 @@ class Session:
         if self.target.current is not None:
             self.target.resume("abort")
 
-    def close(self) -> None:
-        """The client is done (disconnect, or gone): abort and wait until the build has cleaned up."""
+    def close(self, wait: float = CLOSE_WAIT) -> bool:
+        """The client is done (disconnect, or gone): abort and wait until the build has cleaned up, at most
+        `wait` seconds; past that, say so on stderr and give up on it (False)."""
         self.abort()
+        end = time.monotonic() + wait
         while self.thread is not None and self.thread.is_alive():
+            if time.monotonic() > end:
+                print(f"workbench dap: the build did not end within {wait:g} s of being aborted; leaving it "
+                      "(its mounts and containers may stay until this process exits)", file=sys.stderr, flush=True)
+                return False
             if self.target.current is not None:
                 self.target.resume("abort")  # a step that was held behind the one aborted
             self.thread.join(0.2)
+        return True
 
 
 _LATER = object()

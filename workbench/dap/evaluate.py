@@ -12,28 +12,46 @@ if TYPE_CHECKING:
     from workbench.dap.protocol import Writer
     from workbench.dap.target import Stop, Target
     from workbench.dap.terminal import TerminalServer
+    from workbench.progress.redact import Redactor
 
 EVAL_LIMIT = 64 * 1024
 
 
-def captured(target: Target, stop: Stop, expr: str, cancel: threading.Event) -> str:
-    """`sh -c expr` in the stopped step: stdout then stderr (cut at EVAL_LIMIT), then `[exit code N]` if N != 0."""
-    chunks: dict[int, list[bytes]] = {1: [], 2: []}
-    size = [0]
+def captured(target: Target, stop: Stop, expr: str, cancel: threading.Event, redactor: Redactor | None = None) -> str:
+    """`sh -c expr` in the stopped step: stdout then stderr (cut at EVAL_LIMIT), then `[exit code N]` if N != 0.
+
+    Secrets are masked in the bytes before the cut and before decoding: a value that straddles the cut, or that
+    is not UTF-8, never shows even in part."""
+    margin = max((len(v) for v in redactor.values), default=0) if redactor else 0
+    keep = EVAL_LIMIT + margin  # enough to see whole any value that starts before the cut
+    chunks: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+    got = {1: 0, 2: 0}
 
     def take(stream: int, data: bytes) -> None:
-        room = EVAL_LIMIT - size[0]
-        if room > 0:
-            chunks[stream].append(data[:room])
-        size[0] += len(data)
+        buf = chunks[stream]
+        buf += data[:max(0, keep - len(buf))]
+        got[stream] += len(data)
 
     code = target.run_captured(stop, ["sh", "-c", expr], take, cancel)
-    text = b"".join(chunks[1] + chunks[2]).decode("utf-8", "replace")
-    if size[0] > EVAL_LIMIT:
-        text += f"\n[output cut at {EVAL_LIMIT // 1024} KiB of {size[0]} bytes]"
+    size = got[1] + got[2]
+    data = b"".join(_masked(bytes(chunks[n]), redactor, got[n] > len(chunks[n])) for n in (1, 2))
+    if redactor:
+        data = redactor.data(data)
+    text = data[:EVAL_LIMIT].decode("utf-8", "replace")
+    if size > EVAL_LIMIT:
+        text += f"\n[output cut at {EVAL_LIMIT // 1024} KiB of {size} bytes]"
     if code != 0:
         text += ("" if not text or text.endswith("\n") else "\n") + f"[exit code {code}]"
     return text
+
+
+def _masked(data: bytes, redactor: Redactor | None, cut: bool) -> bytes:
+    """`data` with its values masked; when it was `cut`, an end that could be the start of a value is dropped."""
+    if not redactor:
+        return data
+    while cut and (held := redactor.held_back(data)) > 0:
+        data = data[:-held]
+    return redactor.data(data)
 
 
 class Terminals:
@@ -58,7 +76,7 @@ class Terminals:
 
         server = TerminalServer()
         seq = self.out.send({"type": "request", "command": "runInTerminal", "arguments": {
-            "kind": "integrated", "title": f"workbench: {stop.vertex.name}"[:80], "cwd": str(cwd),
+            "kind": "integrated", "title": self.redact(f"workbench: {stop.vertex.name}")[:80], "cwd": str(cwd),
             "args": server.argv}})
         self._servers[seq] = server
 
@@ -76,6 +94,11 @@ class Terminals:
         threading.Thread(target=run, name="dap-exec", daemon=True).start()
         return {"result": f"{shlex.join(argv)} runs in the terminal", "variablesReference": 0}
 
+    def open_count(self) -> int:
+        """Terminals asked for or attached whose shell has not ended."""
+        return len(self._servers)
+
     def close(self) -> None:
+        """Close every terminal socket: one not yet attached never will be (its shell is not started)."""
         for server in list(self._servers.values()):
             server.close()

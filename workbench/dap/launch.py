@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.frontend.dockerfile.source import DockerfileReadError, read_dockerfile
 from workbench.frontend.dockerfile.stepnames import NUMBERED
 
 if TYPE_CHECKING:
@@ -83,8 +84,12 @@ def parse_launch(arguments: dict[str, Any], cwd: Path) -> Launch:
     else:
         ctx = (cwd / (context or ".")).resolve()
         df = ctx / "Dockerfile"
-    if not df.is_file():
+    if not df.exists():
         raise LaunchError(f"launch `dockerfile`: {df}: no such file")
+    try:
+        read_dockerfile(df)  # a FIFO, device or huge file is refused here, not read later
+    except DockerfileReadError as e:
+        raise LaunchError(f"launch `dockerfile`: {e}") from None
     if not ctx.is_dir():
         raise LaunchError(f"launch `contextPath`: {ctx}: not a directory")
     try:
@@ -126,9 +131,9 @@ def breakpoint_lines(dockerfile: Path) -> dict[int, int | str]:
     from workbench.frontend.dockerfile.parser import DockerfileParseError, parse
 
     try:
-        text = dockerfile.read_text(errors="surrogateescape")
+        text = read_dockerfile(dockerfile)  # only a regular file, capped: never a FIFO or /dev/zero
         nodes = parse(text).children
-    except (OSError, DockerfileParseError, ValueError):
+    except (DockerfileReadError, DockerfileParseError, ValueError):
         return {}
     out: dict[int, int | str] = {}
     for node in nodes:

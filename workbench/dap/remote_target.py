@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from workbench.dap.target import Output, Stop, TargetError
+from workbench.dap.target import STALE, Output, Stop, TargetError
 from workbench.debug.controller import Breakpoint
 
 if TYPE_CHECKING:
@@ -203,6 +203,8 @@ class RemoteTarget:
         from workbench.remote.debug import RemoteDebugError
 
         assert isinstance(stop, RemoteStop) and self._bridge is not None
+        if stop is not self._stop:
+            raise TargetError(STALE)
         bridge = self._bridge
         try:
             container = bridge.new_container(stop.mounts, invocation.network_host)

@@ -5,18 +5,24 @@ looks inside the stopped step (lists its files, runs a command in it). `LocalTar
 
 from __future__ import annotations
 
+import os
+import posixpath
+import stat
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.debug.controller import Breakpoint, Debugger
 
 if TYPE_CHECKING:
     from workbench.dap.launch import Launch
-    from workbench.debug.fsview import Entry
+    from workbench.debug.fsview import Entry, StepFiles
     from workbench.engine import Engine
     from workbench.llb.ops import Vertex
     from workbench.progress.events import EventBus
+
+STALE = "the build went on: this step is no longer paused"
 
 Output = Callable[[int, bytes], None]
 """(stream 1|2, chunk) of a captured command."""
@@ -79,6 +85,9 @@ class LocalTarget:
         self.engine = engine
         self.debugger = Debugger(break_on_error=True)
         self.request: Any = None
+        self._view: tuple[Stop, ExitStack, StepFiles] | None = None
+        """The stopped step's files with its mounts set up, kept for the stop (listing is paged)."""
+        self._view_lock = threading.Lock()
 
     @property
     def breakpoints(self) -> list[Breakpoint]:
@@ -113,6 +122,7 @@ class LocalTarget:
         self.debugger.build_ended()
 
     def resume(self, how: str) -> None:
+        self._drop_view()  # before the step runs with its own mounts
         self.debugger.resume(how)
 
     def step(self) -> None:
@@ -123,17 +133,68 @@ class LocalTarget:
         if cancel is not None:
             cancel.set()
 
-    def list_dir(self, stop: Stop, path: str) -> list[Entry]:
-        from workbench.debug.fsview import entries, step_files
+    def _check(self, stop: Stop) -> None:
+        if self.debugger.current is not stop:
+            raise TargetError(STALE)
 
-        with step_files(stop.step) as files:  # type: ignore[attr-defined]
-            return entries(files, path)
+    def _drop_view(self) -> None:
+        with self._view_lock:
+            view, self._view = self._view, None
+        if view is not None:
+            view[1].close()
+
+    def list_dir(self, stop: Stop, path: str) -> list[Entry]:
+        from workbench.debug.fsview import step_files
+
+        with self._view_lock:
+            self._check(stop)
+            if self._view is None or self._view[0] is not stop:
+                stack = ExitStack()
+                try:
+                    files = stack.enter_context(step_files(stop.step))  # type: ignore[attr-defined]
+                except BaseException:
+                    stack.close()
+                    raise
+                self._view = (stop, stack, files)
+            return _entries(self._view[2], path)
 
     def run_captured(self, stop: Stop, argv: list[str], on_output: Output, cancel: threading.Event) -> int:
+        self._check(stop)
+        self._drop_view()  # a locked cache mount it holds would keep the command waiting
         return self.debugger.run_captured(stop, argv, on_output, cancel)  # type: ignore[arg-type]
 
     def exec(self, stop: Stop, argv: list[str], terminal: int) -> int:
+        self._check(stop)
+        self._drop_view()
         return self.debugger.exec(stop, argv, terminal=terminal)  # type: ignore[arg-type]
 
     def kill_shells(self) -> None:
         self.debugger.kill_shells()
+
+
+def _entries(files: StepFiles, path: str) -> list[Entry]:
+    """`path`'s entries; a mount's target shows in each of its parent directories even where they are not in
+    the root (a secret at /run/secrets/s in an image without /run)."""
+    from workbench.debug.fsview import Entry, entries
+    from workbench.results import ViewError
+
+    here = files.absolute(path)
+    below: dict[str, Entry] = {}
+    for m in files.mounts:
+        rest = posixpath.relpath(m.target, here)
+        if m.target == here or rest.startswith(".."):
+            continue
+        name = rest.split("/")[0]
+        if "/" not in rest and m.host is not None and os.path.lexists(m.host):
+            st = os.lstat(m.host)
+            below[name] = Entry(name, st.st_mode, st.st_uid, st.st_gid, st.st_size)
+        else:
+            below.setdefault(name, Entry(name, stat.S_IFDIR | 0o755, 0, 0, 0))
+    try:
+        found = entries(files, path)
+    except ViewError:
+        if not below:
+            raise
+        found = []
+    names = {e.name for e in found}
+    return sorted(found + [e for name, e in below.items() if name not in names], key=lambda e: e.name)

@@ -6,6 +6,7 @@ References live for one stop (DAP: they are invalid once the build goes on) and 
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
 import stat
@@ -31,6 +32,8 @@ class References:
 
     def __init__(self) -> None:
         self._items: dict[int, Provider] = {}
+        self.listings: dict[str, list[Entry]] = {}
+        """Directories listed at this stop, by path: each is listed once, then paged from here."""
 
     def add(self, provider: Provider) -> int:
         ref = len(self._items) + 1
@@ -42,6 +45,15 @@ class References:
 
     def clear(self) -> None:
         self._items.clear()
+        self.listings.clear()
+
+
+def shown(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 (kept as surrogate escapes) become `\\xff`."""
+    try:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a lone surrogate that is no escaped byte
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _flat(pairs: list[tuple[str, str]], redact: Redact) -> Provider:
@@ -108,14 +120,16 @@ def frame_scopes(v: Vertex, refs: References, redact: Redact) -> list[dict[str, 
 def entry_value(e: Entry) -> str:
     """`drwxr-xr-x 0 0 4096` (and ` -> target` for a symlink), as `ls -l` says it."""
     value = f"{stat.filemode(e.mode)} {e.uid} {e.gid} {e.size}"
-    return value + (f" -> {e.target}" if e.target is not None else "")
+    return value + (f" -> {shown(e.target)}" if e.target is not None else "")
 
 
 def directory(path: str, refs: References, redact: Redact, list_dir: Callable[[str], list[Entry]]) -> Provider:
     """A directory's entries, listed when asked (paged with start/count; capped without)."""
 
     def provide(start: int, count: int | None) -> list[dict[str, Any]]:
-        found = list_dir(path)
+        found = refs.listings.get(path)
+        if found is None:
+            found = refs.listings[path] = list_dir(path)
         end = len(found) if count else min(len(found), start + MAX_ENTRIES)
         if count:
             end = min(len(found), start + count)
@@ -123,8 +137,9 @@ def directory(path: str, refs: References, redact: Redact, list_dir: Callable[[s
         for e in found[start:end]:
             child = posixpath.join(path, e.name)
             ref = refs.add(directory(child, refs, redact, list_dir)) if e.is_dir else 0
-            out.append({"name": e.name + ("/" if e.is_dir else ""), "value": redact(entry_value(e)),
-                        "variablesReference": ref, "evaluateName": child})
+            out.append({"name": redact(shown(e.name)) + ("/" if e.is_dir else ""),
+                        "value": redact(entry_value(e)), "variablesReference": ref,
+                        "evaluateName": redact(shown(child))})
         if not count and end < len(found):
             out.append({"name": "…", "value": f"{len(found) - end} more entries not shown (ask with start/count)",
                         "variablesReference": 0})

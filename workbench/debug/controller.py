@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from workbench.solver.types import Result
 
 __all__ = ["Aborted", "Breakpoint", "Debugger", "Pause"]
+
+NO_LONGER_PAUSED = "the build went on: this step is no longer paused"
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Pause:
     reason: str  # "breakpoint", "step" or "error"
     _resumed: threading.Event = field(default_factory=threading.Event)
     _how: str = ""
+    closed: bool = False
 
     @property
     def vertex(self) -> Vertex:
@@ -97,6 +102,7 @@ class Pause:
         return self.step.workspace()
 
     def close(self) -> None:
+        self.closed = True
         self.step.release()
 
     def info(self) -> dict[str, Any]:
@@ -281,6 +287,15 @@ class Debugger(StepHooks):
             self._pause = None
         pause._resumed.set()
 
+    @contextmanager
+    def _in_pause(self, pause: Pause) -> Iterator[None]:
+        """Hold the shell lock while `pause` is still where the build stands (else a RuntimeError): a command
+        asked for before `continue` never runs in the step the build has let go."""
+        with self._shell_lock:
+            if pause is not self._pause or pause.closed:
+                raise RuntimeError(NO_LONGER_PAUSED)
+            yield
+
     def kill_shells(self) -> None:
         """End every shell started with `exec` that is still running (abort, quit); callable from any thread."""
         for kill in list(self._kills):
@@ -298,7 +313,7 @@ class Debugger(StepHooks):
 
         step, v = pause.step, pause.vertex
         cache_dir = step.worker.root / "cachemounts"
-        with self._shell_lock, step.container_spec(argv) as spec:
+        with self._in_pause(pause), step.container_spec(argv) as spec:
             rootfs = pause.workspace()
             if pause.reason != "error":  # the failed step's own mounts are what it had; else caches are read-only
                 spec.mounts = [_read_only_cache(m, cache_dir) for m in spec.mounts]
@@ -323,7 +338,7 @@ class Debugger(StepHooks):
 
         step, v = pause.step, pause.vertex
         cache_dir = step.worker.root / "cachemounts"
-        with self._shell_lock, step.container_spec(argv) as spec:
+        with self._in_pause(pause), step.container_spec(argv) as spec:
             rootfs = pause.workspace()
             if pause.reason != "error":
                 spec.mounts = [_read_only_cache(m, cache_dir) for m in spec.mounts]

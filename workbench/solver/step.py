@@ -62,6 +62,7 @@ class Step:
         self._spec = spec  # after a failure: what the failed step ran
         self._stack = ExitStack()
         self._workspace: Path | None = None
+        self._released = False
 
     @property
     def chain(self) -> list[str]:
@@ -71,6 +72,8 @@ class Step:
         if self._rootfs is not None:
             return self._rootfs
         if self._workspace is None:
+            if self._released:  # the pause is over: never a fresh mount nobody would release
+                raise NoFilesystem("the build went on: this step is no longer paused")
             snapshots = self.worker.snapshots
             prepared = self._stack.enter_context(snapshots.prepare())
             self._workspace = self._stack.enter_context(snapshots.mount_writable(self.chain, prepared))
@@ -100,3 +103,4 @@ class Step:
         except OSError:
             pass
         self._workspace = None
+        self._released = True
