@@ -429,8 +429,21 @@ def test_listen_serves_its_own_user_and_refuses_a_peer_of_another_uid(tmp_path: 
         proc.wait(30)
 
 
-def test_exec_opens_a_shell_in_the_step_through_run_in_terminal(tmp_path: Path, registry: str, root: Path) -> None:
+@pytest.fixture
+def short_root() -> Any:
+    """A state root with a short path, so that a socket under its tmp fits in a unix socket's 107 bytes."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="wbd", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_exec_opens_a_shell_in_the_step_through_run_in_terminal(tmp_path: Path, registry: str,
+                                                                 short_root: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
+    root = short_root
     df = _project(tmp_path, f"FROM {BASE}\nRUN echo one > /one\nRUN echo two\n")
     c = DapClient(tmp_path)
     try:
@@ -442,6 +455,8 @@ def test_exec_opens_a_shell_in_the_step_through_run_in_terminal(tmp_path: Path, 
         args = ask["arguments"]["args"]
         sock = Path(args[-1])
         assert oct(sock.stat().st_mode & 0o777) == "0o600" and oct(sock.parent.stat().st_mode & 0o777) == "0o700"
+        if len(str(root / "tmp")) < 60:  # else the socket's path would pass 107 bytes: /tmp/workbench-dap-PID-…
+            assert sock.parent.parent == root / "tmp"  # the reaper sweeps it if the adapter is killed
         term = pexpect.spawn(args[0], args[1:], encoding="utf-8", timeout=60, dimensions=(30, 100))
         c.write(encode({"seq": 1000, "type": "response", "request_seq": ask["seq"], "command": "runInTerminal",
                         "success": True, "body": {"processId": term.pid}}))
@@ -453,6 +468,22 @@ def test_exec_opens_a_shell_in_the_step_through_run_in_terminal(tmp_path: Path, 
         term.expect(pexpect.EOF)
         c.wait(lambda m: m.get("event") == "output" and "exit code 7" in m["body"]["output"])
         assert not sock.parent.exists()
+        c.request("continue", {"threadId": 1})
+        _end(c)
+    finally:
+        c.close()
+
+
+def test_a_copy_step_shows_the_stages_env_workdir_and_user(tmp_path: Path, registry: str, root: Path) -> None:
+    df = _project(tmp_path, f"FROM {BASE}\nENV FOO=bar\nWORKDIR /w\nUSER nobody\nCOPY Dockerfile /w/df\n")
+    c = DapClient(tmp_path)
+    try:
+        c.start(_launch(df, root, "--no-cache"), [5])
+        assert c.stopped()["reason"] == "breakpoint"
+        scopes = c.scopes()
+        assert _values(c, scopes["Environment"])["FOO"] == "bar"
+        step = _values(c, scopes["Step"])
+        assert (step["workdir"], step["user"]) == ("/w", "nobody")
         c.request("continue", {"threadId": 1})
         _end(c)
     finally:

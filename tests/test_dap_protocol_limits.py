@@ -185,3 +185,47 @@ def test_a_file_swapped_for_a_symlink_is_not_read_through(tmp_path: Path, monkey
     _swap_after_resolve(monkeypatch, root / "f", outside)
     with pytest.raises(ViewError, match="not a regular file"):
         fsview.read_file(root, "f")
+
+
+def _signal_thread(pid: int, tid: int, sig: int) -> None:
+    """tgkill: a signal for one thread of another process."""
+    import ctypes
+    import platform
+
+    number = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+    if number is None:
+        pytest.skip(f"tgkill's syscall number is not known here ({platform.machine()})")
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(number, pid, tid, sig) == 0, os.strerror(ctypes.get_errno())
+
+
+def test_sigterm_given_to_another_thread_ends_the_stdio_adapter(tmp_path: Path) -> None:
+    """The kernel may hand a SIGTERM to any thread (the writer's) while the main thread is blocked reading the
+    client, and Python runs handlers only in the main thread: the adapter must still end (it waits on a
+    wake-up fd beside stdin). The signal is sent to a thread other than the main one on purpose."""
+    import signal
+    import time
+
+    from tests.conftest import WORKBENCH
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    p = subprocess.Popen([*WORKBENCH, "dap"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=dict(os.environ, WORKBENCH_SERVER="0"))
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(encode({"seq": 1, "type": "request", "command": "initialize", "arguments": {}}))
+        p.stdin.flush()
+        seen = b""
+        while b'"initialized"' not in seen:
+            chunk = p.stdout.read1(65536)
+            assert chunk, seen
+            seen += chunk
+        time.sleep(0.5)  # the main thread is back in its read
+        others = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
+        assert others, "the adapter has a writer thread"
+        _signal_thread(p.pid, others[0], signal.SIGTERM)
+        assert p.wait(10) == 143
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -83,6 +83,14 @@ class Session:
 
     # -- requests ------------------------------------------------------------------------------------
 
+    def _state_tmp(self) -> Path | None:
+        """The launched build's state root's tmp folder (the reaper sweeps what a killed adapter leaves there)."""
+        from workbench.request import default_root
+
+        if self.launch is None:
+            return None
+        return (self.launch.root or default_root()) / "tmp"
+
     def handle(self, msg: Message) -> bool:
         """Answer one request; False once the session is over (disconnect). Whatever goes wrong while
         answering one request (the answer itself included) becomes its error response, never the end."""
@@ -323,7 +331,8 @@ class Session:
             if not self.client.get("supportsRunInTerminalRequest"):
                 raise RequestError("this client cannot open a terminal (no runInTerminal): use evaluate with a "
                                    "command, or `workbench debug` for an interactive shell")
-            return self.terminals.open(self.target, pause, shlex.split(expr[4:]) or ["sh"], self.cwd)
+            return self.terminals.open(self.target, pause, shlex.split(expr[4:]) or ["sh"], self.cwd,
+                                       self._state_tmp())
         self._evaluating[seq] = expr
         threading.Thread(target=self._evaluate, args=(pause, expr, seq, self._eval_cancel), name="dap-evaluate",
                          daemon=True).start()

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +71,34 @@ def _stdio(engine: Engine) -> int:
             os.kill(os.getpid(), signal.SIGTERM)  # out of the blocking read: the session ends and cleans up
             raise
 
-    serve(lambda: os.read(dap_in, 1 << 16), write, engine)
+    serve(_interruptible(dap_in, lambda: os.read(dap_in, 1 << 16)), write, engine)
     return 0
+
+
+def _interruptible(fd: int, read: Callable[[], Any]) -> Callable[[], Any]:
+    """`read` of `fd`, called only once `fd` is ready, so that a SIGTERM/SIGHUP ends the wait: a signal the kernel
+    gives to another thread (the writer's, a build's) does not interrupt a read blocked in the main thread, where
+    Python runs its handler; the wake-up fd does, and the handler then raises. Main thread only."""
+    import select
+
+    wake_r, wake_w = os.pipe()
+    for end in (wake_r, wake_w):
+        os.set_blocking(end, False)
+        os.set_inheritable(end, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+    def wait_then_read() -> Any:
+        while True:
+            ready, _, _ = select.select([fd, wake_r], [], [])
+            if wake_r in ready:
+                try:
+                    os.read(wake_r, 512)  # the handler runs as this returns to the interpreter
+                except BlockingIOError:
+                    pass
+            if fd in ready:
+                return read()
+
+    return wait_then_read
 
 
 def _end(signum: int, _frame: object) -> None:
@@ -117,9 +144,10 @@ def _listen(where: tuple[str, int] | Path, engine: Engine) -> int:
     live: set[Any] = set()
     children: list[Any] = []
     _on_signals(_end)
+    accept = _interruptible(server.fileno(), server.accept)
     try:
         while True:
-            conn, _ = server.accept()
+            conn, _ = accept()
             why = refusal(conn)
             if why is not None:
                 print(f"workbench dap: refused a connection: {why}", file=sys.stderr, flush=True)
@@ -149,7 +177,8 @@ def _listen(where: tuple[str, int] | Path, engine: Engine) -> int:
             child.wait()
 
 
-def _serve_connection(conn: socket.socket, engine: Engine, live: set[Any] | None = None) -> None:
+def _serve_connection(conn: socket.socket, engine: Engine, live: set[Any] | None = None,
+                      interruptible: bool = False) -> None:
     """One DAP session on a connected socket."""
     import socket
 
@@ -165,8 +194,11 @@ def _serve_connection(conn: socket.socket, engine: Engine, live: set[Any] | None
             conn.shutdown(socket.SHUT_RDWR)  # the reader sees the end: the session aborts and cleans up
             raise
 
+    def read() -> bytes:
+        return conn.recv(1 << 16)
+
     with conn:
-        serve(lambda: conn.recv(1 << 16), write, engine, live=live)
+        serve(_interruptible(conn.fileno(), read) if interruptible else read, write, engine, live=live)
 
 
 def _session_child(conn: socket.socket) -> Any:
@@ -190,7 +222,7 @@ def _one_connection(fd: int, engine: Engine) -> int:
     except OSError as e:
         print(f"workbench dap: error: --connection-fd {fd}: {e.strerror}", file=sys.stderr)
         return 2
-    _serve_connection(conn, engine)
+    _serve_connection(conn, engine, interruptible=True)
     return 0
 
 

@@ -70,11 +70,12 @@ class Terminals:
             self.out.output(f"the client could not open a terminal: {msg.get('message') or 'no reason given'}\n",
                             "important")
 
-    def open(self, target: Target, stop: Stop, argv: list[str], cwd: Path) -> dict[str, Any]:
-        """Ask the client to run the attach program in a terminal, and serve it `argv` in the step."""
+    def open(self, target: Target, stop: Stop, argv: list[str], cwd: Path, tmp: Path | None = None) -> dict[str, Any]:
+        """Ask the client to run the attach program in a terminal, and serve it `argv` in the step; its socket's
+        folder goes under `tmp` (the state root's) when given."""
         from workbench.dap.terminal import TerminalServer
 
-        server = TerminalServer()
+        server = TerminalServer(tmp)
         seq = self.out.send({"type": "request", "command": "runInTerminal", "arguments": {
             "kind": "integrated", "title": self.redact(f"workbench: {stop.vertex.name}")[:80], "cwd": str(cwd),
             "args": server.argv}})

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from workbench.llb.ops import ExecOp, ImageSource, Vertex
+from workbench.llb.ops import ExecOp, ImageSource, Vertex, config_at
 
 if TYPE_CHECKING:
     from workbench.dap.target import Stop as Pause
@@ -81,7 +81,9 @@ def step_pairs(pause: Pause, reason: str) -> list[tuple[str, str]]:
     if isinstance(op, ExecOp):
         pairs += [("command", shlex.join(op.args)), ("workdir", op.cwd or "/"), ("user", op.user or "root")]
     else:
-        pairs += [("command", v.instruction or v.name), ("workdir", ""), ("user", "")]
+        c = config_at(v)
+        pairs += [("command", v.instruction or v.name), ("workdir", c.workdir if c else ""),
+                  ("user", (c.user or "root") if c else "")]
     pairs.append(("platform", platform_of(v)))
     return pairs
 
@@ -99,7 +101,8 @@ def scopes(pause: Pause, reason: str, build_args: dict[str, str], refs: Referenc
            list_dir: Callable[[str], list[Entry]]) -> list[dict[str, Any]]:
     """The scopes of the paused frame, in the contract's order; `list_dir` lists a directory of the step."""
     op = pause.vertex.op
-    env = [tuple(e.partition("=")[::2]) for e in op.env] if isinstance(op, ExecOp) else []
+    config = config_at(pause.vertex)  # a RUN's own env, else the stage's as it stands at this step
+    env = list(config.env_map.items()) if config is not None else []
     mounts = [(m.target, mount_value(m)) for m in op.mounts] if isinstance(op, ExecOp) else []
     parts: list[tuple[str, list[tuple[str, str]]]] = [
         ("Step", step_pairs(pause, reason)), ("Environment", env),  # type: ignore[list-item]
