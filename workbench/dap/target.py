@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.debug.controller import Breakpoint, Debugger
+from workbench.solver.step import NO_LONGER_PAUSED
 
 if TYPE_CHECKING:
     from workbench.dap.launch import Launch
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from workbench.llb.ops import Vertex
     from workbench.progress.events import EventBus
 
-STALE = "the build went on: this step is no longer paused"
+STALE = NO_LONGER_PAUSED
 
 Output = Callable[[int, bytes], None]
 """(stream 1|2, chunk) of a captured command."""

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from workbench.llb.ops import ExecOp, Vertex, config_at
 from workbench.progress.events import DebugHeld, DebugPaused, DebugResumed, DebugShell, EventBus
 from workbench.solver.hooks import Aborted, StepContext, StepHooks
+from workbench.solver.step import NO_LONGER_PAUSED
 
 if TYPE_CHECKING:
-    from workbench.executor.spec import Mount
+    from workbench.executor.spec import ExecSpec, Mount
     from workbench.solver.types import Result
 
 __all__ = ["Aborted", "Breakpoint", "Debugger", "Pause"]
 
-NO_LONGER_PAUSED = "the build went on: this step is no longer paused"
 
 
 @dataclass(frozen=True)
@@ -311,48 +311,51 @@ class Debugger(StepHooks):
         """
         from workbench.executor.runc import ExecError
 
-        step, v = pause.step, pause.vertex
-        cache_dir = step.worker.root / "cachemounts"
-        with self._in_pause(pause), step.container_spec(argv) as spec:
-            rootfs = pause.workspace()
-            if pause.reason != "error":  # the failed step's own mounts are what it had; else caches are read-only
-                spec.mounts = [_read_only_cache(m, cache_dir) for m in spec.mounts]
-            if self.bus is not None:
-                self.bus.emit(DebugShell(v.digest, tuple(argv)))
-
+        with self._container(pause, argv) as (rootfs, spec):
             try:
-                code = step.worker.run_interactive(rootfs, spec, on_start=self._kills.append, terminal=terminal)
+                code = pause.step.worker.run_interactive(rootfs, spec, on_start=self._kills.append,
+                                                         terminal=terminal)
             except ExecError as e:
                 raise RuntimeError(str(e)) from None
             finally:
                 self._kills.clear()
-            if self.bus is not None:
-                self.bus.emit(DebugShell(v.digest, tuple(argv), exit_code=code))
+            self._shell_ended(pause, argv, code)
             return code
 
     def run_captured(self, pause: Pause, argv: list[str], on_output: Any, cancel: threading.Event) -> int:
         """Run `argv` without a terminal in the container `exec` would start, its output to
         `on_output(stream, chunk)`; its exit code (137 once `cancel` is set). For a front end whose own
         stdin/stdout are not a terminal (the DAP server's `evaluate`)."""
-        from workbench.executor.runc import ExecError, missing_program
+        from workbench.executor.runc import ExecError
 
-        step, v = pause.step, pause.vertex
-        cache_dir = step.worker.root / "cachemounts"
-        with self._in_pause(pause), step.container_spec(argv) as spec:
+        with self._container(pause, argv) as (rootfs, spec):
+            try:
+                code = pause.step.worker.run(rootfs, spec, on_output=on_output, cancel=cancel).exit_code
+            except ExecError as e:
+                raise RuntimeError(str(e)) from None
+            self._shell_ended(pause, argv, code)
+            return code
+
+    @contextmanager
+    def _container(self, pause: Pause, argv: list[str]) -> Iterator[tuple[Path, ExecSpec]]:
+        """While `pause` holds: the root and spec of a container at the paused step (cache mounts read-only
+        unless the step failed: its own mounts are what it had), its start announced."""
+        from workbench.executor.runc import missing_program
+
+        with self._in_pause(pause), pause.step.container_spec(argv) as spec:
             rootfs = pause.workspace()
             if pause.reason != "error":
+                cache_dir = pause.step.worker.root / "cachemounts"
                 spec.mounts = [_read_only_cache(m, cache_dir) for m in spec.mounts]
             if (missing := missing_program(rootfs, spec)) is not None:
                 raise RuntimeError(missing)
             if self.bus is not None:
-                self.bus.emit(DebugShell(v.digest, tuple(argv)))
-            try:
-                code = step.worker.run(rootfs, spec, on_output=on_output, cancel=cancel).exit_code
-            except ExecError as e:
-                raise RuntimeError(str(e)) from None
-            if self.bus is not None:
-                self.bus.emit(DebugShell(v.digest, tuple(argv), exit_code=code))
-            return code
+                self.bus.emit(DebugShell(pause.vertex.digest, tuple(argv)))
+            yield rootfs, spec
+
+    def _shell_ended(self, pause: Pause, argv: list[str], code: int) -> None:
+        if self.bus is not None:
+            self.bus.emit(DebugShell(pause.vertex.digest, tuple(argv), exit_code=code))
 
 
 def _read_only_cache(m: Mount, cache_dir: Path) -> Mount:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from workbench.solver.types import Result
     from workbench.worker import Worker
 
+NO_LONGER_PAUSED = "the build went on: this step is no longer paused"
+"""Why nothing runs in a paused step once the build went on (the debugger and the DAP server say it too)."""
+
 
 class NoFilesystem(RuntimeError):
     """A container cannot be started at this step: it has no filesystem yet (a FROM before it ran)."""
@@ -73,7 +76,7 @@ class Step:
             return self._rootfs
         if self._workspace is None:
             if self._released:  # the pause is over: never a fresh mount nobody would release
-                raise NoFilesystem("the build went on: this step is no longer paused")
+                raise NoFilesystem(NO_LONGER_PAUSED)
             snapshots = self.worker.snapshots
             prepared = self._stack.enter_context(snapshots.prepare())
             self._workspace = self._stack.enter_context(snapshots.mount_writable(self.chain, prepared))
