@@ -131,7 +131,8 @@ class RemoteTarget:
         import grpc
 
         from workbench.debug.fsview import Entry
-        from workbench.remote.gateway import read_dir, unix_mode
+        from workbench.remote.gateway import read_dir
+        from workbench.remote.session.filesend import unix_mode
 
         assert isinstance(stop, RemoteStop) and self._bridge is not None
         path = posixpath.normpath("/" + path)

@@ -76,24 +76,6 @@ def _fs_messages() -> dict[str, Any]:
 
 _FS: dict[str, Any] = {}
 
-# Go's os.FileMode type bits (fsutil sends FileMode, not st_mode) → the st_mode file types
-_GO_TYPES = ((1 << 31, 0o040000), (1 << 27, 0o120000), (1 << 24, 0o140000), (1 << 25, 0o010000))
-_GO_DEVICE, _GO_CHAR = 1 << 26, 1 << 21
-
-
-def unix_mode(go_mode: int) -> int:
-    """An fsutil Stat's mode (Go's os.FileMode) as st_mode."""
-    mode = go_mode & 0o777
-    mode |= 0o4000 if go_mode & (1 << 23) else 0
-    mode |= 0o2000 if go_mode & (1 << 22) else 0
-    mode |= 0o1000 if go_mode & (1 << 20) else 0
-    for bit, kind in _GO_TYPES:
-        if go_mode & bit:
-            return mode | kind
-    if go_mode & _GO_DEVICE:
-        return mode | (0o020000 if go_mode & _GO_CHAR else 0o060000)
-    return mode | 0o100000
-
 
 def fs_message(name: str) -> Any:
     """One of the ReadDir/StatFile message classes (built once)."""
