@@ -106,3 +106,20 @@ def test_completion_offers_commands_help_topics_and_steps() -> None:
     assert words("help st") == ["steps"]
     assert words("ls / ") == ["1"]
     assert words("ls ") == []  # no pause: no paths to offer
+
+
+def test_a_mount_below_directories_the_root_lacks_is_reachable_in_listings(tmp_path: Path) -> None:
+    """A secret at /run/secrets/s in an image without /run: `ls /`, `ls /run` and `ls /run/secrets` lead to it
+    (the REPL, the TUI's file browser and the DAP Filesystem scope list through the same `entries`)."""
+    from workbench.debug.fsview import entries
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    secret = tmp_path / "s"
+    secret.write_text("hidden")
+    files = StepFiles(root, "/", (MountPoint("/run/secrets/s", secret, secret=True),))
+    assert [e.name for e in entries(files, "/")] == ["etc", "run"]
+    assert [(e.name, e.is_dir) for e in entries(files, "/run")] == [("secrets", True)]
+    assert [(e.name, e.is_dir, e.size) for e in entries(files, "/run/secrets")] == [("s", False, 6)]
+    with pytest.raises(ViewError):
+        entries(files, "/nothing")

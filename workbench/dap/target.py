@@ -5,9 +5,6 @@ looks inside the stopped step (lists its files, runs a command in it). `LocalTar
 
 from __future__ import annotations
 
-import os
-import posixpath
-import stat
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -145,7 +142,7 @@ class LocalTarget:
             view[1].close()
 
     def list_dir(self, stop: Stop, path: str) -> list[Entry]:
-        from workbench.debug.fsview import step_files
+        from workbench.debug.fsview import entries, step_files
 
         with self._view_lock:
             self._check(stop)
@@ -157,7 +154,7 @@ class LocalTarget:
                     stack.close()
                     raise
                 self._view = (stop, stack, files)
-            return _entries(self._view[2], path)
+            return entries(self._view[2], path)
 
     def run_captured(self, stop: Stop, argv: list[str], on_output: Output, cancel: threading.Event) -> int:
         self._check(stop)
@@ -171,31 +168,3 @@ class LocalTarget:
 
     def kill_shells(self) -> None:
         self.debugger.kill_shells()
-
-
-def _entries(files: StepFiles, path: str) -> list[Entry]:
-    """`path`'s entries; a mount's target shows in each of its parent directories even where they are not in
-    the root (a secret at /run/secrets/s in an image without /run)."""
-    from workbench.debug.fsview import Entry, entries
-    from workbench.results import ViewError
-
-    here = files.absolute(path)
-    below: dict[str, Entry] = {}
-    for m in files.mounts:
-        rest = posixpath.relpath(m.target, here)
-        if m.target == here or rest.startswith(".."):
-            continue
-        name = rest.split("/")[0]
-        if "/" not in rest and m.host is not None and os.path.lexists(m.host):
-            st = os.lstat(m.host)
-            below[name] = Entry(name, st.st_mode, st.st_uid, st.st_gid, st.st_size)
-        else:
-            below.setdefault(name, Entry(name, stat.S_IFDIR | 0o755, 0, 0, 0))
-    try:
-        found = entries(files, path)
-    except ViewError:
-        if not below:
-            raise
-        found = []
-    names = {e.name for e in found}
-    return sorted(found + [e for name, e in below.items() if name not in names], key=lambda e: e.name)

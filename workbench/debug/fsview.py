@@ -115,20 +115,34 @@ def _clean(path: str) -> str:
 
 def entries(files: Files, path: str) -> list[Entry]:
     """The entries of directory `path`, by name (the path itself when it is not a directory; symlinks
-    resolved inside their root only); in a step's files, its mount points show in their parent directory."""
+    resolved inside their root only); in a step's files, its mount points show in their parent directory, and
+    the directories leading to them even where the root has none (a secret at /run/secrets/s without /run)."""
     fs = _files(files)
     root, inner, mount = fs.locate(path)
     if root is None:  # inside a tmpfs: empty
         if mount is not None and fs.absolute(path) == mount.target:
             return []
         raise ViewError(f"{path}: no such file or directory")
-    found = {e.name: e for e in _list_in_root(root, inner, path)}
     here = fs.absolute(path)
-    for m in fs.mounts:  # a mount shows as what it mounts, whether or not its target exists below
-        parent, name = posixpath.split(m.target)
-        if parent == here and name:
-            found[name] = _entry(m.host, name) if m.host is not None and os.path.lexists(m.host) \
+    mounted: dict[str, Entry] = {}  # a mount shows as what it mounts, whether or not its target exists below
+    leading: dict[str, Entry] = {}  # a directory on the way to a deeper mount, where the root lacks it
+    for m in fs.mounts:
+        rest = posixpath.relpath(m.target, here)
+        if m.target == here or rest.startswith(".."):
+            continue
+        name, _, deeper = rest.partition("/")
+        if deeper:
+            leading.setdefault(name, Entry(name, stat.S_IFDIR | 0o755, 0, 0, 0))
+        else:
+            mounted[name] = _entry(m.host, name) if m.host is not None and os.path.lexists(m.host) \
                 else Entry(name, stat.S_IFDIR | 0o755, 0, 0, 0)
+    try:
+        found = {e.name: e for e in _list_in_root(root, inner, path)}
+    except ViewError:
+        if not (mounted or leading):
+            raise
+        found = {}
+    found = {**leading, **found, **mounted}
     return [found[name] for name in sorted(found)]
 
 
