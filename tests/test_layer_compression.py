@@ -3,6 +3,7 @@ export compressed side by side, and buildx's compression-level / force-compressi
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -72,26 +73,66 @@ def test_same_bytes_whatever_the_thread_count(tree: Path, kind: str, level: int 
     assert write_layer(tree, out, "none")[0] == diff_id  # the same tar, uncompressed
 
 
-def test_gzip_levels_and_one_member(tree: Path) -> None:
+def _members(blob: bytes) -> list[tuple[bytes, bytes]]:
+    """(header, content) of each gzip member of `blob`, read one member at a time."""
+    members = []
+    while blob:
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        content = inflate.decompress(blob)
+        assert inflate.eof, "a member ends before its end-of-stream marker"
+        members.append((blob[:10], content))
+        blob = inflate.unused_data
+    return members
+
+
+def test_gzip_levels_and_members(tree: Path) -> None:
+    """One gzip member per CHUNK of the tar, each with the level's XFL; gzip reads them as one stream."""
+    from workbench.fsutil.compress import CHUNK
+
     sizes = {}
     for level in (1, 9):
         out = io.BytesIO()
         diff_id, _, sizes[level] = write_layer(tree, out, "gzip", level)
         blob = out.getvalue()
-        assert blob[8] == (4 if level == 1 else 2)  # XFL, as gzip and Go write it
         tar = _decoded("gzip", blob)
         assert diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
-        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one gzip member holds the whole tar
-        assert inflate.decompress(blob) == tar and inflate.eof and not inflate.unused_data
+        members = _members(blob)
+        assert b"".join(content for _, content in members) == tar
+        assert len(members) == -(-len(tar) // CHUNK) > 4
+        assert all(len(content) == CHUNK for _, content in members[:-1])
+        assert {header for header, _ in members} == {b"\x1f\x8b\x08\x00\0\0\0\0" + bytes((4 if level == 1 else 2, 255))}
     assert sizes[9] < sizes[1]
     with pytest.raises(ValueError, match="level 10"):
         write_layer(tree, io.BytesIO(), "gzip", 10)
 
 
+@pytest.mark.parametrize("size", [0, 1, 1 << 20, 2 << 20, (2 << 20) + 5])
+def test_gzip_member_boundaries(size: int) -> None:
+    """Any input, however it is written, gives members of exactly CHUNK bytes and a shorter last one; an empty
+    input is one empty member (still a valid gzip file)."""
+    from workbench.fsutil.compress import CHUNK, ParallelGzipWriter
+
+    assert CHUNK == 1 << 20  # the sizes above are around it
+    data = bytes(i % 251 for i in range(size))
+    blobs = []
+    for step in (size or 1, 4096, 700_001):
+        out = io.BytesIO()
+        with ParallelGzipWriter(out, 6, threads=3) as gz:
+            for i in range(0, len(data), step):
+                gz.write(data[i:i + step])
+        blobs.append(out.getvalue())
+    assert blobs[0] == blobs[1] == blobs[2]
+    contents = [content for _, content in _members(blobs[0])]
+    assert b"".join(contents) == data and gzip.decompress(blobs[0]) == data
+    assert [len(c) for c in contents] == ([CHUNK] * (size // CHUNK) + ([size % CHUNK] if size % CHUNK else [])
+                                          or [0])
+
+
 def test_pieces_that_do_not_compress_are_stored() -> None:
     """A 1 MiB piece of random bytes is stored (deflate's level 0, no time spent searching for matches); a piece
-    with anything compressible in it is deflated at the asked level. The stream stays one valid gzip member."""
+    with anything compressible in it is deflated at the asked level."""
     from workbench.fsutil.compress import CHUNK, ParallelGzipWriter
+    from workbench.fsutil.deflate import deflate_whole  # the writer's deflate: its stored blocks
 
     rnd = random.Random(7)
     noise = rnd.randbytes(CHUNK)
@@ -102,17 +143,13 @@ def test_pieces_that_do_not_compress_are_stored() -> None:
     with ParallelGzipWriter(out, 6, threads=2) as gz:
         gz.write(data)
     blob = out.getvalue()
-    assert zlib.decompress(blob, 16 + zlib.MAX_WBITS) == data
-
-    from workbench.fsutil.deflate import zlib as engine_zlib  # the writer's deflate: its stored blocks
-
-    c = engine_zlib.compressobj(0, engine_zlib.DEFLATED, -15)
-    stored = c.compress(noise) + c.flush(engine_zlib.Z_SYNC_FLUSH)
+    assert gzip.decompress(blob) == data
+    stored = bytes(deflate_whole(noise, 0))
     assert blob[10:10 + len(stored)] == stored  # the random piece, as level 0 writes it
     assert len(stored) < CHUNK * 1.001
-    inflate = zlib.decompressobj(-15)  # the others are real deflate: they shrink
-    body = inflate.decompress(blob[10:])
-    assert body == data and len(blob) < len(noise) + len(mixed) // 2 + len(text) // 4
+    sizes = [len(content) for _, content in _members(blob)]
+    assert sizes == [CHUNK, CHUNK, CHUNK, 4]
+    assert len(blob) < len(noise) + len(mixed) // 2 + len(text) // 4  # the others are real deflate: they shrink
 
 
 @pytest.fixture()

@@ -1,12 +1,13 @@
 """Streaming layer compressors that use every core, with output independent of the thread count.
 
-gzip is pigz's scheme: the input is cut into fixed `CHUNK`s, each deflated in a thread (zlib releases the
-GIL) with the previous chunk's last 32 KiB as its dictionary and ended by a sync flush, so the pieces join
-into one ordinary gzip member. zstd is libzstd's own multi-threaded mode with a fixed job size
-(`ZSTD_JOB`), whose frames then do not depend on the number of workers (as long as there is at least one):
-each job is compressed with the level's parameters for a job-sized input, so memory stays bounded at every
-level (the level's own window at level 22 is 128 MiB, its tables over 600 MiB a worker), and the workers are
-as many as `ZSTD_MEMORY` holds.
+gzip is written as independent members, as bgzip and eStargz write it and as RFC 1952 allows (every gzip
+reader, Go's and containerd's included, reads the members as one stream): the input is cut into fixed
+`CHUNK`s and each is deflated whole by libdeflate in a thread (it releases the GIL) into a member of its own.
+No piece depends on another, so the bytes depend only on the input and the level. zstd is libzstd's own
+multi-threaded mode with a fixed job size (`ZSTD_JOB`), whose frames then do not depend on the number of
+workers (as long as there is at least one): each job is compressed with the level's parameters for a
+job-sized input, so memory stays bounded at every level (the level's own window at level 22 is 128 MiB, its
+tables over 600 MiB a worker), and the workers are as many as `ZSTD_MEMORY` holds.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, BinaryIO, cast
 
-from workbench.fsutil.deflate import zlib
+from workbench.fsutil.deflate import deflate_whole, zlib
 
 CHUNK = 1 << 20
-"""Input bytes per gzip piece: fixed, so the output never depends on the thread count."""
-_WINDOW = 32 * 1024
+"""Input bytes per gzip member: fixed, so the output never depends on the thread count."""
 
 GZIP_DEFAULT_LEVEL = 6
 """BuildKit's: Go's `gzip.NewWriter`, DefaultCompression, which compress/flate runs as level 6."""
@@ -68,17 +68,22 @@ def incompressible(data: bytes | bytearray) -> bool:
     return True
 
 
-def _deflate(data: bytes | bytearray, zdict: bytes | bytearray, level: int, last: bool) -> bytes:
-    """One piece of the stream; stored as is (deflate's level 0) when it is `incompressible`, as zstd and
-    klauspost/compress skip what does not compress: the ratio is the same, the time a fraction."""
-    if level > 0 and incompressible(data):
-        level = 0
-    c = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=zdict) if zdict else zlib.compressobj(level, wbits=-15)
-    return c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+def _member(data: bytes | bytearray, level: int) -> list[bytes | bytearray]:
+    """`data` as one gzip member (header, deflate, trailer). Stored as is (deflate's level 0) when it is
+    `incompressible`, as zstd and klauspost/compress skip what does not compress: the ratio is the same, the
+    time a fraction. The header's XFL is the asked level's in every member."""
+    body = deflate_whole(data, 0 if level > 0 and incompressible(data) else level)
+    return [_header(level), body, struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)]
+
+
+def _header(level: int) -> bytes:
+    xfl = 2 if level == 9 else 4 if level == 1 else 0  # as gzip and Go write it
+    return b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes((xfl, 255))  # mtime 0, OS unknown as Go
 
 
 class ParallelGzipWriter(io.RawIOBase):
-    """A write-only gzip stream onto `out` (left open by `close`), deflated by `threads` threads.
+    """A write-only gzip stream onto `out` (left open by `close`), one member per `CHUNK` of input, deflated by
+    `threads` threads.
 
     At most `threads + 2` pieces are in flight, so memory stays a few MiB whatever the input size.
     """
@@ -88,41 +93,39 @@ class ParallelGzipWriter(io.RawIOBase):
         self.out, self.level = out, level
         self.threads = max(1, threads or default_threads())
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gzip")
-        self.pending: deque[Future[bytes]] = deque()
+        self.pending: deque[Future[list[bytes | bytearray]]] = deque()
         self.buf = bytearray()
-        self.zdict: bytes | bytearray = b""
-        self.crc = 0
-        self.size = 0
-        xfl = 2 if level == 9 else 4 if level == 1 else 0
-        out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes((xfl, 255)))  # mtime 0, OS unknown as Go
+        self.members = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         n = memoryview(b).nbytes
-        self.crc = zlib.crc32(b, self.crc)
-        self.size += n
         self.buf += b
-        while len(self.buf) > CHUNK:  # `>`: the last piece is held back, it ends the stream
-            self._submit(self.buf[:CHUNK], last=False)  # a copy of its own, not made into bytes again
+        while len(self.buf) >= CHUNK:
+            self._submit(self.buf[:CHUNK])  # a copy of its own, not made into bytes again
             del self.buf[:CHUNK]
         return n
 
-    def _submit(self, data: bytes | bytearray, last: bool) -> None:
-        self.pending.append(self.pool.submit(_deflate, data, self.zdict, self.level, last))
-        self.zdict = data[-_WINDOW:]
+    def _submit(self, data: bytes | bytearray) -> None:
+        self.pending.append(self.pool.submit(_member, data, self.level))
+        self.members += 1
         while len(self.pending) > self.threads + 2:
-            self.out.write(self.pending.popleft().result())
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        for part in self.pending.popleft().result():
+            self.out.write(part)
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            self._submit(bytes(self.buf), last=True)
+            if self.buf or not self.members:  # an empty input is still one (empty) member
+                self._submit(bytes(self.buf))
             while self.pending:
-                self.out.write(self.pending.popleft().result())
-            self.out.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
+                self._drain_one()
         finally:
             self.abort()
 
