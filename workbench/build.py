@@ -23,6 +23,7 @@ from workbench.solver.hooks import RunClock
 from workbench.solver.session import Session
 
 if TYPE_CHECKING:
+    from workbench.exporter.prefetch import LayerPrefetch
     from workbench.worker import Worker
 
 
@@ -135,6 +136,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
     matcher = IgnoreMatcher(patterns)
 
     worker = Worker(req.root)
+    prefetch: LayerPrefetch | None = None
     try:
         resolved: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
         unresolved: set[tuple[str, str]] = set()
@@ -185,6 +187,9 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
 
             imported.append(ImportedCache.load(req.cache_from, bus, worker))
         _load_context(bus, conv.vertex, context, matcher.excluded if matcher else None)
+        from workbench.exporter.prefetch import prefetch_layers
+
+        prefetch = prefetch_layers(req.outputs, worker, conv.vertex, bus)
         solver = Solver(worker, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                         no_cache=req.no_cache, session=req.session, cancel=req.cancel, hooks=req.debugger,
                         devices=devices, cache_sources=imported, lineage_scope=str(req.dockerfile.resolve()))
@@ -205,7 +210,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
 
             image = inline_cache(inline[0], worker, solver.key_of, conv.vertex, result.chain, image)
         for out in req.outputs:
-            manifest = _export(out, result.chain, image, worker, bus, manifest, metadata)
+            manifest = _export(out, result.chain, image, worker, bus, manifest, metadata, prefetch)
         if req.cache_to and len(inline) < len(req.cache_to):
             from workbench.cache.remote.exporter import CacheExportError, export_caches
 
@@ -217,6 +222,8 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
         return BuildResult(manifest, conv.image, 0.0, sum(1 for st in solver.steps if not st.get("cached")),
                            metadata)
     finally:
+        if prefetch is not None:
+            prefetch.close()
         worker.close()
 
 
@@ -305,11 +312,12 @@ def _check_entitlements(target: Any, session: Session, text: str) -> None:
 
 
 def _export(out: OutputSpec, chain: list[str], image: dict[str, Any], worker: Worker, bus: EventBus,
-            manifest: str | None, metadata: dict[str, Any] | None = None) -> str | None:
+            manifest: str | None, metadata: dict[str, Any] | None = None,
+            prefetch: LayerPrefetch | None = None) -> str | None:
     """Write one `--output`; returns the image's manifest digest (made once, shared by later outputs)."""
     from workbench.exporter.outputs import ExportError, export_output
 
     try:
-        return export_output(out, chain, image, worker, bus, manifest, metadata)
+        return export_output(out, chain, image, worker, bus, manifest, metadata, prefetch)
     except ExportError as e:
         raise BuildFailure(str(e)) from None

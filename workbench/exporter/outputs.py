@@ -26,6 +26,7 @@ from workbench.image.content import CorruptBlob
 from workbench.progress.events import EventBus, VertexCompleted, VertexFailed, VertexStarted, VertexStatus
 
 if TYPE_CHECKING:
+    from workbench.exporter.prefetch import LayerPrefetch
     from workbench.image.assemble import Compression, Uploads
     from workbench.image.content import ContentStore
     from workbench.request import BuildResult, OutputSpec
@@ -79,6 +80,8 @@ class Export:
     """The export's vertex, to report status on."""
     manifest: str | None = None
     """The image's manifest digest, for exporters that write an image (made before they are called)."""
+    prefetch: LayerPrefetch | None = None
+    """The build's layers compressed while it ran, if any."""
 
     @property
     def names(self) -> list[str]:
@@ -114,14 +117,16 @@ def exporter(kind: str, title: str, image: bool = False) -> Callable[[Writer], W
 
 
 def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], worker: Worker, bus: EventBus,
-                  manifest: str | None, metadata: dict[str, Any] | None = None) -> str | None:
-    """Write the output `out`; returns the manifest digest (made here if `manifest` is None and needed)."""
+                  manifest: str | None, metadata: dict[str, Any] | None = None,
+                  prefetch: LayerPrefetch | None = None) -> str | None:
+    """Write the output `out`; returns the manifest digest (made here if `manifest` is None and needed).
+    The layers `prefetch` compressed (or is compressing) while the build ran are taken from it."""
     entry = EXPORTERS[out.type]
     name = entry.title
     vid = f"internal:{name}:{id(out)}"
     t0 = time.time()
     bus.emit(VertexStarted(vid, name, ts=t0))
-    job = Export(out, chain, image, worker, bus, vid, name, manifest)
+    job = Export(out, chain, image, worker, bus, vid, name, manifest, prefetch)
     try:
         if entry.image:
             job.manifest = _image_manifest(job)
@@ -152,7 +157,9 @@ def _image_manifest(job: Export) -> str:
         return job.manifest
     job.status("exporting layers")
     w = job.worker
-    manifest = build_image(job.chain, job.image, w.store, w.snapshots, w.content, comp, _streamed_push(job))
+    pending = job.prefetch.hand_over(comp) if job.prefetch is not None else None
+    manifest = build_image(job.chain, job.image, w.store, w.snapshots, w.content, comp, _streamed_push(job),
+                           pending)
     job.status("exporting layers", done=True)
     return manifest
 

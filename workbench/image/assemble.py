@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import io
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Protocol, cast
 
@@ -44,17 +45,22 @@ class Compression:
 
 
 def layer_blob(snapshot: str, store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
-               compression: str | Compression = "gzip") -> LayerBlob:
+               compression: str | Compression = "gzip", cancel: threading.Event | None = None) -> LayerBlob:
     """The compressed blob of a snapshot, made once per compression and remembered.
 
     A remembered blob in the asked compression is reused; without `force` so is the snapshot's usual one
-    whatever its compression (base layers stay as pulled, as in BuildKit without force-compression)."""
+    whatever its compression (base layers stay as pulled, as in BuildKit without force-compression). Once
+    `cancel` is set, writing stops (`Canceled`) and nothing is stored."""
     comp = compression if isinstance(compression, Compression) else Compression(compression)
     blob = _known(snapshot, store, content, comp)
     if blob is None:
-        blob = _write(snapshot, snapshots, content, comp)
+        blob = _write(snapshot, snapshots, content, comp, cancel=cancel)
         _remember(snapshot, store, content, comp, blob)
     return blob
+
+
+class Canceled(Exception):
+    """A layer's writing stopped because its `cancel` event was set."""
 
 
 def _known(snapshot: str, store: CacheStore, content: ContentStore, comp: Compression) -> LayerBlob | None:
@@ -82,6 +88,22 @@ Uploads = Callable[[str], BlobUpload]
 """Opens the upload of a snapshot's new blob."""
 
 
+class _Cancelable(io.RawIOBase):
+    """Passes writes on to `out` until `cancel` is set, then raises Canceled."""
+
+    def __init__(self, out: IO[bytes] | BinaryIO, cancel: threading.Event) -> None:
+        super().__init__()
+        self.out, self.cancel = out, cancel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.cancel.is_set():
+            raise Canceled("canceled")
+        return self.out.write(b)
+
+
 class _Tee(io.RawIOBase):
     def __init__(self, *outs: IO[bytes] | BlobUpload) -> None:
         super().__init__()
@@ -97,7 +119,7 @@ class _Tee(io.RawIOBase):
 
 
 def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, comp: Compression,
-           uploads: Uploads | None = None) -> LayerBlob:
+           uploads: Uploads | None = None, cancel: threading.Event | None = None) -> LayerBlob:
     """Compress the snapshot into the content store (and, with `uploads`, to the registry at the same time)."""
     from workbench.snapshot.layers import write_layer
 
@@ -105,6 +127,8 @@ def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, com
     try:
         with content.writer() as w:
             out = w if upload is None else cast(BinaryIO, _Tee(w, upload))
+            if cancel is not None:
+                out = cast(BinaryIO, _Cancelable(out, cancel))
             diff_id, digest, size = write_layer(snapshots.path(snapshot), out, comp.kind, comp.level)
     except BaseException:
         if upload is not None:
@@ -126,18 +150,32 @@ def _remember(snapshot: str, store: CacheStore, content: ContentStore, comp: Com
 
 
 def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
-                compression: str | Compression = "gzip", uploads: Uploads | None = None) -> list[LayerBlob]:
+                compression: str | Compression = "gzip", uploads: Uploads | None = None,
+                pending: Mapping[str, Future[LayerBlob]] | None = None) -> list[LayerBlob]:
     """`layer_blob` of each snapshot of `chain`, the ones to write compressed side by side (each on every
     core as well: the producers of several tars keep the compressor threads busier than one does); new blobs
-    also go to `uploads` as they are written."""
+    also go to `uploads` as they are written. A snapshot in `pending` is being compressed elsewhere (a
+    `LayerPrefetch` of the build): its blob is waited for, and written here only if that failed."""
     comp = compression if isinstance(compression, Compression) else Compression(compression)
-    blobs = {s: _known(s, store, content, comp) for s in dict.fromkeys(chain)}
+    pending = pending or {}
+    blobs = {s: None if s in pending else _known(s, store, content, comp) for s in dict.fromkeys(chain)}
     todo = [s for s, b in blobs.items() if b is None]
+
+    def make(s: str) -> LayerBlob:
+        if s in pending:
+            try:
+                pending[s].result()
+            except Exception:  # written here instead
+                pass
+            if (known := _known(s, store, content, comp)) is not None:
+                return known
+        return _write(s, snapshots, content, comp, uploads)
+
     if len(todo) == 1:
-        blobs[todo[0]] = _write(todo[0], snapshots, content, comp, uploads)
+        blobs[todo[0]] = make(todo[0])
     elif todo:
         with ThreadPoolExecutor(min(len(todo), _LAYERS_AT_ONCE), thread_name_prefix="layer") as pool:
-            futures = {s: pool.submit(_write, s, snapshots, content, comp, uploads) for s in todo}
+            futures = {s: pool.submit(make, s) for s in todo}
             try:
                 for s, f in futures.items():
                     blobs[s] = f.result()
@@ -156,12 +194,13 @@ def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager,
 def build_image(
     chain: list[str], image: dict[str, Any], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
     compression: str | Compression = "gzip", uploads: Uploads | None = None,
+    pending: Mapping[str, Future[LayerBlob]] | None = None,
 ) -> str:
     """Write the layers, config and manifest of the image; returns the manifest digest. New layer blobs also
-    go to `uploads` while they are written (a push)."""
+    go to `uploads` while they are written (a push); `pending` as in `layer_blobs`."""
     from workbench.image.config import build_manifest
 
-    blobs = layer_blobs(chain, store, snapshots, content, compression, uploads)
+    blobs = layer_blobs(chain, store, snapshots, content, compression, uploads, pending)
     config = copy.deepcopy(image)
     config["rootfs"] = {"type": "layers", "diff_ids": [b.diff_id for b in blobs]}
     config.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

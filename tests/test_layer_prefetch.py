@@ -1,0 +1,166 @@
+"""Layers compressed while the build still runs (workbench.exporter.prefetch): a layer of the exported image is
+made as soon as its step completes, before the later steps run; the blobs are the ones the export alone writes;
+other stages' layers and pushes are left to the export; a failed build leaves no partial blob."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from workbench.build import run_build
+from workbench.progress.events import Event, EventBus, VertexCompleted, VertexStarted
+from workbench.request import BuildFailure, BuildRequest, parse_output
+from workbench.worker import Worker
+
+pytestmark = pytest.mark.real
+BASE = "localhost:5055/busybox"
+
+
+def _context(tmp_path: Path, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    rnd = random.Random(19)
+    for name in ("a", "b", "other"):
+        (ctx / name).mkdir()
+        for i in range(3):
+            text = b"".join(b"%s line %d of %d\n" % (name.encode(), j, rnd.randrange(1 << 30)) for j in range(60_000))
+            (ctx / name / f"f{i}.txt").write_bytes(text)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def _build(ctx: Path, root: Path, output: str, sink: Callable[[Event], None] | None = None,
+           no_cache: bool = False) -> list[Event]:
+    events: list[Event] = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    if sink is not None:
+        bus.subscribe(sink)
+    run_build(BuildRequest(ctx, ctx / "Dockerfile", outputs=[parse_output(output)], root=root,
+                           no_cache=no_cache), bus)
+    return events
+
+
+def _snapshots(events: list[Event]) -> dict[str, str]:
+    """Step name -> the top snapshot it made."""
+    return {e.name: e.snapshot for e in events if isinstance(e, VertexCompleted) and e.snapshot}
+
+
+def _layer_digests(oci_tar: Path) -> list[str]:
+    import tarfile
+
+    with tarfile.open(oci_tar) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        digest = index["manifests"][0]["digest"].split(":")[1]
+        manifest = json.load(tar.extractfile(f"blobs/sha256/{digest}"))  # type: ignore[arg-type]
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def test_a_layer_is_compressed_before_the_later_steps_run(registry: str, tmp_path: Path, root: Path) -> None:
+    """The step after `COPY a` starts only once `COPY a`'s layer is remembered in the store: without the
+    prefetch it never would be before the export, and the wait below gives up."""
+    ctx = _context(tmp_path, f"FROM {BASE}\nCOPY a /a\nCOPY b /b\nRUN echo done > /done\n")
+    made: dict[str, str] = {}
+    seen_before_next: list[str] = []
+
+    def sink(event: Event) -> None:
+        if isinstance(event, VertexCompleted) and "COPY a" in event.name:
+            made["a"] = event.snapshot
+        if isinstance(event, VertexStarted) and "COPY b" in event.name:
+            worker = Worker(root)
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    blob = worker.store.layer_blob(made["a"])
+                    if blob is not None and worker.content.has(blob.digest):
+                        seen_before_next.append(blob.digest)
+                        return
+                    time.sleep(0.05)
+            finally:
+                worker.close()
+
+    out = tmp_path / "image.tar"
+    _build(ctx, root, f"type=oci,dest={out}", sink)
+    assert seen_before_next, "COPY a's layer was not compressed while the build went on"
+    assert seen_before_next[0] in _layer_digests(out)
+
+
+def test_the_blobs_are_the_ones_the_export_writes_alone(registry: str, tmp_path: Path, root: Path) -> None:
+    """The same build exported by a push-less image output with the prefetch and, in another root, with the
+    export alone (`type=local` first, then the image made by export_output without a prefetch): same layers."""
+    from workbench.exporter.outputs import export_output
+
+    ctx = _context(tmp_path, f"FROM {BASE}\nCOPY a /a\nCOPY b /b\n")
+    with_prefetch = tmp_path / "prefetched.tar"
+    _build(ctx, root, f"type=oci,dest={with_prefetch}")
+
+    alone_root = tmp_path / "alone"
+    events = _build(ctx, alone_root, f"type=local,dest={tmp_path / 'files'}")
+    snaps = _snapshots(events)
+    worker = Worker(alone_root)
+    try:
+        chain = [worker.store.lookup(e.cache_key) for e in events
+                 if isinstance(e, VertexCompleted) and "COPY b" in e.name][0]
+        assert chain is not None and chain[-1] == snaps[next(n for n in snaps if "COPY b" in n)]
+        alone = tmp_path / "alone.tar"
+        export_output(parse_output(f"type=oci,dest={alone}"), chain, {"architecture": "amd64", "os": "linux"},
+                      worker, EventBus(), None)
+    finally:
+        worker.close()
+    assert _layer_digests(with_prefetch)[1:] == _layer_digests(alone)[1:]
+
+
+def test_other_stages_and_pushes_are_left_to_the_export(registry: str, tmp_path: Path, root: Path) -> None:
+    ctx = _context(tmp_path, f"FROM {BASE} AS other\nCOPY other /other\n"
+                             f"FROM {BASE}\nCOPY a /a\nCOPY --from=other /other/f0.txt /f0\nCOPY b /b\n"
+                             "RUN sleep 2\n")  # time enough to compress every layer the prefetch takes
+    events = _build(ctx, root, f"type=oci,dest={tmp_path / 'image.tar'}")
+    snaps = _snapshots(events)
+    worker = Worker(root)
+    try:
+        other = next(s for n, s in snaps.items() if "COPY other" in n)
+        first = next(s for n, s in snaps.items() if "COPY a" in n)
+        assert worker.store.layer_blob(other) is None  # never part of the image: never compressed
+        assert worker.store.layer_blob(first) is not None
+    finally:
+        worker.close()
+
+    push_root = tmp_path / "push-root"
+    made: dict[str, str] = {}
+    remembered_early: list[bool] = []
+
+    def sink(event: Event) -> None:
+        if isinstance(event, VertexCompleted) and "COPY a" in event.name:
+            made["a"] = event.snapshot
+        if isinstance(event, VertexStarted) and "COPY b" in event.name:
+            time.sleep(1.5)  # what a prefetch would need to compress COPY a's 10 MB
+            w = Worker(push_root)
+            try:
+                remembered_early.append(w.store.layer_blob(made["a"]) is not None)
+            finally:
+                w.close()
+
+    name = f"localhost:5055/prefetch-{random.Random().getrandbits(48):x}:1"
+    _build(ctx, push_root, f"type=image,name={name},push=true", sink)
+    assert remembered_early == [False]  # a push streams its layers while the export compresses them
+
+
+def test_a_failed_build_leaves_no_partial_blob(registry: str, tmp_path: Path, root: Path) -> None:
+    ctx = _context(tmp_path, f"FROM {BASE}\nCOPY a /a\nRUN exit 3\n")
+    with pytest.raises(BuildFailure):
+        _build(ctx, root, f"type=oci,dest={tmp_path / 'image.tar'}")
+    assert not (tmp_path / "image.tar").exists()
+    ingest = root / "content" / "ingest"
+    assert not ingest.exists() or not any(ingest.iterdir())
+    worker = Worker(root)
+    try:  # whatever was stored is whole: every remembered blob is in the content store, intact
+        for _, blob in worker.store.layer_blobs().items():
+            assert worker.content.has(blob.digest)
+            worker.content.read(blob.digest)  # verified against its digest
+    finally:
+        worker.close()
