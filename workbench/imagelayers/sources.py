@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
+from workbench.fsutil.deflate import ERRORS as DEFLATE_ERRORS
 from workbench.fsutil.tar import OPAQUE as OPAQUE_NAME
 from workbench.fsutil.tar import WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, is_opaque
 from workbench.imagelayers.analysis import (
@@ -94,8 +95,12 @@ def tar_entries(stream: Any) -> Iterator[LayerEntry]:
         import zstandard
 
         plain = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
+    else:  # gzip of any number of members (tarfile's stream mode reads only the first), or a plain tar
+        from workbench.snapshot.layers import Gunzipped
+
+        plain = io.BufferedReader(Gunzipped(buffered), 1 << 20)
     sizes: dict[str, int] = {}
-    with tarfile.open(fileobj=plain, mode="r|*") as tar:
+    with tarfile.open(fileobj=plain, mode="r|") as tar:
         for m in tar:
             path = "/" + posixpath.normpath("/" + m.name).lstrip("/")
             if path == "/":
@@ -215,7 +220,9 @@ def image_report(root: Path, image: str, platform: str = DEFAULT_PLATFORM) -> La
         manifest = json.loads(content.read(digest))
         config = json.loads(content.read(manifest["config"]["digest"]))
         return _manifest_report(name, manifest, config, lambda d: content.open(d))
-    except (CorruptBlob, OSError, KeyError, ValueError) as e:
+    except (CorruptBlob, OSError, KeyError, ValueError, EOFError, tarfile.TarError) as e:
+        raise LayerError(f"{image}: cannot read its layers ({type(e).__name__}: {e})") from None
+    except DEFLATE_ERRORS as e:
         raise LayerError(f"{image}: cannot read its layers ({type(e).__name__}: {e})") from None
 
 
@@ -275,6 +282,8 @@ def _archive_report(path: Path, platform: str) -> LayerReport:
                 config = json.load(member(first["Config"]))
                 layers = [{"digest": name} for name in first["Layers"]]
                 return _manifest_report(path.name, {"layers": layers}, config, member)
-        except (KeyError, ValueError, IndexError, TypeError, tarfile.TarError, RegistryError) as e:
+        except (KeyError, ValueError, IndexError, TypeError, EOFError, tarfile.TarError, RegistryError) as e:
+            raise LayerError(f"{path}: a broken image archive ({type(e).__name__}: {e})") from None
+        except DEFLATE_ERRORS as e:
             raise LayerError(f"{path}: a broken image archive ({type(e).__name__}: {e})") from None
     raise LayerError(f"{path}: not an image archive (no index.json or manifest.json)")

@@ -50,7 +50,7 @@ def extract_layer(
 
         tar = cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
     else:
-        tar = io.BufferedReader(_Gunzipped(raw), _CHUNK)  # gzip, or a plain tar as is
+        tar = io.BufferedReader(Gunzipped(raw), _CHUNK)  # gzip, or a plain tar as is
     hashed = _Hashed(tar, stop)
     try:
         extract(cast(IO[bytes], hashed), dest, whiteouts=True, compressed=False)
@@ -96,7 +96,7 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _NOT_A_TAR: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, *ZLIB_ERRORS)
 
 
-class _Gunzipped(io.RawIOBase):
+class Gunzipped(io.RawIOBase):
     """A layer stream decompressed here if it is gzip (one member or several, as parallel compressors write
     them; zero padding between them allowed), else passed on as is.
 
