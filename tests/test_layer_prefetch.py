@@ -91,28 +91,27 @@ def test_a_layer_is_compressed_before_the_later_steps_run(registry: str, tmp_pat
 
 
 def test_the_blobs_are_the_ones_the_export_writes_alone(registry: str, tmp_path: Path, root: Path) -> None:
-    """The same build exported by a push-less image output with the prefetch and, in another root, with the
-    export alone (`type=local` first, then the image made by export_output without a prefetch): same layers."""
-    from workbench.exporter.outputs import export_output
+    """Each layer made in the background is byte for byte the tar, compressed, that the export itself writes
+    of that snapshot."""
+    import io
 
-    ctx = _context(tmp_path, f"FROM {BASE}\nCOPY a /a\nCOPY b /b\n")
-    with_prefetch = tmp_path / "prefetched.tar"
-    _build(ctx, root, f"type=oci,dest={with_prefetch}")
+    from workbench.snapshot.layers import write_layer
 
-    alone_root = tmp_path / "alone"
-    events = _build(ctx, alone_root, f"type=local,dest={tmp_path / 'files'}")
+    ctx = _context(tmp_path, f"FROM {BASE}\nCOPY a /a\nCOPY b /b\nRUN echo done > /done\n")
+    out = tmp_path / "image.tar"
+    events = _build(ctx, root, f"type=oci,dest={out}")
     snaps = _snapshots(events)
-    worker = Worker(alone_root)
+    worker = Worker(root)
     try:
-        chain = [worker.store.lookup(e.cache_key) for e in events
-                 if isinstance(e, VertexCompleted) and "COPY b" in e.name][0]
-        assert chain is not None and chain[-1] == snaps[next(n for n in snaps if "COPY b" in n)]
-        alone = tmp_path / "alone.tar"
-        export_output(parse_output(f"type=oci,dest={alone}"), chain, {"architecture": "amd64", "os": "linux"},
-                      worker, EventBus(), None)
+        for step in ("COPY a", "COPY b"):
+            snapshot = next(s for name, s in snaps.items() if step in name)
+            blob = worker.store.layer_blob(snapshot)
+            assert blob is not None
+            again = io.BytesIO()
+            assert write_layer(worker.snapshots.path(snapshot), again)[1] == blob.digest
+            assert blob.digest in _layer_digests(out)
     finally:
         worker.close()
-    assert _layer_digests(with_prefetch)[1:] == _layer_digests(alone)[1:]
 
 
 def test_other_stages_and_pushes_are_left_to_the_export(registry: str, tmp_path: Path, root: Path) -> None:
@@ -164,3 +163,32 @@ def test_a_failed_build_leaves_no_partial_blob(registry: str, tmp_path: Path, ro
             worker.content.read(blob.digest)  # verified against its digest
     finally:
         worker.close()
+
+
+def test_an_inline_cache_names_the_layers_the_image_has(registry: str, tmp_path: Path, root: Path) -> None:
+    """`--cache-to type=inline` with a non-default level: the inline cache is made once the layer being
+    compressed in the background is done, so it names that blob, the one the manifest lists (it used to
+    compress the layer again at the default level meanwhile, and name a blob the image does not have)."""
+    import base64
+    import subprocess
+    import tarfile
+
+    from tests.conftest import WORKBENCH
+
+    ctx = _context(tmp_path, f"FROM {BASE}\nCOPY a /a\nRUN echo done > /done\n")
+    rnd = random.Random(5)
+    words = [b"%x" % rnd.getrandbits(40) for _ in range(4000)]
+    (ctx / "a" / "big.txt").write_bytes(b" ".join(rnd.choice(words) for _ in range(4_000_000)))
+    out = tmp_path / "image.tar"
+    proc = subprocess.run([*WORKBENCH, "build", "--root", str(root), "--progress", "plain", "--cache-to", "type=inline",
+                           "--output", f"type=oci,dest={out},compression-level=9", str(ctx)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    layers = set(_layer_digests(out))
+    with tarfile.open(out) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.load(tar.extractfile(f"blobs/sha256/{index['manifests'][0]['digest'][7:]}"))  # type: ignore[arg-type]
+        config = json.load(tar.extractfile(f"blobs/sha256/{manifest['config']['digest'][7:]}"))  # type: ignore[arg-type]
+    inline = json.loads(base64.b64decode(config["workbench.cache.v0"]))
+    named = {layer["digest"] for layer in inline["layers"]}
+    assert named and named <= layers, (named, layers)

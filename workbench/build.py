@@ -206,6 +206,8 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
         image = conv.image
         inline = [c for c in req.cache_to if c.type == "inline"]
         if inline:  # the cache of the image's own steps travels in its config (`--cache-to type=inline`)
+            if prefetch is not None:
+                prefetch.settle()  # its layers' blobs are the ones the inline cache must name
             from workbench.cache.remote.exporter import inline_cache
 
             image = inline_cache(inline[0], worker, solver.key_of, conv.vertex, result.chain, image)
@@ -222,9 +224,11 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
         return BuildResult(manifest, conv.image, 0.0, sum(1 for st in solver.steps if not st.get("cached")),
                            metadata)
     finally:
-        if prefetch is not None:
-            prefetch.close()
-        worker.close()
+        try:
+            if prefetch is not None:
+                prefetch.close()
+        finally:
+            worker.close()
 
 
 def _run_checks(text: str, filename: str, req: BuildRequest, ignore: Any, resolve: Any, bus: EventBus) -> Any:

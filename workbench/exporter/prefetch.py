@@ -1,20 +1,23 @@
 """New layers compressed while the build still runs.
 
 A build that writes an image (`--output type=oci|docker|image`, not a push, which streams its layers as it
-compresses them) compresses each layer of that image as soon as the step that made it completes (or is
-found cached), on one background thread, while the later steps run; the export then finds those blobs made
-and compresses only the rest. The blobs are the same bytes the export would write (the same `layer_blob`),
-remembered the same way. Only the steps whose filesystem the image is built on are taken (the target's
-first-input lineage, and every input of a merge), never other stages. The export takes over what has not
-started (`hand_over`); a failed or canceled build stops the layer being written, storing nothing of it (`close`).
+compresses them) compresses each layer of that image as soon as the step that made it completes (or is found
+cached), one layer at a time in the background (on every core, at a lower priority than the build's own steps)
+while the later steps run; the export then finds those blobs made and compresses only the rest. The blobs are the
+same bytes the export would write (the same `layer_blob`), remembered the same way. Only the steps whose filesystem
+the image is built on are taken (the target's first-input lineage, and every input of a merge), never other stages.
+The export takes over what has not started (`hand_over`, or `settle` first where the blobs must be known before the
+export, as an inline cache's are); a failed or canceled build stops the layer being written, storing nothing of it
+(`close`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from workbench.llb.ops import ExecOp, FileOp, LocalSource, MergeOp, Vertex
@@ -25,6 +28,18 @@ if TYPE_CHECKING:
     from workbench.image.assemble import Compression
     from workbench.request import OutputSpec
     from workbench.worker import Worker
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Layers a prefetch started, for an export to wait for (`jobs`, by snapshot), and `cancel` to stop them
+    when the export fails."""
+
+    jobs: Mapping[str, Future[LayerBlob]]
+    cancel_event: threading.Event
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
 
 
 def image_lineage(target: Vertex) -> frozenset[str]:
@@ -59,6 +74,8 @@ class LayerPrefetch:
     def __call__(self, event: Event) -> None:
         """The event bus's sink: the layer of a lineage step that completed (or was cached) is queued."""
         if isinstance(event, VertexCompleted | VertexCached) and event.snapshot and event.vertex in self.lineage:
+            if not self.worker.snapshots.exists(event.snapshot):  # a name masked by a redacting bus
+                return
             with self._lock:
                 if self._open and event.snapshot not in self._jobs:
                     self._jobs[event.snapshot] = self._pool.submit(self._compress, event.snapshot)
@@ -69,13 +86,22 @@ class LayerPrefetch:
         w = self.worker
         return layer_blob(snapshot, w.store, w.snapshots, w.content, self.compression, self._cancel)
 
-    def hand_over(self, compression: Compression) -> dict[str, Future[LayerBlob]]:
+    def hand_over(self, compression: Compression) -> Pending:
         """Stop taking layers; those not started are dropped (the export writes them), those started or done
-        are returned by snapshot, for an export in `compression` (none for another one)."""
+        are handed to an export in `compression` (none to one in another compression)."""
         with self._lock:
             self._open = False
             jobs = {s: f for s, f in self._jobs.items() if not f.cancel()}
-        return jobs if compression == self.compression else {}
+        return Pending(jobs if compression == self.compression else {}, self._cancel)
+
+    def settle(self) -> None:
+        """Stop taking layers, drop those not started and wait for the one being written (its blob is then
+        remembered like any other)."""
+        for job in self.hand_over(self.compression).jobs.values():
+            try:
+                job.result()
+            except Exception:  # the export writes it
+                pass
 
     def close(self) -> None:
         """Stop: a layer being written stops and stores nothing; nothing else starts. Idempotent."""
@@ -87,17 +113,19 @@ class LayerPrefetch:
 
 def _lower_priority() -> None:
     """The build's own steps come first: this thread (and the compressor threads it starts, which inherit it)
-    runs at nice 10."""
+    runs 10 nice levels below the build."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
     except OSError:
         pass
 
 
 def prefetch_layers(outputs: Iterable[OutputSpec], worker: Worker, target: Vertex,
                     bus: EventBus) -> LayerPrefetch | None:
-    """A `LayerPrefetch` subscribed to `bus` for the first image output that is not a push; None when there
-    is none, or its options are bad (the export reports them)."""
+    """A `LayerPrefetch` subscribed to `bus` for the first image output; None when there is none, when it is a
+    push (which streams its new layers while it compresses them), or when its options are bad (the export
+    reports them)."""
     from workbench.exporter.outputs import EXPORTERS, ExportError, compression_of
 
     for out in outputs:

@@ -149,52 +149,72 @@ def _remember(snapshot: str, store: CacheStore, content: ContentStore, comp: Com
         store.record_layer_blob_variant(snapshot, blob)
 
 
+class PendingLayers(Protocol):
+    """Layers being compressed elsewhere (`workbench.exporter.prefetch.Pending`)."""
+
+    @property
+    def jobs(self) -> Mapping[str, Future[LayerBlob]]: ...
+
+    def cancel(self) -> None: ...
+
+
 def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
                 compression: str | Compression = "gzip", uploads: Uploads | None = None,
-                pending: Mapping[str, Future[LayerBlob]] | None = None) -> list[LayerBlob]:
+                pending: PendingLayers | None = None) -> list[LayerBlob]:
     """`layer_blob` of each snapshot of `chain`, the ones to write compressed side by side (each on every
     core as well: the producers of several tars keep the compressor threads busier than one does); new blobs
     also go to `uploads` as they are written. A snapshot in `pending` is being compressed elsewhere (a
-    `LayerPrefetch` of the build): its blob is waited for, and written here only if that failed."""
+    `LayerPrefetch` of the build): its blob is waited for, and written here only if that failed; if this
+    export fails, that work is canceled."""
     comp = compression if isinstance(compression, Compression) else Compression(compression)
-    pending = pending or {}
-    blobs = {s: None if s in pending else _known(s, store, content, comp) for s in dict.fromkeys(chain)}
+    jobs = pending.jobs if pending is not None else {}
+    blobs = {s: None if s in jobs else _known(s, store, content, comp) for s in dict.fromkeys(chain)}
     todo = [s for s, b in blobs.items() if b is None]
+    written: set[str] = set()  # remembered here; a pending job's blob was remembered by it
 
     def make(s: str) -> LayerBlob:
-        if s in pending:
+        if s in jobs:
             try:
-                pending[s].result()
+                jobs[s].result()
             except Exception:  # written here instead
                 pass
             if (known := _known(s, store, content, comp)) is not None:
                 return known
+        written.add(s)
         return _write(s, snapshots, content, comp, uploads)
 
-    if len(todo) == 1:
-        blobs[todo[0]] = make(todo[0])
-    elif todo:
-        with ThreadPoolExecutor(min(len(todo), _LAYERS_AT_ONCE), thread_name_prefix="layer") as pool:
-            futures = {s: pool.submit(make, s) for s in todo}
-            try:
-                for s, f in futures.items():
-                    blobs[s] = f.result()
-            except BaseException:  # a failed layer or Ctrl-C: the layers not started are not, those done stay known
-                pool.shutdown(wait=True, cancel_futures=True)
-                for s, f in futures.items():
-                    if f.done() and not f.cancelled() and f.exception() is None:
-                        _remember(s, store, content, comp, f.result())
-                raise
+    try:
+        if len(todo) == 1:
+            blobs[todo[0]] = make(todo[0])
+        elif todo:
+            with ThreadPoolExecutor(min(len(todo), _LAYERS_AT_ONCE), thread_name_prefix="layer") as pool:
+                futures = {s: pool.submit(make, s) for s in todo}
+                try:
+                    for s, f in futures.items():
+                        blobs[s] = f.result()
+                except BaseException:  # a failed layer or Ctrl-C: those not started are not, those done stay known
+                    if pending is not None:
+                        pending.cancel()  # a job waited for stops now, not at the end of its layer
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    for s, f in futures.items():
+                        if s in written and f.done() and not f.cancelled() and f.exception() is None:
+                            _remember(s, store, content, comp, f.result())
+                    raise
+    except BaseException:
+        if pending is not None:
+            pending.cancel()
+        raise
     done = {s: b for s, b in blobs.items() if b is not None}
     for s in todo:  # the store is written from this thread, as before
-        _remember(s, store, content, comp, done[s])
+        if s in written:
+            _remember(s, store, content, comp, done[s])
     return [done[s] for s in chain]
 
 
 def build_image(
     chain: list[str], image: dict[str, Any], store: CacheStore, snapshots: SnapshotManager, content: ContentStore,
     compression: str | Compression = "gzip", uploads: Uploads | None = None,
-    pending: Mapping[str, Future[LayerBlob]] | None = None,
+    pending: PendingLayers | None = None,
 ) -> str:
     """Write the layers, config and manifest of the image; returns the manifest digest. New layer blobs also
     go to `uploads` while they are written (a push); `pending` as in `layer_blobs`."""
