@@ -84,12 +84,28 @@ def copy(
         _copy_entry(src_host, target, st, _target_mode(st.st_mode, action, mode_set), owner)
         if is_dir:
             _copy_items(filt.walk(src_host, src.lstrip("/")), target, action, mode_set, owner)
+            _set_times(target, st)  # what went in below it moved its mtime
 
 
 def _copy_items(items: Iterable[Item], target: Path, action: Copy, mode_set: ModeSet | None,
                 owner: Owner) -> None:
+    dirs: list[tuple[Path, os.stat_result]] = []
     for item in items:
-        _copy_entry(item.host, target / item.rel, item.st, _target_mode(item.st.st_mode, action, mode_set), owner)
+        dest = target / item.rel
+        _copy_entry(item.host, dest, item.st, _target_mode(item.st.st_mode, action, mode_set), owner)
+        if stat.S_ISDIR(item.st.st_mode):
+            dirs.append((dest, item.st))
+    # a directory's times once everything below it is in (each entry made in it moved its mtime), as BuildKit's
+    # copier leaves them: the source's, so the same tree gives the same layer whenever it is copied
+    for dest, st in reversed(dirs):
+        _set_times(dest, st)
+
+
+def _set_times(dest: Path, st: os.stat_result) -> None:
+    try:
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    except FileNotFoundError:  # an include/exclude filter left it out after all
+        pass
 
 
 def _copy_entry(src: Path | str, dest: Path, st: os.stat_result, mode: int, owner: Owner) -> None:
