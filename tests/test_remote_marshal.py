@@ -226,8 +226,18 @@ def test_no_cache_step_sets_ignore_cache() -> None:
     assert any(md.ignore_cache for md in d.metadata.values())
     assert d.metadata[_digest(getattr(d, "def")[-1])].caps["meta.ignorecache"]
     assert sum(md.ignore_cache for md in d.metadata.values()) == 1
+    text = "FROM busybox\nWORKDIR /w\nRUN echo x\nCOPY a /a\nCOPY <<EOF /doc\nhi\nEOF\n"
     d = pb.Definition.FromString(marshal(_graph(text), text, no_cache=True).data)
-    assert sum(md.ignore_cache for md in d.metadata.values()) == len(d.metadata) - 1  # all but the terminal
+    ignored = set()
+    for raw in getattr(d, "def"):
+        op = pb.Op.FromString(raw)
+        if d.metadata[_digest(raw)].ignore_cache:
+            kind = op.WhichOneof("op")
+            ignored.add(kind if kind != "file" else op.file.actions[0].WhichOneof("action"))
+    # as BuildKit's Dockerfile frontend: --no-cache re-runs RUN, COPY and ADD; FROM, WORKDIR and the inline
+    # document stay cached
+    assert ignored == {"exec", "copy"}
+    assert sum(md.ignore_cache for md in d.metadata.values()) == 3
 
 
 def test_v08_merge_becomes_copies() -> None:

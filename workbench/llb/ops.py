@@ -274,3 +274,16 @@ def config_at(v: Vertex) -> StepConfig | None:
     if isinstance(op, ExecOp):
         return StepConfig(dict(e.partition("=")[::2] for e in op.env), op.cwd or "/", op.user)
     return v.config
+
+
+def ignores_cache(v: Vertex, no_cache: bool) -> bool:
+    """Whether `v` runs again whatever the cache holds: its own `ignore_cache`, or a build's `--no-cache` on a
+    step it applies to. As BuildKit's Dockerfile frontend marks them, those are RUN, COPY and ADD (exec ops and
+    file ops that copy) and remote sources; a base image, a WORKDIR and an inline document stay cached."""
+    if v.ignore_cache:
+        return True
+    if not no_cache:
+        return False
+    op = v.op
+    return (isinstance(op, ExecOp | HttpSource | GitSource)
+            or isinstance(op, FileOp) and any(isinstance(a, Copy) for a in op.actions))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.llb.ops import Copy, ExecOp, FileOp, LocalSource, Vertex
+from workbench.llb.ops import Copy, ExecOp, FileOp, LocalSource, Vertex, ignores_cache
 from workbench.solver import why
 
 OURS = "workbench's reckoning"
@@ -122,7 +122,7 @@ class RemoteExplainer:
         from workbench.solver.why import shown_parts
 
         key, components = self.key(v)
-        ignore = self.no_cache or v.ignore_cache
+        ignore = ignores_cache(v, self.no_cache)
         last = None if ignore else self._last(v)
         old_key, old = last if last is not None else ("", None)
         if not v.inputs and not ignore and (old is None or old_key == key):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from workbench.llb.ops import ExecOp, FileOp, MergeOp, ScratchSource, Vertex
+from workbench.llb.ops import ExecOp, FileOp, MergeOp, ScratchSource, Vertex, ignores_cache
 from workbench.progress.events import SourceLocation
 from workbench.remote.marshal_caps import CAP_FEATURES, V020_CAPS
 from workbench.remote.marshal_ops import (
@@ -125,7 +125,7 @@ class _Marshaller:
         if v.name:  # the last one written wins, as llb's mergeMetadata
             md.description["llb.customname"] = v.name
             self.out.names[dgst] = v.name
-        if v.ignore_cache or self.no_cache:
+        if ignores_cache(v, self.no_cache):
             md.ignore_cache = True
         for cap in caps:
             md.caps[cap] = True
@@ -190,7 +190,8 @@ def marshal(target: Vertex, dockerfile: str | bytes = b"", *, caps: frozenset[st
     `dockerfile` is the text shown by the daemon's errors; `network_host` runs every RUN without its own
     `--network` in the host's network; `session_id` fills `local.session` (else the daemon takes the session
     of the solve's request); `unique_id` fills `local.unique` where no session is named; `no_cache` (the
-    build's --no-cache) sets ignore_cache on every op, as the Vertex's own `ignore_cache` does on its op."""
+    build's --no-cache) sets ignore_cache on the ops it applies to (`ignores_cache`: RUN, COPY, ADD), as the
+    Vertex's own `ignore_cache` does on its op."""
     text = dockerfile.encode() if isinstance(dockerfile, str) else dockerfile
     opts = OpOptions(platform=platform, network_host=network_host, session_id=session_id,
                      shared_key_hint=shared_key_hint, unique_id=unique_id)

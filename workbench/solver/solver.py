@@ -26,6 +26,7 @@ from workbench.llb.ops import (
     MergeOp,
     ScratchSource,
     Vertex,
+    ignores_cache,
 )
 from workbench.progress.events import (
     EventBus,
@@ -205,10 +206,10 @@ class Solver:
         return store.last_lineage(by_text) or store.last_lineage(by_position)
 
     def _miss_reason(self, v: Vertex, info: _KeyInfo, missed: dict[str, str], forced: str = "") -> str:
-        last = None if (self.no_cache or v.ignore_cache) else self._last_record(v)
+        ignore = ignores_cache(v, self.no_cache)
+        last = None if ignore else self._last_record(v)
         old_key, old = last if last is not None else ("", None)
-        return why.explain(old, info.components, old_key, info.key, missed, self.no_cache or v.ignore_cache,
-                           forced)
+        return why.explain(old, info.components, old_key, info.key, missed, ignore, forced)
 
     # -- solving ------------------------------------------------------------------------------------
 
@@ -278,7 +279,7 @@ class Solver:
                 results[v.digest] = Result([], info.key)
                 return True
             fresh = hooks is not None and leads_to_break(v)
-            if self.no_cache or v.ignore_cache:
+            if ignores_cache(v, self.no_cache):
                 return False
             if fresh:  # its result is kept: it runs again only so that the build stops at the breakpoint
                 if any(source.has(info.key) for source in self.cache_sources):
@@ -354,7 +355,7 @@ class Solver:
                            "order": job.order.get(v.digest, 0)})
         bus.emit(VertexStarted(v.digest, v.name, inputs=tuple(i.digest for i in v.inputs), source=v.source,
                                miss_reason=reason, key_parts=why.shown_parts(info.components), ts=start))
-        ignore = self.no_cache or v.ignore_cache
+        ignore = ignores_cache(v, self.no_cache)
         # a --no-cache build locks its own name: it never joins a cached build's execution (as BuildKit)
         lock_name = info.key + ("-ignorecache" if ignore else "")
 
