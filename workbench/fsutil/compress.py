@@ -85,7 +85,8 @@ class ParallelGzipWriter(io.RawIOBase):
     """A write-only gzip stream onto `out` (left open by `close`), one member per `CHUNK` of input, deflated by
     `threads` threads.
 
-    At most `threads + 2` pieces are in flight, so memory stays a few MiB whatever the input size.
+    At most `threads + 2` pieces are in flight (a MiB of input and its member each), so memory is bounded by
+    the thread count, not the input size.
     """
 
     def __init__(self, out: IO[bytes], level: int = GZIP_DEFAULT_LEVEL, threads: int | None = None) -> None:
