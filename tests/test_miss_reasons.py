@@ -125,3 +125,29 @@ def test_same_size_same_mtime_edit_is_still_seen(registry: str, ctx: Path) -> No
     app.write_text("print(9)\n")  # same size
     os.utime(app, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert build(ctx)["[2/4] COPY src/ /src/"].startswith("src/app.py changed")
+
+
+@pytest.mark.parametrize(("dockerfile", "expected"), [
+    # a WORKDIR after a RUN runs again with it; the one before stays cached, as BuildKit shows them
+    ("FROM localhost:5055/busybox\nWORKDIR /w\nRUN date > /d\nWORKDIR /v\n",
+     {"[1/4] FROM": "", "[2/4] WORKDIR /w": "", "[3/4] RUN date > /d": "cache disabled (--no-cache)",
+      "[4/4] WORKDIR /v": "parent step ran again (--no-cache): [3/4] RUN date > /d"}),
+    # a stage's WORKDIR after its RUN, copied from: all of them run again
+    ("FROM localhost:5055/busybox AS b\nRUN date > /d\nWORKDIR /x\nFROM localhost:5055/busybox\n"
+     "COPY --from=b /d /d\n",
+     {"[b 2/3] RUN date > /d": "cache disabled (--no-cache)",
+      "[b 3/3] WORKDIR /x": "parent step ran again (--no-cache): [b 2/3] RUN date > /d",
+      "[stage-1 2/2] COPY --from=b /d /d": "cache disabled (--no-cache)"}),
+    # a COPY --link last: the merge that ends the build runs again too
+    ("FROM localhost:5055/busybox\nRUN date > /d\nCOPY --link README /r\n",
+     {"[2/3] RUN date > /d": "cache disabled (--no-cache)",
+      "[3/3] COPY --link README /r": "cache disabled (--no-cache)"}),
+])
+def test_no_cache_reruns_what_depends_on_a_rerun_step(registry: str, ctx: Path, dockerfile: str,
+                                                      expected: dict[str, str]) -> None:
+    (ctx / "Dockerfile").write_text(dockerfile)
+    build(ctx)
+    got = build(ctx, "--no-cache")
+    for name, reason in expected.items():
+        found = [got[k] for k in got if k.startswith(name)]
+        assert found == [reason], (name, got)

@@ -189,3 +189,18 @@ def test_the_fold_asks_reasons_only_for_steps_that_run(tmp_path: Path) -> None:
     assert [(s["name"], s["cached"]) for s in record["steps"]] == [
         ("[1/3] FROM x", True), ("[2/3] COPY a /", True), ("[3/3] RUN true", False)]
     assert format_last_build(record).endswith("#3 [3/3] RUN true\n    CACHE MISS: reason for sha256:run\n")
+
+
+def test_no_cache_names_the_step_that_made_a_later_one_run(addr: str, tmp_path: Path, root: Path) -> None:  # noqa: F811
+    """Under --no-cache the daemon runs again what depends on a RUN it re-runs (a WORKDIR after it): our reason
+    says so, instead of 'the daemon's cache no longer had it'; the WORKDIR before the RUN stays cached."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM localhost:5055/busybox\nWORKDIR /w\nRUN echo {uuid.uuid4().hex}\n"
+                                    "WORKDIR /v\n")
+    _build(addr, ctx, root)
+    steps = _build(addr, ctx, root, "--no-cache")
+    assert steps["[2/4]"]["cached"], steps
+    assert steps["[3/4]"]["reason"] == "workbench's reckoning: cache disabled (--no-cache)", steps
+    assert steps["[4/4]"]["reason"].startswith(
+        "workbench's reckoning: parent step ran again (--no-cache): [3/4] RUN echo"), steps

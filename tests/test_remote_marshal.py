@@ -238,6 +238,20 @@ def test_no_cache_step_sets_ignore_cache() -> None:
     # document stay cached
     assert ignored == {"exec", "copy"}
     assert sum(md.ignore_cache for md in d.metadata.values()) == 3
+    # ADD of a URL and of a git repository: their copies, not the sources (checked against their origin on
+    # every build anyway); COPY --link: its copy and the merge that puts it on the base
+    text = ("FROM busybox\nADD https://example.com/f.tgz /f\nADD https://example.com/r.git#v1 /r\n"
+            "COPY --link a /a\n")
+    d = pb.Definition.FromString(marshal(_graph(text), text, no_cache=True).data)
+    marked: dict[str, list[bool]] = {}
+    for raw in getattr(d, "def"):
+        op = pb.Op.FromString(raw)
+        kind = op.WhichOneof("op") or "terminal"
+        if kind == "source":
+            kind = op.source.identifier.split("://", 1)[0]
+        marked.setdefault(kind, []).append(d.metadata[_digest(raw)].ignore_cache)
+    assert marked["https"] == [False] and marked["git"] == [False] and marked["docker-image"] == [False]
+    assert marked["file"] == [True, True, True] and marked["merge"] == [True]
 
 
 def test_v08_merge_becomes_copies() -> None:

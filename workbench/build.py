@@ -182,7 +182,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
         if req.cancel is not None and req.cancel.is_set():
             raise BuildFailure("canceled", dockerfile_text=text)
         imported = []
-        if req.cache_from and not req.no_cache:
+        if req.cache_from:  # under --no-cache too: the steps it does not apply to (FROM, WORKDIR) may hit
             from workbench.cache.remote.importer import ImportedCache
 
             imported.append(ImportedCache.load(req.cache_from, bus, worker))

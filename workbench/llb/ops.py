@@ -278,12 +278,14 @@ def config_at(v: Vertex) -> StepConfig | None:
 
 def ignores_cache(v: Vertex, no_cache: bool) -> bool:
     """Whether `v` runs again whatever the cache holds: its own `ignore_cache`, or a build's `--no-cache` on a
-    step it applies to. As BuildKit's Dockerfile frontend marks them, those are RUN, COPY and ADD (exec ops and
-    file ops that copy) and remote sources; a base image, a WORKDIR and an inline document stay cached."""
+    step it applies to. As BuildKit's Dockerfile frontend marks them, those are RUN, COPY and ADD: exec ops,
+    file ops that copy and the merge of a `COPY --link`. A base image, a WORKDIR, an inline document and a
+    remote source (checked against its origin on every build anyway) stay cached; what depends on a step
+    that runs again runs again too (the solver's concern)."""
     if v.ignore_cache:
         return True
     if not no_cache:
         return False
     op = v.op
-    return (isinstance(op, ExecOp | HttpSource | GitSource)
+    return (isinstance(op, ExecOp | MergeOp)
             or isinstance(op, FileOp) and any(isinstance(a, Copy) for a in op.actions))

@@ -39,6 +39,10 @@ class RemoteExplainer:
         self.context = context
         self.no_cache = no_cache
         self.vertices = {v.digest: v for v in vertex.walk()}
+        self._reruns: dict[str, Vertex | None] = {}  # the step at or below each that ignores the cache, if any
+        for v in self.vertices.values():  # inputs first
+            self._reruns[v.digest] = v if ignores_cache(v, no_cache) else \
+                next((r for i in v.inputs if (r := self._reruns[i.digest]) is not None), None)
         self._keys: dict[str, tuple[str, dict[str, object]]] = {}
         self._index: dict[str, Any] | None = None
         self._missed: dict[str, str] = {}  # key -> name of the steps that ran in this build
@@ -127,7 +131,9 @@ class RemoteExplainer:
         old_key, old = last if last is not None else ("", None)
         if not v.inputs and not ignore and (old is None or old_key == key):
             return "", shown_parts(components)  # a source's start is the daemon's cache request (a resolve)
-        reason = why.explain(old, components, old_key, key, self._missed, ignore)
+        below = self._reruns.get(v.digest)
+        forced = why.rerun_below(below.name) if below is not None and not ignore and old_key == key else ""
+        reason = why.explain(old, components, old_key, key, self._missed, ignore, forced)
         self._missed[key] = v.name
         for i in v.inputs:  # an input the daemon had cached though our key for it changed: say what changed
             if f"input changed: {i.name}" in reason and (change := self._change(i)):

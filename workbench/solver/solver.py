@@ -272,6 +272,12 @@ class Solver:
                 breaks_below[v.digest] = hooks.wants_fresh_run(v) or any(leads_to_break(i) for i in v.inputs)
             return breaks_below[v.digest]
 
+        # a step that ignores the cache runs again, and so does everything that depends on it (as in BuildKit)
+        reruns: dict[str, Vertex | None] = {}  # digest -> the step below (or at) it that ignores the cache
+        for v in target.walk():
+            reruns[v.digest] = v if ignores_cache(v, self.no_cache) else \
+                next((r for i in v.inputs if (r := reruns[i.digest]) is not None), None)
+
         def cached(v: Vertex) -> bool:
             """Whether `v` needs no run (its result, if any, is put in `results`)."""
             info = self._keys[v.digest]
@@ -279,7 +285,12 @@ class Solver:
                 results[v.digest] = Result([], info.key)
                 return True
             fresh = hooks is not None and leads_to_break(v)
-            if ignores_cache(v, self.no_cache):
+            below = reruns[v.digest]
+            if below is v:
+                return False
+            if below is not None:
+                if any(source.has(info.key) for source in self.cache_sources):
+                    self._forced[v.digest] = why.rerun_below(below.name)
                 return False
             if fresh:  # its result is kept: it runs again only so that the build stops at the breakpoint
                 if any(source.has(info.key) for source in self.cache_sources):

@@ -123,6 +123,12 @@ BREAKPOINT_RERUN = "ran again to stop at a breakpoint"
 """The reason of a step whose result is cached but runs anyway: the debugger stops at it, or at a step after it."""
 
 
+def rerun_below(name: str) -> str:
+    """The reason of a step whose result is cached but runs anyway because `name`, below it, runs again under
+    --no-cache (as in BuildKit, what depends on a step that ignores the cache runs again)."""
+    return f"parent step ran again (--no-cache): {name}"
+
+
 def explain(old: dict[str, Any] | None, new: dict[str, Any], old_key: str, new_key: str,
             missed_inputs: dict[str, str], no_cache: bool, forced: str = "") -> str:
     """The miss reason for a step whose new key parts are `new` and last record `old` (None: never built).
