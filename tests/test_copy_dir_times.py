@@ -17,6 +17,7 @@ from tests.conftest import wb
 
 pytestmark = pytest.mark.real
 OLD = 1_577_923_200  # 2020-01-02
+TOP = 1_500_000_000
 
 
 def _layer_members(oci_tar: Path) -> list[dict[str, tarfile.TarInfo]]:
@@ -38,11 +39,13 @@ def test_copied_directories_keep_their_times(registry: str, tmp_path: Path, root
     (ctx / "a" / "sub" / "deeper" / "g").write_text("2\n")
     for d in ("a/sub/deeper", "a/sub"):
         os.utime(ctx / d, (OLD, OLD))
+    os.utime(ctx / "a", (TOP, TOP))
     (ctx / "Dockerfile").write_text("FROM localhost:5055/busybox\nCOPY a /a\nWORKDIR /c\nCOPY a .\n")
     out = tmp_path / "image.tar"
     wb(str(ctx), "--output", f"type=oci,dest={out}", root=root)
     layers = _layer_members(out)
     copied, into_workdir = layers[1], layers[3]
     for members, top in ((copied, "a"), (into_workdir, "c")):
+        assert members[top].mtime == TOP  # the destination (made by the copy, or the WORKDIR's) takes the source's
         assert members[f"{top}/sub"].mtime == OLD and members[f"{top}/sub/deeper"].mtime == OLD
         assert members[f"{top}/sub/f"].mtime == int((ctx / "a" / "sub" / "f").stat().st_mtime)

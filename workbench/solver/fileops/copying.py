@@ -70,6 +70,7 @@ def copy(
         if is_dir and action.dir_copy_contents:
             target = mkdir_all(dest_root, dest, 0o755, owner)
             _copy_items(filt.walk(src_host, src.lstrip("/")), target, action, mode_set, owner)
+            _set_times(target, st)  # the source dir's times, new or existing dest alike (BuildKit's copier)
             continue
         if dest_is_dir:
             parent = mkdir_all(dest_root, dest, 0o755, owner)
