@@ -1,6 +1,7 @@
 from workbench.remote.proto import worker_pb2 as _worker_pb2
 from workbench.remote.proto import ops_pb2 as _ops_pb2
 from google.protobuf import any_pb2 as _any_pb2
+from workbench.remote.session.proto import fsutil_types_pb2 as _fsutil_types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -257,3 +258,33 @@ class SignalMessage(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     Name: str
     def __init__(self, Name: _Optional[str] = ...) -> None: ...
+
+class ReadDirRequest(_message.Message):
+    __slots__ = ("Ref", "DirPath", "IncludePattern")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    DIRPATH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDEPATTERN_FIELD_NUMBER: _ClassVar[int]
+    Ref: str
+    DirPath: str
+    IncludePattern: str
+    def __init__(self, Ref: _Optional[str] = ..., DirPath: _Optional[str] = ..., IncludePattern: _Optional[str] = ...) -> None: ...
+
+class ReadDirResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_fsutil_types_pb2.Stat]
+    def __init__(self, entries: _Optional[_Iterable[_Union[_fsutil_types_pb2.Stat, _Mapping]]] = ...) -> None: ...
+
+class StatFileRequest(_message.Message):
+    __slots__ = ("Ref", "Path")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    Ref: str
+    Path: str
+    def __init__(self, Ref: _Optional[str] = ..., Path: _Optional[str] = ...) -> None: ...
+
+class StatFileResponse(_message.Message):
+    __slots__ = ("stat",)
+    STAT_FIELD_NUMBER: _ClassVar[int]
+    stat: _fsutil_types_pb2.Stat
+    def __init__(self, stat: _Optional[_Union[_fsutil_types_pb2.Stat, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,16 @@ class LLBBridgeStub:
                 request_serializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReturnRequest.SerializeToString,
                 response_deserializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReturnResponse.FromString,
                 _registered_method=True)
+        self.ReadDir = channel.unary_unary(
+                '/moby.buildkit.v1.frontend.LLBBridge/ReadDir',
+                request_serializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReadDirRequest.SerializeToString,
+                response_deserializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReadDirResponse.FromString,
+                _registered_method=True)
+        self.StatFile = channel.unary_unary(
+                '/moby.buildkit.v1.frontend.LLBBridge/StatFile',
+                request_serializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.StatFileRequest.SerializeToString,
+                response_deserializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.StatFileResponse.FromString,
+                _registered_method=True)
         self.NewContainer = channel.unary_unary(
                 '/moby.buildkit.v1.frontend.LLBBridge/NewContainer',
                 request_serializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.NewContainerRequest.SerializeToString,
@@ -82,6 +92,18 @@ class LLBBridgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Return(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadDir(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StatFile(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +144,16 @@ def add_LLBBridgeServicer_to_server(servicer, server):
                     servicer.Return,
                     request_deserializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReturnRequest.FromString,
                     response_serializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReturnResponse.SerializeToString,
+            ),
+            'ReadDir': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadDir,
+                    request_deserializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReadDirRequest.FromString,
+                    response_serializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.ReadDirResponse.SerializeToString,
+            ),
+            'StatFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatFile,
+                    request_deserializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.StatFileRequest.FromString,
+                    response_serializer=workbench_dot_remote_dot_proto_dot_gateway__pb2.StatFileResponse.SerializeToString,
             ),
             'NewContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.NewContainer,
@@ -220,6 +252,60 @@ class LLBBridge:
             '/moby.buildkit.v1.frontend.LLBBridge/Return',
             workbench_dot_remote_dot_proto_dot_gateway__pb2.ReturnRequest.SerializeToString,
             workbench_dot_remote_dot_proto_dot_gateway__pb2.ReturnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moby.buildkit.v1.frontend.LLBBridge/ReadDir',
+            workbench_dot_remote_dot_proto_dot_gateway__pb2.ReadDirRequest.SerializeToString,
+            workbench_dot_remote_dot_proto_dot_gateway__pb2.ReadDirResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moby.buildkit.v1.frontend.LLBBridge/StatFile',
+            workbench_dot_remote_dot_proto_dot_gateway__pb2.StatFileRequest.SerializeToString,
+            workbench_dot_remote_dot_proto_dot_gateway__pb2.StatFileResponse.FromString,
             options,
             channel_credentials,
             insecure,
