@@ -207,3 +207,26 @@ def test_pattern_checked_even_when_unset() -> None:
     assert _lex_error("${v#\\x}") == "failed to process \"${v#\\\\x}\": " \
         "invalid pattern (\\x) in substitution: invalid escape '\\x'"
     assert ShellLex(skip_unset_env=True).process_word("${v#\\x}", {}) == "${v#\\x}"
+
+
+@pytest.mark.parametrize(("raw", "line"), [
+    (b"FROM scratch\nRUN echo caf\xe9\n", 2),
+    (b"FROM scratch\nWORKDIR /w\nRUN echo \\\n  \xff\xfe\n", 3),
+])
+def test_bytes_that_are_not_utf8_in_a_step_are_refused_at_its_line(raw: bytes, line: int) -> None:
+    """BuildKit refuses to marshal an LLB string that is not UTF-8; we say so at the step, before anything runs
+    (it used to fail in the middle of the build with a UnicodeEncodeError)."""
+    from workbench.frontend.dockerfile.convert import ConvertOptions, DockerfileError, convert
+
+    text = raw.decode("utf-8", "surrogateescape")  # as read_dockerfile reads it
+    with pytest.raises(DockerfileError) as e:
+        convert(text, ConvertOptions(), lambda ref, platform: ("", "", {}))
+    assert e.value.start_line == line
+    assert "string field contains invalid UTF-8" in e.value.message
+
+
+def test_bytes_that_are_not_utf8_in_a_comment_or_a_heredoc_are_fine() -> None:
+    from workbench.frontend.dockerfile.convert import ConvertOptions, convert
+
+    text = b"# caf\xe9\nFROM scratch\nCOPY <<EOF /x\ncaf\xe9\nEOF\n".decode("utf-8", "surrogateescape")
+    convert(text, ConvertOptions(), lambda ref, platform: ("", "", {}))

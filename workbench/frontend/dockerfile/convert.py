@@ -938,4 +938,32 @@ def convert(text: str, opts: ConvertOptions, resolve_image: ImageResolver,
     conv.convert_stage(target)
     vertex = target.vertex if target.vertex is not None else Vertex(ScratchSource(), name="scratch")
     vertex = with_marshalled_names(vertex)  # stages sharing a base show it under one name, as in BuildKit
+    _check_utf8(vertex)
     return ConvertResult(vertex, target.image, target.name or f"stage-{target.index}", conv.warnings)
+
+
+def _check_utf8(target: Vertex) -> None:
+    """A Dockerfile's bytes that are not UTF-8 are read as lone surrogates; a step's op cannot carry them: BuildKit
+    refuses to marshal such a string, and so do we, before anything runs, at the step's line."""
+    for v in target.walk():
+        # a context's exclude patterns come from .dockerignore, which BuildKit passes on as JSON (no error)
+        if v.source is not None and not isinstance(v.op, LocalSource) and _not_utf8(v.op):
+            raise DockerfileError("failed to marshal LLB definition: string field contains invalid UTF-8 (the "
+                                  "Dockerfile has bytes that are not UTF-8 here)", v.source.start_line,
+                                  v.source.end_line)
+
+
+def _not_utf8(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, tuple | list | frozenset | set):
+        return any(_not_utf8(x) for x in value)
+    if isinstance(value, dict):
+        return any(_not_utf8(k) or _not_utf8(x) for k, x in value.items())
+    if hasattr(value, "__dataclass_fields__"):
+        return any(_not_utf8(getattr(value, f)) for f in value.__dataclass_fields__)
+    return False
