@@ -164,10 +164,15 @@ def _image_manifest(job: Export) -> str:
     return manifest
 
 
+def is_push(out: OutputSpec) -> bool:
+    """Whether `out` pushes its image (`type=image,push=true`)."""
+    return out.type == "image" and out.attrs.get("push", "").lower() in _TRUE
+
+
 def _streamed_push(job: Export) -> Uploads | None:
     """For `type=image,push=true`: new layers go to the first name's registry while they are compressed (the
     push then finds them there); None where that cannot start, the push saying why if it matters."""
-    if job.out.type != "image" or job.out.attrs.get("push", "").lower() not in _TRUE or not job.names:
+    if not is_push(job.out) or not job.names:
         return None
     from workbench.image.reference import parse_reference
     from workbench.image.registry_client import push_client

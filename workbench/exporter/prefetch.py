@@ -88,11 +88,15 @@ class LayerPrefetch:
 
     def hand_over(self, compression: Compression) -> Pending:
         """Stop taking layers; those not started are dropped (the export writes them), those started or done
-        are handed to an export in `compression` (none to one in another compression)."""
+        are handed to an export in `compression` (to one in another compression none, and the running one
+        stops)."""
         with self._lock:
             self._open = False
             jobs = {s: f for s, f in self._jobs.items() if not f.cancel()}
-        return Pending(jobs if compression == self.compression else {}, self._cancel)
+        if compression != self.compression:  # blobs that export would not use: the one being written stops
+            self._cancel.set()
+            jobs = {}
+        return Pending(jobs, self._cancel)
 
     def settle(self) -> None:
         """Stop taking layers, drop those not started and wait for the one being written (its blob is then
@@ -126,13 +130,13 @@ def prefetch_layers(outputs: Iterable[OutputSpec], worker: Worker, target: Verte
     """A `LayerPrefetch` subscribed to `bus` for the first image output; None when there is none, when it is a
     push (which streams its new layers while it compresses them), or when its options are bad (the export
     reports them)."""
-    from workbench.exporter.outputs import EXPORTERS, ExportError, compression_of
+    from workbench.exporter.outputs import EXPORTERS, ExportError, compression_of, is_push
 
     for out in outputs:
         entry = EXPORTERS.get(out.type)
         if entry is None or not entry.image:
             continue
-        if out.type == "image" and out.attrs.get("push", "").lower() in ("1", "true", "yes", "on"):
+        if is_push(out):
             return None
         try:
             compression = compression_of(out)

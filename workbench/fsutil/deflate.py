@@ -1,7 +1,7 @@
 """The deflate implementations the engine compresses and decompresses layers with.
 
 Compressing: libdeflate (the `deflate` package, a dependency), which deflates whole buffers; at level 6 it is
-about 1.6 times as fast as zlib-ng and writes about 1.5 % less on layer tars (zlib-ng: twice zlib's speed).
+about 1.6 times as fast as zlib-ng and writes about 1 % less on layer tars (zlib-ng: twice zlib's speed).
 Decompressing and CRC-32: zlib-ng's zlib, where installed (a dependency), twice zlib's inflate speed and three
 times its CRC-32. Each deflate's output is its own and stable for a given version (both are pinned), so a
 layer's digest never depends on thread counts but may differ from one written with plain zlib. All of them

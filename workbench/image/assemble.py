@@ -176,7 +176,9 @@ def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager,
         if s in jobs:
             try:
                 jobs[s].result()
-            except Exception:  # written here instead
+            except Canceled:  # this export failed and stopped it: nothing to write
+                raise
+            except Exception:  # it failed: written here instead
                 pass
             if (known := _known(s, store, content, comp)) is not None:
                 return known

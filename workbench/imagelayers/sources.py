@@ -83,6 +83,10 @@ def _opaque(host: str) -> bool:
     return is_opaque(host)
 
 
+_BROKEN: tuple[type[Exception], ...] = (KeyError, ValueError, IndexError, TypeError, EOFError, tarfile.TarError,
+                                         *DEFLATE_ERRORS)
+"""What an image whose documents or layer tars are damaged raises while it is read."""
+
 Opener = Callable[[], AbstractContextManager[Any]]
 """Opens a layer blob: a context manager that yields a binary stream (a content store blob, an archive member)."""
 
@@ -90,7 +94,7 @@ Opener = Callable[[], AbstractContextManager[Any]]
 def tar_entries(stream: Any) -> Iterator[LayerEntry]:
     """The entries of an image layer tar (plain, gzip or zstd) read from the binary stream `stream`."""
     buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
-    plain: Any = buffered
+    plain: Any
     if buffered.peek(4)[:4] == _ZSTD_MAGIC:
         import zstandard
 
@@ -216,13 +220,12 @@ def image_report(root: Path, image: str, platform: str = DEFAULT_PLATFORM) -> La
         except OSError as e:
             raise LayerError(f"{image}: not in the image store of {root}, and pulling it failed: {e}") from None
         name = str(ref)
+    unreadable: tuple[type[Exception], ...] = (CorruptBlob, OSError, *_BROKEN)
     try:
         manifest = json.loads(content.read(digest))
         config = json.loads(content.read(manifest["config"]["digest"]))
         return _manifest_report(name, manifest, config, lambda d: content.open(d))
-    except (CorruptBlob, OSError, KeyError, ValueError, EOFError, tarfile.TarError) as e:
-        raise LayerError(f"{image}: cannot read its layers ({type(e).__name__}: {e})") from None
-    except DEFLATE_ERRORS as e:
+    except unreadable as e:
         raise LayerError(f"{image}: cannot read its layers ({type(e).__name__}: {e})") from None
 
 
@@ -248,6 +251,8 @@ def _archive_report(path: Path, platform: str) -> LayerReport:
     """An OCI archive (`--output type=oci`, index.json) or a docker one (manifest.json)."""
     from workbench.image.manifests import select_platform
     from workbench.image.registry_errors import RegistryError
+
+    broken: tuple[type[Exception], ...] = (*_BROKEN, RegistryError)
 
     try:
         tar = tarfile.open(path)
@@ -282,8 +287,6 @@ def _archive_report(path: Path, platform: str) -> LayerReport:
                 config = json.load(member(first["Config"]))
                 layers = [{"digest": name} for name in first["Layers"]]
                 return _manifest_report(path.name, {"layers": layers}, config, member)
-        except (KeyError, ValueError, IndexError, TypeError, EOFError, tarfile.TarError, RegistryError) as e:
-            raise LayerError(f"{path}: a broken image archive ({type(e).__name__}: {e})") from None
-        except DEFLATE_ERRORS as e:
+        except broken as e:
             raise LayerError(f"{path}: a broken image archive ({type(e).__name__}: {e})") from None
     raise LayerError(f"{path}: not an image archive (no index.json or manifest.json)")

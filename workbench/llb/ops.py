@@ -289,3 +289,13 @@ def ignores_cache(v: Vertex, no_cache: bool) -> bool:
     op = v.op
     return (isinstance(op, ExecOp | MergeOp)
             or isinstance(op, FileOp) and any(isinstance(a, Copy) for a in op.actions))
+
+
+def rerun_roots(target: Vertex, no_cache: bool) -> dict[str, Vertex | None]:
+    """For each vertex below `target` (by digest), the step at or below it that ignores the cache (`ignores_cache`),
+    or None: such a step runs again, and so does everything that depends on it, as in BuildKit."""
+    roots: dict[str, Vertex | None] = {}
+    for v in target.walk():  # inputs first
+        roots[v.digest] = v if ignores_cache(v, no_cache) else \
+            next((r for i in v.inputs if (r := roots[i.digest]) is not None), None)
+    return roots

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.llb.ops import Copy, ExecOp, FileOp, LocalSource, Vertex, ignores_cache
+from workbench.llb.ops import Copy, ExecOp, FileOp, LocalSource, Vertex, ignores_cache, rerun_roots
 from workbench.solver import why
 
 OURS = "workbench's reckoning"
@@ -39,10 +39,7 @@ class RemoteExplainer:
         self.context = context
         self.no_cache = no_cache
         self.vertices = {v.digest: v for v in vertex.walk()}
-        self._reruns: dict[str, Vertex | None] = {}  # the step at or below each that ignores the cache, if any
-        for v in self.vertices.values():  # inputs first
-            self._reruns[v.digest] = v if ignores_cache(v, no_cache) else \
-                next((r for i in v.inputs if (r := self._reruns[i.digest]) is not None), None)
+        self._reruns = rerun_roots(vertex, no_cache)  # the step at or below each that ignores the cache, if any
         self._keys: dict[str, tuple[str, dict[str, object]]] = {}
         self._index: dict[str, Any] | None = None
         self._missed: dict[str, str] = {}  # key -> name of the steps that ran in this build

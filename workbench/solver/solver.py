@@ -27,6 +27,7 @@ from workbench.llb.ops import (
     ScratchSource,
     Vertex,
     ignores_cache,
+    rerun_roots,
 )
 from workbench.progress.events import (
     EventBus,
@@ -272,11 +273,7 @@ class Solver:
                 breaks_below[v.digest] = hooks.wants_fresh_run(v) or any(leads_to_break(i) for i in v.inputs)
             return breaks_below[v.digest]
 
-        # a step that ignores the cache runs again, and so does everything that depends on it (as in BuildKit)
-        reruns: dict[str, Vertex | None] = {}  # digest -> the step below (or at) it that ignores the cache
-        for v in target.walk():
-            reruns[v.digest] = v if ignores_cache(v, self.no_cache) else \
-                next((r for i in v.inputs if (r := reruns[i.digest]) is not None), None)
+        reruns = rerun_roots(target, self.no_cache)
 
         def cached(v: Vertex) -> bool:
             """Whether `v` needs no run (its result, if any, is put in `results`)."""

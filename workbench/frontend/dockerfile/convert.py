@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as _copy
+import dataclasses
 import difflib
 import json
 import posixpath
@@ -948,8 +949,8 @@ def _check_utf8(target: Vertex) -> None:
     for v in target.walk():
         # a context's exclude patterns come from .dockerignore, which BuildKit passes on as JSON (no error)
         if v.source is not None and not isinstance(v.op, LocalSource) and _not_utf8(v.op):
-            raise DockerfileError("failed to marshal LLB definition: string field contains invalid UTF-8 (the "
-                                  "Dockerfile has bytes that are not UTF-8 here)", v.source.start_line,
+            raise DockerfileError("failed to marshal LLB definition: string field contains invalid UTF-8 (this "
+                                  "step carries bytes of the Dockerfile that are not UTF-8)", v.source.start_line,
                                   v.source.end_line)
 
 
@@ -964,6 +965,6 @@ def _not_utf8(value: object) -> bool:
         return any(_not_utf8(x) for x in value)
     if isinstance(value, dict):
         return any(_not_utf8(k) or _not_utf8(x) for k, x in value.items())
-    if hasattr(value, "__dataclass_fields__"):
-        return any(_not_utf8(getattr(value, f)) for f in value.__dataclass_fields__)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_not_utf8(getattr(value, f.name)) for f in dataclasses.fields(value))
     return False

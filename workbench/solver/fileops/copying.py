@@ -103,10 +103,7 @@ def _copy_items(items: Iterable[Item], target: Path, action: Copy, mode_set: Mod
 
 
 def _set_times(dest: Path, st: os.stat_result) -> None:
-    try:
-        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-    except FileNotFoundError:  # an include/exclude filter left it out after all
-        pass
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _copy_entry(src: Path | str, dest: Path, st: os.stat_result, mode: int, owner: Owner) -> None:
