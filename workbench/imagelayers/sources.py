@@ -35,7 +35,6 @@ from workbench.imagelayers.analysis import (
 )
 
 DEFAULT_PLATFORM = "linux/amd64"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class LayerError(Exception):
@@ -93,16 +92,9 @@ Opener = Callable[[], AbstractContextManager[Any]]
 
 def tar_entries(stream: Any) -> Iterator[LayerEntry]:
     """The entries of an image layer tar (plain, gzip or zstd) read from the binary stream `stream`."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
-    plain: Any
-    if buffered.peek(4)[:4] == _ZSTD_MAGIC:
-        import zstandard
+    from workbench.snapshot.layers import layer_tar
 
-        plain = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-    else:  # gzip of any number of members (tarfile's stream mode reads only the first), or a plain tar
-        from workbench.snapshot.layers import Gunzipped
-
-        plain = io.BufferedReader(Gunzipped(buffered), 1 << 20)
+    plain = layer_tar(stream)  # decompressed here: tarfile's stream mode reads only a first gzip member
     sizes: dict[str, int] = {}
     with tarfile.open(fileobj=plain, mode="r|") as tar:
         for m in tar:

@@ -43,15 +43,7 @@ def extract_layer(
     decompress or are not a tar raise `LayerContentError`; `stop`, once set, `LayerExtractionStopped`.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    head, raw = sniff(stream, 4)
-    tar: IO[bytes]
-    if head.startswith(_ZSTD_MAGIC) or ("zstd" in media_type and not head.startswith(_GZIP_MAGIC)):
-        import zstandard
-
-        tar = cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
-    else:
-        tar = io.BufferedReader(Gunzipped(raw), _CHUNK)  # gzip, or a plain tar as is
-    hashed = _Hashed(tar, stop)
+    hashed = _Hashed(layer_tar(stream, media_type), stop)
     try:
         extract(cast(IO[bytes], hashed), dest, whiteouts=True, compressed=False)
         hashed.drain()  # the tar's padding after its end blocks is part of the diff ID
@@ -96,7 +88,18 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _NOT_A_TAR: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, *ZLIB_ERRORS)
 
 
-class Gunzipped(io.RawIOBase):
+def layer_tar(stream: IO[bytes], media_type: str = "") -> IO[bytes]:
+    """The tar inside a layer stream: zstd (by its magic bytes, or a zstd `media_type` that is not gzip), gzip of
+    any number of members, or a plain tar as is."""
+    head, raw = sniff(stream, 4)
+    if head.startswith(_ZSTD_MAGIC) or ("zstd" in media_type and not head.startswith(_GZIP_MAGIC)):
+        import zstandard
+
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+    return io.BufferedReader(_Gunzipped(raw), _CHUNK)
+
+
+class _Gunzipped(io.RawIOBase):
     """A layer stream decompressed here if it is gzip (one member or several, as parallel compressors write
     them; zero padding between them allowed), else passed on as is.
 
