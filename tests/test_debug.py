@@ -26,6 +26,17 @@ def _spawn(*args: str, cwd: Path, **env: str) -> pexpect.spawn:
     return child
 
 
+def continue_to_the_end(child: pexpect.spawn, outcome: str = "build finished", status: int = 0) -> None:
+    """`continue` until the build ends with `outcome`, then `quit`: the session exits with `status`."""
+    child.sendline("continue")
+    child.expect(outcome)
+    child.expect(PROMPT)
+    child.sendline("quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == status
+
+
 def _project(tmp_path: Path, dockerfile: str) -> Path:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -61,13 +72,7 @@ def test_break_exec_leaves_no_trace(tmp_path: Path, registry: str) -> None:
     child.sendline("cat /one")
     child.expect("one")
     child.expect(PROMPT)
-    child.sendline("continue")
-    child.expect("build finished")
-    child.expect(PROMPT)
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    continue_to_the_end(child)
     assert (out / "two").read_text() == "one\n"
     assert not (out / "leak").exists()
     rebuilt = wb("--output", f"type=local,dest={tmp_path / 'out2'}", str(ctx), root=root)
@@ -96,13 +101,7 @@ def test_next_and_diff_between_steps(tmp_path: Path, registry: str) -> None:
     child.sendline("cat /a.txt 3")
     child.expect("alpha")
     child.expect(PROMPT)
-    child.sendline("continue")
-    child.expect("build finished")
-    child.expect(PROMPT)
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    continue_to_the_end(child)
 
 
 def test_break_on_error_sees_what_the_failed_command_wrote(tmp_path: Path, registry: str) -> None:
@@ -117,13 +116,7 @@ def test_break_on_error_sees_what_the_failed_command_wrote(tmp_path: Path, regis
     child.sendline("ls /")
     child.expect("made/")
     child.expect(PROMPT)
-    child.sendline("continue")
-    child.expect("build failed")
-    child.expect(PROMPT)
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 1
+    continue_to_the_end(child, "build failed", 1)
 
 
 def test_a_running_shell_does_not_block_abort_or_quit(tmp_path: Path, registry: str) -> None:
@@ -183,13 +176,7 @@ def test_ls_and_cat_start_at_the_step_workdir_and_see_its_mounts(tmp_path: Path,
     child.sendline("cat /wheels/flask-3.0-py3-none-any.whl")
     child.expect("wheel")
     child.expect(PROMPT)
-    child.sendline("continue")
-    child.expect("build finished")
-    child.expect(PROMPT)
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    continue_to_the_end(child)
 
 
 def test_after_the_build_cached_steps_diff_summary_and_breakpoints(tmp_path: Path, registry: str) -> None:

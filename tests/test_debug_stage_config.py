@@ -117,8 +117,8 @@ def test_a_captured_command_at_a_copy_sees_env_workdir_and_user(tmp_path: Path, 
 
 @pytest.mark.real
 def test_the_repl_shows_and_runs_in_the_config_at_a_copy(tmp_path: Path, registry: str) -> None:
-    pexpect = pytest.importorskip("pexpect")
-    from tests.test_debug import PROMPT, _spawn
+    pytest.importorskip("pexpect")
+    from tests.test_debug import PROMPT, _spawn, continue_to_the_end
 
     ctx = _project(tmp_path)
     child = _spawn("--root", str(tmp_path / "root"), "--break", str(COPY_LINE), str(ctx), cwd=tmp_path)
@@ -135,10 +135,4 @@ def test_the_repl_shows_and_runs_in_the_config_at_a_copy(tmp_path: Path, registr
     child.expect("65534")
     child.expect(r"\[exit code 0\]")
     child.expect(PROMPT)
-    child.sendline("continue")
-    child.expect("build finished")
-    child.expect(PROMPT)
-    child.sendline("quit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    continue_to_the_end(child)
