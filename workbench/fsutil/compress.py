@@ -209,10 +209,11 @@ class ZstdWriter(io.RawIOBase):
 
 
 class HashingWriter(io.RawIOBase):
-    """Pass-through writer that hashes and counts what goes through it."""
+    """Pass-through writer that hashes (unless `digest=False`) and counts what goes through it."""
 
-    def __init__(self, out: IO[bytes] | None) -> None:
+    def __init__(self, out: IO[bytes] | None, digest: bool = True) -> None:
         self.out, self.sha, self.size = out, hashlib.sha256(), 0
+        self.digest = digest
 
     def writable(self) -> bool:
         return True
@@ -221,7 +222,8 @@ class HashingWriter(io.RawIOBase):
         return self.size
 
     def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self.sha.update(b)
+        if self.digest:
+            self.sha.update(b)
         n = memoryview(b).nbytes
         self.size += n
         if self.out is not None:
@@ -230,10 +232,12 @@ class HashingWriter(io.RawIOBase):
 
 
 def write_compressed(fill: Callable[[IO[bytes]], None], out: BinaryIO, compress: str = "gzip",
-                     compresslevel: int | None = None, threads: int | None = None) -> tuple[str, str, int]:
+                     compresslevel: int | None = None, threads: int | None = None,
+                     digest_out: bool = True) -> tuple[str, str, int]:
     """Stream the bytes `fill` writes (a layer tar) through their digest (the diff ID) and the compressor
-    into `out`, in one pass. Returns ("sha256:" diff ID, "sha256:" digest of the bytes written, their size)."""
-    blob = HashingWriter(out)
+    into `out`, in one pass. Returns ("sha256:" diff ID, "sha256:" digest of the bytes written, their size);
+    the digest is "" with `digest_out=False`, for an `out` that hashes what it is given itself."""
+    blob = HashingWriter(out, digest_out)
     compressor = open_compressor(compress, cast(IO[bytes], blob), compresslevel, threads)
     raw = HashingWriter(compressor if compressor is not None else cast(IO[bytes], blob))
     try:
@@ -244,4 +248,4 @@ def write_compressed(fill: Callable[[IO[bytes]], None], out: BinaryIO, compress:
         raise
     if compressor is not None:
         compressor.close()  # writes the gzip trailer / zstd frame end; `out` stays open
-    return "sha256:" + raw.sha.hexdigest(), "sha256:" + blob.sha.hexdigest(), blob.size
+    return "sha256:" + raw.sha.hexdigest(), "sha256:" + blob.sha.hexdigest() if digest_out else "", blob.size

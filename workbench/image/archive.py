@@ -9,7 +9,6 @@ plus docker's manifest.json and repositories, whose Config and Layers point at t
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ from typing import IO, Any
 
 from workbench.image.config import CONFIG, INDEX, LAYER_GZIP, LAYER_TAR, MANIFEST, build_manifest, dumps
 from workbench.image.content import ContentStore, CorruptBlob, DigestMismatch
-from workbench.image.oci_layout import REF_NAME, add_blob, new_archive, tar_entry
+from workbench.image.oci_layout import REF_NAME, ArchiveWriter
 from workbench.image.reference import parse_reference
 from workbench.image.store import ImageStore, ImageStoreError
 
@@ -90,23 +89,19 @@ def write_docker_archive(dest: Path, store: ContentStore, images: list[tuple[str
             raise ArchiveError(f"blob {d} of image {owner[d] or image_of[d]} is not in the content store "
                                f"{store.root}")
     index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": index_descs}
-    with atomic_file(dest, what) as out, new_archive(out) as tar:
-
-        def add(name: str, data: bytes) -> None:
-            tar.addfile(tar_entry(name, len(data)), io.BytesIO(data))
-
-        tar.addfile(tar_entry("blobs/", directory=True))
-        tar.addfile(tar_entry("blobs/sha256/", directory=True))
+    with atomic_file(dest, what) as out, ArchiveWriter(out) as tar:
+        tar.add_dir("blobs/")
+        tar.add_dir("blobs/sha256/")
         for d in blobs:
             try:
-                add_blob(tar, store, d)
+                tar.add_blob(store, d)
             except CorruptBlob as e:
                 raise e.for_image(owner[d]) from None
-        add("index.json", dumps(index))
-        add("manifest.json", dumps(entries))
-        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        tar.add_bytes("index.json", dumps(index))
+        tar.add_bytes("manifest.json", dumps(entries))
+        tar.add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
         if repositories:
-            add("repositories", dumps(repositories))
+            tar.add_bytes("repositories", dumps(repositories))
 
 
 def _image_name(names: list[str]) -> str:
@@ -312,7 +307,8 @@ def import_rootfs(path: Path, images: ImageStore, name: str | None, changes: lis
         else:
             raw = src
         with store.writer() as w:
-            diff_id = write_compressed(lambda dst: shutil.copyfileobj(raw, dst, 1 << 20), w, "gzip")[0]
+            diff_id = write_compressed(lambda dst: shutil.copyfileobj(raw, dst, 1 << 20), w, "gzip",
+                                       digest_out=False)[0]
     try:
         tarfile.open(store.path(w.digest), "r:gz").next()
     except (tarfile.TarError, OSError, EOFError):

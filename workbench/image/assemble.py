@@ -129,11 +129,12 @@ def _write(snapshot: str, snapshots: SnapshotManager, content: ContentStore, com
             out = w if upload is None else cast(BinaryIO, _Tee(w, upload))
             if cancel is not None:
                 out = cast(BinaryIO, _Cancelable(out, cancel))
-            diff_id, digest, size = write_layer(snapshots.path(snapshot), out, comp.kind, comp.level)
+            diff_id, _, size = write_layer(snapshots.path(snapshot), out, comp.kind, comp.level, digest_out=False)
     except BaseException:
         if upload is not None:
             upload.abort()
         raise
+    digest = w.digest  # the store's writer hashed the blob as it went by
     if upload is not None:
         upload.finish(digest)  # if it failed, the push uploads the blob from the content store
     return LayerBlob(diff_id, digest, size, comp.media_type)

@@ -163,6 +163,7 @@ class ContentStore:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for d in (self.blobs.parent, self.blobs, self.ingest):
             d.mkdir(mode=0o700, exist_ok=True)
+        self._written: dict[str, tuple[int, int, int, int]] = {}  # digest → (dev, inode, size, mtime) as written
 
     def path(self, digest: str) -> Path:
         """Where the blob `digest` lives (whether or not it is present)."""
@@ -187,6 +188,12 @@ class ContentStore:
                 raise corrupt from None
             raise FileNotFoundError(f"blob {digest} is not in the content store {self.root}") from None
         return BlobReader(fd, digest, self)
+
+    def written_here(self, digest: str, fd: int) -> bool:
+        """Whether `fd`, open on the blob `digest`, is the very file this store object hashed as it wrote it,
+        unchanged since (inode, size, modification time): its bytes need not be hashed again to be trusted."""
+        st = os.fstat(fd)
+        return self._written.get(digest) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def corrupt(self, digest: str) -> CorruptBlob | None:
         """The error for a blob that was found corrupt and removed, while no good copy is stored; else None."""
@@ -242,11 +249,13 @@ class ContentStore:
             yield w
             w.flush()
             os.fsync(w.fileno())
+            st = os.fstat(w.fileno())
             w.close()
             w.digest = "sha256:" + w.sha.hexdigest()
             if expected is not None and expected != w.digest:
                 raise DigestMismatch(f"content digest {w.digest} does not match the expected {expected}")
             os.replace(w.tmp, self.path(w.digest))
+            self._written[w.digest] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             self._note(w.digest).unlink(missing_ok=True)  # a good copy again
         finally:
             try:

@@ -207,14 +207,16 @@ def _xattr_headers(host: str) -> dict[str, str]:
 
 
 def write_layer(layer_dir: Path, out: BinaryIO, compress: str = "gzip", compresslevel: int | None = None,
-                threads: int | None = None) -> tuple[str, str, int]:
+                threads: int | None = None, digest_out: bool = True) -> tuple[str, str, int]:
     """Write the overlay-format `layer_dir` to `out` as an OCI layer tar, deterministically, in one streaming pass.
 
     `compress` is "gzip", "zstd" or "none" ("uncompressed"), at `compresslevel` (None: BuildKit's default) on
     `threads` threads (None: every core; the bytes do not depend on it). Returns (diff_id, digest,
-    compressed size), digests as "sha256:<hex>" of the tar and of the bytes written.
+    compressed size), digests as "sha256:<hex>" of the tar and of the bytes written (that one "" with
+    `digest_out=False`, for an `out` that hashes itself, as a content store's writer does).
     """
-    return write_compressed(lambda stream: _write_tree(stream, layer_dir), out, compress, compresslevel, threads)
+    return write_compressed(lambda stream: _write_tree(stream, layer_dir), out, compress, compresslevel, threads,
+                            digest_out)
 
 
 def _write_tree(stream: IO[bytes], layer_dir: Path) -> None:
