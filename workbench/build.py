@@ -187,8 +187,10 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
 
             imported.append(ImportedCache.load(req.cache_from, bus, worker))
         _load_context(bus, conv.vertex, context, matcher.excluded if matcher else None)
+        from workbench.exporter.outputs import release_replaced
         from workbench.exporter.prefetch import prefetch_layers
 
+        release_replaced(req.outputs)
         prefetch = prefetch_layers(req.outputs, worker, conv.vertex, bus)
         solver = Solver(worker, bus, {"context": LocalContext(context, matcher.excluded if matcher else None)},
                         no_cache=req.no_cache, session=req.session, cancel=req.cancel, hooks=req.debugger,

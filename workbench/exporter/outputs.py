@@ -148,6 +148,16 @@ def export_output(out: OutputSpec, chain: list[str], image: dict[str, Any], work
     return job.manifest
 
 
+def release_replaced(outputs: list[OutputSpec]) -> None:
+    """At the start of a build: each archive an output will replace (type=oci|docker|tar, dest=FILE) gives its
+    cached pages back now (`release_cached_pages`), for the build's own files."""
+    from workbench.fsutil.destination import release_cached_pages
+
+    for out in outputs:
+        if out.type in ("oci", "docker", "tar") and out.dest:
+            release_cached_pages(Path(out.dest))
+
+
 def _image_manifest(job: Export) -> str:
     """The image's layers, config and manifest in the content store (made once for gzip, shared by outputs)."""
     from workbench.image.assemble import Compression, build_image

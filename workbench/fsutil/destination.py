@@ -94,6 +94,27 @@ def atomic_file(dest: Path, what: str) -> Iterator[BinaryIO]:
         os.close(dir_fd)
 
 
+def release_cached_pages(dest: Path) -> None:
+    """Drop the page cache of the regular file at `dest` (never through a symlink) that an archive is about
+    to replace: its memory is free for the build from its start, not only once the new archive is renamed
+    over it (buildctl truncates its destination at the start; this keeps the old file whole until the new
+    one is complete). Only clean cached pages go: the file's content is untouched. Anything else at `dest`
+    (nothing, a link, a device, a FIFO) is left alone."""
+    try:
+        if not stat.S_ISREG(os.lstat(dest).st_mode):
+            return
+        fd = os.open(dest, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _stream_target(dest: Path) -> Path | None:
     """`dest` when it is (or is a link to) a character device or a FIFO: a stream to write into, not a file to
     replace (`dest=/dev/null`, `/dev/stdout`, a pipe). Regular files and links to them are replaced."""
