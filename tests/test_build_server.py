@@ -152,3 +152,65 @@ def test_stale_server_is_replaced(tmp_path: Path, registry: str, server_env: dic
         time.sleep(0.1)
     assert _build(ctx, root, server_env).returncode == 0  # in-process again, and a fresh server starts
     _wait_for_server(server_env)
+
+
+def _server_processes(sock: str) -> dict[int, int]:
+    """pid → parent pid of the server and its children (their command line names the socket)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if b"workbench.server" in cmdline and sock.encode() in cmdline:
+            found[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def _spare(sock: str, not_this: int | None = None) -> tuple[int, int]:
+    """(server pid, the spare child waiting for the next build), once there is one other than `not_this`."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        procs = _server_processes(sock)
+        servers = [p for p, parent in procs.items() if parent not in procs]
+        if len(servers) == 1:
+            spares = [p for p, parent in procs.items() if parent == servers[0] and p != not_this]
+            if len(spares) == 1:
+                return servers[0], spares[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no spare child: {_server_processes(sock)}")
+
+
+def test_a_spare_child_waits_for_the_next_build(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+    sock = server_env["WORKBENCH_SERVER_SOCKET"]
+    ctx = _project(tmp_path, registry, "FROM BASE\nCOPY a.txt /a.txt\n")
+    root = tmp_path / "root"
+    assert _build(ctx, root, server_env).returncode == 0
+    _wait_for_server(server_env)
+    server, spare = _spare(sock)
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (5, 14):  # MADV_POPULATE_WRITE's kernels
+        deadline = time.monotonic() + 10
+        while True:
+            rollup = dict(line.split(":") for line in Path(f"/proc/{spare}/smaps_rollup").read_text().splitlines()
+                          if line.startswith(("Rss:", "Private_Dirty:")))
+            if int(rollup["Private_Dirty"].split()[0]) > int(rollup["Rss"].split()[0]) // 2:
+                break
+            assert time.monotonic() < deadline, rollup
+            time.sleep(0.1)
+    built = _build(ctx, root, server_env)
+    assert built.returncode == 0 and "CACHED" in built.stderr, built.stderr
+    # the spare ran that build (and is gone); another one waits
+    assert not Path(f"/proc/{spare}").exists() or spare not in _server_processes(sock)
+    again, spare = _spare(sock, not_this=spare)
+    assert again == server
+    os.kill(spare, signal.SIGKILL)  # a spare that died: the next build gets a child of its own all the same
+    assert _build(ctx, root, server_env).returncode == 0
+    _, spare = _spare(sock, not_this=spare)
+    subprocess.run(WORKBENCH + ["server", "stop"], env=server_env, capture_output=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while _server_processes(sock):  # the spare leaves with the server
+        assert time.monotonic() < deadline, _server_processes(sock)
+        time.sleep(0.05)

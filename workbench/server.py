@@ -2,7 +2,9 @@
 
 See workbench.client for why. The server itself runs no build and holds no state besides imported
 modules: every request gets a fresh child (own process group) that takes over the client's stdio,
-working directory, environment and umask and then runs the ordinary CLI code path. A client that
+working directory, environment and umask and then runs the ordinary CLI code path. The child is forked
+ahead of its request (one spare waits at a time), and has made the memory it shares with the server its
+own while it waited: a build waits neither for the fork nor for the copy-on-write faults. A client that
 disappears (killed) closes its socket, and the child kills itself just as the in-process build would
 have died. The server exits when idle for a while, when its code is older than the client's, or on
 `workbench server stop`.
@@ -12,6 +14,7 @@ Run by the CLI as `python -m workbench.server --socket PATH`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -166,12 +169,39 @@ def serve(path: str) -> int:
     channels: dict[socket.socket, int] = {}  # a build's socket for context lookups -> its pid
     watcher = ContextWatcher()
     last_active = time.monotonic()
+    spare: _Spare | None = None
+
+    def fork_spare() -> _Spare:
+        ours, theirs = socket.socketpair()
+        handover, waiting_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            os.close(lock)
+            os.close(folder)
+            ours.close()
+            handover.close()
+            for channel in channels:
+                channel.close()
+            if spare is not None:
+                spare.close()
+            if watcher.fd is not None:
+                os.close(watcher.fd)
+            _wait_as_spare(waiting_end, theirs)  # never returns
+        theirs.close()
+        waiting_end.close()
+        return _Spare(pid, ours, handover)
+
     try:
+        spare = fork_spare()
         while True:
             watched = [watcher.fd] if watcher.fd is not None else []
             waiting: list[socket.socket | int] = [listener, *channels, *watched]
             ready, _, _ = select.select(waiting, [], [], 5.0)
             _reap(children)
+            if spare is not None and not spare.alive():
+                spare.close()
+                spare = None
             if not ready:
                 if not children and time.monotonic() - last_active > IDLE_EXIT_S:
                     return 0
@@ -207,23 +237,25 @@ def serve(path: str) -> int:
                 send_message(conn, {"stale": True})
                 _close(conn, fds)
                 return 0
-            ours, theirs = socket.socketpair()
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                os.close(lock)
-                os.close(folder)
-                ours.close()
-                for channel in channels:
-                    channel.close()
-                if watcher.fd is not None:
-                    os.close(watcher.fd)
-                _child(conn, fds, request, theirs)  # never returns
-            theirs.close()
-            children.add(pid)
-            channels[ours] = pid
+            child = spare if spare is not None and spare.hand_over(request, conn, fds) else None
+            if child is None:  # the spare died: a new child, as if there had been none
+                if spare is not None:
+                    spare.close()
+                    children.add(spare.pid)  # reaped with the others
+                spare = None
+                child = fork_spare()
+                if not child.hand_over(request, conn, fds):
+                    child.close()
+                    children.add(child.pid)
+                    _close(conn, fds)
+                    continue
+            children.add(child.pid)
+            channels[child.channel] = child.pid
             _close(conn, fds)
+            spare = fork_spare()  # the next build's, made ready while this one runs
     finally:
+        if spare is not None:
+            spare.close()  # it sees the end of its socket and exits
         watcher.close()
         listener.close()
         try:
@@ -291,6 +323,82 @@ def _reap(children: set[int]) -> None:
             done = pid
         if done:
             children.discard(pid)
+
+
+class _Spare:
+    """A child forked ahead of the next request, waiting for it (and its client's socket and stdio) on
+    `handover`; `channel` is our end of its context-lookup socket. Meanwhile it has made the memory it shares
+    with the server its own (`_own_memory`), so a build neither waits for a fork nor pays for the copies."""
+
+    def __init__(self, pid: int, channel: socket.socket, handover: socket.socket) -> None:
+        self.pid, self.channel, self.handover = pid, channel, handover
+
+    def alive(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] == 0
+        except ChildProcessError:
+            return False
+
+    def hand_over(self, request: dict, conn: socket.socket, fds: list[int]) -> bool:
+        """Give it the request; False if it is gone (then nothing was handed over)."""
+        try:
+            send_message(self.handover, {"request": request}, [conn.fileno(), *fds])
+        except OSError:
+            return False
+        self.handover.close()
+        return True
+
+    def close(self) -> None:
+        """Unused: it is told to go (its hand-over socket ends) and reaped later."""
+        self.handover.close()
+        self.channel.close()
+
+
+MADV_POPULATE_WRITE = 23
+"""madvise(2): fault the range in, writable, as writing each page would (Linux 5.14)."""
+_OWN_CHUNK = 4 << 20
+
+
+def _own_memory(wake: socket.socket) -> None:
+    """Make this process's private writable pages its own now (the copies copy-on-write makes as a forked child
+    writes: some thousands of page faults in a build that Python's reference counts touch everywhere), a
+    chunk at a time, stopping as soon as `wake` has something (a build waits)."""
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        regions = []
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                name = fields[5] if len(fields) > 5 else ""
+                if fields[1].startswith("rw") and fields[1][3] == "p" and name not in ("[stack]", "[vvar]"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    regions.append((start, end))
+    except (OSError, AttributeError, ValueError, IndexError):
+        return
+    for start, end in regions:
+        for at in range(start, end, _OWN_CHUNK):
+            if select.select([wake], [], [], 0)[0]:
+                return
+            if madvise(at, min(_OWN_CHUNK, end - at), MADV_POPULATE_WRITE) != 0 \
+                    and ctypes.get_errno() == errno.EINVAL:
+                return  # a kernel without it
+
+
+def _wait_as_spare(handover: socket.socket, channel: socket.socket) -> None:
+    """A spare child: own its memory, then wait for a request and run it as `_child`; exits when the server's
+    end of `handover` closes first."""
+    try:
+        _own_memory(handover)
+        message, fds = recv_message(handover, with_fds=4)
+    except BaseException:  # noqa: BLE001 - nothing was handed over: there is no one to tell
+        os._exit(1)
+    if message is None or len(fds) != 4:
+        os._exit(0)
+    handover.close()
+    _child(socket.socket(fileno=fds[0]), fds[1:], message["request"], channel)
 
 
 def _child(conn: socket.socket, fds: list[int], request: dict, channel: socket.socket) -> None:
