@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -214,3 +215,19 @@ def test_a_spare_child_waits_for_the_next_build(tmp_path: Path, registry: str, s
     while _server_processes(sock):  # the spare leaves with the server
         assert time.monotonic() < deadline, _server_processes(sock)
         time.sleep(0.05)
+
+
+def test_a_finished_child_lets_go_of_the_clients_output() -> None:
+    """Whatever reads the build's output sees its end when the build is done, not when the child's teardown is."""
+    code = ("import sys, time; from workbench.server import _let_go_of_stdio; print('done', flush=True); "
+            "_let_go_of_stdio(); print('lost'); time.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        assert time.monotonic() - t0 < 20 and proc.poll() is None  # the end came while it still ran
+        assert out == b"done\n" and err == b""
+    finally:
+        proc.kill()
+        proc.wait()

@@ -356,13 +356,18 @@ class _Spare:
 
 MADV_POPULATE_WRITE = 23
 """madvise(2): fault the range in, writable, as writing each page would (Linux 5.14)."""
-_OWN_CHUNK = 4 << 20
+_OWN_CHUNK = 1 << 20
 
 
-def _own_memory(wake: socket.socket) -> None:
+def _own_memory(stop: threading.Event) -> None:
     """Make this process's private writable pages its own now (the copies copy-on-write makes as a forked child
     writes: some thousands of page faults in a build that Python's reference counts touch everywhere), a
-    chunk at a time, stopping as soon as `wake` has something (a build waits)."""
+    chunk at a time, until `stop` is set (a build has come). Run by a thread of its own at SCHED_IDLE: it
+    only takes a core nothing else wants, never time from a build (ours or another's)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only
+    except (OSError, AttributeError):
+        pass
     try:
         import ctypes
 
@@ -380,21 +385,35 @@ def _own_memory(wake: socket.socket) -> None:
         return
     for start, end in regions:
         for at in range(start, end, _OWN_CHUNK):
-            if select.select([wake], [], [], 0)[0]:
+            if stop.is_set():
                 return
             if madvise(at, min(_OWN_CHUNK, end - at), MADV_POPULATE_WRITE) != 0 \
                     and ctypes.get_errno() == errno.EINVAL:
-                return  # a kernel without it
+                break  # a mapping it does not apply to (or a kernel without it)
+    if not stop.is_set() and "grpc" in sys.modules:
+        _start_grpc()
+
+
+def _start_grpc() -> None:
+    """Start grpc's core (its first channel starts it: some milliseconds) before a remote build needs it."""
+    import grpc
+
+    try:
+        grpc.insecure_channel("unix:///nonexistent/workbench-warm-up").close()  # never connects
+    except Exception:  # noqa: BLE001 - a warm-up only
+        pass
 
 
 def _wait_as_spare(handover: socket.socket, channel: socket.socket) -> None:
     """A spare child: own its memory, then wait for a request and run it as `_child`; exits when the server's
     end of `handover` closes first."""
+    stop = threading.Event()
+    threading.Thread(target=_own_memory, args=(stop,), name="own-memory", daemon=True).start()
     try:
-        _own_memory(handover)
         message, fds = recv_message(handover, with_fds=4)
     except BaseException:  # noqa: BLE001 - nothing was handed over: there is no one to tell
         os._exit(1)
+    stop.set()  # (a chunk it is in may finish while the build starts, on an idle core)
     if message is None or len(fds) != 4:
         os._exit(0)
     handover.close()
@@ -443,11 +462,27 @@ def _child(conn: socket.socket, fds: list[int], request: dict, channel: socket.s
             sys.stderr.flush()
         except OSError:
             pass
+        _let_go_of_stdio()
         try:
             send_message(conn, {"exit": code})
         except OSError:
             pass
         os._exit(code)
+
+
+def _let_go_of_stdio() -> None:
+    """Put /dev/null where the client's stdin, stdout and stderr were: once the client has exited, whatever reads
+    its output (a pipe, `$(...)`) sees the end at once, not only when this process has finished tearing down."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    for fd in (0, 1, 2):
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
 
 
 def _finish_like_an_interpreter() -> None:
