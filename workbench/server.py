@@ -359,15 +359,22 @@ MADV_POPULATE_WRITE = 23
 _OWN_CHUNK = 1 << 20
 
 
-def _own_memory(stop: threading.Event) -> None:
-    """Make this process's private writable pages its own now (the copies copy-on-write makes as a forked child
-    writes: some thousands of page faults in a build that Python's reference counts touch everywhere), a
-    chunk at a time, until `stop` is set (a build has come). Run by a thread of its own at SCHED_IDLE: it
-    only takes a core nothing else wants, never time from a build (ours or another's)."""
+def _prepare_spare(stop: threading.Event) -> None:
+    """A spare's preparation, by a thread of its own at SCHED_IDLE (it only takes a core nothing else wants,
+    never time from a build, ours or another's), until `stop` is set (a build has come)."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only
     except (OSError, AttributeError):
         pass
+    _own_memory(stop)
+    if not stop.is_set() and "grpc" in sys.modules:
+        _start_grpc()
+
+
+def _own_memory(stop: threading.Event) -> None:
+    """Make this process's private writable pages its own now (the copies copy-on-write makes as a forked child
+    writes: some thousands of page faults in a build that Python's reference counts touch everywhere), a
+    chunk at a time, until `stop` is set."""
     try:
         import ctypes
 
@@ -390,8 +397,6 @@ def _own_memory(stop: threading.Event) -> None:
             if madvise(at, min(_OWN_CHUNK, end - at), MADV_POPULATE_WRITE) != 0 \
                     and ctypes.get_errno() == errno.EINVAL:
                 break  # a mapping it does not apply to (or a kernel without it)
-    if not stop.is_set() and "grpc" in sys.modules:
-        _start_grpc()
 
 
 def _start_grpc() -> None:
@@ -405,10 +410,11 @@ def _start_grpc() -> None:
 
 
 def _wait_as_spare(handover: socket.socket, channel: socket.socket) -> None:
-    """A spare child: own its memory, then wait for a request and run it as `_child`; exits when the server's
+    """A spare child: prepare (`_prepare_spare`) while it waits for a request, then run it as `_child`; exits
+    when the server's
     end of `handover` closes first."""
     stop = threading.Event()
-    threading.Thread(target=_own_memory, args=(stop,), name="own-memory", daemon=True).start()
+    threading.Thread(target=_prepare_spare, args=(stop,), name="spare", daemon=True).start()
     try:
         message, fds = recv_message(handover, with_fds=4)
     except BaseException:  # noqa: BLE001 - nothing was handed over: there is no one to tell
