@@ -29,6 +29,14 @@ def _blob(store: ContentStore, data: bytes) -> str:
     return w.digest
 
 
+def _one_layer_image(store: ContentStore, size: int) -> tuple[str, str]:
+    """(manifest digest, layer digest) of an image whose one "layer" is `size` random bytes, all written here."""
+    layer = _blob(store, os.urandom(size))
+    image = new_image(None)
+    image["rootfs"]["diff_ids"].append(layer)
+    return build_manifest(store, image, [{"mediaType": LAYER_GZIP, "digest": layer, "size": size}]), layer
+
+
 def _tarfile_bytes(entries: list[tuple[str, bytes | None]]) -> bytes:
     """What tarfile (PAX) writes for the same members: the reference."""
     out = io.BytesIO()
@@ -64,10 +72,7 @@ def test_archive_bytes_are_tarfiles(tmp_path: Path, fresh: bool) -> None:
 
 def test_blob_changed_after_it_was_written_is_verified_again(tmp_path: Path) -> None:
     store = ContentStore(tmp_path / "store")
-    layer = _blob(store, os.urandom(1 << 20))
-    image = new_image(None)
-    image["rootfs"]["diff_ids"].append(layer)
-    manifest = build_manifest(store, image, [{"mediaType": LAYER_GZIP, "digest": layer, "size": 1 << 20}])
+    manifest, layer = _one_layer_image(store, 1 << 20)
     path = store.path(layer)
     data = bytearray(path.read_bytes())
     data[100] ^= 1
@@ -80,10 +85,7 @@ def test_blob_changed_after_it_was_written_is_verified_again(tmp_path: Path) -> 
 def test_archive_into_a_pipe(tmp_path: Path) -> None:
     """A stream destination gets the same bytes when the blobs are copied by the kernel (sendfile to a pipe)."""
     store = ContentStore(tmp_path / "store")
-    layer = _blob(store, os.urandom(3 << 20))
-    image = new_image(None)
-    image["rootfs"]["diff_ids"].append(layer)
-    manifest = build_manifest(store, image, [{"mediaType": LAYER_GZIP, "digest": layer, "size": 3 << 20}])
+    manifest, _ = _one_layer_image(store, 3 << 20)
     write_oci_archive(tmp_path / "file.tar", store, manifest)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
