@@ -244,3 +244,22 @@ print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "0", out.stderr
+
+
+def test_a_spare_starts_grpc_at_the_usual_priority() -> None:
+    """Only the thread that makes the memory ours runs at SCHED_IDLE: grpc is started by another (threads inherit
+    their creator's policy, and grpc's must not starve on a busy machine once a build uses them)."""
+    code = """
+import os, threading
+import grpc
+import workbench.server as server
+seen = []
+server._start_grpc = lambda: seen.append(os.sched_getscheduler(0))
+memory = server._own_memory
+server._own_memory = lambda stop: (seen.append(os.sched_getscheduler(0)), memory(stop))
+for thread in server._prepare_spare(threading.Event()):
+    thread.join(60)
+print(seen == [os.SCHED_IDLE, os.SCHED_OTHER], seen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("True"), (out.stdout, out.stderr)

@@ -359,16 +359,34 @@ MADV_POPULATE_WRITE = 23
 _OWN_CHUNK = 1 << 20
 
 
-def _prepare_spare(stop: threading.Event) -> None:
-    """A spare's preparation, by a thread of its own at SCHED_IDLE (it only takes a core nothing else wants,
-    never time from a build, ours or another's), until `stop` is set (a build has come)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only
-    except (OSError, AttributeError):
-        pass
-    _own_memory(stop)
-    if not stop.is_set() and "grpc" in sys.modules:
-        _start_grpc()
+def _prepare_spare(stop: threading.Event) -> list[threading.Thread]:
+    """Start a spare's preparation until `stop` is set (a build has come); returns its threads. A thread at
+    SCHED_IDLE (it only takes a core nothing else wants, never time from a build, ours or another's) makes the
+    memory ours (`_own_memory`); then another, at the usual priority (threads inherit their creator's policy,
+    and grpc's own must not starve on a busy machine), starts grpc's core."""
+    owned = threading.Event()
+
+    def own() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only
+        except (OSError, AttributeError):
+            pass
+        try:
+            _own_memory(stop)
+        finally:
+            owned.set()
+
+    def start_grpc() -> None:
+        owned.wait()
+        if not stop.is_set():
+            _start_grpc()
+
+    threads = [threading.Thread(target=own, name="spare-memory", daemon=True)]
+    if "grpc" in sys.modules:
+        threads.append(threading.Thread(target=start_grpc, name="spare-grpc", daemon=True))
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def _own_memory(stop: threading.Event) -> None:
@@ -411,10 +429,9 @@ def _start_grpc() -> None:
 
 def _wait_as_spare(handover: socket.socket, channel: socket.socket) -> None:
     """A spare child: prepare (`_prepare_spare`) while it waits for a request, then run it as `_child`; exits
-    when the server's
-    end of `handover` closes first."""
+    when the server's end of `handover` closes first."""
     stop = threading.Event()
-    threading.Thread(target=_prepare_spare, args=(stop,), name="spare", daemon=True).start()
+    _prepare_spare(stop)
     try:
         message, fds = recv_message(handover, with_fds=4)
     except BaseException:  # noqa: BLE001 - nothing was handed over: there is no one to tell
