@@ -229,7 +229,7 @@ def test_a_finished_child_lets_go_of_the_clients_output() -> None:
 def test_a_spare_makes_the_memory_it_shares_its_own() -> None:
     code = """
 import os, threading
-from workbench.server import _own_memory
+from workbench.server import _own_memory, writable_regions
 shared = bytearray(os.urandom(64 << 20))  # the parent's, shared with the child after the fork
 pid = os.fork()
 if pid == 0:
@@ -238,7 +238,7 @@ if pid == 0:
             if line.startswith("Private_Dirty:"):
                 return int(line.split()[1])
     before = private_dirty()
-    _own_memory(threading.Event())
+    _own_memory(threading.Event(), writable_regions())
     os._exit(0 if private_dirty() - before > 60 << 10 else 1)
 print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 """
@@ -256,7 +256,7 @@ import workbench.server as server
 seen = []
 server._start_grpc = lambda: seen.append(os.sched_getscheduler(0))
 memory = server._own_memory
-server._own_memory = lambda stop: (seen.append(os.sched_getscheduler(0)), memory(stop))
+server._own_memory = lambda stop, regions: (seen.append(os.sched_getscheduler(0)), memory(stop, regions))
 for thread in server._prepare_spare(threading.Event()):
     thread.join(60)
 print(seen == [os.SCHED_IDLE, os.SCHED_OTHER], seen)

@@ -365,6 +365,7 @@ def _prepare_spare(stop: threading.Event) -> list[threading.Thread]:
     memory ours (`_own_memory`); then another, at the usual priority (threads inherit their creator's policy,
     and grpc's own must not starve on a busy machine), starts grpc's core."""
     owned = threading.Event()
+    regions = writable_regions()
 
     def own() -> None:
         try:
@@ -372,7 +373,7 @@ def _prepare_spare(stop: threading.Event) -> list[threading.Thread]:
         except (OSError, AttributeError):
             pass
         try:
-            _own_memory(stop)
+            _own_memory(stop, regions)
         finally:
             owned.set()
 
@@ -389,31 +390,47 @@ def _prepare_spare(stop: threading.Event) -> list[threading.Thread]:
     return threads
 
 
-def _own_memory(stop: threading.Event) -> None:
-    """Make this process's private writable pages its own now (the copies copy-on-write makes as a forked child
-    writes: some thousands of page faults in a build that Python's reference counts touch everywhere), a
-    chunk at a time, until `stop` is set."""
-    try:
-        import ctypes
+_OWN_AT_MOST = 256 << 20
+"""No more than this is made ours: a large private mapping nobody touched (a reservation) is left alone."""
 
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        regions = []
+
+def writable_regions() -> list[tuple[int, int]]:
+    """This process's private writable mappings, (start, end), other than the main thread's stack, each under
+    `_OWN_AT_MOST`. Read before a spare starts its threads, so that their stacks are not among them."""
+    regions = []
+    try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 fields = line.split()
                 name = fields[5] if len(fields) > 5 else ""
                 if fields[1].startswith("rw") and fields[1][3] == "p" and name not in ("[stack]", "[vvar]"):
                     start, end = (int(x, 16) for x in fields[0].split("-"))
-                    regions.append((start, end))
-    except (OSError, AttributeError, ValueError, IndexError):
+                    if end - start < _OWN_AT_MOST:
+                        regions.append((start, end))
+    except (OSError, ValueError, IndexError):
+        return []
+    return regions
+
+
+def _own_memory(stop: threading.Event, regions: list[tuple[int, int]]) -> None:
+    """Make the pages of `regions` this process's own now (the copies copy-on-write makes as a forked child
+    writes: some thousands of page faults in a build that Python's reference counts touch everywhere), a
+    chunk at a time, until `stop` is set or `_OWN_AT_MOST` bytes are done."""
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    except (OSError, AttributeError):
         return
+    budget = _OWN_AT_MOST
     for start, end in regions:
         for at in range(start, end, _OWN_CHUNK):
-            if stop.is_set():
+            size = min(_OWN_CHUNK, end - at)
+            if stop.is_set() or budget < size:
                 return
-            if madvise(at, min(_OWN_CHUNK, end - at), MADV_POPULATE_WRITE) != 0 \
-                    and ctypes.get_errno() == errno.EINVAL:
+            budget -= size
+            if madvise(at, size, MADV_POPULATE_WRITE) != 0 and ctypes.get_errno() == errno.EINVAL:
                 break  # a mapping it does not apply to (or a kernel without it)
 
 
