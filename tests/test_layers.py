@@ -355,3 +355,57 @@ def test_user_overlay_xattrs_are_a_steps_own_data_as_root(tmp_path: Path) -> Non
     extract_layer(io.BytesIO(buf.getvalue()), dest, PLAIN)
     assert os.getxattr(dest / "d", "user.overlay.opaque") == b"y"
     assert (dest / "d" / "f").read_bytes() == b"kept"
+
+
+def _reader_threads() -> int:
+    import threading
+
+    return sum(1 for t in threading.enumerate() if t.name == "layer-read" and t.is_alive())
+
+
+class _FailsAfter(io.RawIOBase):
+    """A blob stream that gives `data` up to `at`, then fails as a broken download would."""
+
+    def __init__(self, data: bytes, at: int) -> None:
+        self.data, self.at, self.pos = data, at, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.pos >= self.at:
+            raise ConnectionResetError("the registry went away")
+        n = min(len(buffer), self.at - self.pos)
+        buffer[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+def test_the_read_ahead_hands_on_each_failure_and_ends(tmp_path: Path) -> None:
+    """The layer is read, inflated and hashed by a thread of its own: its failures reach the extraction as they
+    would unthreaded, a stop ends it, and no reader thread outlives the extraction."""
+    import threading
+
+    from workbench.snapshot.layers import LayerContentError, LayerExtractionStopped
+
+    src = tmp_path / "src"
+    for i in range(40):
+        (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(200_000))
+    blob = io.BytesIO()
+    diff_id = write_layer(src, blob, "gzip")[0]
+    data = blob.getvalue()
+    assert extract_layer(io.BytesIO(data), tmp_path / "whole", "") == diff_id
+    with pytest.raises(LayerContentError):
+        extract_layer(io.BytesIO(data[: len(data) // 2] + b"\0" * 4096 + data[len(data) // 2 + 4096:]),
+                      tmp_path / "corrupt", "")
+    with pytest.raises(ConnectionResetError, match="went away"):
+        extract_layer(io.BufferedReader(_FailsAfter(data, len(data) // 2)), tmp_path / "cut", "")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(LayerExtractionStopped):
+        extract_layer(io.BytesIO(data), tmp_path / "stopped", "", stop)
+    deadline = time.monotonic() + 10
+    while _reader_threads():
+        assert time.monotonic() < deadline, "a layer reader thread outlived its extraction"
+        time.sleep(0.01)

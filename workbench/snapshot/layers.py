@@ -10,6 +10,7 @@ import errno
 import hashlib
 import io
 import os
+import queue
 import stat
 import tarfile
 import threading
@@ -44,9 +45,10 @@ def extract_layer(
     """
     dest.mkdir(parents=True, exist_ok=True)
     hashed = _Hashed(layer_tar(stream, media_type), stop)
+    ahead = _ReadAhead(cast(IO[bytes], hashed))
     try:
-        extract(cast(IO[bytes], hashed), dest, whiteouts=True, compressed=False)
-        hashed.drain()  # the tar's padding after its end blocks is part of the diff ID
+        extract(cast(IO[bytes], ahead), dest, whiteouts=True, compressed=False)
+        ahead.drain()  # the tar's padding after its end blocks is part of the diff ID
     except (LayerExtractionStopped, OSError):
         raise
     except _NOT_A_TAR as e:
@@ -55,7 +57,74 @@ def extract_layer(
         if type(e).__name__ == "ZstdError":
             raise LayerContentError(f"not a valid zstd layer: {e}") from None
         raise
+    finally:
+        ahead.close()
     return "sha256:" + hashed.sha.hexdigest()
+
+
+class _ReadAhead(io.RawIOBase):
+    """`stream` read by a thread of its own, up to `_AHEAD` chunks ahead of the reader: the layer's bytes are
+    read, checked, inflated and hashed (zlib and sha256 let go of the GIL) while the reader makes the files.
+    An error of the stream reaches the reader at the point it occurred; `close` stops the thread."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self.stream = stream
+        self.queue: queue.Queue[bytes | BaseException] = queue.Queue(_AHEAD)
+        self.quit = threading.Event()
+        self.out = memoryview(b"")
+        self.ended = False
+        self.thread = threading.Thread(target=self._pump, name="layer-read", daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        while not self.quit.is_set():
+            try:
+                item: bytes | BaseException = self.stream.read(_CHUNK)
+            except BaseException as e:  # noqa: BLE001 - handed to the reader, raised there
+                item = e
+            while not self.quit.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not item or isinstance(item, BaseException):
+                return
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self.out:
+            if self.ended:
+                return 0
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                self.ended = True
+                raise item
+            if not item:
+                self.ended = True
+                return 0
+            self.out = memoryview(item)
+        n = min(len(buffer), len(self.out))
+        buffer[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
+
+    def drain(self) -> None:
+        """Read to the end (the stream has then been read and hashed whole)."""
+        buffer = bytearray(_CHUNK)
+        while self.readinto(buffer):
+            pass
+        self.thread.join()
+
+    def close(self) -> None:
+        """Stop the thread; after a failure it may be waiting for bytes still downloading: it is given
+        `_STOP_WAIT` seconds, then left to end at its next read (of a blob its owner has closed by then)."""
+        self.quit.set()
+        self.thread.join(_STOP_WAIT)
+        super().close()
 
 
 class _Hashed(io.RawIOBase):
@@ -83,6 +152,8 @@ class _Hashed(io.RawIOBase):
 
 
 _CHUNK = 1 << 20
+_AHEAD = 4
+_STOP_WAIT = 5.0
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _NOT_A_TAR: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, *ZLIB_ERRORS)
