@@ -9,7 +9,6 @@ read by the extractor in one pass, and counts as present only once its digest ma
 
 from __future__ import annotations
 
-import io
 import json
 import queue
 import threading
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
+from workbench.fsutil.chunks import ChunkReader
 from workbench.http.client import Response, resumable
 from workbench.http.errors import BrokenDownload
 from workbench.image.blob_sources import record_source
@@ -73,7 +73,7 @@ class DownloadStopped(Exception):
     """A streamed layer's reader was told to stop (another layer failed, or the build was interrupted)."""
 
 
-class LayerDownload(io.RawIOBase):
+class LayerDownload(ChunkReader):
     """A layer blob read from the registry while it is stored, in one pass: each chunk goes to the content
     store's writer (hashed, written to an ingest file) and then to the reader.
 
@@ -89,9 +89,6 @@ class LayerDownload(io.RawIOBase):
         super().__init__()
         self.desc, self.store, self.stop = desc, store, stop
         self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(STREAM_AHEAD)
-        self.rest = memoryview(b"")
-        self.ended = False
-        self.failure: BaseException | None = None
         self.canceled = threading.Event()
         self.pump = threading.Thread(target=self._pump, args=(client, progress), daemon=True,
                                      name=f"layer {str(desc.get('digest'))[7:19]}")
@@ -119,9 +116,6 @@ class LayerDownload(io.RawIOBase):
                 if self.canceled.is_set():
                     raise _Canceled from None
 
-    def readable(self) -> bool:
-        return True
-
     def _next(self) -> bytes | BaseException | None:
         while True:
             try:
@@ -129,23 +123,6 @@ class LayerDownload(io.RawIOBase):
             except queue.Empty:
                 if self.stop is not None and self.stop.is_set():
                     raise DownloadStopped("stopped") from None
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self.rest:
-            if self.ended:
-                return 0
-            item = self._next()
-            if item is None:
-                self.ended = True
-                return 0
-            if isinstance(item, BaseException):
-                self.ended, self.failure = True, item
-                raise item
-            self.rest = memoryview(item)
-        n = min(len(buffer), len(self.rest))
-        buffer[:n] = self.rest[:n]
-        self.rest = self.rest[n:]
-        return n
 
     def finish(self) -> None:
         """Read the rest of the blob: returns once it is verified and stored (RegistryError if not)."""

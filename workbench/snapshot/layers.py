@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
+from workbench.fsutil.chunks import ChunkReader
 from workbench.fsutil.compress import write_compressed
 from workbench.fsutil.deflate import ERRORS as ZLIB_ERRORS
 from workbench.fsutil.deflate import zlib
@@ -62,7 +63,7 @@ def extract_layer(
     return "sha256:" + hashed.sha.hexdigest()
 
 
-class _ReadAhead(io.RawIOBase):
+class _ReadAhead(ChunkReader):
     """`stream` read by a thread of its own, up to `_AHEAD` chunks ahead of the reader: the layer's bytes are
     read, checked, inflated and hashed (zlib and sha256 let go of the GIL) while the reader makes the files.
     An error of the stream reaches the reader at the point it occurred; `close` stops the thread."""
@@ -70,17 +71,16 @@ class _ReadAhead(io.RawIOBase):
     def __init__(self, stream: IO[bytes]) -> None:
         super().__init__()
         self.stream = stream
-        self.queue: queue.Queue[bytes | BaseException] = queue.Queue(_AHEAD)
+        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
         self.quit = threading.Event()
-        self.out = memoryview(b"")
-        self.ended = False
         self.thread = threading.Thread(target=self._pump, name="layer-read", daemon=True)
         self.thread.start()
 
     def _pump(self) -> None:
         while not self.quit.is_set():
+            item: bytes | BaseException | None
             try:
-                item: bytes | BaseException = self.stream.read(_CHUNK)
+                item = self.stream.read(_CHUNK) or None
             except BaseException as e:  # noqa: BLE001 - handed to the reader, raised there
                 item = e
             while not self.quit.is_set():
@@ -89,28 +89,11 @@ class _ReadAhead(io.RawIOBase):
                     break
                 except queue.Full:
                     continue
-            if not item or isinstance(item, BaseException):
+            if not isinstance(item, bytes):
                 return
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self.out:
-            if self.ended:
-                return 0
-            item = self.queue.get()
-            if isinstance(item, BaseException):
-                self.ended = True
-                raise item
-            if not item:
-                self.ended = True
-                return 0
-            self.out = memoryview(item)
-        n = min(len(buffer), len(self.out))
-        buffer[:n] = self.out[:n]
-        self.out = self.out[n:]
-        return n
+    def _next(self) -> bytes | BaseException | None:
+        return self.queue.get()
 
     def drain(self) -> None:
         """Read to the end (the stream has then been read and hashed whole)."""
