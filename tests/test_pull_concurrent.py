@@ -410,3 +410,25 @@ def test_interrupted_pull_leaves_nothing_trusted(image_registry: Registry, proxy
     proxy.release.set()
     chain = _pull(root, ref)
     assert [_tree(root / "snapshots" / s / "fs") for s in chain] == _reference(tars, tmp_path)
+
+
+def test_a_build_downloads_its_base_layers_as_it_extracts_them(image_registry: Registry, proxy: Proxy, root: Path,
+                                                               tmp_path: Path) -> None:
+    """The frontend's look at a base image (`load metadata`) fetches its manifest and config only; the FROM step
+    downloads the layers while it extracts them. Each layer's tail is held back here until every layer's first
+    file is extracted: a build that downloaded the whole image first would wait each hold out."""
+    from workbench.build import run_build
+    from workbench.request import BuildRequest, parse_output
+
+    tars = _layers(9)
+    digests = _push(image_registry, "held-build", tars)
+    proxy.hold = set(digests)
+    proxy.watch = (root / "tmp", [f"marker-9-{n}" for n in range(3)])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {proxy.host}/held-build\n")
+    out = tmp_path / "out"
+    run_build(BuildRequest(ctx, ctx / "Dockerfile", outputs=[parse_output(f"type=local,dest={out}")], root=root),
+              EventBus())
+    assert proxy.timed_out == []
+    assert (out / "marker-9-2").read_bytes() == b"m2" and not (out / "d0" / "text").exists()  # the whiteout too

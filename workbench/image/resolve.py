@@ -39,11 +39,12 @@ def local_image(ref: Reference, content: ContentStore, platform: str) -> tuple[s
     return digest, config
 
 
-def resolve_image(ref: str, content: ContentStore, bus: EventBus, platform: str = "linux/amd64",
-                  layers: bool = True) -> tuple[str, str, dict[str, Any]]:
+def resolve_image(ref: str, content: ContentStore, bus: EventBus, platform: str = "linux/amd64"
+                  ) -> tuple[str, str, dict[str, Any]]:
     """(normalized name, manifest digest, config) of `ref` for `platform`; a registry lookup is reported on
     `bus` as `[internal] load metadata for REF`. RuntimeError (its message says why) when it cannot be had.
-    `layers=False` fetches only the manifest and config (a remote build's daemon pulls the layers itself)."""
+    Only the manifest and config are fetched, as BuildKit's frontend resolves an image: the layers are the
+    FROM step's, downloaded while it extracts them (or, remotely, the daemon's)."""
     from workbench.image.pull import pull
     from workbench.image.reference import InvalidReference, parse_reference
     from workbench.image.registry_errors import RegistryError
@@ -60,7 +61,7 @@ def resolve_image(ref: str, content: ContentStore, bus: EventBus, platform: str 
     t0 = time.time()
     bus.emit(VertexStarted(vid, name, ts=t0))
     try:
-        image = pull(parsed, content, platform, layers=layers)
+        image = pull(parsed, content, platform, layers=False)
     except RegistryError as e:
         bus.emit(VertexFailed(vid, name, error=str(e)))
         raise RuntimeError(str(e)) from None

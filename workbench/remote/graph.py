@@ -52,7 +52,7 @@ def convert_request(req: BuildRequest, bus: EventBus) -> LocalGraph:
 
     def resolve(ref: str, platform: str) -> tuple[str, str, dict[str, Any]]:
         if (ref, platform) not in resolved:
-            resolved[(ref, platform)] = resolve_image(ref, content, bus, platform, layers=False)
+            resolved[(ref, platform)] = resolve_image(ref, content, bus, platform)
         return resolved[(ref, platform)]
 
     patterns = load_dockerignore(req.context, req.dockerfile)
