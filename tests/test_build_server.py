@@ -263,3 +263,35 @@ print(seen == [os.SCHED_IDLE, os.SCHED_OTHER], seen)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.startswith("True"), (out.stdout, out.stderr)
+
+
+def test_a_child_forked_for_want_of_a_spare_keeps_no_extra_copy_of_the_clients_output(
+        tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
+    sock = server_env["WORKBENCH_SERVER_SOCKET"]
+    ctx = _project(tmp_path, registry, "FROM BASE\nRUN sleep 4\n")
+    root = tmp_path / "root"
+    assert _build(ctx, root, server_env, "--no-cache").returncode == 0
+    _wait_for_server(server_env)
+    server, spare = _spare(sock)
+    os.kill(spare, signal.SIGKILL)
+    proc = subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", "--no-cache", str(ctx)],
+                            env=server_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ctx)
+    try:
+        pipe = os.readlink(f"/proc/self/fd/{proc.stderr.fileno()}")  # type: ignore[union-attr]  # "pipe:[N]"
+        deadline = time.monotonic() + 30
+        holders: list[int] = []
+        while not holders:
+            assert time.monotonic() < deadline, "no build child holds the client's stderr"
+            for pid, parent in _server_processes(sock).items():
+                if parent == server:
+                    try:
+                        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+                    except OSError:
+                        continue
+                    if pipe in links:
+                        holders = [links.count(pipe)]
+            time.sleep(0.05)
+        assert holders == [1]  # its stderr, and no copy inherited from the server's fork
+    finally:
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0

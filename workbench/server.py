@@ -171,11 +171,15 @@ def serve(path: str) -> int:
     last_active = time.monotonic()
     spare: _Spare | None = None
 
-    def fork_spare() -> _Spare:
+    def fork_spare(also_close: tuple[int, ...] = ()) -> _Spare:
+        """A new spare child; `also_close`: descriptors of ours it must not keep (a request's, which it is
+        handed over its socket if at all)."""
         ours, theirs = socket.socketpair()
         handover, waiting_end = socket.socketpair()
         pid = os.fork()
         if pid == 0:
+            for fd in also_close:
+                os.close(fd)
             listener.close()
             os.close(lock)
             os.close(folder)
@@ -243,7 +247,7 @@ def serve(path: str) -> int:
                     spare.close()
                     children.add(spare.pid)  # reaped with the others
                 spare = None
-                child = fork_spare()
+                child = fork_spare(also_close=(conn.fileno(), *fds))
                 if not child.hand_over(request, conn, fds):
                     child.close()
                     children.add(child.pid)
