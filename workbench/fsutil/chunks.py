@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import io
+import queue
+import threading
+
+_PUT_WAIT = 0.1
+"""Seconds between looks at `canceled` while the queue is full."""
 
 
 class ChunkReader(io.RawIOBase):
-    """Reads the chunks `_next()` gives, in order: bytes; an exception, raised to the reader at that point of the
-    stream (and kept as `failure`); or None, the end. `ended` once either has come."""
+    """Reads the chunks a producer thread `_put`s, at most `ahead` of the reader, in order: bytes; an exception,
+    raised to the reader at that point of the stream (and kept as `failure`); or None, the end. `ended` once
+    either has come. Setting `canceled` releases a producer waiting for room (its `_put` returns False)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: int) -> None:
         super().__init__()
+        self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(ahead)
+        self.canceled = threading.Event()
         self.rest = memoryview(b"")
         self.ended = False
         self.failure: BaseException | None = None
 
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        """Queue `item` for the reader; False, having queued nothing, once `canceled` is set."""
+        while True:
+            try:
+                self.chunks.put(item, timeout=_PUT_WAIT)
+                return True
+            except queue.Full:
+                if self.canceled.is_set():
+                    return False
+
     def _next(self) -> bytes | BaseException | None:
-        raise NotImplementedError
+        return self.chunks.get()
 
     def readable(self) -> bool:
         return True

@@ -86,35 +86,26 @@ class LayerDownload(ChunkReader):
 
     def __init__(self, client: RegistryClient, desc: dict[str, Any], store: ContentStore,
                  progress: Progress | None = None, stop: threading.Event | None = None) -> None:
-        super().__init__()
+        super().__init__(STREAM_AHEAD)
         self.desc, self.store, self.stop = desc, store, stop
-        self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(STREAM_AHEAD)
-        self.canceled = threading.Event()
         self.pump = threading.Thread(target=self._pump, args=(client, progress), daemon=True,
                                      name=f"layer {str(desc.get('digest'))[7:19]}")
         self.pump.start()
 
     def _pump(self, client: RegistryClient, progress: Progress | None) -> None:
         try:
-            _fetch_blob(client, self.desc, self.store, progress, sink=self._put)
+            _fetch_blob(client, self.desc, self.store, progress, sink=self._sink)
             record_source(self.store, [str(self.desc["digest"])], client.ref)
             self._put(None)
         except _Canceled:
             pass
         except BaseException as e:  # handed to the reader, raised there
-            try:
-                self._put(e)
-            except _Canceled:
-                pass
+            self._put(e)
 
-    def _put(self, item: bytes | BaseException | None) -> None:
-        while True:
-            try:
-                self.chunks.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                if self.canceled.is_set():
-                    raise _Canceled from None
+    def _sink(self, chunk: bytes) -> None:
+        """A downloaded chunk for the reader; _Canceled (the download stops) once the reader went away."""
+        if not self._put(chunk):
+            raise _Canceled
 
     def _next(self) -> bytes | BaseException | None:
         while True:

@@ -10,7 +10,6 @@ import errno
 import hashlib
 import io
 import os
-import queue
 import stat
 import tarfile
 import threading
@@ -69,31 +68,20 @@ class _ReadAhead(ChunkReader):
     An error of the stream reaches the reader at the point it occurred; `close` stops the thread."""
 
     def __init__(self, stream: IO[bytes]) -> None:
-        super().__init__()
+        super().__init__(_AHEAD)
         self.stream = stream
-        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_AHEAD)
-        self.quit = threading.Event()
         self.thread = threading.Thread(target=self._pump, name="layer-read", daemon=True)
         self.thread.start()
 
     def _pump(self) -> None:
-        while not self.quit.is_set():
+        while not self.canceled.is_set():
             item: bytes | BaseException | None
             try:
                 item = self.stream.read(_CHUNK) or None
             except BaseException as e:  # noqa: BLE001 - handed to the reader, raised there
                 item = e
-            while not self.quit.is_set():
-                try:
-                    self.queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if not isinstance(item, bytes):
+            if not self._put(item) or not isinstance(item, bytes):
                 return
-
-    def _next(self) -> bytes | BaseException | None:
-        return self.queue.get()
 
     def drain(self) -> None:
         """Read to the end (the stream has then been read and hashed whole)."""
@@ -105,7 +93,7 @@ class _ReadAhead(ChunkReader):
     def close(self) -> None:
         """Stop the thread; after a failure it may be waiting for bytes still downloading: it is given
         `_STOP_WAIT` seconds, then left to end at its next read (of a blob its owner has closed by then)."""
-        self.quit.set()
+        self.canceled.set()
         self.thread.join(_STOP_WAIT)
         super().close()
 
@@ -128,10 +116,6 @@ class _Hashed(io.RawIOBase):
         buffer[:n] = data
         self.sha.update(data)
         return n
-
-    def drain(self) -> None:
-        while self.readinto(bytearray(_CHUNK)):
-            pass
 
 
 _CHUNK = 1 << 20
