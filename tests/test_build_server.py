@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def test_sigint_cancels_like_in_process(tmp_path: Path, registry: str, server_en
     rest = proc.stdout.read()
     assert proc.wait(timeout=30) == 130
     assert "canceled" in rest
+    assert re.search(r"^#\d+ CANCELED$", rest, re.M), rest  # the step was stopped, not run to its end
 
 
 def test_stale_server_is_replaced(tmp_path: Path, registry: str, server_env: dict[str, str]) -> None:
@@ -299,3 +301,23 @@ def test_a_child_forked_for_want_of_a_spare_keeps_no_extra_copy_of_the_clients_o
     finally:
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_an_exited_server_left_unreaped_counts_as_gone() -> None:
+    """`server stop` waits for the server's pid to go; a parent that is a subreaper (an in-process build makes
+    its process one) may never reap it, and the zombie must not count as running (it held stop for 10 s)."""
+    from workbench.snapshot.scratch import pid_alive
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        assert not pid_alive(pid)
+        assert pid_alive(os.getpid())
+    finally:
+        os.waitpid(pid, 0)
+    assert not pid_alive(pid)

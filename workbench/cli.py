@@ -172,13 +172,11 @@ def _server(args: argparse.Namespace) -> int:
     if not reply:
         print("the build server did not answer")
         return 0
+    from workbench.snapshot.scratch import pid_alive
+
     pid = int(reply["stopped"])
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # gone, so that the next build starts a new one instead of meeting it
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
+    while pid_alive(pid) and time.monotonic() < deadline:  # gone, so that the next build starts a new one
         time.sleep(0.02)
     print(f"stopped the build server (pid {pid})")
     return 0

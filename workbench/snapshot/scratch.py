@@ -17,14 +17,20 @@ from workbench.snapshot.overlay import unmount
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (one we may not signal counts as alive)."""
+    """Whether process `pid` exists and has not exited (one we may not signal counts as alive; a zombie, exited
+    but not yet reaped by its parent, does not: a subreaper may never reap it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split(maxsplit=1)[:1]
+    except OSError:
+        return True  # no /proc to look in: it was there a moment ago
+    return state != [b"Z"]
 
 
 def stale_entry(entry: Path) -> bool:
