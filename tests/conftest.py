@@ -60,6 +60,25 @@ def root(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "breaks_root: the test damages its `root` on purpose (doctor skips it)")
+    _children_get_default_signals()
+
+
+def _children_get_default_signals() -> None:
+    """The processes the tests start get the signals' default dispositions, as from a terminal. A suite run in the
+    background or under `nohup` ignores SIGINT or SIGHUP, and an ignored signal stays ignored across exec: a
+    client would then rightly outlive the Ctrl-C or hang-up a test sends it. A handled signal is reset to its
+    default by exec, so this process handles them instead (as it would have: SIGINT stops pytest, SIGHUP not)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, _ignore)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A handler doing nothing: ignored here, default in children."""
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

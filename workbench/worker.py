@@ -74,8 +74,9 @@ class Worker:
         that a later build trusts. On a failure (or Ctrl-C) `stop` is set: the other extractions end at once
         (the caller's downloads may watch it too).
         """
-        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
 
+        from workbench.interruptible import wait_futures
         from workbench.snapshot.layers import LayerContentError, extract_layer
 
         keys, cid = [], ""
@@ -109,7 +110,7 @@ class Worker:
             prepared = [stack.enter_context(self.snapshots.prepare()) for _ in todo]
             futures = [pool.submit(extract, layers[i], dir_) for i, dir_ in zip(todo, prepared, strict=True)]
             try:
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)  # a failure stops the others at once
+                done, _ = wait_futures(futures, FIRST_EXCEPTION)  # a failure (or Ctrl-C) stops the others at once
                 for future in futures:
                     if future in done and future.exception() is not None:
                         future.result()  # the lowest failure is the one raised

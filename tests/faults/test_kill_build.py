@@ -34,17 +34,10 @@ def wait_clean(root: Path, marker: str, within: float) -> dict[str, list[str]]:
         time.sleep(0.05)
 
 
-def default_signals() -> None:
-    """The client starts with the signals' default dispositions, as from a terminal: a suite run under `nohup`
-    (SIGHUP ignored, inherited) would otherwise test a build that rightly outlives its hang-up."""
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 def start(ctx: Path, root: Path, server: bool) -> subprocess.Popen[str]:
     env = dict(os.environ, WORKBENCH_SERVER="1" if server else "0")
     return subprocess.Popen(WORKBENCH + ["build", "--root", str(root), "--progress", "plain", str(ctx)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_running(root: Path, marker: str, proc: subprocess.Popen[str]) -> None:

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from workbench import interruptible
 from workbench.llb.ops import ExecOp, FileOp, LocalSource, MergeOp, Vertex
 from workbench.progress.events import Event, EventBus, VertexCached, VertexCompleted
 
@@ -103,7 +104,7 @@ class LayerPrefetch:
         remembered like any other)."""
         for job in self.hand_over(self.compression).jobs.values():
             try:
-                job.result()
+                interruptible.result(job)
             except Exception:  # the export writes it
                 pass
 

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Protocol, cast
 
+from workbench import interruptible
 from workbench.cache.store import CacheStore, LayerBlob
 from workbench.image.content import ContentStore
 from workbench.snapshot.manager import SnapshotManager
@@ -194,7 +195,7 @@ def layer_blobs(chain: list[str], store: CacheStore, snapshots: SnapshotManager,
                 futures = {s: pool.submit(make, s) for s in todo}
                 try:
                     for s, f in futures.items():
-                        blobs[s] = f.result()
+                        blobs[s] = interruptible.result(f)
                 except BaseException:  # a failed layer or Ctrl-C: those not started are not, those done stay known
                     if pending is not None:
                         pending.cancel()  # a job waited for stops now, not at the end of its layer

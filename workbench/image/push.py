@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workbench import interruptible
 from workbench.image.blob_sources import blob_sources, record_source
 from workbench.image.content import ContentStore
 from workbench.image.manifests import OCI_INDEX, OCI_MANIFEST
@@ -156,7 +157,7 @@ def push_image(ref: Reference, store: ContentStore, manifest_digest: str, progre
 
     with ThreadPoolExecutor(PARALLEL_PULLS, thread_name_prefix="push") as pool:
         for future in [pool.submit(one, d) for d in blobs]:
-            future.result()
+            interruptible.result(future)
     for digest, data in manifests[:-1]:
         put_manifest(client, digest, data, _media_type(data))
     pushed = put_manifest(client, ref.digest or ref.tag or manifest_digest, raw, _media_type(raw))

@@ -11,10 +11,11 @@ import hashlib
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from workbench.interruptible import wait_futures
 from workbench.llb.ops import (
     Copy,
     ExecOp,
@@ -337,7 +338,7 @@ class Solver:
                         running[pool.submit(self._execute, job, v, inputs)] = v
             if not running:
                 break
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            done, _ = wait_futures(running, return_when=FIRST_COMPLETED)  # Ctrl-C ends it at once
             for fut in done:
                 v = running.pop(fut)
                 try:
