@@ -82,7 +82,7 @@ def _data(size: int) -> bytes:
 def test_zstd_same_bytes_whatever_the_thread_count(level: int, size: int) -> None:
     data = _data(size)
     seen = set()
-    for threads in (1, 2, 3, 8, 1, 8, 2):
+    for threads in (1, 2, 3, 8, 1, 8, 2) if level < 19 else (1, 8, 3):  # level 19 is slow: fewer runs
         out = io.BytesIO()
 
         def fill(w: object) -> None:
