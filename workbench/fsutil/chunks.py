@@ -40,18 +40,37 @@ class ChunkReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self.rest:
-            if self.ended:
-                return 0
-            item = self._next()
-            if item is None:
-                self.ended = True
-                return 0
-            if isinstance(item, BaseException):
-                self.ended, self.failure = True, item
-                raise item
-            self.rest = memoryview(item)
+        if not self._fill():
+            return 0
         n = min(len(buffer), len(self.rest))
         buffer[:n] = self.rest[:n]
         self.rest = self.rest[n:]
         return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes; a whole chunk that fits is handed over as it came, not copied."""
+        if size is None or size < 0:
+            return self.readall()
+        if not size or not self._fill():
+            return b""
+        rest = self.rest
+        if len(rest) <= size and isinstance(rest.obj, bytes) and len(rest) == len(rest.obj):
+            self.rest = memoryview(b"")
+            return rest.obj
+        self.rest = rest[size:]
+        return bytes(rest[:size])
+
+    def _fill(self) -> bool:
+        """Bytes in `rest`, from the next chunk if it is empty; False at the end."""
+        while not self.rest:
+            if self.ended:
+                return False
+            item = self._next()
+            if item is None:
+                self.ended = True
+                return False
+            if isinstance(item, BaseException):
+                self.ended, self.failure = True, item
+                raise item
+            self.rest = memoryview(item)
+        return True

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, cast
 
 from workbench.fsutil.paths import DIR_FLAGS, Root, UnsafePathError, remove_leaf
+from workbench.fsutil.tarread import TarReader
 from workbench.rootless.userns import inside_user_namespace, owner_here
 
 WHITEOUT_PREFIX = ".wh."
@@ -140,12 +141,11 @@ class _Extraction:
     def run(self, stream: IO[bytes]) -> None:
         self.root = Root(self.dest)
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                while (m := tar.next()) is not None:
-                    parts = self.parts(m.name)
-                    if parts:  # not the root itself: containerd and moby ignore it
-                        self.member(tar, m, parts)
-                    tar.members.clear()  # type: ignore[attr-defined]  # every header read (~400 B): not needed
+            tar = TarReader(stream)
+            for m in tar:
+                parts = self.parts(m.name)
+                if parts:  # not the root itself: containerd and moby ignore it
+                    self.member(tar, m, parts)
             for canonical, mtime in reversed(self.dir_times):  # children first changed their parents' times
                 try:
                     fd, _ = self.root.open_dir(list(canonical), "", create=False, follow=False)
@@ -169,7 +169,7 @@ class _Extraction:
             raise UnsafeMemberError(f"archive path {name!r} is outside extraction root")
         return clean.split("/")
 
-    def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parts: list[str]) -> None:
+    def member(self, tar: TarReader, m: tarfile.TarInfo, parts: list[str]) -> None:
         root, base = self.root, parts[-1]
         pfd, canonical = root.parent(tuple(parts[:-1]), m.name)
         if self.layer and base.startswith(WHITEOUT_PREFIX):
@@ -191,12 +191,7 @@ class _Extraction:
                 remove_leaf(pfd, base)
                 fd = os.open(base, _NEW_FILE, 0o600, dir_fd=pfd)
             try:
-                src = tar.extractfile(m)
-                if src is not None:
-                    while chunk := src.read(_CHUNK):
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view):]
+                tar.copy_to(m, fd)
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode)
                 _set_xattrs(fd, xattrs)
