@@ -395,7 +395,7 @@ def test_the_read_ahead_hands_on_each_failure_and_ends(tmp_path: Path) -> None:
     blob = io.BytesIO()
     diff_id = write_layer(src, blob, "gzip")[0]
     data = blob.getvalue()
-    assert extract_layer(io.BytesIO(data), tmp_path / "whole", "") == diff_id
+    assert extract_layer(io.BytesIO(data), tmp_path / "whole", "").diff_id == diff_id
     with pytest.raises(LayerContentError):
         extract_layer(io.BytesIO(data[: len(data) // 2] + b"\0" * 4096 + data[len(data) // 2 + 4096:]),
                       tmp_path / "corrupt", "")
@@ -409,3 +409,23 @@ def test_the_read_ahead_hands_on_each_failure_and_ends(tmp_path: Path) -> None:
     while _reader_threads():
         assert time.monotonic() < deadline, "a layer reader thread outlived its extraction"
         time.sleep(0.01)
+
+
+def test_the_space_an_extraction_reports_is_what_du_measures(tmp_path: Path) -> None:
+    """The GC remembers a pulled layer's size from its extraction instead of walking it again: the count must be
+    the walk's (dirs grown by many entries, hard links once, long symlinks, xattrs, whiteouts, sparse blocks)."""
+    from workbench.gc.units import disk_usage
+
+    src = _sample(tmp_path / "src")
+    many = src / "many"
+    many.mkdir()
+    for i in range(400):  # the dir grows to several blocks after it was made
+        (many / f"entry-with-a-longish-name-{i:04}").write_bytes(b"x" * (i * 37))
+    os.symlink("t" * 200, src / "long-link")  # a target too long for the inode
+    buf = io.BytesIO()
+    write_layer(src, buf)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    extracted = extract_layer(io.BytesIO(buf.getvalue()), snapshot / "fs")
+    assert extracted.allocated + os.lstat(snapshot).st_blocks * 512 == disk_usage(snapshot)
+    assert extracted.allocated > 3 << 20

@@ -270,6 +270,14 @@ def test_multi_layer_pull_gives_the_same_snapshots(image_registry: Registry, pro
         assert _digest((root / "content" / "blobs" / "sha256" / d[7:]).read_bytes()) == d
         assert d == _digest(_gzip(t, 2 if t is tars[1] else 1))
     assert _pull(root, f"{proxy.host}/multi") == chain  # all here: reused
+    from workbench.cache.store import CacheStore
+    from workbench.gc.units import disk_usage
+
+    store = CacheStore(root / "cache.db")
+    try:  # remembered from the extraction, so that the GC does not walk the layers again: what du says
+        assert {s: store.snapshot_sizes().get(s) for s in chain} == {s: disk_usage(snapshots / s) for s in chain}
+    finally:
+        store.close()
 
 
 def test_layers_extract_while_they_download_all_at_once(image_registry: Registry, proxy: Proxy, root: Path,

@@ -7,6 +7,7 @@ rootless or remote executor plugs in below this seam.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
@@ -95,14 +96,15 @@ class Worker:
 
         stop = stop if stop is not None else threading.Event()
 
-        def extract(layer: LayerRef, prepared: Path) -> None:
+        def extract(layer: LayerRef, prepared: Path) -> int:
             with open_blob(layer) as blob:
                 on_extract(layer, False)
-                diff_id = extract_layer(blob, prepared / "fs", layer.media_type, stop)
+                diff_id, allocated = extract_layer(blob, prepared / "fs", layer.media_type, stop)
             if diff_id != layer.diff_id:
                 raise LayerContentError(f"layer {layer.digest} unpacks to {diff_id}, not to the diff ID "
                                         f"{layer.diff_id} its image config gives: not trusted, nothing was kept")
             on_extract(layer, True)
+            return allocated + os.lstat(prepared).st_blocks * 512  # the snapshot dir's size, as the GC measures it
 
         todo = range(start, len(layers))
         with ExitStack() as stack, ThreadPoolExecutor(min(EXTRACT_PARALLEL, len(todo)),
@@ -118,6 +120,7 @@ class Worker:
                     future.result()
                     layer = layers[i]
                     snapshot = self.snapshots.commit(dir_)
+                    self.store.record_snapshot_sizes({snapshot: future.result()})  # the GC need not walk it
                     self.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
                                                                      layer.media_type))
                     chain = self.store.record(keys[i], chain + [snapshot], f"layer {layer.diff_id}")

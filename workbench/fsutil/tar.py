@@ -35,6 +35,8 @@ OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 XATTR_PAX = "SCHILY.xattr."
 """The PAX header prefix of an xattr."""
 _CHUNK = 1 << 20
+_INLINE_LINK = 48
+"""Targets shorter than this are kept in the inode on every Linux filesystem (ext4's limit is 60): no block."""
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LAYER_COMPRESSIONS = frozenset({"gzip", "zstd"})  # containerd's DetectCompression
 _ARCHIVE_COMPRESSIONS = frozenset({"gzip", "zstd", "bzip2", "xz"})  # moby's, for ADD
@@ -113,7 +115,7 @@ def is_archive(path: Path) -> bool:
 
 
 def extract(stream: IO[bytes], dest: Path, *, whiteouts: bool, owner: Owner = None, media_type: str = "",
-            compressed: bool = True) -> None:
+            compressed: bool = True) -> int:
     """Extract the (plain or, unless `compressed` is False, compressed) tar `stream` into the existing dir `dest`,
     streaming, with `dest` as "/".
 
@@ -125,10 +127,14 @@ def extract(stream: IO[bytes], dest: Path, *, whiteouts: bool, owner: Owner = No
     Members keep their numeric owner unless `owner` is given. A hard link must point at a member already
     extracted, reached without any symlink. Raises `UnsafePathError` (or `UnsafeMemberError`, naming the
     member) where a member cannot be placed safely.
+
+    Returns, for an image layer, the bytes allocated to `dest` and what was made in it (as `du` counts them; a
+    member that replaces one of the same layer, or a parent dir the tar does not list, is not counted right),
+    measured on the files as they are made; 0 for an archive.
     """
     formats = _LAYER_COMPRESSIONS if whiteouts else _ARCHIVE_COMPRESSIONS
-    _Extraction(dest, layer=whiteouts, owner=owner).run(_decompressed(stream, formats, media_type) if compressed
-                                                        else stream)
+    return _Extraction(dest, layer=whiteouts, owner=owner).run(_decompressed(stream, formats, media_type)
+                                                               if compressed else stream)
 
 
 class _Extraction:
@@ -137,8 +143,9 @@ class _Extraction:
     def __init__(self, dest: Path, *, layer: bool, owner: Owner) -> None:
         self.dest, self.layer, self.owner = dest, layer, owner
         self.dir_times: list[tuple[tuple[str, ...], float]] = []
+        self.blocks = 0  # 512-byte blocks allocated to what a layer made (files, symlinks; dirs at the end)
 
-    def run(self, stream: IO[bytes]) -> None:
+    def run(self, stream: IO[bytes]) -> int:
         self.root = Root(self.dest)
         try:
             tar = TarReader(stream)
@@ -146,6 +153,7 @@ class _Extraction:
                 parts = self.parts(m.name)
                 if parts:  # not the root itself: containerd and moby ignore it
                     self.member(tar, m, parts)
+            counted: set[tuple[str, ...]] = set()
             for canonical, mtime in reversed(self.dir_times):  # children first changed their parents' times
                 try:
                     fd, _ = self.root.open_dir(list(canonical), "", create=False, follow=False)
@@ -153,10 +161,16 @@ class _Extraction:
                     continue  # replaced or removed by a later member
                 try:
                     os.utime(fd, (mtime, mtime))
+                    if self.layer and canonical not in counted:  # its size once all its entries are made
+                        counted.add(canonical)
+                        self.blocks += os.fstat(fd).st_blocks
                 finally:
                     os.close(fd)
+            if self.layer:
+                self.blocks += os.fstat(self.root.fd).st_blocks
         finally:
             self.root.close()
+        return self.blocks * 512 if self.layer else 0
 
     def parts(self, name: str) -> list[str]:
         """A member name → components below the root."""
@@ -196,6 +210,8 @@ class _Extraction:
                 os.fchmod(fd, mode)
                 _set_xattrs(fd, xattrs)
                 os.utime(fd, (m.mtime, m.mtime))
+                if self.layer:
+                    self.blocks += os.fstat(fd).st_blocks
             finally:
                 os.close(fd)
         elif m.isdir():
@@ -224,6 +240,8 @@ class _Extraction:
             os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
             _set_xattrs(f"/proc/self/fd/{pfd}/{base}", xattrs, follow=False)
             os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+            if self.layer and len(m.linkname.encode("utf-8", "surrogateescape")) >= _INLINE_LINK:
+                self.blocks += os.stat(base, dir_fd=pfd, follow_symlinks=False).st_blocks
         elif m.ischr() or m.isblk() or m.isfifo():
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
             device = os.makedev(m.devmajor, m.devminor) if not m.isfifo() else 0

@@ -15,7 +15,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, BinaryIO, cast
+from typing import IO, BinaryIO, NamedTuple, cast
 
 from workbench.fsutil.chunks import ChunkReader
 from workbench.fsutil.compress import write_compressed
@@ -32,12 +32,20 @@ class LayerExtractionStopped(Exception):
     """The extraction was told to stop (another layer failed, or the build was interrupted)."""
 
 
+class Extracted(NamedTuple):
+    """What `extract_layer` made: the layer's diff ID, and the bytes allocated to `dest` and below."""
+
+    diff_id: str
+    allocated: int
+
+
 def extract_layer(
     stream: BinaryIO, dest: Path, media_type: str = "application/vnd.oci.image.layer.v1.tar+gzip",
     stop: threading.Event | None = None,
-) -> str:
+) -> Extracted:
     """Extract a (gzip/zstd/plain, by its magic bytes or a zstd media type) layer tar into `dest` as an overlay
-    lower dir, streaming; returns its diff ID, the sha256 of the whole uncompressed tar (read to its end).
+    lower dir, streaming; returns its diff ID, the sha256 of the whole uncompressed tar (read to its end), and
+    the disk space it took (`fsutil.tar.extract`'s count, so that nothing walks the new tree again to measure it).
 
     `.wh.NAME` becomes a 0:0 char device, `.wh..wh..opq` the opaque xattr on its dir. Members are
     placed with `dest` as "/"; a member that would reach outside raises `UnsafePathError`. Bytes that do not
@@ -47,7 +55,7 @@ def extract_layer(
     hashed = _Hashed(layer_tar(stream, media_type), stop)
     ahead = _ReadAhead(cast(IO[bytes], hashed))
     try:
-        extract(cast(IO[bytes], ahead), dest, whiteouts=True, compressed=False)
+        allocated = extract(cast(IO[bytes], ahead), dest, whiteouts=True, compressed=False)
         ahead.drain()  # the tar's padding after its end blocks is part of the diff ID
     except (LayerExtractionStopped, OSError):
         raise
@@ -59,7 +67,7 @@ def extract_layer(
         raise
     finally:
         ahead.close()
-    return "sha256:" + hashed.sha.hexdigest()
+    return Extracted("sha256:" + hashed.sha.hexdigest(), allocated)
 
 
 class _ReadAhead(ChunkReader):
