@@ -1,5 +1,5 @@
-"""workbench.fsutil.tarread reads every member as tarfile does (differential), in any split of the stream, and
-refuses what Go's archive/tar refuses."""
+"""workbench.fsutil.tarread reads every member as tarfile does (differential), in any split of the stream; where
+Go's archive/tar (BuildKit's) differs, as Go does: what it refuses, global pax headers, the ustar name prefix."""
 
 from __future__ import annotations
 
@@ -87,8 +87,7 @@ def _info(name: str, kind: bytes = tarfile.REGTYPE, **fields: object) -> tarfile
 def archive(fmt: int, rng: random.Random) -> bytes:
     """Every kind of member the format can hold, and data of awkward sizes."""
     out = io.BytesIO()
-    pax = {"comment": "global one", "uname": "globaluser"} if fmt == tarfile.PAX_FORMAT else None
-    with tarfile.open(fileobj=out, mode="w", format=fmt, pax_headers=pax) as tar:
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
         tar.addfile(_info("d/", tarfile.DIRTYPE, mode=0o755, uid=1000, gid=1000, uname="u", gname="g"))
         for name, size in (("empty", 0), ("one", 1), ("block", 512), ("big", 3 * (1 << 20) + 7), ("odd", 1537)):
             tar.addfile(_info(f"d/{name}", size=size, mode=0o4755 if name == "one" else 0o600),
@@ -216,3 +215,37 @@ def test_a_zero_block_ends_the_archive_and_an_all_zero_stream_is_empty() -> None
     assert list(TarReader(io.BytesIO(bytes(10240)))) == []
     data = _two_files()
     assert [m.name for m in TarReader(io.BytesIO(data[:1536] + bytes(1024) + b"garbage after the end"))] == ["a"]
+
+
+def test_a_global_pax_header_changes_no_member_as_in_go() -> None:
+    """tarfile would apply it to every member after it (here: one name and owner for all); Go's reader returns
+    it as a header of its own, and containerd and moby skip that."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"path": "hijacked", "uname": "global", "uid": "0"}) as tar:
+        for name in ("a", "b"):
+            tar.addfile(_info(name, size=1, uid=1000, uname="me"), io.BytesIO(b"z"))
+    members = list(TarReader(io.BytesIO(out.getvalue())))
+    assert [(m.name, m.uname, m.uid) for m in members] == [("a", "me", 1000), ("b", "me", 1000)]
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r|") as tar:
+        assert [m.name for m in tar] == ["hijacked", "hijacked"]  # what this reader does not do
+
+
+def _with_checksum(block: bytearray) -> bytes:
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def test_the_name_prefix_is_read_from_posix_ustar_headers_only() -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(_info("f", size=0))
+    gnu = bytearray(out.getvalue()[:512])
+    assert gnu[257:265] == b"ustar  \0"
+    gnu[345:357] = b"15000000000\0"  # GNU keeps the access time there
+    ustar = bytearray(gnu)
+    ustar[257:265] = b"ustar\x0000"
+    ustar[345:357] = b"some/prefix\0"
+    for header, name in ((gnu, "f"), (ustar, "some/prefix/f")):
+        assert [m.name for m in TarReader(io.BytesIO(_with_checksum(header) + bytes(1024)))] == [name]

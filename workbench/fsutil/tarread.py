@@ -4,13 +4,16 @@
 layers of buffering: for a layer of 48,000 files that is seconds of the one thread that makes the files. This
 reader parses a header from one 512-byte block of a 1 MiB buffer and hands a file's data to `copy_to` as
 slices of that buffer. Members are `tarfile.TarInfo` objects with the fields extraction uses, read as `tarfile`
-reads them: ustar prefixes, old-style directories, base-256 numbers, GNU long names and links, pax local and
-global headers (values decoded as UTF-8 with surrogateescape, applied in the same order).
+reads them: old-style directories, base-256 numbers, GNU long names and links, pax headers (values decoded as
+UTF-8 with surrogateescape, applied in the same order).
 
-Differences: a header that does not check out after the first member, or a pax record that does not parse,
-is an error (`tarfile.ReadError`), as in Go's archive/tar that BuildKit extracts with; `tarfile` ends the
-archive there without a word. A GNU sparse member (rare; Go's writers never make one) hands the rest of the
-archive, from that member's first header on, to `tarfile` itself, which reads sparse files.
+Where `tarfile` and Go's archive/tar (which BuildKit extracts with, through containerd and moby) differ, this
+reads as Go does: a header that does not check out after the first member, a pax record that does not parse, a
+negative size or an extended header over 1 MiB is an error (`tarfile.ReadError`), where `tarfile` ends the
+archive without a word or reads it all into memory; a global pax header changes no member (`tarfile` applies
+it to all that follow); the name prefix is read from POSIX ustar headers only (a GNU header keeps times
+there). A GNU sparse member (rare; Go's writers never make one) hands the rest of the archive, from that
+member's first header on, to `tarfile`, which reads sparse files.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ _ZERO_BLOCK = bytes(_BLOCK)
 _FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s")
 """name, mode, uid, gid, size, mtime, checksum, type, linkname, magic, version, uname, gname, devmajor, devminor,
 prefix"""
+_USTAR = b"ustar\0"
 _MAX_EXTENDED = 1 << 20
-"""The largest pax or GNU long-name header read; the global ones kept for `tarfile` after a sparse member."""
+"""The largest pax or GNU long-name header read (Go's archive/tar's limit)."""
 _REGULAR = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE})
 _SUPPORTED = frozenset(tarfile.SUPPORTED_TYPES)
 _GNU_TYPES = frozenset(tarfile.GNU_TYPES)
@@ -72,8 +76,6 @@ class TarReader:
         self.pos = 0
         self.unread = 0  # data and padding of the current member not read yet
         self.members_read = 0
-        self.globals: dict[str, str] = {}
-        self.raw_globals: list[bytes] | None = []  # the global headers as read, for `tarfile` after a sparse member
         self.tar: tarfile.TarFile | None = None
 
     def __iter__(self) -> Iterator[tarfile.TarInfo]:
@@ -177,20 +179,15 @@ class TarReader:
             elif kind in _PAX_LOCAL or kind == tarfile.XGLTYPE:
                 data = self._data(member.size)
                 raw.append(data + bytes(-len(data) % _BLOCK))
-                if kind == tarfile.XGLTYPE:
-                    if self.raw_globals is not None:
-                        self.raw_globals.extend(raw[-2:])
-                        if sum(map(len, self.raw_globals)) > _MAX_EXTENDED:
-                            self.raw_globals = None  # a sparse member after them is refused
+                records = self._pax(data, {})  # checked either way
+                if kind == tarfile.XGLTYPE:  # applies to nothing, as in Go's reader, containerd and moby
                     del raw[-2:]
-                    self._pax(data, self.globals)
                 else:
-                    pending.append((kind, self._pax(data, dict(self.globals))))
+                    pending.append((kind, records))
             elif kind == tarfile.GNUTYPE_SPARSE:
                 raise _Sparse(b"".join(raw))
             else:
                 break
-        self._apply_pax(member, self.globals)
         for kind, value in reversed(pending):
             if isinstance(value, dict):
                 self._apply_pax(member, value)
@@ -209,7 +206,7 @@ class TarReader:
     @staticmethod
     def _parse(block: bytes) -> tarfile.TarInfo:
         """One header block, as `tarfile.TarInfo.frombuf` reads it."""
-        (name, mode, uid, gid, size, mtime, checksum, kind, linkname, _, _, uname, gname, major, minor,
+        (name, mode, uid, gid, size, mtime, checksum, kind, linkname, magic, _, uname, gname, major, minor,
          prefix) = _FIELDS.unpack_from(block)
         try:  # the usual octal text; anything else is read as tarfile reads it
             stored = int(checksum.rstrip(b" \0"), 8)
@@ -236,7 +233,8 @@ class TarReader:
             member.type = kind = tarfile.DIRTYPE
         if kind == tarfile.DIRTYPE:
             member.name = member.name.rstrip("/")
-        if kind not in _GNU_TYPES and prefix[0] and (text := _text(prefix)):
+        # the prefix of a POSIX ustar name; a GNU header keeps times there, a V7 one nothing (as Go reads them)
+        if magic == _USTAR and kind not in _GNU_TYPES and prefix[0] and (text := _text(prefix)):
             member.name = text + "/" + member.name
         return member
 
@@ -274,9 +272,7 @@ class TarReader:
     def _rest_by_tarfile(self, raw: bytes) -> Iterator[tarfile.TarInfo]:
         """The members from a sparse one on, read by `tarfile` from the global headers seen, the member's own
         headers, and the rest of the stream."""
-        if self.raw_globals is None:
-            raise tarfile.ReadError(f"a sparse member after more than {_MAX_EXTENDED} bytes of global pax headers")
-        replay = _Replay([*self.raw_globals, raw, self.buf[self.pos:]], self.stream)
+        replay = _Replay([raw, self.buf[self.pos:]], self.stream)
         self.tar = tarfile.open(fileobj=io.BufferedReader(replay, _CHUNK), mode="r|")
         while (member := self.tar.next()) is not None:
             self.tar.members.clear()  # type: ignore[attr-defined]  # every header read: not needed
