@@ -151,3 +151,39 @@ def test_no_cache_reruns_what_depends_on_a_rerun_step(registry: str, ctx: Path, 
     for name, reason in expected.items():
         found = [got[k] for k in got if k.startswith(name)]
         assert found == [reason], (name, got)
+
+
+def test_no_cache_filter_reruns_the_named_stages_steps_only(registry: str, ctx: Path) -> None:
+    """buildx's --no-cache-filter: the RUN, COPY and ADD steps of the named stages (any case, repeated or with
+    commas) ignore the cache, and what depends on them runs again; other stages stay cached."""
+    (ctx / "Dockerfile").write_text(
+        "FROM localhost:5055/busybox AS a\nRUN date > /a\nWORKDIR /x\n"
+        "FROM localhost:5055/busybox AS b\nRUN date > /b\n"
+        "FROM localhost:5055/busybox AS c\nCOPY README /c\n"
+        "FROM localhost:5055/busybox\nCOPY --from=b /b /b\nCOPY --from=a /a /a\n")
+    build(ctx)
+    got = build(ctx, "--no-cache-filter", "A", "--no-cache-filter", "c,nonexistent")
+    assert got["[a 2/3] RUN date > /a"] == "cache disabled for its stage (--no-cache-filter)"
+    assert got["[a 3/3] WORKDIR /x"] == "parent step ran again (--no-cache-filter): [a 2/3] RUN date > /a"
+    assert got["[b 2/2] RUN date > /b"] == ""
+    assert got["[stage-3 2/3] COPY --from=b /b /b"] == ""
+    assert got["[stage-3 3/3] COPY --from=a /a /a"] == \
+        "parent step ran again (--no-cache-filter): [a 2/3] RUN date > /a"
+    assert not any(k.startswith("[c ") for k in got)  # not in the target's graph: nothing to run
+    assert set(build(ctx).values()) == {""}  # the reruns' results are the cache again
+
+
+def test_every_command_that_builds_takes_the_no_cache_filter(tmp_path: Path) -> None:
+    """`workbench build`, `debug` and the DAP server's launch `args` hand the stages on to the build request."""
+    import argparse
+
+    from workbench.build_options import add_build_arguments, no_cache_filter
+    from workbench.dap.launch import parse_launch
+
+    p = argparse.ArgumentParser()
+    add_build_arguments(p, no_cache=True)
+    args = p.parse_args(["--no-cache-filter", "a, b", "--no-cache-filter", "C", "."])
+    assert no_cache_filter(args) == ("a", "b", "C")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    launch = parse_launch({"dockerfile": str(tmp_path / "Dockerfile"), "args": ["--no-cache-filter", "x,y"]}, tmp_path)
+    assert launch.request(None).no_cache_filter == ("x", "y")

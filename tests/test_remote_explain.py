@@ -44,7 +44,7 @@ def _steps(r: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
         if not line.startswith("{"):
             continue
         for v in json.loads(line).get("vertexes", []):
-            if not re.match(r"\[\d+/\d+\] ", v.get("name", "")):
+            if not re.match(r"\[(?:[\w.-]+ )?\d+/\d+\] ", v.get("name", "")):
                 continue
             step = out.setdefault(v["name"].split("] ", 1)[0] + "]", {"cached": False, "reason": ""})
             step["cached"] = step["cached"] or bool(v.get("cached"))
@@ -204,3 +204,18 @@ def test_no_cache_names_the_step_that_made_a_later_one_run(addr: str, tmp_path: 
     assert steps["[3/4]"]["reason"] == "workbench's reckoning: cache disabled (--no-cache)", steps
     assert steps["[4/4]"]["reason"].startswith(
         "workbench's reckoning: parent step ran again (--no-cache): [3/4] RUN echo"), steps
+
+
+def test_no_cache_filter_reruns_the_named_stage_on_the_daemon(addr: str, tmp_path: Path, root: Path) -> None:  # noqa: F811
+    """--no-cache-filter marks the named stage's RUN for the daemon (ignore_cache in its metadata): it runs again,
+    the other stage's stays cached, and our reason names the filter."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM localhost:5055/busybox AS a\nRUN echo a {uuid.uuid4().hex} > /a\n"
+                                    f"FROM localhost:5055/busybox\nRUN echo b {uuid.uuid4().hex}\n"
+                                    "COPY --from=a /a /a\n")
+    _build(addr, ctx, root)
+    steps = _build(addr, ctx, root, "--no-cache-filter", "a")
+    assert steps["[a 2/2]"]["reason"] == "workbench's reckoning: cache disabled for its stage (--no-cache-filter)", \
+        steps
+    assert steps["[stage-1 2/3]"]["cached"], steps

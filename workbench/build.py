@@ -168,6 +168,7 @@ def _build(req: BuildRequest, bus: EventBus, recording: BuildRecorder | None = N
 
         try:
             conv = convert(text, ConvertOptions(build_args=req.build_args, target=req.target, filename=filename,
+                                                no_cache_stages=req.no_cache_filter,
                                                 excludes=tuple(patterns), on_dispatch=load_dockerignore_vertex),
                            resolve, parsed)
         except DockerfileError as e:

@@ -12,7 +12,7 @@ def add_build_arguments(p: argparse.ArgumentParser, *, target_help: str = "the s
                         devices: bool = False, outputs: bool = False, no_cache: bool = False, build_args: bool = True,
                         root_help: str = ROOT_HELP) -> None:
     """CONTEXT, -f, --target, --build-arg and --root; with `session` --secret, --ssh and --allow, with `devices`
-    --cdi-spec-dir and --config, with `outputs` -o, with `no_cache` --no-cache."""
+    --cdi-spec-dir and --config, with `outputs` -o, with `no_cache` --no-cache and --no-cache-filter."""
     p.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
     p.add_argument("-f", "--file", dest="dockerfile", help="the Dockerfile (default: CONTEXT/Dockerfile)")
     if build_args:
@@ -24,6 +24,9 @@ def add_build_arguments(p: argparse.ArgumentParser, *, target_help: str = "the s
                             "type=local,dest=DIR | DIR")
     if no_cache:
         p.add_argument("--no-cache", action="store_true", help="do not use the cache")
+        p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                       help="do not use the cache for the RUN, COPY and ADD steps of these stages (repeat, or "
+                            "separate with commas)")
     p.add_argument("--root", help=root_help)
     if session:
         p.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]",
@@ -34,6 +37,11 @@ def add_build_arguments(p: argparse.ArgumentParser, *, target_help: str = "the s
                        help="grant security.insecure, network.host or device[=NAME]")
     if devices:
         add_device_arguments(p)
+
+
+def no_cache_filter(args: argparse.Namespace) -> tuple[str, ...]:
+    """The stages `--no-cache-filter` names (each flag one name or several with commas)."""
+    return tuple(n.strip() for value in args.no_cache_filter for n in value.split(",") if n.strip())
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:

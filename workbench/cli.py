@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workbench.build_options import ROOT_HELP, add_build_arguments, add_device_arguments
+from workbench.build_options import ROOT_HELP, add_build_arguments, add_device_arguments, no_cache_filter
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -225,6 +225,7 @@ def _build(args: argparse.Namespace) -> int:
     dockerfile = Path(args.dockerfile) if args.dockerfile else context / "Dockerfile"
     request = BuildRequest(context=context, dockerfile=dockerfile, build_args=build_args, target=args.target,
                            outputs=outputs, no_cache=args.no_cache,
+                           no_cache_filter=no_cache_filter(args),
                            root=Path(args.root) if args.root else default_root(), session=session,
                            cache_to=cache_to, cache_from=cache_from, cdi_spec_dirs=args.cdi_spec_dir,
                            config=Path(args.config) if args.config else None)

@@ -92,6 +92,8 @@ class BuildRequest:
     target: str | None = None
     outputs: list[OutputSpec] = field(default_factory=list)
     no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
+    """Stages whose RUN, COPY and ADD steps ignore the cache (`--no-cache-filter`; names matched ignoring case)."""
     root: Path = field(default_factory=default_root)
     session: Session = field(default_factory=Session)
     cache_from: list[Any] = field(default_factory=list)

@@ -35,6 +35,7 @@ class Launch:
     no_debug: bool = False
     address: Address | None = None
     """`--addr`: the BuildKit daemon the build runs on (through its gateway); None: the local engine."""
+    no_cache_filter: tuple[str, ...] = ()
 
     def request(self, debugger: Debugger | None) -> BuildRequest:
         import threading
@@ -44,6 +45,7 @@ class Launch:
 
         return BuildRequest(context=self.context, dockerfile=self.dockerfile, build_args=self.build_args,
                             target=self.target, outputs=self.outputs, no_cache=self.no_cache,
+                            no_cache_filter=self.no_cache_filter,
                             root=self.root or default_root(), session=self.session or Session(),
                             cancel=threading.Event(), debugger=debugger)
 
@@ -55,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_launch(arguments: dict[str, Any], cwd: Path) -> Launch:
     """The launch's build, or LaunchError naming the bad attribute or flag."""
-    from workbench.build_options import add_build_arguments
+    from workbench.build_options import add_build_arguments, no_cache_filter
     from workbench.request import OutputSpecError, parse_output
     from workbench.solver.session import Session, SessionError, parse_allow, parse_secret, parse_ssh
 
@@ -107,7 +109,7 @@ def parse_launch(arguments: dict[str, Any], cwd: Path) -> Launch:
         raise LaunchError(f"launch `args`: {e}") from None
     return Launch(df, ctx, arguments.get("target") or ns.target, build_args, session, outputs, ns.no_cache,
                   Path(ns.root).resolve() if ns.root else None, bool(arguments.get("stopOnEntry")),
-                  bool(arguments.get("noDebug")), address)
+                  bool(arguments.get("noDebug")), address, no_cache_filter(ns))
 
 
 def _address(addr: str | None, frontend: str | None) -> Address | None:

@@ -32,6 +32,7 @@ def add_parser(sub: Any) -> None:
 
 def main_debug(args: argparse.Namespace, engine: Engine) -> int:
     """Run `workbench debug`; its builds run on `engine`."""
+    from workbench.build_options import no_cache_filter
     from workbench.debug.controller import Breakpoint, Debugger
     from workbench.debug.repl import DebugRepl, run_repl
     from workbench.request import BuildRequest, OutputSpecError, default_root, parse_output
@@ -54,8 +55,8 @@ def main_debug(args: argparse.Namespace, engine: Engine) -> int:
         import threading
 
         return BuildRequest(context=context, dockerfile=dockerfile, build_args=build_args, target=args.target,
-                            outputs=outputs, no_cache=args.no_cache, root=root, session=session,
-                            cancel=threading.Event(), debugger=debugger)
+                            outputs=outputs, no_cache=args.no_cache, no_cache_filter=no_cache_filter(args), root=root,
+                            session=session, cancel=threading.Event(), debugger=debugger)
 
     from workbench.remote.address import AddressError, address_from_args
 

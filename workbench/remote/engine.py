@@ -207,8 +207,8 @@ class RemoteEngine:
             attrs["target"] = request.target
         for k, v in request.build_args.items():
             attrs[f"build-arg:{k}"] = v
-        if request.no_cache:
-            attrs["no-cache"] = ""
+        if request.no_cache or request.no_cache_filter:
+            attrs["no-cache"] = "" if request.no_cache else ",".join(request.no_cache_filter)
         plan = self._plan(request, SolvePlan(frontend=DOCKERFILE_FRONTEND, frontend_attrs=attrs,
                                              dirs={"context": request.context, "dockerfile": dockerfile}))
         if self.address.scheme == "docker":  # the test daemon has no bridge: steps run on the host's network

@@ -129,8 +129,11 @@ class RemoteExplainer:
         if not v.inputs and not ignore and (old is None or old_key == key):
             return "", shown_parts(components)  # a source's start is the daemon's cache request (a resolve)
         below = self._reruns.get(v.digest)
-        forced = why.rerun_below(below.name) if below is not None and not ignore and old_key == key else ""
-        reason = why.explain(old, components, old_key, key, self._missed, ignore, forced)
+        forced = why.rerun_below(below.name, "--no-cache-filter" if below.ignore_cache and not self.no_cache
+                                 else "--no-cache") if below is not None and not ignore and old_key == key else ""
+        by_filter = v.ignore_cache and not self.no_cache  # the step's own mark (--no-cache-filter)
+        reason = why.explain(old, components, old_key, key, self._missed, ignore and not by_filter,
+                             why.NO_CACHE_FILTER if by_filter else forced)
         self._missed[key] = v.name
         for i in v.inputs:  # an input the daemon had cached though our key for it changed: say what changed
             if f"input changed: {i.name}" in reason and (change := self._change(i)):

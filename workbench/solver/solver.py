@@ -211,7 +211,9 @@ class Solver:
         ignore = ignores_cache(v, self.no_cache)
         last = None if ignore else self._last_record(v)
         old_key, old = last if last is not None else ("", None)
-        return why.explain(old, info.components, old_key, info.key, missed, ignore, forced)
+        by_filter = v.ignore_cache and not self.no_cache  # the step's own mark (--no-cache-filter)
+        return why.explain(old, info.components, old_key, info.key, missed, ignore and not by_filter,
+                           why.NO_CACHE_FILTER if by_filter else forced)
 
     # -- solving ------------------------------------------------------------------------------------
 
@@ -288,7 +290,8 @@ class Solver:
                 return False
             if below is not None:
                 if any(source.has(info.key) for source in self.cache_sources):
-                    self._forced[v.digest] = why.rerun_below(below.name)
+                    self._forced[v.digest] = why.rerun_below(
+                        below.name, "--no-cache-filter" if below.ignore_cache and not self.no_cache else "--no-cache")
                 return False
             if fresh:  # its result is kept: it runs again only so that the build stops at the breakpoint
                 if any(source.has(info.key) for source in self.cache_sources):

@@ -123,10 +123,13 @@ BREAKPOINT_RERUN = "ran again to stop at a breakpoint"
 """The reason of a step whose result is cached but runs anyway: the debugger stops at it, or at a step after it."""
 
 
-def rerun_below(name: str) -> str:
+def rerun_below(name: str, flag: str = "--no-cache") -> str:
     """The reason of a step whose result is cached but runs anyway because `name`, below it, runs again under
-    --no-cache (as in BuildKit, what depends on a step that ignores the cache runs again)."""
-    return f"parent step ran again (--no-cache): {name}"
+    `flag` (as in BuildKit, what depends on a step that ignores the cache runs again)."""
+    return f"parent step ran again ({flag}): {name}"
+
+
+NO_CACHE_FILTER = "cache disabled for its stage (--no-cache-filter)"
 
 
 def explain(old: dict[str, Any] | None, new: dict[str, Any], old_key: str, new_key: str,

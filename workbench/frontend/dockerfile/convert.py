@@ -92,6 +92,8 @@ class ConvertOptions:
     on_dispatch: Callable[[], None] | None = None
     """Called once the stages are parsed and the target found, before any stage is converted (where
     BuildKit, its base images resolved, loads .dockerignore)."""
+    no_cache_stages: tuple[str, ...] = ()
+    """`--no-cache-filter`: the RUN, COPY and ADD steps of these stages (names ignoring case) ignore the cache."""
 
 
 @dataclass
@@ -681,8 +683,12 @@ class _Converter:
         op = ExecOp(tuple(args), env, workdir, cfg.get("User") or "", network, tuple(mounts), security,
                     tuple(devices))
         stage.vertex = Vertex(op, inputs=tuple(inputs), name=name, source=self._loc(node),
-                              arg_names=frozenset(stage.arg_env))
+                              arg_names=frozenset(stage.arg_env), ignore_cache=self._no_cache(stage))
         self._history(stage, "RUN " + _run_history(args, stage) + " # buildkit", False)
+
+    def _no_cache(self, stage: _Stage) -> bool:
+        """Whether `--no-cache-filter` names `stage` (as BuildKit's `IsNoCache`: a named stage, any case)."""
+        return bool(stage.name) and any(stage.name.casefold() == n.casefold() for n in self.opts.no_cache_stages)
 
     def _run_args(self, stage: _Stage, node: Node) -> tuple[list[str], tuple[Mount, Vertex] | None]:
         """RUN's process args, heredocs applied as BuildKit does; and the /dev/pipes mount of a `#!` heredoc."""
@@ -851,11 +857,12 @@ class _Converter:
             # --link: the copy is a layer of its own on scratch, stacked on the base (so its cache ignores the base)
             text = instruction_text(node)
             layer = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name, source=self._loc(node),
-                           instruction=text)
+                           instruction=text, ignore_cache=self._no_cache(stage))
             stage.vertex = Vertex(MergeOp(), inputs=(base, layer), name=link_name(name), source=self._loc(node),
                                   instruction="LINK " + text, hidden=True)
         else:
-            stage.vertex = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name, source=self._loc(node))
+            stage.vertex = Vertex(FileOp(tuple(actions)), inputs=tuple(inputs), name=name, source=self._loc(node),
+                                  ignore_cache=self._no_cache(stage))
         chmod = self._expand(flags["chmod"][-1], env, node) if "chmod" in flags else ""
         flag_text = [f for f, on in (("--parents", parents), (f"--chown={chown}", chown), (f"--chmod={chmod}", chmod))
                      if on]
