@@ -150,9 +150,12 @@ class _Extraction:
         try:
             tar = TarReader(stream)
             for m in tar:
-                parts = self.parts(m.name)
-                if parts:  # not the root itself: containerd and moby ignore it
-                    self.member(tar, m, parts)
+                try:
+                    parts = self.parts(m.name)
+                    if parts:  # not the root itself: containerd and moby ignore it
+                        self.member(tar, m, parts)
+                except (OverflowError, ValueError) as e:  # a time, id or name the system cannot take (a NUL ...)
+                    raise tarfile.ReadError(f"{m.name!r}: {e}") from None
             counted: set[tuple[str, ...]] = set()
             for canonical, mtime in reversed(self.dir_times):  # children first changed their parents' times
                 try:

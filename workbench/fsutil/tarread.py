@@ -1,24 +1,25 @@
-"""A streaming tar reader for extraction, with `tarfile`'s reading of headers at a fraction of its cost.
+"""A streaming tar reader for extraction that reads headers as Go's archive/tar does, at a fraction of `tarfile`'s
+cost.
 
-`tarfile` in stream mode spends ~30 µs of Python on each member's header and reads its data through two more
-layers of buffering: for a layer of 48,000 files that is seconds of the one thread that makes the files. This
-reader parses a header from one 512-byte block of a 1 MiB buffer and hands a file's data to `copy_to` as
-slices of that buffer. Members are `tarfile.TarInfo` objects with the fields extraction uses, read as `tarfile`
-reads them: old-style directories, base-256 numbers, GNU long names and links, pax headers (values decoded as
-UTF-8 with surrogateescape, applied in the same order).
+BuildKit extracts layers (containerd) and ADD archives (moby) with Go's archive/tar; this reads a tar as that
+reader does, so that a hostile archive cannot show one set of files to BuildKit and another to us: numeric
+fields (octal with leading and trailing NULs or spaces, or base-256) and pax values parsed as strictly, the
+last of several pax or GNU long-name headers kept and a long name applied over a pax path, an empty pax value
+leaving the header's, a global pax header changing nothing (containerd and moby skip it), the ustar name
+prefix read from ustar headers only, two zero blocks (or the end of the stream after one) ending the archive.
+What Go refuses is a `tarfile.ReadError` here: a bad checksum, a number that does not parse, a negative size, a
+malformed pax record. What containerd and moby refuse too: a member type they do not handle, an owner outside
+uid_t, a GNU sparse file (read by Go, rare: Go's writers never make one; refused here, not expanded). Extended
+headers are read up to 1 MiB, as in Go.
 
-Where `tarfile` and Go's archive/tar (which BuildKit extracts with, through containerd and moby) differ, this
-reads as Go does: a header that does not check out after the first member, a pax record that does not parse, a
-negative size or an extended header over 1 MiB is an error (`tarfile.ReadError`), where `tarfile` ends the
-archive without a word or reads it all into memory; a global pax header changes no member (`tarfile` applies
-it to all that follow); the name prefix is read from POSIX ustar headers only (a GNU header keeps times
-there). A GNU sparse member (rare; Go's writers never make one) hands the rest of the archive, from that
-member's first header on, to `tarfile`, which reads sparse files.
+`tarfile` in stream mode spent ~30 µs of Python on each member's header and read its data through two more
+layers of buffering: for a layer of 48,000 files that was seconds of the thread that makes the files. This
+parses a header from one block of a 1 MiB buffer and hands a file's data to `copy_to` as slices of it. Members
+are `tarfile.TarInfo` objects with the fields extraction uses.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import struct
@@ -32,20 +33,16 @@ _ZERO_BLOCK = bytes(_BLOCK)
 _FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s")
 """name, mode, uid, gid, size, mtime, checksum, type, linkname, magic, version, uname, gname, devmajor, devminor,
 prefix"""
-_USTAR = b"ustar\0"
+_USTAR, _GNU = b"ustar\0", b"ustar "
 _MAX_EXTENDED = 1 << 20
 """The largest pax or GNU long-name header read (Go's archive/tar's limit)."""
-_REGULAR = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE})
-_SUPPORTED = frozenset(tarfile.SUPPORTED_TYPES)
-_GNU_TYPES = frozenset(tarfile.GNU_TYPES)
-_PAX_LOCAL = frozenset({tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE})
-_PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
-_PAX_NUMBERS = {"mtime": float, "uid": int, "gid": int, "size": int}
-_PAX_TEXT = {"path": "name", "linkpath": "linkname", "uname": "uname", "gname": "gname"}
-
-
-class _Sparse(Exception):
-    """A GNU sparse member: `tarfile` reads the rest."""
+_MEMBER_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE,
+                           tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE})
+_DATA_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE})
+_OCTAL_DIGITS = b"01234567"
+_DECIMAL = re.compile(rb"[+-]?[0-9]+")
+_NUL_FREE_KEYS = frozenset({"path", "linkpath", "uname", "gname"})
+_MAX_ID = (1 << 32) - 1
 
 
 def _text(field: bytes) -> str:
@@ -53,17 +50,54 @@ def _text(field: bytes) -> str:
     return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
 
 
-def _number(field: bytes) -> int:
-    """A numeric header field: octal text, or base-256 (GNU) when its first byte has the high bit."""
-    if field[0] in (0o200, 0o377):
-        n = int.from_bytes(field[1:], "big")
-        return n - 256 ** (len(field) - 1) if field[0] == 0o377 else n
-    end = field.find(0)
-    digits = (field if end < 0 else field[:end]).strip()
+def _numeric(field: bytes) -> int:
+    """A numeric header field as Go reads it: base-256 when its first byte has the high bit (the next bit the
+    sign), else octal digits between leading and trailing NULs and spaces (none: 0), cut at a NUL inside."""
+    if field[0] & 0x80:
+        invert = 0xFF if field[0] & 0x40 else 0
+        value = 0
+        for i, byte in enumerate(field):
+            byte ^= invert
+            if i == 0:
+                byte &= 0x7F
+            if value >> 56:
+                raise tarfile.ReadError("invalid header: a base-256 number overflows")
+            value = value << 8 | byte
+        if value >> 63:
+            raise tarfile.ReadError("invalid header: a base-256 number overflows")
+        return ~value if invert else value
+    digits = field.strip(b" \0")
+    if not digits.isdigit():  # anything but plain digits (the usual case): cut at a NUL, then only 0-7
+        end = digits.find(0)
+        digits = digits if end < 0 else digits[:end]
+        if not digits:
+            return 0
+        if digits.translate(None, _OCTAL_DIGITS):
+            raise tarfile.ReadError(f"invalid header: {field!r} is not an octal number")
     try:
-        return int(digits, 8) if digits else 0
-    except ValueError:
-        raise tarfile.ReadError("invalid header") from None
+        value = int(digits, 8)
+    except ValueError:  # an 8 or a 9
+        raise tarfile.ReadError(f"invalid header: {field!r} is not an octal number") from None
+    if value >> 63:
+        raise tarfile.ReadError(f"invalid header: {field!r} overflows")
+    return value
+
+
+def _decimal(key: str, value: bytes) -> int:
+    """A pax integer, as Go's strconv.ParseInt(value, 10, 64)."""
+    if not _DECIMAL.fullmatch(value) or not -(1 << 63) <= (number := int(value)) < 1 << 63:
+        raise tarfile.ReadError(f"invalid pax header: {key}={value!r}")
+    return number
+
+
+def _pax_time(key: str, value: bytes) -> float:
+    """A pax time, as Go's parsePAXTime: whole seconds, then optionally a '.' and digits."""
+    whole, dot, fraction = value.partition(b".")
+    seconds = _decimal(key, whole)
+    if dot and fraction and not fraction.isdigit():
+        raise tarfile.ReadError(f"invalid pax header: {key}={value!r}")
+    nanos = int((fraction + b"000000000")[:9]) if fraction else 0
+    return seconds - nanos / 1e9 if whole.startswith(b"-") else seconds + nanos / 1e9
 
 
 class TarReader:
@@ -75,29 +109,13 @@ class TarReader:
         self.buf: bytes = b""
         self.pos = 0
         self.unread = 0  # data and padding of the current member not read yet
-        self.members_read = 0
-        self.tar: tarfile.TarFile | None = None
 
     def __iter__(self) -> Iterator[tarfile.TarInfo]:
-        while True:
-            try:
-                member = self._next()
-            except _Sparse as sparse:
-                yield from self._rest_by_tarfile(sparse.args[0])
-                return
-            if member is None:
-                return
-            self.members_read += 1
+        while (member := self._next()) is not None:
             yield member
 
     def copy_to(self, member: tarfile.TarInfo, fd: int) -> None:
         """Write `member`'s data (the member just yielded) to `fd`."""
-        if self.tar is not None:
-            src = self.tar.extractfile(member)
-            if src is not None:
-                while chunk := src.read(_CHUNK):
-                    _write_all(fd, memoryview(chunk))
-            return
         left = member.size
         while left:
             if self.pos >= len(self.buf) and not self._refill():
@@ -141,8 +159,8 @@ class TarReader:
 
     def _data(self, size: int) -> bytes:
         """An extended header's data (`size` bytes, and its padding)."""
-        if size > _MAX_EXTENDED:  # as Go's archive/tar: never held in memory whole
-            raise tarfile.ReadError(f"an extended header of {size} bytes (more than {_MAX_EXTENDED})")
+        if not 0 <= size <= _MAX_EXTENDED:  # as Go's archive/tar: never held in memory whole
+            raise tarfile.ReadError(f"an extended header of {size} bytes (more than {_MAX_EXTENDED}, or negative)")
         data = self._take(size + (-size % _BLOCK))
         if len(data) < size + (-size % _BLOCK):
             raise tarfile.ReadError("unexpected end of data")
@@ -155,63 +173,65 @@ class TarReader:
         if self.unread:
             self._skip(self.unread)
             self.unread = 0
-        pending: list[tuple[bytes, str | dict[str, str]]] = []  # extended headers, in order, applied innermost first
-        raw: list[bytes] = []
+        pax: dict[str, bytes] = {}
+        long_name = long_link = b""
         while True:
             block = self._take(_BLOCK)
+            if not block and not pax and not long_name and not long_link:
+                return None  # the end of the stream between members: the end, as for Go
             if len(block) < _BLOCK:
-                if pending:
-                    raise tarfile.ReadError("unexpected end of data")
-                if not block and self.members_read:  # no end-of-archive blocks: an end all readers accept
-                    return None
-                raise tarfile.ReadError("empty file" if not block else "truncated header")
+                raise tarfile.ReadError("truncated header" if block else "unexpected end of data")
             if block == _ZERO_BLOCK:
-                if pending:
-                    raise tarfile.ReadError("an extended header is followed by the end of the archive")
+                after = self._take(_BLOCK)
+                if after and after != _ZERO_BLOCK:
+                    raise tarfile.ReadError("a zero block followed by a non-zero one")
                 return None
-            member = self._parse(block)
-            raw.append(block)
+            member, magic = self._parse(block)
             kind = member.type
-            if kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-                data = self._data(member.size)
-                raw.append(data + bytes(-len(data) % _BLOCK))
-                pending.append((kind, _text(data)))
-            elif kind in _PAX_LOCAL or kind == tarfile.XGLTYPE:
-                data = self._data(member.size)
-                raw.append(data + bytes(-len(data) % _BLOCK))
-                records = self._pax(data, {})  # checked either way
-                if kind == tarfile.XGLTYPE:  # applies to nothing, as in Go's reader, containerd and moby
-                    del raw[-2:]
-                else:
-                    pending.append((kind, records))
-            elif kind == tarfile.GNUTYPE_SPARSE:
-                raise _Sparse(b"".join(raw))
+            if kind == tarfile.GNUTYPE_LONGNAME:
+                long_name = _cut(self._data(member.size))
+            elif kind == tarfile.GNUTYPE_LONGLINK:
+                long_link = _cut(self._data(member.size))
+            elif kind == tarfile.XHDTYPE:
+                pax = self._pax(self._data(member.size))  # a later one replaces an earlier one, as in Go
+            elif kind == tarfile.XGLTYPE:
+                self._pax(self._data(member.size))  # checked, then applied to nothing (see the module)
             else:
                 break
-        for kind, value in reversed(pending):
-            if isinstance(value, dict):
-                self._apply_pax(member, value)
-            elif kind == tarfile.GNUTYPE_LONGNAME:
-                member.name = value.removesuffix("/") if member.isdir() else value
-            else:
-                member.linkname = value
-        if any(k.startswith("GNU.sparse.") for k in member.pax_headers):
-            raise _Sparse(b"".join(raw))
+        name = member.name
+        if pax:
+            self._apply_pax(member, pax)
+        if long_name:
+            member.name = long_name.decode("utf-8", "surrogateescape")
+        if long_link:
+            member.linkname = long_link.decode("utf-8", "surrogateescape")
+        if kind == tarfile.AREGTYPE:  # V7's directory: a regular file whose (final) name ends in "/"
+            if member.name.endswith("/"):
+                member.type = kind = tarfile.DIRTYPE
+        elif kind == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse.") for k in member.pax_headers):
+            shown = member.pax_headers.get("GNU.sparse.name") or member.name or name
+            raise tarfile.ReadError(f"{shown}: a sparse file (GNU sparse tar member): not supported")
+        elif kind not in _MEMBER_TYPES:  # Go reads it; containerd and moby refuse it
+            raise tarfile.ReadError(f"{member.name}: unhandled tar member type {kind!r}")
+        if kind == tarfile.DIRTYPE:
+            member.name = member.name.rstrip("/")
         if member.size < 0:
             raise tarfile.ReadError(f"{member.name}: negative size {member.size}")
-        if member.type in _REGULAR or member.type not in _SUPPORTED:
+        if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID and 0 <= member.mode <= 0o7777777):
+            raise tarfile.ReadError(f"{member.name}: owner {member.uid}:{member.gid} or mode {member.mode:o} "
+                                    "out of range")
+        if magic not in (_USTAR, _GNU):  # V7 headers have no device numbers
+            member.devmajor = member.devminor = 0
+        if kind in _DATA_TYPES:
             self.unread = member.size + (-member.size % _BLOCK)
         return member
 
     @staticmethod
-    def _parse(block: bytes) -> tarfile.TarInfo:
-        """One header block, as `tarfile.TarInfo.frombuf` reads it."""
+    def _parse(block: bytes) -> tuple[tarfile.TarInfo, bytes]:
+        """One header block (and its magic), as Go reads it."""
         (name, mode, uid, gid, size, mtime, checksum, kind, linkname, magic, _, uname, gname, major, minor,
          prefix) = _FIELDS.unpack_from(block)
-        try:  # the usual octal text; anything else is read as tarfile reads it
-            stored = int(checksum.rstrip(b" \0"), 8)
-        except ValueError:
-            stored = _number(checksum)
+        stored = _numeric(checksum)
         if stored != 256 + sum(block) - sum(checksum) and stored != 256 + sum(
                 b - 256 if b > 127 else b for b in block[:148] + block[156:]):
             raise tarfile.ReadError("bad checksum")
@@ -220,88 +240,59 @@ class TarReader:
         member.linkname = _text(linkname)
         member.uname = _text(uname)
         member.gname = _text(gname)
-        try:
-            member.mode, member.uid, member.gid, member.size, member.mtime = (
-                int(mode.rstrip(b" \0"), 8), int(uid.rstrip(b" \0"), 8), int(gid.rstrip(b" \0"), 8),
-                int(size.rstrip(b" \0"), 8), int(mtime.rstrip(b" \0"), 8))
-        except ValueError:
-            member.mode, member.uid, member.gid, member.size, member.mtime = map(_number, (mode, uid, gid, size, mtime))
-        member.devmajor, member.devminor = _number(major), _number(minor)
+        member.mode, member.uid, member.gid, member.size, member.mtime, member.devmajor, member.devminor = (
+            _numeric(mode), _numeric(uid), _numeric(gid), _numeric(size), _numeric(mtime), _numeric(major),
+            _numeric(minor))
         member.type = kind
         member.pax_headers = {}
-        if kind == tarfile.AREGTYPE and member.name.endswith("/"):
-            member.type = kind = tarfile.DIRTYPE
-        if kind == tarfile.DIRTYPE:
-            member.name = member.name.rstrip("/")
-        # the prefix of a POSIX ustar name; a GNU header keeps times there, a V7 one nothing (as Go reads them)
-        if magic == _USTAR and kind not in _GNU_TYPES and prefix[0] and (text := _text(prefix)):
+        if magic == _USTAR and prefix[0] and (text := _text(prefix)):  # GNU keeps times there, V7 nothing
             member.name = text + "/" + member.name
-        return member
+        return member, magic
 
     @staticmethod
-    def _pax(data: bytes, into: dict[str, str]) -> dict[str, str]:
-        """The records of a pax header's `data` added to `into` (returned)."""
+    def _pax(data: bytes) -> dict[str, bytes]:
+        """The records of a pax header, as Go's parsePAX reads them (anything else in it is an error)."""
+        records: dict[str, bytes] = {}
         pos = 0
-        while match := _PAX_RECORD.match(data, pos):
-            length = int(match.group(1))
-            end = match.start(1) + length
-            if length == 0 or end > len(data) or data[end - 1:end] != b"\n":
+        while pos < len(data):
+            space = data.find(b" ", pos, pos + 21)
+            length = int(data[pos:space]) if space > pos and data[pos:space].isdigit() else 0
+            end = pos + length
+            if length < 5 or end > len(data) or space + 1 >= end or data[end - 1:end] != b"\n":
                 raise tarfile.ReadError("invalid pax header record")
-            key = match.group(2).decode("utf-8", "surrogateescape")
-            into[key] = data[match.end():end - 1].decode("utf-8", "surrogateescape")
+            key, eq, value = data[space + 1:end - 1].partition(b"=")
+            text = key.decode("utf-8", "surrogateescape")
+            if not eq or not key or 0 in (value if text in _NUL_FREE_KEYS else key):
+                raise tarfile.ReadError(f"invalid pax header record {data[pos:end]!r}")
+            records[text] = value
             pos = end
-        if data[pos:].strip(b"\0"):
-            raise tarfile.ReadError("invalid pax header record")
-        return into
+        return records
 
     @staticmethod
-    def _apply_pax(member: tarfile.TarInfo, headers: dict[str, str]) -> None:
-        """Pax `headers` over `member`'s fields, as `tarfile` applies them."""
-        for key, value in headers.items():
-            if key in _PAX_TEXT:
-                setattr(member, _PAX_TEXT[key], value.rstrip("/") if key == "path" else value)
-            elif key in _PAX_NUMBERS:
-                try:
-                    setattr(member, key, _PAX_NUMBERS[key](value))
-                except ValueError:
-                    setattr(member, key, 0)
-        member.pax_headers = dict(headers)
-
-    # --- the rest by tarfile -------------------------------------------------------------------------------------
-
-    def _rest_by_tarfile(self, raw: bytes) -> Iterator[tarfile.TarInfo]:
-        """The members from a sparse one on, read by `tarfile` from the global headers seen, the member's own
-        headers, and the rest of the stream."""
-        replay = _Replay([raw, self.buf[self.pos:]], self.stream)
-        self.tar = tarfile.open(fileobj=io.BufferedReader(replay, _CHUNK), mode="r|")
-        while (member := self.tar.next()) is not None:
-            self.tar.members.clear()  # type: ignore[attr-defined]  # every header read: not needed
-            yield member
+    def _apply_pax(member: tarfile.TarInfo, records: dict[str, bytes]) -> None:
+        """Pax `records` over `member`'s fields, as Go's mergePAX: an empty value keeps the header's."""
+        for key, value in records.items():
+            if not value:
+                continue
+            if key == "path":
+                member.name = value.decode("utf-8", "surrogateescape")
+            elif key == "linkpath":
+                member.linkname = value.decode("utf-8", "surrogateescape")
+            elif key in ("uname", "gname"):
+                setattr(member, key, value.decode("utf-8", "surrogateescape"))
+            elif key in ("uid", "gid", "size"):
+                setattr(member, key, _decimal(key, value))
+            elif key == "mtime":
+                member.mtime = _pax_time(key, value)
+            elif key in ("atime", "ctime"):
+                _pax_time(key, value)  # checked, as Go does, and not used
+        member.pax_headers = {k: v.decode("utf-8", "surrogateescape") for k, v in records.items()}
 
 
-class _Replay(io.RawIOBase):
-    """`pieces`, then the rest of `stream`."""
-
-    def __init__(self, pieces: list[bytes], stream: IO[bytes]) -> None:
-        self.pieces = [memoryview(p) for p in pieces if p]
-        self.stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self.pieces:
-            piece = self.pieces[0]
-            n = min(len(buffer), len(piece))
-            buffer[:n] = piece[:n]
-            if n == len(piece):
-                self.pieces.pop(0)
-            else:
-                self.pieces[0] = piece[n:]
-            return n
-        data = self.stream.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
+def _cut(data: bytes) -> bytes:
+    """A GNU long name's data up to its first NUL."""
+    end = data.find(0)
+    return data if end < 0 else data[:end]
 
 
 def _write_all(fd: int, view: memoryview) -> None:
