@@ -212,6 +212,10 @@ def test_the_end_of_an_archive_as_go_reads_it() -> None:
     data = _two_files()
     assert [m.name for m in TarReader(io.BytesIO(data[:1536] + bytes(1024) + b"garbage after the end"))] == ["a"]
     assert [m.name for m in TarReader(io.BytesIO(data[:1536] + bytes(512)))] == ["a"]  # one zero block, then EOF
+    cut = _file(b"last", b"12345")
+    assert [m.name for m in TarReader(io.BytesIO(cut[:512 + 100]))] == ["last"]  # ends in its padding: the end
+    with pytest.raises(tarfile.ReadError, match="unexpected end of data"):
+        list(TarReader(io.BytesIO(cut[:512 + 3])))  # ends in its data
     with pytest.raises(tarfile.ReadError, match="zero block followed"):
         list(TarReader(io.BytesIO(data[:1536] + bytes(512) + data[1536:])))
 
@@ -246,7 +250,9 @@ def test_the_name_prefix_is_read_from_posix_ustar_headers_only() -> None:
     ustar = bytearray(gnu)
     ustar[257:265] = b"ustar\x0000"
     ustar[345:357] = b"some/prefix\0"
-    for header, name in ((gnu, "f"), (ustar, "some/prefix/f")):
+    go17 = bytearray(gnu)  # Go before 1.8 wrote a prefix into GNU headers: Go still reads it, when it is no time
+    go17[345:357] = b"pre/fix\0\0\0\0\0"
+    for header, name in ((gnu, "f"), (ustar, "some/prefix/f"), (go17, "pre/fix/f")):
         assert [m.name for m in TarReader(io.BytesIO(_with_checksum(header) + bytes(1024)))] == [name]
 
 
@@ -331,7 +337,8 @@ def test_member_types_containerd_does_not_handle_are_refused() -> None:
 
 
 def test_a_v7_header_has_no_device_numbers_and_no_prefix() -> None:
-    v7 = _header(b"dev", b"3", magic=b"\0" * 8, devmajor=b"1", devminor=b"3")
-    assert [(m.devmajor, m.devminor) for m in TarReader(io.BytesIO(v7 + bytes(1024)))] == [(0, 0)]
+    for magic in (b"\0" * 8, b"ustar \x80\0", b"ustar.00"):  # none, GNU's with a wrong version, garbled
+        v7 = _header(b"dev", b"3", magic=magic, devmajor=b"zz", devminor=b"3")  # not read: no error
+        assert [(m.devmajor, m.devminor) for m in TarReader(io.BytesIO(v7 + bytes(1024)))] == [(0, 0)]
     ustar = _header(b"dev", b"3", devmajor=b"1", devminor=b"3")
     assert [(m.devmajor, m.devminor) for m in TarReader(io.BytesIO(ustar + bytes(1024)))] == [(1, 3)]

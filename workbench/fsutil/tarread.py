@@ -108,7 +108,8 @@ class TarReader:
         self.stream = stream
         self.buf: bytes = b""
         self.pos = 0
-        self.unread = 0  # data and padding of the current member not read yet
+        self.unread = 0  # data of the current member not read yet
+        self.pad = 0  # and the padding after it
 
     def __iter__(self) -> Iterator[tarfile.TarInfo]:
         while (member := self._next()) is not None:
@@ -149,44 +150,49 @@ class TarReader:
             have += len(piece)
         return b"".join(parts)
 
-    def _skip(self, n: int) -> None:
+    def _skip(self, n: int) -> bool:
+        """Skip `n` bytes; False if the stream ends first."""
         while n:
             if self.pos >= len(self.buf) and not self._refill():
-                raise tarfile.ReadError("unexpected end of data")
+                return False
             step = min(n, len(self.buf) - self.pos)
             self.pos += step
             n -= step
+        return True
 
     def _data(self, size: int) -> bytes:
         """An extended header's data (`size` bytes, and its padding)."""
         if not 0 <= size <= _MAX_EXTENDED:  # as Go's archive/tar: never held in memory whole
             raise tarfile.ReadError(f"an extended header of {size} bytes (more than {_MAX_EXTENDED}, or negative)")
-        data = self._take(size + (-size % _BLOCK))
-        if len(data) < size + (-size % _BLOCK):
+        data = self._take(size)
+        if len(data) < size:
             raise tarfile.ReadError("unexpected end of data")
-        return data[:size]
+        self._skip(-size % _BLOCK)  # the stream may end here: then so does the archive, as in Go
+        return data
 
     # --- headers -----------------------------------------------------------------------------------------------
 
     def _next(self) -> tarfile.TarInfo | None:
         """The next member, its extended headers applied, or None at the end of the archive."""
-        if self.unread:
-            self._skip(self.unread)
-            self.unread = 0
+        if self.unread and not self._skip(self.unread):
+            raise tarfile.ReadError("unexpected end of data")
+        if self.pad and not self._skip(self.pad):  # the stream ends in the last member's padding: as Go, the end
+            return None
+        self.unread = self.pad = 0
         pax: dict[str, bytes] = {}
         long_name = long_link = b""
         while True:
             block = self._take(_BLOCK)
-            if not block and not pax and not long_name and not long_link:
-                return None  # the end of the stream between members: the end, as for Go
+            if not block:
+                return None  # the end of the stream between headers: the end, as for Go
             if len(block) < _BLOCK:
-                raise tarfile.ReadError("truncated header" if block else "unexpected end of data")
+                raise tarfile.ReadError("truncated header")
             if block == _ZERO_BLOCK:
                 after = self._take(_BLOCK)
                 if after and after != _ZERO_BLOCK:
                     raise tarfile.ReadError("a zero block followed by a non-zero one")
                 return None
-            member, magic = self._parse(block)
+            member = self._parse(block)
             kind = member.type
             if kind == tarfile.GNUTYPE_LONGNAME:
                 long_name = _cut(self._data(member.size))
@@ -220,16 +226,15 @@ class TarReader:
         if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID and 0 <= member.mode <= 0o7777777):
             raise tarfile.ReadError(f"{member.name}: owner {member.uid}:{member.gid} or mode {member.mode:o} "
                                     "out of range")
-        if magic not in (_USTAR, _GNU):  # V7 headers have no device numbers
-            member.devmajor = member.devminor = 0
         if kind in _DATA_TYPES:
-            self.unread = member.size + (-member.size % _BLOCK)
+            self.unread, self.pad = member.size, -member.size % _BLOCK
         return member
 
     @staticmethod
-    def _parse(block: bytes) -> tuple[tarfile.TarInfo, bytes]:
-        """One header block (and its magic), as Go reads it."""
-        (name, mode, uid, gid, size, mtime, checksum, kind, linkname, magic, _, uname, gname, major, minor,
+    def _parse(block: bytes) -> tarfile.TarInfo:
+        """One header block, as Go reads it: owner names and device numbers from ustar and GNU headers only (V7
+        has none), the name prefix from ustar ones only (GNU keeps times there)."""
+        (name, mode, uid, gid, size, mtime, checksum, kind, linkname, magic, version, uname, gname, major, minor,
          prefix) = _FIELDS.unpack_from(block)
         stored = _numeric(checksum)
         if stored != 256 + sum(block) - sum(checksum) and stored != 256 + sum(
@@ -238,16 +243,20 @@ class TarReader:
         member = tarfile.TarInfo.__new__(tarfile.TarInfo)
         member.name = _text(name)
         member.linkname = _text(linkname)
-        member.uname = _text(uname)
-        member.gname = _text(gname)
-        member.mode, member.uid, member.gid, member.size, member.mtime, member.devmajor, member.devminor = (
-            _numeric(mode), _numeric(uid), _numeric(gid), _numeric(size), _numeric(mtime), _numeric(major),
-            _numeric(minor))
+        member.mode, member.uid, member.gid, member.size, member.mtime = (
+            _numeric(mode), _numeric(uid), _numeric(gid), _numeric(size), _numeric(mtime))
         member.type = kind
         member.pax_headers = {}
-        if magic == _USTAR and prefix[0] and (text := _text(prefix)):  # GNU keeps times there, V7 nothing
+        ustar, gnu = magic == _USTAR, magic == _GNU and version == b" \0"
+        if ustar or gnu:
+            member.uname, member.gname = _text(uname), _text(gname)
+            member.devmajor, member.devminor = _numeric(major), _numeric(minor)
+        else:
+            member.uname = member.gname = ""
+            member.devmajor = member.devminor = 0
+        if prefix[0] and (ustar or gnu and _go_1_7_prefix(prefix)) and (text := _text(prefix)):
             member.name = text + "/" + member.name
-        return member, magic
+        return member
 
     @staticmethod
     def _pax(data: bytes) -> dict[str, bytes]:
@@ -287,6 +296,17 @@ class TarReader:
             elif key in ("atime", "ctime"):
                 _pax_time(key, value)  # checked, as Go does, and not used
         member.pax_headers = {k: v.decode("utf-8", "surrogateescape") for k, v in records.items()}
+
+
+def _go_1_7_prefix(field: bytes) -> bool:
+    """Whether a GNU header's atime and ctime do not parse and the field is ASCII: then Go reads it as a ustar
+    name prefix (Go before 1.8 wrote one there)."""
+    try:
+        _numeric(field[:12])
+        _numeric(field[12:24])
+    except tarfile.ReadError:
+        return _cut(field).isascii()
+    return False
 
 
 def _cut(data: bytes) -> bytes:
