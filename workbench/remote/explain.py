@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.llb.ops import Copy, ExecOp, FileOp, LocalSource, Vertex, ignores_cache, rerun_roots
+from workbench.llb.ops import Copy, ExecOp, FileOp, LocalSource, Vertex, rerun_roots
 from workbench.solver import why
 
 OURS = "workbench's reckoning"
@@ -123,17 +123,14 @@ class RemoteExplainer:
         from workbench.solver.why import shown_parts
 
         key, components = self.key(v)
-        ignore = ignores_cache(v, self.no_cache)
+        ignore = why.ignored_by(v, self.no_cache)
         last = None if ignore else self._last(v)
         old_key, old = last if last is not None else ("", None)
         if not v.inputs and not ignore and (old is None or old_key == key):
             return "", shown_parts(components)  # a source's start is the daemon's cache request (a resolve)
         below = self._reruns.get(v.digest)
-        forced = why.rerun_below(below.name, "--no-cache-filter" if below.ignore_cache and not self.no_cache
-                                 else "--no-cache") if below is not None and not ignore and old_key == key else ""
-        by_filter = v.ignore_cache and not self.no_cache  # the step's own mark (--no-cache-filter)
-        reason = why.explain(old, components, old_key, key, self._missed, ignore and not by_filter,
-                             why.NO_CACHE_FILTER if by_filter else forced)
+        forced = why.rerun_below(below, self.no_cache) if below is not None and not ignore and old_key == key else ""
+        reason = why.explain(old, components, old_key, key, self._missed, ignore, forced)
         self._missed[key] = v.name
         for i in v.inputs:  # an input the daemon had cached though our key for it changed: say what changed
             if f"input changed: {i.name}" in reason and (change := self._change(i)):
@@ -150,7 +147,7 @@ class RemoteExplainer:
         if last is None or isinstance(v.op, LocalSource):
             return ""
         key, components = self.key(v)
-        return "" if last[0] == key else why.explain(last[1], components, last[0], key, self._missed, False)
+        return "" if last[0] == key else why.explain(last[1], components, last[0], key, self._missed, "")
 
     def record(self, seen: list[str]) -> None:
         """Keep the key parts computed for the steps in `seen` (our digests, run or cached) for the next build's

@@ -79,8 +79,8 @@ def convert_request(req: BuildRequest, bus: EventBus) -> LocalGraph:
                                dockerfile_text=text)
     try:
         conv = convert(text, ConvertOptions(build_args=req.build_args, target=req.target, filename=filename,
-                                                no_cache_stages=req.no_cache_filter,
-                                            excludes=tuple(patterns)), resolve, parsed)
+                                            no_cache_stages=req.no_cache_filter, excludes=tuple(patterns)),
+                       resolve, parsed)
     except DockerfileError as e:
         loc = SourceLocation(filename, e.start_line, e.end_line or e.start_line) if e.start_line else None
         raise BuildFailure(e.message, loc, dockerfile_text=text) from None

@@ -208,12 +208,10 @@ class Solver:
         return store.last_lineage(by_text) or store.last_lineage(by_position)
 
     def _miss_reason(self, v: Vertex, info: _KeyInfo, missed: dict[str, str], forced: str = "") -> str:
-        ignore = ignores_cache(v, self.no_cache)
-        last = None if ignore else self._last_record(v)
+        ignored = why.ignored_by(v, self.no_cache)
+        last = None if ignored else self._last_record(v)
         old_key, old = last if last is not None else ("", None)
-        by_filter = v.ignore_cache and not self.no_cache  # the step's own mark (--no-cache-filter)
-        return why.explain(old, info.components, old_key, info.key, missed, ignore and not by_filter,
-                           why.NO_CACHE_FILTER if by_filter else forced)
+        return why.explain(old, info.components, old_key, info.key, missed, ignored, forced)
 
     # -- solving ------------------------------------------------------------------------------------
 
@@ -290,8 +288,7 @@ class Solver:
                 return False
             if below is not None:
                 if any(source.has(info.key) for source in self.cache_sources):
-                    self._forced[v.digest] = why.rerun_below(
-                        below.name, "--no-cache-filter" if below.ignore_cache and not self.no_cache else "--no-cache")
+                    self._forced[v.digest] = why.rerun_below(below, self.no_cache)
                 return False
             if fresh:  # its result is kept: it runs again only so that the build stops at the breakpoint
                 if any(source.has(info.key) for source in self.cache_sources):

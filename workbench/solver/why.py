@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict
 from typing import Any
 
-from workbench.llb.ops import ExecOp, FileOp, GitSource, HttpSource, ImageSource, Vertex
+from workbench.llb.ops import ExecOp, FileOp, GitSource, HttpSource, ImageSource, Vertex, ignores_cache
 from workbench.solver.checksum import quote_name
 
 _STEP = re.compile(r"^\[(?:(?P<stage>[^\]]+?) )? *(?P<index>\d+)/\d+\] (?:ONBUILD )?(?P<text>.*)$", re.S)
@@ -123,24 +123,32 @@ BREAKPOINT_RERUN = "ran again to stop at a breakpoint"
 """The reason of a step whose result is cached but runs anyway: the debugger stops at it, or at a step after it."""
 
 
-def rerun_below(name: str, flag: str = "--no-cache") -> str:
-    """The reason of a step whose result is cached but runs anyway because `name`, below it, runs again under
-    `flag` (as in BuildKit, what depends on a step that ignores the cache runs again)."""
-    return f"parent step ran again ({flag}): {name}"
+def ignored_by(v: Vertex, no_cache: bool) -> str:
+    """The flag by which `v` ignores the cache in a build with(out) `--no-cache`: "--no-cache", or
+    "--no-cache-filter" (the frontend marks the steps of the stages it names); "" when it does not."""
+    if not ignores_cache(v, no_cache):
+        return ""
+    return "--no-cache" if no_cache else "--no-cache-filter"
 
 
-NO_CACHE_FILTER = "cache disabled for its stage (--no-cache-filter)"
+def rerun_below(below: Vertex, no_cache: bool) -> str:
+    """The reason of a step whose result is cached but runs anyway because `below`, under it, ignores the cache
+    (as in BuildKit, what depends on a step that ignores the cache runs again)."""
+    return f"parent step ran again ({ignored_by(below, no_cache)}): {below.name}"
 
 
 def explain(old: dict[str, Any] | None, new: dict[str, Any], old_key: str, new_key: str,
-            missed_inputs: dict[str, str], no_cache: bool, forced: str = "") -> str:
+            missed_inputs: dict[str, str], ignored: str, forced: str = "") -> str:
     """The miss reason for a step whose new key parts are `new` and last record `old` (None: never built).
 
-    `missed_inputs` maps the keys of inputs that missed in this build to their names; `forced` says why a step
-    whose result is in the cache runs anyway (BREAKPOINT_RERUN).
+    `missed_inputs` maps the keys of inputs that missed in this build to their names; `ignored` is the flag by
+    which the step ignores the cache (`ignored_by`), if any; `forced` says why a step whose result is in the
+    cache runs anyway (BREAKPOINT_RERUN).
     """
-    if no_cache:
+    if ignored == "--no-cache":
         return "cache disabled (--no-cache)"
+    if ignored:
+        return f"cache disabled for its stage ({ignored})"
     if forced:
         return forced
     if old is None:
