@@ -32,6 +32,13 @@ class DestinationError(OSError):
         return str(self.args[0])
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write the whole of `data` to `fd` (a write may take less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def reason(e: OSError) -> str:
     """The OS's words for `e` ("Permission denied"), without Python's decoration."""
     return e.strerror or str(e)

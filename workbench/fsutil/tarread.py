@@ -20,12 +20,13 @@ are `tarfile.TarInfo` objects with the fields extraction uses.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import tarfile
 from collections.abc import Iterator
 from typing import IO
+
+from workbench.fsutil.destination import write_all
 
 _BLOCK = 512
 _CHUNK = 1 << 20
@@ -45,9 +46,15 @@ _NUL_FREE_KEYS = frozenset({"path", "linkpath", "uname", "gname"})
 _MAX_ID = (1 << 32) - 1
 
 
+def _cut(data: bytes) -> bytes:
+    """`data` up to its first NUL."""
+    end = data.find(0)
+    return data if end < 0 else data[:end]
+
+
 def _text(field: bytes) -> str:
-    end = field.find(0)
-    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
+    """A string field (or a GNU long name's data): up to its first NUL, as UTF-8 with surrogateescape."""
+    return _cut(field).decode("utf-8", "surrogateescape")
 
 
 def _numeric(field: bytes) -> int:
@@ -68,8 +75,7 @@ def _numeric(field: bytes) -> int:
         return ~value if invert else value
     digits = field.strip(b" \0")
     if not digits.isdigit():  # anything but plain digits (the usual case): cut at a NUL, then only 0-7
-        end = digits.find(0)
-        digits = digits if end < 0 else digits[:end]
+        digits = _cut(digits)
         if not digits:
             return 0
         if digits.translate(None, _OCTAL_DIGITS):
@@ -122,7 +128,7 @@ class TarReader:
             if self.pos >= len(self.buf) and not self._refill():
                 raise tarfile.ReadError("unexpected end of data")
             n = min(left, len(self.buf) - self.pos)
-            _write_all(fd, memoryview(self.buf)[self.pos:self.pos + n])
+            write_all(fd, memoryview(self.buf)[self.pos:self.pos + n])
             self.pos += n
             left -= n
         self.unread -= member.size
@@ -180,7 +186,7 @@ class TarReader:
             return None
         self.unread = self.pad = 0
         pax: dict[str, bytes] = {}
-        long_name = long_link = b""
+        long_name = long_link = ""
         while True:
             block = self._take(_BLOCK)
             if not block:
@@ -195,9 +201,9 @@ class TarReader:
             member = self._parse(block)
             kind = member.type
             if kind == tarfile.GNUTYPE_LONGNAME:
-                long_name = _cut(self._data(member.size))
+                long_name = _text(self._data(member.size))
             elif kind == tarfile.GNUTYPE_LONGLINK:
-                long_link = _cut(self._data(member.size))
+                long_link = _text(self._data(member.size))
             elif kind == tarfile.XHDTYPE:
                 pax = self._pax(self._data(member.size))  # a later one replaces an earlier one, as in Go
             elif kind == tarfile.XGLTYPE:
@@ -208,9 +214,9 @@ class TarReader:
         if pax:
             self._apply_pax(member, pax)
         if long_name:
-            member.name = long_name.decode("utf-8", "surrogateescape")
+            member.name = long_name
         if long_link:
-            member.linkname = long_link.decode("utf-8", "surrogateescape")
+            member.linkname = long_link
         if kind == tarfile.AREGTYPE:  # V7's directory: a regular file whose (final) name ends in "/"
             if member.name.endswith("/"):
                 member.type = kind = tarfile.DIRTYPE
@@ -308,13 +314,3 @@ def _go_1_7_prefix(field: bytes) -> bool:
         return _cut(field).isascii()
     return False
 
-
-def _cut(data: bytes) -> bytes:
-    """A GNU long name's data up to its first NUL."""
-    end = data.find(0)
-    return data if end < 0 else data[:end]
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view):]

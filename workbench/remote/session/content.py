@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workbench.fsutil.destination import atomic_file, create_temp, reason, remove_stale_temps
+from workbench.fsutil.destination import atomic_file, create_temp, reason, remove_stale_temps, write_all
 from workbench.fsutil.paths import open_beneath
 from workbench.image.content import check_digest
 from workbench.remote.session.h2server import (
@@ -374,10 +374,8 @@ class _Ingest:
 
     def _write(self, data: bytes) -> None:
         _, fd, _ = self._open()
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         except OSError as e:
             raise GrpcError(FAILED_PRECONDITION, f"{self.store.dir}: {reason(e)}") from None
         self.hash.update(data)

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.fsutil.destination import DestinationError, atomic_file
+from workbench.fsutil.destination import DestinationError, atomic_file, write_all
 from workbench.fsutil.paths import DIR_FLAGS, open_beneath, remove_leaf
 from workbench.remote.session.filesync import (
     MODE_CHAR_DEVICE,
@@ -399,8 +399,7 @@ class LocalReceiver:
             left = self.left[p.ID]
             view = memoryview(p.data)[:left]  # the file stops at its STAT's size, whatever the sender says
             self.left[p.ID] = left - len(view)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, view)
             if len(p.data) > left:
                 raise StreamError(f"refusing {stat.path!r}: the sender sent more than the {stat.size} bytes "
                                   f"it announced")
