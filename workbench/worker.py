@@ -117,10 +117,10 @@ class Worker:
                     if future in done and future.exception() is not None:
                         future.result()  # the lowest failure is the one raised
                 for i, dir_, future in zip(todo, prepared, futures, strict=True):
-                    future.result()
+                    allocated = future.result()
                     layer = layers[i]
                     snapshot = self.snapshots.commit(dir_)
-                    self.store.record_snapshot_sizes({snapshot: future.result()})  # the GC need not walk it
+                    self.store.record_snapshot_sizes({snapshot: allocated})  # the GC need not walk it
                     self.store.record_layer_blob(snapshot, LayerBlob(layer.diff_id, layer.digest, layer.size,
                                                                      layer.media_type))
                     chain = self.store.record(keys[i], chain + [snapshot], f"layer {layer.diff_id}")
